@@ -1,0 +1,93 @@
+"""Build script for tinyodl's compiled kernels.
+
+Every ``kernels/<name>.pyx`` becomes the extension module ``tinyodl._kernels.<name>``.
+Kernels are compiled with optimisation (``-O3``) and with OpenMP when the compiler
+supports it; without OpenMP the ``prange`` loops simply run serially.
+Set ``TINYODL_NO_OPENMP=1`` to force the serial build and ``TINYODL_PORTABLE=1`` to
+build without ``-march=native``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def compiler_accepts(flags: list[str], source: str) -> bool:
+    """Return True if the C compiler builds and links ``source`` with ``flags``."""
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        c_file = Path(tmp) / "check.c"
+        c_file.write_text(source)
+        cmd = [cc, *flags, str(c_file), "-o", str(Path(tmp) / "check")]
+        try:
+            res = subprocess.run(cmd, capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return res.returncode == 0
+
+
+def compiler_supports_openmp() -> bool:
+    """Check that a tiny OpenMP program compiles (``TINYODL_NO_OPENMP=1`` forces False)."""
+    if os.environ.get("TINYODL_NO_OPENMP"):
+        return False
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    return compiler_accepts(["-fopenmp"], src)
+
+
+def arch_flags() -> list[str]:
+    """``-march=native`` (the kernels are built where they run) unless TINYODL_PORTABLE=1."""
+    if os.environ.get("TINYODL_PORTABLE"):
+        return []
+    if compiler_accepts(["-march=native"], "int main(void){return 0;}\n"):
+        return ["-march=native"]
+    return []
+
+
+def make_extensions() -> list[Extension]:
+    openmp = compiler_supports_openmp()
+    if not openmp:
+        print("tinyodl: OpenMP not available; building serial kernels", file=sys.stderr)
+    compile_args = ["-O3", "-fno-math-errno", *arch_flags()]
+    link_args: list[str] = []
+    if openmp:
+        compile_args.append("-fopenmp")
+        link_args.append("-fopenmp")
+    exts = []
+    for pyx in sorted((HERE / "kernels").glob("*.pyx")):
+        exts.append(
+            Extension(
+                f"tinyodl._kernels.{pyx.stem}",
+                [str(pyx.relative_to(HERE))],
+                include_dirs=[np.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                extra_compile_args=compile_args,
+                extra_link_args=link_args,
+            )
+        )
+    return cythonize(
+        exts,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "binding": True,
+        },
+    )
+
+
+setup(ext_modules=make_extensions())

@@ -1,0 +1,44 @@
+"""Shared pytest fixtures: backend parametrization and optional oracles."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from tinyodl import backend
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _backend_params():
+    params = [pytest.param("numpy", id="numpy")]
+    marks = [] if backend.cython_available() else [pytest.mark.skip(reason="kernels not built")]
+    params.append(pytest.param("cython", id="cython", marks=marks))
+    return params
+
+
+@pytest.fixture(params=_backend_params())
+def backend_name(request):
+    """Run the test once per backend, with that backend active."""
+    with backend.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def kernels(backend_name):
+    """The kernel namespace of the backend under test."""
+    return backend.implementation(backend_name)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_torch = pytest.mark.skip(reason="PyTorch is not installed (oracle tests)")
+    for item in items:
+        if "torch" in item.keywords and not HAS_TORCH:
+            item.add_marker(skip_torch)
