@@ -4,7 +4,8 @@ Every ``kernels/<name>.pyx`` becomes the extension module ``tinyodl._kernels.<na
 Kernels are compiled with optimisation (``-O3``) and with OpenMP when the compiler
 supports it; without OpenMP the ``prange`` loops simply run serially.
 Set ``TINYODL_NO_OPENMP=1`` to force the serial build and ``TINYODL_PORTABLE=1`` to
-build without ``-march=native``.
+build without ``-march=native``. For development, ``TINYODL_ONLY=conv,pool`` restricts the
+build to some kernels (see ``scripts/build_kernels.sh``).
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def make_extensions() -> list[Extension]:
     if openmp:
         compile_args.append("-fopenmp")
         link_args.append("-fopenmp")
+    only = set(filter(None, os.environ.get("TINYODL_ONLY", "").split(",")))
     exts = []
     for pyx in sorted((HERE / "kernels").glob("*.pyx")):
+        if only and pyx.stem not in only:
+            continue
         exts.append(
             Extension(
                 f"tinyodl._kernels.{pyx.stem}",

@@ -1,0 +1,470 @@
+# cython: language_level=3
+"""Compiled 2-D convolution: the fast twin of ``tinyodl.reference.conv`` (chapter 00).
+
+Same functions, same signatures, same errors as the numpy reference. What changes:
+
+* ``im2col``/``col2im`` are loops over one image at a time with contiguous inner loops
+  (a ``memcpy`` per output row when the stride is 1) and ``prange`` over channels;
+* the matrix products call BLAS ``sgemm``/``dgemm`` directly (``scipy.linalg.cython_blas``),
+  one image and one group at a time, so the column buffer holds one image only;
+* a 1x1 convolution with stride 1 and no padding needs no im2col: the image *is* the
+  column matrix;
+* a depthwise convolution (``groups == C == F``) uses direct loops, no im2col at all.
+
+``set_num_threads(n)`` sets the OpenMP thread count of the ``prange`` loops (default 1).
+BLAS uses its own threads (``OPENBLAS_NUM_THREADS``).
+"""
+
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+
+from _float_common cimport Geom, col_hi, col_lo, gemm, make_geom
+
+from tinyodl.reference._checks import (
+    check_float,
+    check_shape4,
+    conv_geometry,
+    window_geometry,
+)
+
+cdef int _num_threads = 1
+
+
+def set_num_threads(int n):
+    """Set the number of OpenMP threads used by this module's ``prange`` loops."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    _num_threads = n
+
+
+# ---------------------------------------------------------------------------------------
+# im2col / col2im of one image, one channel per prange iteration
+# ---------------------------------------------------------------------------------------
+
+cdef void _im2col_channel(const floating* xc, floating* col, const Geom* g) noexcept nogil:
+    """Columns of one channel: rows kh*KW + kw, each OH*OW long."""
+    cdef Py_ssize_t kh, kw, oh, ow, ih, lo, hi, base
+    cdef floating* dst
+    for kh in range(g.KH):
+        for kw in range(g.KW):
+            lo = col_lo(g, kw)
+            hi = col_hi(g, kw)
+            if hi < lo:
+                hi = lo
+            for oh in range(g.OH):
+                dst = col + ((kh * g.KW + kw) * g.OH + oh) * g.OW
+                ih = oh * g.SH - g.PH + kh
+                if ih < 0 or ih >= g.H:
+                    memset(dst, 0, g.OW * sizeof(floating))
+                    continue
+                base = ih * g.W + kw - g.PW  # pixel read by ow is base + ow*SW
+                for ow in range(lo):
+                    dst[ow] = 0
+                if g.SW == 1:
+                    if hi > lo:
+                        memcpy(dst + lo, xc + base + lo, (hi - lo) * sizeof(floating))
+                else:
+                    for ow in range(lo, hi):
+                        dst[ow] = xc[base + ow * g.SW]
+                for ow in range(hi, g.OW):
+                    dst[ow] = 0
+
+
+cdef void _col2im_channel(const floating* col, floating* xc, const Geom* g) noexcept nogil:
+    """Add the columns of one channel back into its (zeroed) H x W plane."""
+    cdef Py_ssize_t kh, kw, oh, ow, ih, lo, hi, base
+    cdef const floating* src
+    for kh in range(g.KH):
+        for kw in range(g.KW):
+            lo = col_lo(g, kw)
+            hi = col_hi(g, kw)
+            for oh in range(g.OH):
+                ih = oh * g.SH - g.PH + kh
+                if ih < 0 or ih >= g.H:
+                    continue
+                src = col + ((kh * g.KW + kw) * g.OH + oh) * g.OW
+                base = ih * g.W + kw - g.PW
+                for ow in range(lo, hi):
+                    xc[base + ow * g.SW] += src[ow]
+
+
+cdef void _im2col_image(const floating* x, floating* cols, Py_ssize_t C, const Geom* g,
+                        int nthreads) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef Py_ssize_t plane = g.H * g.W, rows = g.KH * g.KW * g.OH * g.OW
+    for c in prange(C, num_threads=nthreads, schedule="static"):
+        _im2col_channel(x + c * plane, cols + c * rows, g)
+
+
+cdef void _col2im_image(const floating* cols, floating* x, Py_ssize_t C, const Geom* g,
+                        int nthreads) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef Py_ssize_t plane = g.H * g.W, rows = g.KH * g.KW * g.OH * g.OW
+    memset(x, 0, C * plane * sizeof(floating))
+    for c in prange(C, num_threads=nthreads, schedule="static"):
+        _col2im_channel(cols + c * rows, x + c * plane, g)
+
+
+cdef Geom _geom(g):
+    return make_geom(g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW)
+
+
+cdef bint _is_pointwise(const Geom* g) noexcept:
+    """1x1 kernel, stride 1, no padding: im2col would be the identity."""
+    return (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1
+            and g.PH == 0 and g.PW == 0)
+
+
+def im2col(x, kernel_size, stride=1, padding=0):
+    """Unfold sliding windows into columns; see ``tinyodl.reference.conv.im2col``."""
+    x = check_float("im2col", "x", x, 4)
+    kh, kw, sh, sw, ph, pw, oh, ow = window_geometry("im2col", x.shape, kernel_size,
+                                                     stride, padding)
+    n, c, h, w = x.shape
+    x = np.ascontiguousarray(x)
+    cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    cdef Geom geo = make_geom(h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+    if x.dtype == np.float32:
+        _im2col_batch[float](x, cols, &geo)
+    else:
+        _im2col_batch[double](x, cols, &geo)
+    return cols
+
+
+cdef void _im2col_batch(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
+                        const Geom* g) noexcept:
+    cdef Py_ssize_t n, N = x.shape[0], C = x.shape[1]
+    cdef int nt = _num_threads
+    if N == 0 or C == 0:
+        return
+    with nogil:
+        for n in range(N):
+            _im2col_image(&x[n, 0, 0, 0], &cols[n, 0, 0], C, g, nt)
+
+
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
+    """Fold columns back into an image; see ``tinyodl.reference.conv.col2im``."""
+    cols = check_float("col2im", "cols", cols, 3)
+    n, c, h, w = check_shape4("col2im", "x_shape", x_shape)
+    kh, kw, sh, sw, ph, pw, oh, ow = window_geometry("col2im", x_shape, kernel_size,
+                                                     stride, padding)
+    expected = (n, c * kh * kw, oh * ow)
+    if cols.shape != expected:
+        raise ValueError(f"col2im: cols must have shape {expected}, got {cols.shape}")
+    cols = np.ascontiguousarray(cols)
+    x = np.zeros((n, c, h, w), dtype=cols.dtype)
+    cdef Geom geo = make_geom(h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+    if cols.dtype == np.float32:
+        _col2im_batch[float](cols, x, &geo)
+    else:
+        _col2im_batch[double](cols, x, &geo)
+    return x
+
+
+cdef void _col2im_batch(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
+                        const Geom* g) noexcept:
+    cdef Py_ssize_t n, N = x.shape[0], C = x.shape[1]
+    cdef int nt = _num_threads
+    if N == 0 or C == 0:
+        return
+    with nogil:
+        for n in range(N):
+            _col2im_image(&cols[n, 0, 0], &x[n, 0, 0, 0], C, g, nt)
+
+
+# ---------------------------------------------------------------------------------------
+# general (grouped) convolution: im2col + one GEMM per image and group
+# ---------------------------------------------------------------------------------------
+
+cdef void _forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                        const floating[::1] b, bint has_bias, floating[:, :, :, ::1] out,
+                        int groups, const Geom* g) noexcept:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w.shape[0]
+    cdef Py_ssize_t n, f, p, G
+    cdef int P = g.OH * g.OW, Fg = F // groups, K = (C // groups) * g.KH * g.KW
+    cdef bint direct = _is_pointwise(g)
+    cdef int nt = _num_threads
+    cdef floating beta = 1 if has_bias else 0
+    cdef floating[:, ::1] buf
+    cdef const floating* cols
+    cdef floating* o
+    if not direct:
+        buf = np.empty((C * g.KH * g.KW, P), dtype=np.float32 if floating is float else np.float64)
+    with nogil:
+        for n in range(N):
+            if direct:
+                cols = &x[n, 0, 0, 0]  # (C, H*W) is already the column matrix
+            else:
+                _im2col_image(&x[n, 0, 0, 0], &buf[0, 0], C, g, nt)
+                cols = &buf[0, 0]
+            o = &out[n, 0, 0, 0]
+            if has_bias:
+                for f in range(F):
+                    for p in range(P):
+                        o[f * P + p] = b[f]
+            for G in range(groups):
+                # out_g (Fg, P) = w_g (Fg, K) @ cols_g (K, P); BLAS sees the transposes
+                gemm(c"N", c"N", P, Fg, K, 1, cols + G * K * P, P, &w[G * Fg, 0, 0, 0], K,
+                     beta, o + G * Fg * P, P)
+
+
+cdef void _backward_input_gemm(const floating[:, :, :, ::1] dout,
+                               const floating[:, :, :, ::1] w,
+                               floating[:, :, :, ::1] dx, int groups,
+                               const Geom* g) noexcept:
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], F = w.shape[0]
+    cdef Py_ssize_t n, G
+    cdef int P = g.OH * g.OW, Fg = F // groups, K = (C // groups) * g.KH * g.KW
+    cdef bint direct = _is_pointwise(g)
+    cdef int nt = _num_threads
+    cdef floating[:, ::1] buf
+    cdef floating* dcols
+    if not direct:
+        buf = np.empty((C * g.KH * g.KW, P), dtype=np.float32 if floating is float else np.float64)
+    with nogil:
+        for n in range(N):
+            dcols = &dx[n, 0, 0, 0] if direct else &buf[0, 0]
+            for G in range(groups):
+                # dcols_g (K, P) = w_g.T (K, Fg) @ dout_g (Fg, P)
+                gemm(c"N", c"T", P, K, Fg, 1, &dout[n, G * Fg, 0, 0], P,
+                     &w[G * Fg, 0, 0, 0], K, 0, dcols + G * K * P, P)
+            if not direct:
+                _col2im_image(&buf[0, 0], &dx[n, 0, 0, 0], C, g, nt)
+
+
+cdef void _backward_weight_gemm(const floating[:, :, :, ::1] dout,
+                                const floating[:, :, :, ::1] x,
+                                floating[:, :, :, ::1] dw, int groups,
+                                const Geom* g) noexcept:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = dw.shape[0]
+    cdef Py_ssize_t n, G
+    cdef int P = g.OH * g.OW, Fg = F // groups, K = (C // groups) * g.KH * g.KW
+    cdef bint direct = _is_pointwise(g)
+    cdef int nt = _num_threads
+    cdef floating[:, ::1] buf
+    cdef const floating* cols
+    if not direct:
+        buf = np.empty((C * g.KH * g.KW, P), dtype=np.float32 if floating is float else np.float64)
+    with nogil:
+        for n in range(N):
+            if direct:
+                cols = &x[n, 0, 0, 0]
+            else:
+                _im2col_image(&x[n, 0, 0, 0], &buf[0, 0], C, g, nt)
+                cols = &buf[0, 0]
+            for G in range(groups):
+                # dw_g (Fg, K) += dout_g (Fg, P) @ cols_g.T (P, K); beta = 1 sums over n
+                gemm(c"T", c"N", K, Fg, P, 1, cols + G * K * P, P, &dout[n, G * Fg, 0, 0], P,
+                     1, &dw[G * Fg, 0, 0, 0], K)
+
+
+# ---------------------------------------------------------------------------------------
+# depthwise convolution (groups == C == F): direct loops over one H x W plane
+# ---------------------------------------------------------------------------------------
+
+cdef void _dw_forward_plane(const floating* xc, const floating* wc, floating bias,
+                            floating* oc, const Geom* g) noexcept nogil:
+    cdef Py_ssize_t kh, kw, oh, ow, ih, lo, hi, base
+    cdef floating wv
+    cdef floating* orow
+    for ow in range(g.OH * g.OW):
+        oc[ow] = bias
+    for kh in range(g.KH):
+        for kw in range(g.KW):
+            wv = wc[kh * g.KW + kw]
+            lo = col_lo(g, kw)
+            hi = col_hi(g, kw)
+            for oh in range(g.OH):
+                ih = oh * g.SH - g.PH + kh
+                if ih < 0 or ih >= g.H:
+                    continue
+                base = ih * g.W + kw - g.PW
+                orow = oc + oh * g.OW
+                for ow in range(lo, hi):
+                    orow[ow] += wv * xc[base + ow * g.SW]
+
+
+cdef void _dw_backward_input_plane(const floating* dc, const floating* wc, floating* dxc,
+                                   const Geom* g) noexcept nogil:
+    cdef Py_ssize_t kh, kw, oh, ow, ih, lo, hi, base
+    cdef floating wv
+    cdef const floating* drow
+    memset(dxc, 0, g.H * g.W * sizeof(floating))
+    for kh in range(g.KH):
+        for kw in range(g.KW):
+            wv = wc[kh * g.KW + kw]
+            lo = col_lo(g, kw)
+            hi = col_hi(g, kw)
+            for oh in range(g.OH):
+                ih = oh * g.SH - g.PH + kh
+                if ih < 0 or ih >= g.H:
+                    continue
+                base = ih * g.W + kw - g.PW
+                drow = dc + oh * g.OW
+                for ow in range(lo, hi):
+                    dxc[base + ow * g.SW] += wv * drow[ow]
+
+
+cdef void _dw_backward_weight_channel(const floating* dout, const floating* x, floating* dwc,
+                                      Py_ssize_t N, Py_ssize_t C,
+                                      const Geom* g) noexcept nogil:
+    """dw[c, kh, kw] = sum_n sum_(oh, ow) dout[n, c, oh, ow] * x_pad[n, c, ih, iw]."""
+    cdef Py_ssize_t n, kh, kw, oh, ow, ih, lo, hi, base
+    cdef Py_ssize_t xstride = C * g.H * g.W, dstride = C * g.OH * g.OW
+    cdef double acc  # accumulate in double, also for float32
+    cdef const floating* xc
+    cdef const floating* drow
+    for kh in range(g.KH):
+        for kw in range(g.KW):
+            lo = col_lo(g, kw)
+            hi = col_hi(g, kw)
+            acc = 0
+            for n in range(N):
+                xc = x + n * xstride
+                for oh in range(g.OH):
+                    ih = oh * g.SH - g.PH + kh
+                    if ih < 0 or ih >= g.H:
+                        continue
+                    base = ih * g.W + kw - g.PW
+                    drow = dout + n * dstride + oh * g.OW
+                    for ow in range(lo, hi):
+                        acc = acc + drow[ow] * xc[base + ow * g.SW]
+            dwc[kh * g.KW + kw] = <floating>acc
+
+
+cdef void _dw_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                      const floating[::1] b,
+                      floating[:, :, :, ::1] out, const Geom* g) noexcept:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], i
+    cdef int nt = _num_threads
+    with nogil:
+        for i in prange(N * C, num_threads=nt, schedule="static"):
+            _dw_forward_plane(&x[i // C, i % C, 0, 0], &w[i % C, 0, 0, 0], b[i % C],
+                              &out[i // C, i % C, 0, 0], g)
+
+
+cdef void _dw_backward_input(const floating[:, :, :, ::1] dout,
+                             const floating[:, :, :, ::1] w,
+                             floating[:, :, :, ::1] dx, const Geom* g) noexcept:
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], i
+    cdef int nt = _num_threads
+    with nogil:
+        for i in prange(N * C, num_threads=nt, schedule="static"):
+            _dw_backward_input_plane(&dout[i // C, i % C, 0, 0], &w[i % C, 0, 0, 0],
+                                     &dx[i // C, i % C, 0, 0], g)
+
+
+cdef void _dw_backward_weight(const floating[:, :, :, ::1] dout,
+                              const floating[:, :, :, ::1] x,
+                              floating[:, :, :, ::1] dw, const Geom* g) noexcept:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], c
+    cdef int nt = _num_threads
+    with nogil:
+        for c in prange(C, num_threads=nt, schedule="static"):
+            _dw_backward_weight_channel(&dout[0, c, 0, 0], &x[0, c, 0, 0], &dw[c, 0, 0, 0],
+                                        N, C, g)
+
+
+# ---------------------------------------------------------------------------------------
+# public API (validation shared with the numpy reference)
+# ---------------------------------------------------------------------------------------
+
+def _is_depthwise(g):
+    return g.groups == g.C == g.F and g.groups > 1
+
+
+def _check_dout(fn, dout, g):
+    expected = (g.N, g.F, g.OH, g.OW)
+    if dout.shape != expected:
+        raise ValueError(f"{fn}: dout must have shape {expected}, got {dout.shape}")
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1):
+    """Grouped 2-D convolution; see ``tinyodl.reference.conv.conv2d_forward``."""
+    fn = "conv2d_forward"
+    x = check_float(fn, "x", x, 4)
+    w = check_float(fn, "w", w, 4, like=x)
+    g = conv_geometry(fn, x.shape, w.shape, stride, padding, groups)
+    has_bias = b is not None
+    if has_bias:
+        b = check_float(fn, "b", b, 1, like=x)
+        if b.shape != (g.F,):
+            raise ValueError(f"{fn}: b must have shape ({g.F},), got {b.shape}")
+        b = np.ascontiguousarray(b)
+    else:
+        b = np.zeros(g.F, dtype=x.dtype)
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    out = np.empty((g.N, g.F, g.OH, g.OW), dtype=x.dtype)
+    if g.N == 0 or g.F == 0:
+        return out
+    cdef Geom geo = _geom(g)
+    single = x.dtype == np.float32
+    if _is_depthwise(g):
+        if single:
+            _dw_forward[float](x, w, b, out, &geo)
+        else:
+            _dw_forward[double](x, w, b, out, &geo)
+    elif single:
+        _forward_gemm[float](x, w, b, has_bias, out, g.groups, &geo)
+    else:
+        _forward_gemm[double](x, w, b, has_bias, out, g.groups, &geo)
+    return out
+
+
+def conv2d_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
+    """Gradient w.r.t. the input; see ``tinyodl.reference.conv.conv2d_backward_input``."""
+    fn = "conv2d_backward_input"
+    dout = check_float(fn, "dout", dout, 4)
+    w = check_float(fn, "w", w, 4, like=dout)
+    x_shape = check_shape4(fn, "x_shape", x_shape)
+    g = conv_geometry(fn, x_shape, w.shape, stride, padding, groups)
+    _check_dout(fn, dout, g)
+    dout = np.ascontiguousarray(dout)
+    w = np.ascontiguousarray(w)
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    if dx.size == 0 or g.F == 0:
+        return dx
+    cdef Geom geo = _geom(g)
+    single = dout.dtype == np.float32
+    if _is_depthwise(g):
+        if single:
+            _dw_backward_input[float](dout, w, dx, &geo)
+        else:
+            _dw_backward_input[double](dout, w, dx, &geo)
+    elif single:
+        _backward_input_gemm[float](dout, w, dx, g.groups, &geo)
+    else:
+        _backward_input_gemm[double](dout, w, dx, g.groups, &geo)
+    return dx
+
+
+def conv2d_backward_weight(dout, x, w_shape, stride=1, padding=0, groups=1):
+    """Gradient w.r.t. the weights; see ``tinyodl.reference.conv.conv2d_backward_weight``."""
+    fn = "conv2d_backward_weight"
+    dout = check_float(fn, "dout", dout, 4)
+    x = check_float(fn, "x", x, 4, like=dout)
+    w_shape = check_shape4(fn, "w_shape", w_shape)
+    g = conv_geometry(fn, x.shape, w_shape, stride, padding, groups)
+    _check_dout(fn, dout, g)
+    dout = np.ascontiguousarray(dout)
+    x = np.ascontiguousarray(x)
+    dw = np.zeros(w_shape, dtype=dout.dtype)
+    if dw.size == 0 or g.N == 0:
+        return dw
+    cdef Geom geo = _geom(g)
+    single = dout.dtype == np.float32
+    if _is_depthwise(g):
+        if single:
+            _dw_backward_weight[float](dout, x, dw, &geo)
+        else:
+            _dw_backward_weight[double](dout, x, dw, &geo)
+    elif single:
+        _backward_weight_gemm[float](dout, x, dw, g.groups, &geo)
+    else:
+        _backward_weight_gemm[double](dout, x, dw, g.groups, &geo)
+    return dw

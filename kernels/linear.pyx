@@ -1,0 +1,133 @@
+# cython: language_level=3
+"""Compiled fully connected layer: the fast twin of ``tinyodl.reference.linear``.
+
+Each function is one BLAS ``sgemm``/``dgemm`` call on row-major arrays. BLAS is
+column-major, so for the row-major product ``C = A @ B`` we ask it for ``C.T = B.T @ A.T``
+(see ``kernels/_float_common.pxd``). ``set_num_threads`` exists for symmetry with the other
+modules; BLAS uses its own thread pool (``OPENBLAS_NUM_THREADS``).
+"""
+
+import numpy as np
+
+from cython cimport floating
+
+from _float_common cimport gemm
+
+from tinyodl.reference._checks import check_float
+
+cdef int _num_threads = 1
+
+
+def set_num_threads(int n):
+    """Set the OpenMP thread count (kept for a uniform API; GEMM threads come from BLAS)."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    _num_threads = n
+
+
+cdef void _forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
+                   bint has_bias, floating[:, ::1] out) noexcept:
+    cdef int N = x.shape[0], I = x.shape[1], O = w.shape[0]
+    cdef Py_ssize_t n, o
+    cdef floating beta = 1 if has_bias else 0
+    with nogil:
+        if has_bias:
+            for n in range(N):
+                for o in range(O):
+                    out[n, o] = b[o]
+        # out (N, O) = x (N, I) @ w.T (I, O)  <=>  out.T = w @ x.T in column-major terms
+        gemm(c"T", c"N", O, N, I, 1, &w[0, 0], I, &x[0, 0], I, beta, &out[0, 0], O)
+
+
+cdef void _backward_input(const floating[:, ::1] dout, const floating[:, ::1] w,
+                          floating[:, ::1] dx) noexcept:
+    cdef int N = dout.shape[0], O = dout.shape[1], I = w.shape[1]
+    with nogil:
+        # dx (N, I) = dout (N, O) @ w (O, I)
+        gemm(c"N", c"N", I, N, O, 1, &w[0, 0], I, &dout[0, 0], O, 0, &dx[0, 0], I)
+
+
+cdef void _backward_weight(const floating[:, ::1] dout, const floating[:, ::1] x,
+                           floating[:, ::1] dw) noexcept:
+    cdef int N = dout.shape[0], O = dout.shape[1], I = x.shape[1]
+    with nogil:
+        # dw (O, I) = dout.T (O, N) @ x (N, I)
+        gemm(c"N", c"T", I, O, N, 1, &x[0, 0], I, &dout[0, 0], O, 0, &dw[0, 0], I)
+
+
+def linear_forward(x, w, b=None):
+    """``x @ w.T + b``; see ``tinyodl.reference.linear.linear_forward``."""
+    fn = "linear_forward"
+    x = check_float(fn, "x", x, 2)
+    w = check_float(fn, "w", w, 2, like=x)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"{fn}: w has {w.shape[1]} input features but x has {x.shape[1]} "
+            f"(x shape {x.shape}, w shape {w.shape})"
+        )
+    has_bias = b is not None
+    if has_bias:
+        b = check_float(fn, "b", b, 1, like=x)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"{fn}: b must have shape ({w.shape[0]},), got {b.shape}")
+        b = np.ascontiguousarray(b)
+    else:
+        b = np.zeros(w.shape[0], dtype=x.dtype)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+    if out.size == 0:
+        return out
+    if x.shape[1] == 0:
+        out[...] = b
+        return out
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    if x.dtype == np.float32:
+        _forward[float](x, w, b, has_bias, out)
+    else:
+        _forward[double](x, w, b, has_bias, out)
+    return out
+
+
+def linear_backward_input(dout, w):
+    """``dout @ w``; see ``tinyodl.reference.linear.linear_backward_input``."""
+    fn = "linear_backward_input"
+    dout = check_float(fn, "dout", dout, 2)
+    w = check_float(fn, "w", w, 2, like=dout)
+    if w.shape[0] != dout.shape[1]:
+        raise ValueError(
+            f"{fn}: w has {w.shape[0]} output features but dout has {dout.shape[1]} "
+            f"(dout shape {dout.shape}, w shape {w.shape})"
+        )
+    dx = np.zeros((dout.shape[0], w.shape[1]), dtype=dout.dtype)
+    if dx.size == 0 or dout.shape[1] == 0:
+        return dx
+    dout = np.ascontiguousarray(dout)
+    w = np.ascontiguousarray(w)
+    if dout.dtype == np.float32:
+        _backward_input[float](dout, w, dx)
+    else:
+        _backward_input[double](dout, w, dx)
+    return dx
+
+
+def linear_backward_weight(dout, x):
+    """``dout.T @ x``; see ``tinyodl.reference.linear.linear_backward_weight``."""
+    fn = "linear_backward_weight"
+    dout = check_float(fn, "dout", dout, 2)
+    x = check_float(fn, "x", x, 2, like=dout)
+    if x.shape[0] != dout.shape[0]:
+        raise ValueError(
+            f"{fn}: dout has batch size {dout.shape[0]} but x has {x.shape[0]} "
+            f"(dout shape {dout.shape}, x shape {x.shape})"
+        )
+    dw = np.zeros((dout.shape[1], x.shape[1]), dtype=dout.dtype)
+    if dw.size == 0 or x.shape[0] == 0:
+        return dw
+    dout = np.ascontiguousarray(dout)
+    x = np.ascontiguousarray(x)
+    if dout.dtype == np.float32:
+        _backward_weight[float](dout, x, dw)
+    else:
+        _backward_weight[double](dout, x, dw)
+    return dw

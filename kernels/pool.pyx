@@ -1,0 +1,211 @@
+# cython: language_level=3
+"""Compiled 2-D max and average pooling: the fast twin of ``tinyodl.reference.pool``.
+
+Direct loops over one ``H x W`` plane per ``prange`` iteration (``N*C`` planes in all);
+no im2col. Windows are clipped to the image, which is the same as padding with ``-inf``
+(max pooling: padding never wins) or with zeros (average pooling: divisor ``KH*KW``).
+Ties in max pooling go to the first pixel in row-major window order, as in the reference.
+"""
+
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from _float_common cimport Geom, make_geom
+
+from tinyodl.reference._checks import check_argmax, check_float, check_shape4, pool_geometry
+
+cdef int _num_threads = 1
+
+
+def set_num_threads(int n):
+    """Set the number of OpenMP threads used by this module's ``prange`` loops."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    _num_threads = n
+
+
+cdef inline Py_ssize_t _clip(Py_ssize_t v, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    return lo if v < lo else (hi if v > hi else v)
+
+
+cdef void _max_plane(const floating* xc, floating* oc, int64_t* ac,
+                     const Geom* g) noexcept nogil:
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, best_i
+    cdef floating best
+    for oh in range(g.OH):
+        h0 = _clip(oh * g.SH - g.PH, 0, g.H)
+        h1 = _clip(oh * g.SH - g.PH + g.KH, 0, g.H)
+        for ow in range(g.OW):
+            w0 = _clip(ow * g.SW - g.PW, 0, g.W)
+            w1 = _clip(ow * g.SW - g.PW + g.KW, 0, g.W)
+            best_i = h0 * g.W + w0  # padding <= kernel/2: every window holds a pixel
+            best = xc[best_i]
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    if xc[ih * g.W + iw] > best:
+                        best = xc[ih * g.W + iw]
+                        best_i = ih * g.W + iw
+            oc[oh * g.OW + ow] = best
+            ac[oh * g.OW + ow] = best_i
+
+
+cdef void _max_backward_plane(const floating* dc, const int64_t* ac, floating* dxc,
+                              Py_ssize_t P, Py_ssize_t HW) noexcept nogil:
+    cdef Py_ssize_t p
+    memset(dxc, 0, HW * sizeof(floating))
+    for p in range(P):
+        dxc[ac[p]] += dc[p]
+
+
+cdef void _avg_plane(const floating* xc, floating* oc, const Geom* g) noexcept nogil:
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1
+    cdef double acc
+    cdef double inv = 1.0 / (g.KH * g.KW)
+    for oh in range(g.OH):
+        h0 = _clip(oh * g.SH - g.PH, 0, g.H)
+        h1 = _clip(oh * g.SH - g.PH + g.KH, 0, g.H)
+        for ow in range(g.OW):
+            w0 = _clip(ow * g.SW - g.PW, 0, g.W)
+            w1 = _clip(ow * g.SW - g.PW + g.KW, 0, g.W)
+            acc = 0
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    acc = acc + xc[ih * g.W + iw]
+            oc[oh * g.OW + ow] = <floating>(acc * inv)
+
+
+cdef void _avg_backward_plane(const floating* dc, floating* dxc, const Geom* g) noexcept nogil:
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1
+    cdef floating share
+    cdef floating inv = 1.0 / (g.KH * g.KW)
+    memset(dxc, 0, g.H * g.W * sizeof(floating))
+    for oh in range(g.OH):
+        h0 = _clip(oh * g.SH - g.PH, 0, g.H)
+        h1 = _clip(oh * g.SH - g.PH + g.KH, 0, g.H)
+        for ow in range(g.OW):
+            w0 = _clip(ow * g.SW - g.PW, 0, g.W)
+            w1 = _clip(ow * g.SW - g.PW + g.KW, 0, g.W)
+            share = dc[oh * g.OW + ow] * inv
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    dxc[ih * g.W + iw] += share
+
+
+cdef void _max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                       int64_t[:, :, :, ::1] argmax, const Geom* g) noexcept:
+    cdef Py_ssize_t C = x.shape[1], i
+    cdef int nt = _num_threads
+    with nogil:
+        for i in prange(x.shape[0] * C, num_threads=nt, schedule="static"):
+            _max_plane(&x[i // C, i % C, 0, 0], &out[i // C, i % C, 0, 0],
+                       &argmax[i // C, i % C, 0, 0], g)
+
+
+cdef void _max_backward(const floating[:, :, :, ::1] dout, const int64_t[:, :, :, ::1] argmax,
+                        floating[:, :, :, ::1] dx) noexcept:
+    cdef Py_ssize_t C = dx.shape[1], i
+    cdef Py_ssize_t P = dout.shape[2] * dout.shape[3], HW = dx.shape[2] * dx.shape[3]
+    cdef int nt = _num_threads
+    with nogil:
+        for i in prange(dx.shape[0] * C, num_threads=nt, schedule="static"):
+            _max_backward_plane(&dout[i // C, i % C, 0, 0], &argmax[i // C, i % C, 0, 0],
+                                &dx[i // C, i % C, 0, 0], P, HW)
+
+
+cdef void _avg_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                       const Geom* g) noexcept:
+    cdef Py_ssize_t C = x.shape[1], i
+    cdef int nt = _num_threads
+    with nogil:
+        for i in prange(x.shape[0] * C, num_threads=nt, schedule="static"):
+            _avg_plane(&x[i // C, i % C, 0, 0], &out[i // C, i % C, 0, 0], g)
+
+
+cdef void _avg_backward(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
+                        const Geom* g) noexcept:
+    cdef Py_ssize_t C = dx.shape[1], i
+    cdef int nt = _num_threads
+    with nogil:
+        for i in prange(dx.shape[0] * C, num_threads=nt, schedule="static"):
+            _avg_backward_plane(&dout[i // C, i % C, 0, 0], &dx[i // C, i % C, 0, 0], g)
+
+
+def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max pooling; see ``tinyodl.reference.pool.maxpool2d_forward``."""
+    fn = "maxpool2d_forward"
+    x = check_float(fn, "x", x, 4)
+    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x.shape, kernel_size, stride, padding)
+    n, c, h, w = x.shape
+    x = np.ascontiguousarray(x)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=np.int64)
+    cdef Geom geo = make_geom(h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+    if out.size == 0:
+        return out, argmax
+    if x.dtype == np.float32:
+        _max_forward[float](x, out, argmax, &geo)
+    else:
+        _max_forward[double](x, out, argmax, &geo)
+    return out, argmax
+
+
+def maxpool2d_backward(dout, argmax, x_shape):
+    """Route gradients to the argmax pixels; see ``tinyodl.reference.pool``."""
+    fn = "maxpool2d_backward"
+    dout = check_float(fn, "dout", dout, 4)
+    x_shape = check_shape4(fn, "x_shape", x_shape)
+    check_argmax(fn, dout, argmax, x_shape)
+    dout = np.ascontiguousarray(dout)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    if dout.size == 0 or dx.size == 0:
+        return dx
+    if dout.dtype == np.float32:
+        _max_backward[float](dout, argmax, dx)
+    else:
+        _max_backward[double](dout, argmax, dx)
+    return dx
+
+
+def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Average pooling (padding counts as zeros); see ``tinyodl.reference.pool``."""
+    fn = "avgpool2d_forward"
+    x = check_float(fn, "x", x, 4)
+    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x.shape, kernel_size, stride, padding)
+    n, c, h, w = x.shape
+    x = np.ascontiguousarray(x)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    cdef Geom geo = make_geom(h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+    if out.size == 0:
+        return out
+    if x.dtype == np.float32:
+        _avg_forward[float](x, out, &geo)
+    else:
+        _avg_forward[double](x, out, &geo)
+    return out
+
+
+def avgpool2d_backward(dout, x_shape, kernel_size, stride=None, padding=0):
+    """Spread gradients evenly over each window; see ``tinyodl.reference.pool``."""
+    fn = "avgpool2d_backward"
+    dout = check_float(fn, "dout", dout, 4)
+    n, c, h, w = check_shape4(fn, "x_shape", x_shape)
+    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, (n, c, h, w), kernel_size, stride,
+                                                   padding)
+    if dout.shape != (n, c, oh, ow):
+        raise ValueError(f"{fn}: dout must have shape {(n, c, oh, ow)}, got {dout.shape}")
+    dout = np.ascontiguousarray(dout)
+    dx = np.zeros((n, c, h, w), dtype=dout.dtype)
+    cdef Geom geo = make_geom(h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+    if dx.size == 0:
+        return dx
+    if dout.dtype == np.float32:
+        _avg_backward[float](dout, dx, &geo)
+    else:
+        _avg_backward[double](dout, dx, &geo)
+    return dx

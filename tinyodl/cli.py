@@ -1,0 +1,120 @@
+"""The ``tinyodl`` command.
+
+Sub-commands::
+
+    tinyodl demo                          train the default model on the shipped MNIST subset
+    tinyodl grade NOTEBOOK [--json F]     grade a student's exercise notebook
+    tinyodl exercises release --out DIR   write student (and solution) notebooks
+    tinyodl bench kernels [--json F]      benchmark the kernels against numpy baselines
+    tinyodl info                          versions, backend, build details
+
+Each sub-command imports its module only when it runs, so ``tinyodl --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train the default model on the shipped MNIST subset")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="tinyodl-demo", help="folder for the plot and results")
+    p.add_argument("--data", default=None, help="full MNIST folder instead of the shipped subset")
+    p.add_argument("--backend", choices=["numpy", "cython"], default=None)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_grade(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grade", help="grade an exercise notebook (Gradescope results.json)")
+    p.add_argument("notebook", help="the student's .ipynb (or jupytext .py)")
+    p.add_argument("--json", dest="json_path", default=None, help="write results.json here")
+    p.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per task")
+    p.add_argument("--exercise", default=None, help="exercise id, if not in the notebook")
+
+
+def _add_exercises(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("exercises", help="instructor tools for the exercises")
+    esub = p.add_subparsers(dest="exercises_command", required=True)
+    r = esub.add_parser("release", help="write student and solution notebooks")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--source", default=None, help="folder of exercise sources")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (ratios against baselines, same process)")
+    bsub = p.add_subparsers(dest="bench_command", required=True)
+    k = bsub.add_parser("kernels", help="int8 GEMM/conv, float conv, training throughput")
+    k.add_argument("--json", dest="json_path", default=None, help="write results here")
+    k.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats per case")
+    k.add_argument("--quick", action="store_true", help="smaller sizes (for smoke tests)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinyodl", description="tinyodl: learn on-device learning by building it."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_grade(sub)
+    _add_exercises(sub)
+    _add_bench(sub)
+    sub.add_parser("info", help="versions, active backend and build details")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tinyodl`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from tinyodl.demo import run_demo
+
+        return run_demo(args)
+    if args.command == "grade":
+        from tinyodl.grading import grade_main
+
+        return grade_main(args)
+    if args.command == "exercises":
+        from tinyodl.grading import release_main
+
+        return release_main(args)
+    if args.command == "bench":
+        from tinyodl.bench import bench_main
+
+        return bench_main(args)
+    if args.command == "info":
+        return _info()
+    raise AssertionError(args.command)  # argparse rejects unknown commands
+
+
+def _info() -> int:
+    import numpy as np
+
+    from tinyodl import __version__, backend
+
+    print(f"tinyodl {__version__}")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
+    print(f"backends available: {', '.join(backend.available_backends())}")
+    print(f"active backend: {backend.get_backend()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data files shipped with tinyodl (see README.md here for provenance and licence)."""

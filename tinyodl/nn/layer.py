@@ -1,0 +1,271 @@
+"""The base class of every layer and container (chapter 00).
+
+A :class:`Layer` is a forward/backward pair with state:
+
+* ``params``  -- dict name -> :class:`~tinyodl.nn.Parameter` (``"weight"``, ``"bias"``);
+* ``buffers`` -- dict name -> ndarray of non-trained state (batchnorm running statistics);
+* ``saved``   -- dict name -> ndarray of what ``forward`` kept for ``backward``; ``backward``
+  empties it, so ``sum(a.nbytes for a in layer.saved.values())`` is the activation memory
+  the layer holds between the two passes;
+* ``config()`` -- constructor arguments: ``type(layer)(**layer.config())`` rebuilds it;
+* ``name``    -- dotted name inside its model, used in error messages.
+
+Subclasses implement ``_forward(x, train)`` and ``_backward(dout, per_example)``; the public
+:meth:`Layer.forward` / :meth:`Layer.backward` add dtype conversion, capture of activations
+and the check that every backward follows a forward. Containers override :meth:`children`;
+every tree operation (named parameters, state dict, freezing, describe) works on any layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from tinyodl.nn import state as _state
+from tinyodl.nn.errors import BackwardError, LayerShapeError
+from tinyodl.nn.parameter import Parameter
+from tinyodl.nn.utils import as_float_input, join_name, layer_label
+
+#: Every Layer subclass by class name, so a config can name the type of a child layer.
+LAYER_TYPES: dict[str, type[Layer]] = {}
+
+
+class Layer:
+    """Base class: a differentiable function with parameters, buffers and saved tensors.
+
+    Parameters
+    ----------
+    dtype : str or numpy dtype, default "float32"
+        The float type inputs are converted to and parameters are stored in.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        LAYER_TYPES[cls.__name__] = cls
+
+    def __init__(self, dtype: str | np.dtype = "float32") -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(
+                f"{type(self).__name__}: dtype must be float32 or float64, got {dtype}"
+            )
+        self.params: dict[str, Parameter] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.saved: dict[str, np.ndarray] = {}
+        self.name = ""
+        self.capturing = False
+        self.last_input: np.ndarray | None = None
+        self.last_output: np.ndarray | None = None
+        self.last_grad_output: np.ndarray | None = None
+        self._output_shape: tuple[int, ...] | None = None  # set by forward, cleared by backward
+
+    # ------------------------------------------------------------------ subclass API
+    def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def _backward(self, dout: np.ndarray, per_example: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments: ``type(self)(**self.config())`` builds an equal layer."""
+        return {}
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the output for an input of shape ``input_shape`` (validated).
+
+        The default is a shape-preserving layer; layers that change the shape override it.
+        """
+        return tuple(int(s) for s in input_shape)
+
+    def children(self) -> dict[str, Layer]:
+        """Direct sub-layers by local name (empty for a leaf layer)."""
+        return {}
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        """Compute the output and keep what backward needs in ``saved``.
+
+        Parameters
+        ----------
+        x : ndarray
+            Converted to the layer's dtype (float32 unless :meth:`astype` was called).
+        train : bool, default True
+            Training mode (batch statistics in batchnorm, dropout active) or evaluation.
+        """
+        x = as_float_input(self, x, self.dtype)
+        y = self._forward(x, train)
+        self._output_shape = y.shape
+        if self.capturing:
+            self.last_input, self.last_output = x, y
+        return y
+
+    __call__ = forward
+
+    def backward(self, dout: np.ndarray, per_example: bool = False) -> np.ndarray:
+        """Accumulate parameter gradients into ``param.grad`` and return ``dL/dx``.
+
+        Parameters
+        ----------
+        dout : ndarray
+            Gradient of the loss w.r.t. the output of the last :meth:`forward`.
+        per_example : bool, default False
+            Also fill ``param.grad_sample`` (N, *shape) for trainable Linear/Conv parameters.
+        """
+        if self._output_shape is None:
+            raise BackwardError(
+                f"{layer_label(self)}: backward called without a forward pass "
+                "(or twice for one forward)"
+            )
+        dout = as_float_input(self, dout, self.dtype)
+        if dout.shape != self._output_shape:
+            raise LayerShapeError(
+                f"{layer_label(self)}: expected dout of shape {self._output_shape} "
+                f"(the output of forward), got {dout.shape}"
+            )
+        if self.capturing:
+            self.last_grad_output = dout
+        dx = self._backward(dout, per_example)
+        self.saved.clear()
+        self._output_shape = None
+        return dx
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def _param(self, name: str, data: np.ndarray) -> Parameter:
+        self.params[name] = Parameter(np.asarray(data, dtype=self.dtype))
+        return self.params[name]
+
+    def _save(self, **arrays: np.ndarray) -> None:
+        self.saved.update(arrays)
+
+    def _adopt(self, local: str, child: Layer) -> None:
+        """Give ``child`` its dotted name below this layer (recursively)."""
+        if not isinstance(child, Layer):
+            raise TypeError(
+                f"{layer_label(self)}: child {local!r} must be a Layer, got {type(child).__name__}"
+            )
+        child._set_name(join_name(self.name, local))
+
+    def _set_name(self, name: str) -> None:
+        self.name = name
+        for local, child in self.children().items():
+            child._set_name(join_name(name, local))
+
+    # ------------------------------------------------------------------ tree walking
+    def named_layers(self, prefix: str = "") -> Iterator[tuple[str, Layer]]:
+        """Every sub-layer, recursively, in order, as ``(dotted_name, layer)`` (not ``self``)."""
+        for local, child in self.children().items():
+            name = join_name(prefix, local)
+            yield name, child
+            yield from child.named_layers(name)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``("features.0.weight", Parameter)`` for every parameter, in model order."""
+        for local, p in self.params.items():
+            yield join_name(prefix, local), p
+        for local, child in self.children().items():
+            yield from child.named_parameters(join_name(prefix, local))
+
+    def parameters(self) -> list[Parameter]:
+        """All parameters (trainable or not), in model order."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """``("features.1.running_mean", array)`` for every buffer."""
+        for local, b in self.buffers.items():
+            yield join_name(prefix, local), b
+        for local, child in self.children().items():
+            yield from child.named_buffers(join_name(prefix, local))
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Number of scalar parameters (optionally only the trainable ones)."""
+        return sum(p.size for p in self.parameters() if p.trainable or not trainable_only)
+
+    # ------------------------------------------------------------------ whole-model state
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Reset every gradient (and per-example gradient)."""
+        for p in self.parameters():
+            p.zero_grad(set_to_none)
+
+    def capture(self, enabled: bool = True) -> Layer:
+        """Keep ``last_input``/``last_output``/``last_grad_output`` in every layer."""
+        for layer in [self, *(child for _, child in self.named_layers())]:
+            layer.capturing = bool(enabled)
+            if not enabled:
+                layer.last_input = layer.last_output = layer.last_grad_output = None
+        return self
+
+    def astype(self, dtype: str | np.dtype) -> Layer:
+        """Convert parameters, buffers and the compute dtype (e.g. float64 for gradcheck)."""
+        dtype = np.dtype(dtype)
+        for layer in [self, *(child for _, child in self.named_layers())]:
+            layer.dtype = dtype
+            for p in layer.params.values():
+                p.data = p.data.astype(dtype)
+                p.grad = None
+                p.grad_sample = None
+            for key, b in layer.buffers.items():
+                layer.buffers[key] = b.astype(dtype)
+            layer.saved.clear()
+            layer._output_shape = None
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer by dotted name (plain arrays)."""
+        return _state.state_dict(self)
+
+    def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> Layer:
+        """Copy values from ``state`` into the parameters and buffers (shape-checked)."""
+        _state.load_state_dict(self, state, strict)
+        return self
+
+    def freeze(self, *targets: str | Callable[[str, Layer], bool], kind: str | None = None):
+        """Make parameters non-trainable (their gradients are dropped).
+
+        Parameters
+        ----------
+        *targets : str or callable
+            Layer names, name prefixes (``"features"`` covers ``"features.0"``), full
+            parameter names (``"classifier.0.bias"``) or predicates ``f(name, layer)``.
+            No target means the whole model.
+        kind : {"weight", "bias"}, optional
+            Only parameters with this local name.
+        """
+        _state.set_trainable(self, targets, kind, False, "freeze")
+        return self
+
+    def unfreeze(self, *targets: str | Callable[[str, Layer], bool], kind: str | None = None):
+        """Make parameters trainable again; same arguments as :meth:`freeze`."""
+        _state.set_trainable(self, targets, kind, True, "unfreeze")
+        return self
+
+    def describe(self, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+        """Trace shapes through the model without computing anything.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            Full input shape including the batch, e.g. ``(1, 1, 28, 28)``.
+
+        Returns
+        -------
+        list of dict
+            One dict per sub-layer (containers first, then their children), with keys
+            ``name``, ``type``, ``config``, ``input_shape``, ``output_shape``,
+            ``num_params``, ``leaf`` (False for containers) and ``children`` (local names).
+        """
+        rows: list[dict[str, Any]] = []
+        self._describe("", tuple(int(s) for s in input_shape), rows)
+        return rows
+
+    def _describe(self, name: str, in_shape: tuple[int, ...], rows: list) -> tuple[int, ...]:
+        """Append this layer's row(s) to ``rows`` (not for the root) and return its output shape."""
+        out_shape = self.output_shape(in_shape)
+        if name:
+            rows.append(_state.describe_row(self, name, in_shape, out_shape))
+        return out_shape
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,55 @@
+"""Small helpers shared by the layers: seeds, labels for error messages, shape checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tinyodl.nn.errors import LayerDtypeError, LayerShapeError
+
+SeedLike = int | np.random.Generator | None
+
+
+def as_generator(seed: SeedLike) -> np.random.Generator:
+    """Return ``seed`` if it is a Generator, else ``np.random.default_rng(seed)``."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def layer_label(layer: object) -> str:
+    """``"Conv2d 'features.0'"`` -- the type and (if set) the dotted name of a layer."""
+    name = getattr(layer, "name", "")
+    kind = type(layer).__name__
+    return f"{kind} {name!r}" if name else kind
+
+
+def as_float_input(layer: object, x: object, dtype: np.dtype) -> np.ndarray:
+    """Turn ``x`` into an ndarray of the layer's dtype, refusing non-numeric data."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise LayerDtypeError(
+            f"{layer_label(layer)}: expected a real-valued numeric array, got dtype {x.dtype}"
+        )
+    return x.astype(dtype, copy=False)
+
+
+def check_shape(
+    layer: object, what: str, shape: Sequence[int], expected: Sequence[int | None], text: str
+) -> None:
+    """Raise if ``shape`` does not fit ``expected`` (``None`` = any size).
+
+    ``text`` is how the expected shape is shown, e.g. ``"(N, 1, H, W)"``.
+    """
+    shape = tuple(int(s) for s in shape)
+    ok = len(shape) == len(expected) and all(
+        e is None or e == s for e, s in zip(expected, shape, strict=False)
+    )
+    if not ok:
+        raise LayerShapeError(f"{layer_label(layer)}: expected {what} {text}, got {shape}")
+
+
+def join_name(prefix: str, name: str) -> str:
+    """Dotted name of a child: ``join_name("features", "0") == "features.0"``."""
+    return f"{prefix}.{name}" if prefix else name
