@@ -30,8 +30,9 @@
 # **How you are graded.** The autograder looks up your functions *by name*; keep the names
 # and signatures. You may add cells, split cells, and write helper functions. Each task is
 # graded in a fresh Python process with a time limit, so an infinite loop costs only that task.
-# Cells marked `### grader: skip` (the self-checks) are not run by the grader. Do not import
-# your solution from `tinyodl`: the point is to write it yourself.
+# Cells starting with `### grader: skip` (the self-checks) are not run by the grader. Some
+# tasks have an extra hidden test whose result you see after grades are published. Do not
+# import your solution from `tinyodl`: the point is to write it yourself.
 #
 # Conventions (the same as PyTorch and tinyodl): images are `(N, C, H, W)`, convolution
 # weights `(F, C, KH, KW)`, linear weights `(out_features, in_features)`.
@@ -177,9 +178,9 @@ print("db", relative_error(db, numerical_gradient(loss_of_b, b)))
 # This is how most CPU libraries compute convolutions (and why im2col's memory, `KH*KW`
 # times the input, matters on a device with 256 KB of RAM).
 #
-# **Task 4 (2 points).** `im2col`. **Task 5 (2 points).** `conv2d_forward` using your `im2col`
-# and a matrix product. `kernel_size`, `stride` and `padding` are an int or an `(h, w)` pair;
-# use the helpers below.
+# **Task 4 (2 points).** `im2col`. **Task 5 (2 points + 1 hidden).** `conv2d_forward` using
+# your `im2col` and a matrix product. `kernel_size`, `stride` and `padding` are an int or an
+# `(h, w)` pair; use the helpers below.
 
 
 # %%

@@ -101,6 +101,38 @@ cdef inline int8_t _requant1(int64_t acc, int64_t m0, int shift, int single, int
     return <int8_t>y
 
 
+cdef void _requant_row(const int32_t* acc, Py_ssize_t count, int64_t bias, int64_t m0,
+                       int shift, int single, int zp_out, int lo, int hi,
+                       int8_t* out) noexcept nogil:
+    """out[i] = _requant1(acc[i] + bias, ...) for one channel, written branch-free so that
+    gcc vectorizes it (the parameters are fixed along the row). M0 >= 0 is validated, so
+    SRDHM's only overflow (both operands INT32_MIN) cannot happen here."""
+    cdef Py_ssize_t i
+    cdef int64_t v, y, total, nudge, mask, half
+    cdef int left = shift if shift > 0 else 0
+    cdef int right = -shift if shift < 0 else 0
+    if single:
+        total = 31 - shift
+        nudge = <int64_t>1 << (total - 1)
+        for i in range(count):
+            v = acc[i] + bias
+            v = INT32_MIN if v < INT32_MIN else (INT32_MAX if v > INT32_MAX else v)
+            y = (v * m0 + nudge) >> total
+            y = (INT32_MIN if y < INT32_MIN else (INT32_MAX if y > INT32_MAX else y)) + zp_out
+            out[i] = <int8_t>(lo if y < lo else (hi if y > hi else y))
+        return
+    mask = (<int64_t>1 << right) - 1
+    half = mask >> 1
+    for i in range(count):
+        v = acc[i] + bias
+        v = INT32_MIN if v < INT32_MIN else (INT32_MAX if v > INT32_MAX else v)
+        v = v << left
+        v = INT32_MIN if v < INT32_MIN else (INT32_MAX if v > INT32_MAX else v)
+        v = (v * m0 + (<int64_t>1 << 30)) >> 31                        # SRDHM
+        y = (v >> right) + ((v & mask) > half + (v < 0)) + zp_out   # RoundingDivideByPOT
+        out[i] = <int8_t>(lo if y < lo else (hi if y > hi else y))
+
+
 # ---------------------------------------------------------------------------------------
 # Packing into int16, K contiguous
 # ---------------------------------------------------------------------------------------
@@ -273,8 +305,8 @@ def requantize(acc, multiplier, shift, output_zero_point, act_min=-128, act_max=
     with nogil:
         for row in prange(n * f, num_threads=_num_threads, schedule="static"):
             c = row % f
-            for i in range(s):
-                o[row // f, c, i] = _requant1(a[row // f, c, i], m0[c], sh[c], single, zp, lo, hi)
+            _requant_row(&a[row // f, c, 0], s, 0, m0[c], sh[c], single, zp, lo, hi,
+                         &o[row // f, c, 0])
     return out.reshape(acc.shape)
 
 
@@ -316,33 +348,40 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     return out
 
 
-cdef void _im2col_s16(const int8_t* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW,
-                      Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                      int16_t pad, int16_t* dst, Py_ssize_t kp, int threads) noexcept nogil:
-    """Patch p = (oh, ow) of one image -> dst[p, (c, i, j)]; padding taps hold ``pad``."""
-    cdef Py_ssize_t p, oh, ow, c, i, j, ih, iw, idx
+cdef void _pad_hwc(const int8_t* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t PH,
+                   Py_ssize_t PW, int16_t pad, int16_t* dst) noexcept nogil:
+    """(C, H, W) int8 -> (H + 2 PH, W + 2 PW, C) int16 with a border of ``pad``."""
+    cdef Py_ssize_t Wp = W + 2 * PW, Hp = H + 2 * PH, c, h, w, t
+    for t in range(Hp * Wp * C):
+        dst[t] = pad
+    for c in range(C):
+        for h in range(H):
+            for w in range(W):
+                dst[((h + PH) * Wp + w + PW) * C + c] = x[(c * H + h) * W + w]
+
+
+cdef void _im2col_hwc(const int16_t* xp, Py_ssize_t C, Py_ssize_t Wp, Py_ssize_t KH,
+                      Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW,
+                      int16_t* dst, Py_ssize_t kp, int threads) noexcept nogil:
+    """Patch p = (oh, ow) -> dst[p, (i, j, c)] from the padded HWC image ``xp``.
+
+    In (i, j, c) order each filter row i of a patch is one contiguous run of KW * C values
+    of ``xp``, so the im2col is a copy of KH runs per patch (the weights are packed in the
+    same order; a dot product does not care about the order of its terms).
+    """
+    cdef Py_ssize_t p, oh, ow, i, t, run = KW * C
     cdef int16_t* row
-    cdef const int8_t* src
+    cdef const int16_t* src
     for p in prange(OH * OW, num_threads=threads, schedule="static"):
         oh = p // OW
         ow = p % OW
         row = dst + p * kp
-        idx = 0
-        for c in range(C):
-            for i in range(KH):
-                ih = oh * SH - PH + i
-                if ih < 0 or ih >= H:
-                    for j in range(KW):
-                        row[idx + j] = pad
-                else:
-                    src = x + (c * H + ih) * W
-                    for j in range(KW):
-                        iw = ow * SW - PW + j
-                        row[idx + j] = src[iw] if 0 <= iw < W else pad
-                idx = idx + KW
-        for idx in range(C * KH * KW, kp):
-            row[idx] = 0
+        for i in range(KH):
+            src = xp + ((oh * SH + i) * Wp + ow * SW) * C
+            for t in range(run):
+                row[i * run + t] = src[t]
+        for t in range(KH * run, kp):
+            row[t] = 0
 
 
 def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift, stride=1,
@@ -355,7 +394,7 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef Py_ssize_t SH = g.SH, SW = g.SW, PH = g.PH, PW = g.PW, OH = g.OH, OW = g.OW
     cdef Py_ssize_t G = g.groups, Cg = C // G, Fg = F // G, K = Cg * KH * KW, P = OH * OW
     cdef bint pointwise = KH == 1 and KW == 1 and SH == 1 and SW == 1 and PH == 0 and PW == 0
-    w2d = a.w.reshape(F, K)
+    w2d = np.ascontiguousarray(a.w.transpose(0, 2, 3, 1)).reshape(F, K)  # (f, (i, j, c))
     cdef const int8_t[:, ::1] wv = w2d
     cdef const int8_t[:, :, :, ::1] xv = a.x
     cdef const int64_t[::1] b = _folded_bias(w2d, a.bias, a.zp_in)
@@ -379,6 +418,7 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef Py_ssize_t mp = pw.array.shape[0], np_ = cols.array.shape[0]
     acc = np.empty((mp, np_), dtype=np.int32)
     cdef int32_t[:, ::1] cv = acc
+    cdef int16_t[::1] xpv = np.empty((H + 2 * PH) * (W + 2 * PW) * Cg + 1, dtype=np.int16)
     cdef Py_ssize_t n, gi, f, p, ch
     for n in range(N):
         for gi in range(G):
@@ -387,16 +427,15 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                 if pointwise:  # a 1x1 conv is a GEMM on the image itself: transpose only
                     _pack_transposed(&xv[n, gi * Cg, 0, 0], K, P, P, cols.ptr, cols.kp)
                 else:
-                    _im2col_s16(&xv[n, gi * Cg, 0, 0], Cg, H, W, KH, KW, SH, SW, PH, PW, OH,
-                                OW, pad, cols.ptr, cols.kp, threads)
+                    _pad_hwc(&xv[n, gi * Cg, 0, 0], Cg, H, W, PH, PW, pad, &xpv[0])
+                    _im2col_hwc(&xpv[0], Cg, W + 2 * PW, KH, KW, SH, SW, OH, OW, cols.ptr,
+                                cols.kp, threads)
                 memset_zero(&cv[0, 0], mp * np_)
                 _gemm_core(pw.ptr, cols.ptr, &cv[0, 0], mp, np_, cols.kp, threads)
                 for f in prange(Fg, num_threads=threads, schedule="static"):
                     ch = gi * Fg + f
-                    for p in range(P):
-                        o[n, ch, p // OW, p % OW] = _requant1(
-                            <int64_t>cv[f, p] + b[ch], m0[ch], sh[ch], single, zp, lo, hi
-                        )
+                    _requant_row(&cv[f, 0], P, b[ch], m0[ch], sh[ch], single, zp, lo, hi,
+                                 &o[n, ch, 0, 0])
     return out
 
 
@@ -432,8 +471,10 @@ def depthwise_conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multipl
     cdef int8_t[:, :, :, ::1] o = out
     cdef Py_ssize_t plane, n, c, i, j, oh, ow, oh0, oh1, ow0, ow1, t
     cdef int32_t* acc
+    cdef int32_t* out_row
     cdef int16_t* xs
     cdef const int16_t* row
+    cdef const int8_t* src
     cdef int32_t wt
     acc = NULL
     xs = NULL
@@ -443,24 +484,29 @@ def depthwise_conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multipl
         for plane in prange(N * C, schedule="static"):
             n = plane // C
             c = plane % C
+            src = &xv[n, c, 0, 0]
             for t in range(H * W):  # x - zp_in, once per plane
-                xs[t] = xv[n, c, t // W, t % W] - zp_in
+                xs[t] = src[t] - zp_in
             for t in range(OH * OW):
-                acc[t] = b[c]
+                acc[t] = 0
             for i in range(KH):
                 # output rows whose tap i lands inside the image: 0 <= oh*SH - PH + i < H
-                oh0 = _ceil_div(PH - i, SH)
-                oh1 = _ceil_div(H + PH - i, SH)
+                oh0 = max(_ceil_div(PH - i, SH), 0)
+                oh1 = min(_ceil_div(H + PH - i, SH), OH)
                 for j in range(KW):
-                    ow0 = _ceil_div(PW - j, SW)
-                    ow1 = _ceil_div(W + PW - j, SW)
+                    ow0 = max(_ceil_div(PW - j, SW), 0)
+                    ow1 = min(_ceil_div(W + PW - j, SW), OW)
                     wt = wv[c, 0, i, j]
-                    for oh in range(max(oh0, 0), min(oh1, OH)):
+                    for oh in range(oh0, oh1):
                         row = xs + (oh * SH - PH + i) * W - PW + j
-                        for ow in range(max(ow0, 0), min(ow1, OW)):
-                            acc[oh * OW + ow] += wt * row[ow * SW]
-            for t in range(OH * OW):
-                o[n, c, t // OW, t % OW] = _requant1(acc[t], m0[c], sh[c], single, zp, lo, hi)
+                        out_row = acc + oh * OW
+                        if SW == 1:  # unit stride: vectorized
+                            for ow in range(ow0, ow1):
+                                out_row[ow] += wt * row[ow]
+                        else:
+                            for ow in range(ow0, ow1):
+                                out_row[ow] += wt * row[ow * SW]
+            _requant_row(acc, OH * OW, b[c], m0[c], sh[c], single, zp, lo, hi, &o[n, c, 0, 0])
         free(acc)
         free(xs)
     return out

@@ -47,8 +47,8 @@ def released(request, tmp_path_factory):
     paths = release_exercise(request.param, out)
     return {
         "source": request.param,
-        "solution": grade_notebook(paths["solution"], timeout=TIMEOUT),
-        "student": grade_notebook(paths["student"], timeout=TIMEOUT),
+        "solution": grade_notebook(paths["solution"], timeout=TIMEOUT, jobs=2),
+        "student": grade_notebook(paths["student"], timeout=TIMEOUT, jobs=2),
     }
 
 
@@ -112,10 +112,24 @@ def test_results_follow_the_gradescope_schema(released):
 def test_committed_student_notebooks_are_up_to_date(source, tmp_path):
     committed = REPO / "exercises" / "student" / f"{source.stem}.ipynb"
     fresh = release_exercise(source, tmp_path, solutions=False)["student"]
-    assert committed.exists(), f"run: tinyodl exercises release --out exercises --no-solutions"
+    assert committed.exists(), "run: tinyodl exercises release --out exercises --no-solutions"
     assert committed.read_text() == fresh.read_text(), (
         f"{committed} is stale; run: tinyodl exercises release --out exercises --no-solutions"
     )
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("source", EXERCISES, ids=_ids(EXERCISES))
+def test_solution_notebook_runs_in_jupyter(source, tmp_path):
+    """The instructor notebook, self-checks and demos included, runs top to bottom."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    path = release_exercise(source, tmp_path)["solution"]
+    notebook = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute(cwd=tmp_path)
+    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
 
 
 @pytest.mark.parametrize("source", EXERCISES, ids=_ids(EXERCISES))
@@ -273,6 +287,7 @@ def test_ex00_solution_passes_in_process():
         task.function(student)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_ex00_graders_catch_plausible_bugs(bug):
     task_id, code = BUGS[bug]
@@ -291,7 +306,7 @@ def _grade_with(tmp_path, extra: list[str], timeout: float = TIMEOUT, **kwargs) 
     notebook = _solution(EX00)
     notebook.cells += [Cell("code", textwrap.dedent(src)) for src in extra]
     path = _write(tmp_path / "00_foundations.ipynb", notebook)
-    return grade_notebook(path, timeout=timeout, tasks=SUBSET, **kwargs)
+    return grade_notebook(path, timeout=timeout, tasks=SUBSET, jobs=2, **kwargs)
 
 
 def _scores(results: dict) -> dict:
@@ -308,8 +323,10 @@ def _full(task_id: str) -> float:
         ("def linear_forward(x, w, b):\n    while True:\n        pass\n", "time limit"),
         ("def linear_forward(x, w, b):\n    import os\n    os._exit(0)\n", "crashed"),
         ("def linear_forward(x, w, b):\n    import sys\n    sys.exit(0)\n", "SystemExit"),
+        ("def linear_forward(x, w, b):\n    import ctypes\n    ctypes.string_at(0)\n", "<cell"),
+        ("def linear_forward(x, w, b):\n    while True:\n        print('x' * 999)\n", "limit"),
     ],
-    ids=["infinite-loop", "os-exit", "sys-exit"],
+    ids=["infinite-loop", "os-exit", "sys-exit", "segfault", "print-flood"],
 )
 def test_a_hanging_or_crashing_task_scores_zero_and_grading_goes_on(tmp_path, code, why):
     results = _grade_with(tmp_path, [code], timeout=SHORT)
@@ -339,6 +356,12 @@ def test_a_bad_top_level_cell_costs_nothing_else(tmp_path, code, note):
     assert note in results["output"]
 
 
+def test_threads_left_running_do_not_block_grading(tmp_path):
+    code = "import threading, time\nthreading.Thread(target=time.sleep, args=(1e6,)).start()"
+    results = _grade_with(tmp_path, [code], timeout=SHORT)
+    assert results["score"] == sum(_full(t) for t in SUBSET), results["output"]
+
+
 def test_reordered_split_and_extra_cells(tmp_path):
     """Reverse the code cells, split one per function, add junk: still full marks."""
     code = [c.source for c in _solution(EX00).cells if c.cell_type == "code"]
@@ -353,7 +376,7 @@ def test_reordered_split_and_extra_cells(tmp_path):
 
 
 def test_retyped_into_one_percent_file_without_metadata(tmp_path):
-    """A student who pasted everything into one script: pass the exercise explicitly."""
+    """Everything pasted into one cell of a script (self-checks too): pass the exercise id."""
     code = "\n\n".join(c.source for c in _solution(EX00).cells if c.cell_type == "code")
     code = code.replace("# tinyodl-exercise: 00_foundations", "")
     path = tmp_path / "homework.py"
@@ -381,3 +404,30 @@ def test_grade_main_writes_results_json(tmp_path, capsys):
     _check_results_schema(results)
     assert [t["tags"][0] for t in results["tests"]] == [SUBSET[0]]
     assert "[PASS]" in capsys.readouterr().out
+
+
+def test_private_grader_file(tmp_path, monkeypatch):
+    """Instructors can keep hidden tests out of the package: --tests private.py."""
+    (tmp_path / "private.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            from tinyodl.grading.tasks import graded
+
+            @graded(points=3, name="secret", hidden=True)
+            def test_secret(student):
+                x, w, b = np.full((1, 1), 2.0), np.full((1, 1), 3.0), np.ones(1)
+                assert student.linear_forward(x, w, b)[0, 0] == 7.0, "secret input 2, 3, 1"
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    notebook = _write(tmp_path / "00_foundations.ipynb", _solution(EX00))
+    results = grade_notebook(notebook, timeout=TIMEOUT, grader="private.py")
+    assert [(t["name"], t["score"], t["visibility"]) for t in results["tests"]] == [
+        ("secret", 3.0, "after_published")
+    ]
+    broken = _solution(EX00)
+    broken.cells.append(Cell("code", "def linear_forward(x, w, b):\n    return 0"))
+    results = grade_notebook(_write(notebook, broken), timeout=TIMEOUT, grader="private.py")
+    assert results["score"] == 0 and "secret input" not in json.dumps(results)

@@ -185,6 +185,7 @@ def test_backward_clears_saved_and_needs_a_forward():
 
 def test_gradients_accumulate_until_zero_grad():
     layer = nn.Linear(3, 2, seed=0)
+    assert all(p.grad is None for p in layer.parameters())  # allocated lazily
     x = np.ones((1, 3), dtype=np.float32)
     for _ in range(2):
         layer.forward(x)

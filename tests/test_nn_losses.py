@@ -22,7 +22,9 @@ logit_arrays = hnp.arrays(
 def test_cross_entropy_gradient(rng, reduction):
     logits, labels = rng.standard_normal((4, 5)), np.array([0, 4, 2, 2])
     loss, dlogits = nn.softmax_cross_entropy(logits, labels, reduction)
-    numeric = numerical_gradient(lambda z: nn.softmax_cross_entropy(z, labels, reduction)[0], logits)
+    numeric = numerical_gradient(
+        lambda z: nn.softmax_cross_entropy(z, labels, reduction)[0], logits
+    )
     assert rel_error(dlogits, numeric) < 1e-7
     expected = -np.log(np.exp(logits[np.arange(4), labels]) / np.exp(logits).sum(1))
     assert loss == pytest.approx(expected.mean() if reduction == "mean" else expected.sum())

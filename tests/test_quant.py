@@ -2,55 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from int8_oracles import INT32_MAX, INT32_MIN, mbqm_oracle, round_half_away_fraction, srdhm_oracle
 
 from tinyodl import quant
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 int32s = st.integers(INT32_MIN, INT32_MAX)
 SETTINGS = settings(max_examples=150, deadline=None)
-
-
-# ---- oracles written from the definitions, with Python ints and Fractions ----------------
-
-
-def sat32(v: int) -> int:
-    return min(max(v, INT32_MIN), INT32_MAX)
-
-
-def trunc_div(n: int, d: int) -> int:
-    """C integer division (rounds toward zero)."""
-    q = abs(n) // abs(d)
-    return q if (n >= 0) == (d > 0) else -q
-
-
-def srdhm_oracle(a: int, b: int) -> int:
-    """gemmlowp's SaturatingRoundingDoublingHighMul: nudge, then truncating division."""
-    if a == b == INT32_MIN:
-        return INT32_MAX
-    ab = a * b
-    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
-    return trunc_div(ab + nudge, 1 << 31)
-
-
-def round_half_away_fraction(v: Fraction) -> int:
-    magnitude = math.floor(abs(v) + Fraction(1, 2))
-    return magnitude if v >= 0 else -magnitude
-
-
-def mbqm_oracle(x: int, m0: int, shift: int, rounding: str) -> int:
-    if rounding == "single":
-        exact = Fraction(x * m0) * Fraction(2) ** (shift - 31)
-        return sat32(math.floor(exact + Fraction(1, 2)))
-    left, right = max(shift, 0), max(-shift, 0)
-    high = srdhm_oracle(sat32(x * 2**left), m0)
-    return round_half_away_fraction(Fraction(high, 2**right))
 
 
 # ---- quantize_multiplier -------------------------------------------------------------------
@@ -106,7 +69,9 @@ def test_rounding_divide_by_pot_rounds_half_away(x, e):
 
 
 @SETTINGS
-@given(int32s, st.integers(0, 2**31 - 1), st.integers(-31, 30), st.sampled_from(["double", "single"]))
+@given(
+    int32s, st.integers(0, INT32_MAX), st.integers(-31, 30), st.sampled_from(["double", "single"])
+)
 def test_multiply_by_quantized_multiplier_matches_oracle(x, m0, shift, rounding):
     got = quant.multiply_by_quantized_multiplier(np.int64(x), m0, shift, rounding)
     assert int(got) == mbqm_oracle(x, m0, shift, rounding)

@@ -12,6 +12,7 @@ kernels (conv, linear, pool) to be built. BLAS threads are whatever OpenBLAS cho
 
 from __future__ import annotations
 
+import functools
 import importlib
 import statistics
 import time
@@ -68,9 +69,21 @@ def _compiled(module_name: str) -> ModuleType | None:
         return None
 
 
-def _compare(name: str, op: str, ref_fn, cy_fn, repeats: int, **info) -> dict[str, Any]:
-    """Time one kernel on both backends and check they agree."""
+def _compare(
+    name: str,
+    op: str,
+    ref: ModuleType,
+    cy: ModuleType | None,
+    fn: str,
+    args: tuple,
+    kwargs: dict[str, Any],
+    repeats: int,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """Time kernel ``fn(*args, **kwargs)`` on both backends and check they agree."""
     row: dict[str, Any] = {"name": name, "op": op, **info}
+    ref_fn = functools.partial(getattr(ref, fn), *args, **kwargs)
+    cy_fn = None if cy is None else functools.partial(getattr(cy, fn), *args, **kwargs)
     row["numpy_s"] = median_time(ref_fn, repeats)
     if cy_fn is None:
         row.update(cython_s=None, speedup=None, max_abs_diff=None)
@@ -120,14 +133,13 @@ def bench_conv_float(
         dout = rng.standard_normal(out.shape).astype(dtype)
         gflop = 2 * out.size * int(np.prod(s["w"][1:])) / 1e9
         info = dict(x_shape=tuple(s["x"]), w_shape=tuple(s["w"]), gflop=gflop, **kw)
-        cases = {
-            "forward": lambda m: lambda: m.conv2d_forward(x, w, **kw),
-            "backward_input": lambda m: lambda: m.conv2d_backward_input(dout, w, x.shape, **kw),
-            "backward_weight": lambda m: lambda: m.conv2d_backward_weight(dout, x, w.shape, **kw),
-        }
-        for op, make in cases.items():
-            cy_fn = make(cy) if cy is not None else None
-            rows.append(_compare(s["name"], op, make(ref_conv), cy_fn, repeats, **info))
+        cases = [
+            ("forward", "conv2d_forward", (x, w)),
+            ("backward_input", "conv2d_backward_input", (dout, w, x.shape)),
+            ("backward_weight", "conv2d_backward_weight", (dout, x, w.shape)),
+        ]
+        for op, fn, args in cases:
+            rows.append(_compare(s["name"], op, ref_conv, cy, fn, args, kw, repeats, info))
     return rows
 
 
@@ -146,16 +158,14 @@ def bench_linear_float(
         w = rng.standard_normal((n_out, n_in)).astype(dtype)
         b = rng.standard_normal(n_out).astype(dtype)
         dout = rng.standard_normal((n, n_out)).astype(dtype)
-        cases = {
-            "forward": lambda m: lambda: m.linear_forward(x, w, b),
-            "backward_input": lambda m: lambda: m.linear_backward_input(dout, w),
-            "backward_weight": lambda m: lambda: m.linear_backward_weight(dout, x),
-        }
-        for op, make in cases.items():
-            cy_fn = make(cy) if cy is not None else None
-            rows.append(
-                _compare(name, op, make(ref_linear), cy_fn, repeats, shape=(n, n_in, n_out))
-            )
+        cases = [
+            ("forward", "linear_forward", (x, w, b)),
+            ("backward_input", "linear_backward_input", (dout, w)),
+            ("backward_weight", "linear_backward_weight", (dout, x)),
+        ]
+        info = dict(shape=(n, n_in, n_out))
+        for op, fn, args in cases:
+            rows.append(_compare(name, op, ref_linear, cy, fn, args, {}, repeats, info))
     return rows
 
 
@@ -173,15 +183,16 @@ def bench_pool_float(
         x = rng.standard_normal(shape).astype(dtype)
         out, argmax = ref_pool.maxpool2d_forward(x, k, s, p)
         dout = rng.standard_normal(out.shape).astype(dtype)
-        cases = {
-            "maxpool_forward": lambda m: lambda: m.maxpool2d_forward(x, k, s, p),
-            "maxpool_backward": lambda m: lambda: m.maxpool2d_backward(dout, argmax, shape),
-            "avgpool_forward": lambda m: lambda: m.avgpool2d_forward(x, k, s, p),
-            "avgpool_backward": lambda m: lambda: m.avgpool2d_backward(dout, shape, k, s, p),
-        }
-        for op, make in cases.items():
-            cy_fn = make(cy) if cy is not None else None
-            rows.append(_compare(name, op, make(ref_pool), cy_fn, repeats, x_shape=shape))
+        cases = [
+            ("maxpool_forward", "maxpool2d_forward", (x, k, s, p)),
+            ("maxpool_backward", "maxpool2d_backward", (dout, argmax, shape)),
+            ("avgpool_forward", "avgpool2d_forward", (x, k, s, p)),
+            ("avgpool_backward", "avgpool2d_backward", (dout, shape, k, s, p)),
+        ]
+        for op, fn, args in cases:
+            rows.append(
+                _compare(name, op, ref_pool, cy, fn, args, {}, repeats, dict(x_shape=shape))
+            )
     return rows
 
 

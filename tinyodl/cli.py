@@ -43,19 +43,19 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_grade(sub: argparse._SubParsersAction) -> None:
+    from tinyodl.grading.cli import add_grade_arguments
+
     p = sub.add_parser("grade", help="grade an exercise notebook (Gradescope results.json)")
-    p.add_argument("notebook", help="the student's .ipynb (or jupytext .py)")
-    p.add_argument("--json", dest="json_path", default=None, help="write results.json here")
-    p.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per task")
-    p.add_argument("--exercise", default=None, help="exercise id, if not in the notebook")
+    add_grade_arguments(p)
 
 
 def _add_exercises(sub: argparse._SubParsersAction) -> None:
+    from tinyodl.grading.cli import add_release_arguments
+
     p = sub.add_parser("exercises", help="instructor tools for the exercises")
     esub = p.add_subparsers(dest="exercises_command", required=True)
-    r = esub.add_parser("release", help="write student and solution notebooks")
-    r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--source", default=None, help="folder of exercise sources")
+    r = esub.add_parser("release", help="write student (and solution) notebooks")
+    add_release_arguments(r)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:

@@ -244,9 +244,7 @@ def quantize_weights_per_channel(w: np.ndarray, axis: int = 0) -> tuple[np.ndarr
     return quantize(w, scales, 0, WEIGHT_QMIN, WEIGHT_QMAX, axis=axis), scales
 
 
-def quantize_bias(
-    b: np.ndarray, input_scale: float, weight_scales: np.ndarray
-) -> np.ndarray:
+def quantize_bias(b: np.ndarray, input_scale: float, weight_scales: np.ndarray) -> np.ndarray:
     """Int32 bias with scale ``s_in * s_w[c]`` and zero point 0."""
     return quantize(b, input_scale * np.asarray(weight_scales), 0, INT32_MIN, INT32_MAX)
 

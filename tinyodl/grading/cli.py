@@ -35,6 +35,9 @@ def add_grade_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--tests", metavar="MODULE_OR_PY", help="grader module or .py file (default: built in)"
     )
     parser.add_argument("--task", action="append", help="grade only this task (repeatable)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="tasks graded in parallel (default 1)"
+    )
     return parser
 
 
@@ -80,6 +83,7 @@ def grade_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
         grader=getattr(args, "tests", None),
         tasks=getattr(args, "task", None),
+        jobs=getattr(args, "jobs", 1),
     )
     print(format_report(results))
     json_path = getattr(args, "json_path", None)

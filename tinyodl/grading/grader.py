@@ -18,6 +18,7 @@ Hidden tasks (``@graded(hidden=True)``) report only "passed"/"failed" with
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tinyodl.grading.notebook import exercise_id, read_notebook
@@ -48,6 +49,14 @@ def _why(outcome: RunOutcome, timeout: float) -> str:
     return f"the Python process crashed (exit code {outcome.returncode})"
 
 
+def _stderr_tail(outcome: RunOutcome, lines: int = 6) -> str:
+    """What the dying process printed: faulthandler's error and the notebook frames, if any."""
+    text = outcome.stderr.strip().splitlines()
+    fatal = [x for x in text if x.startswith("Fatal Python error") or 'File "<cell' in x]
+    tail = fatal[:lines] if fatal else text[-lines:]
+    return "\nError output:\n" + "\n".join(tail) if tail else ""
+
+
 def _task_result(task, number: int, outcome: RunOutcome, timeout: float) -> dict:
     if outcome.status == "ok":
         passed = bool(outcome.result["passed"])
@@ -56,6 +65,8 @@ def _task_result(task, number: int, outcome: RunOutcome, timeout: float) -> dict
         passed = False
         where = "while loading the notebook" if not outcome.loaded else "while running this task"
         message = f"{_why(outcome, timeout)} {where}"
+        if outcome.status == "crashed":
+            message += _stderr_tail(outcome)
     entry = {
         "name": task.name,
         "number": str(number),
@@ -79,6 +90,7 @@ def grade_notebook(
     timeout: float = DEFAULT_TIMEOUT,
     grader: str | None = None,
     tasks: list[str] | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Grade one notebook and return a Gradescope ``results.json`` dictionary.
 
@@ -94,6 +106,8 @@ def grade_notebook(
         Grader module name or ``.py`` path; defaults to ``tinyodl.grading.tests_exNN``.
     tasks : list of str, optional
         Run only these task ids (test function names).
+    jobs : int
+        Tasks graded at the same time (each in its own process).
 
     Returns
     -------
@@ -110,6 +124,8 @@ def grade_notebook(
             f"grade_notebook: cannot tell which exercise {Path(path).name} is; "
             "pass exercise='00_foundations' (or --exercise on the command line)"
         )
+    if grader is not None and grader.endswith(".py"):
+        grader = str(Path(grader).resolve())  # the child runs in another directory
     grader = grader or grader_module_name(exercise)
     selected = collect_tasks(load_grader(grader))
     if tasks is not None:
@@ -120,10 +136,16 @@ def grade_notebook(
 
     cells = grading_cells(notebook)
     skip, load_errors = _load_cells(cells, grader, timeout)
-    tests = []
-    for number, task in enumerate(selected, start=1):
-        outcome = run_child(cells, skip, grader, task.id, timeout)
-        tests.append(_task_result(task, number, outcome, timeout))
+
+    def grade_task(task):
+        return run_child(cells, skip, grader, task.id, timeout)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(grade_task, selected))
+    tests = [
+        _task_result(task, number, outcome, timeout)
+        for number, (task, outcome) in enumerate(zip(selected, outcomes, strict=True), start=1)
+    ]
 
     score = sum(t["score"] for t in tests)
     max_score = sum(t["max_score"] for t in tests)

@@ -9,6 +9,7 @@ child hangs or dies (``os._exit``, segfault) the parent knows which cell did it.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import linecache
 import os
@@ -24,18 +25,19 @@ from pathlib import Path
 
 from tinyodl.grading.notebook import Notebook
 
-SKIP_MARK = re.compile(r"^\s*### grader: skip\s*$", re.MULTILINE)
+SKIP_MARK = re.compile(r"\A\s*### grader: skip[ \t]*$", re.MULTILINE)
 _KEEP_CELL_MAGICS = {"time", "timeit", "capture", "prun"}
 _MAX_MESSAGE = 2000
+_MAX_FILE_BYTES = 64 * 2**20
 
 
 def grading_cells(notebook: Notebook) -> list[tuple[int, str]]:
     """The code the grader runs: ``(cell number, source)`` for each code cell.
 
-    Cell numbers are 1-based positions among all cells. Cells holding a ``### grader: skip``
-    line are left out; IPython line magics and shell escapes (``%...``, ``!...``) become
-    ``pass``; a cell magic other than ``%%time``/``%%timeit``/``%%capture``/``%%prun`` drops
-    the whole cell.
+    Cell numbers are 1-based positions among all cells. Cells whose first line is
+    ``### grader: skip`` are left out (a pasted block that merely contains it is not).
+    IPython line magics and shell escapes (``%...``, ``!...``) become ``pass``; a cell magic
+    other than ``%%time``/``%%timeit``/``%%capture``/``%%prun`` drops the whole cell.
     """
     cells = []
     for number, cell in enumerate(notebook.cells, start=1):
@@ -106,8 +108,21 @@ def _exec_one(module: types.ModuleType, number: int, source: str, progress) -> B
     return error
 
 
+def _limit_file_size(limit: int = _MAX_FILE_BYTES) -> None:
+    """Cap the size of any file the child writes (a print loop must not fill the disk)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    soft = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
 def _child_main(job_path: str) -> None:
     """Entry point of the child process: load the cells, run one task, write the result."""
+    _limit_file_size()
+    faulthandler.enable()  # a segfault in student code prints which cell line did it
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     cells = [(n, src) for n, src in job["cells"] if n not in set(job["skip"])]
     with open(job["progress"], "a", encoding="utf-8") as progress:
@@ -130,6 +145,8 @@ def _child_main(job_path: str) -> None:
     partial = job["result"] + ".part"
     Path(partial).write_text(json.dumps(result), encoding="utf-8")
     os.replace(partial, job["result"])
+    sys.stderr.flush()
+    os._exit(0)  # do not wait for threads or atexit handlers the student code left behind
 
 
 @dataclass
@@ -149,6 +166,7 @@ class RunOutcome:
 
 
 def _kill(process: subprocess.Popen) -> None:
+    """Kill the child and, on POSIX, every process it started (its session); then reap it."""
     try:
         if os.name == "posix":
             os.killpg(process.pid, signal.SIGKILL)
@@ -196,13 +214,13 @@ def run_child(
         env.setdefault("OMP_NUM_THREADS", "1")
         work = tmp / "work"
         work.mkdir()
-        with open(tmp / "stdout.txt", "wb") as out, open(tmp / "stderr.txt", "wb") as err:
+        with open(tmp / "stderr.txt", "wb") as err:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tinyodl.grading.runner", str(tmp / "job.json")],
                 cwd=work,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
+                stdout=subprocess.DEVNULL,
                 stderr=err,
                 start_new_session=os.name == "posix",
             )
@@ -210,17 +228,15 @@ def run_child(
                 process.wait(timeout=timeout)
                 timed_out = False
             except subprocess.TimeoutExpired:
-                _kill(process)
                 timed_out = True
+            _kill(process)  # also ends processes the student code started
         last_cell, loaded = _read_progress(tmp / "progress.txt")
         stderr = (tmp / "stderr.txt").read_bytes()[-_MAX_MESSAGE:].decode("utf-8", "replace")
         outcome = RunOutcome("ok", {}, last_cell, loaded, process.returncode, stderr)
-        if timed_out:
-            outcome.status = "timeout"
-        elif (tmp / "result.json").exists():
+        if (tmp / "result.json").exists():
             outcome.result = json.loads((tmp / "result.json").read_text(encoding="utf-8"))
         else:
-            outcome.status = "crashed"
+            outcome.status = "timeout" if timed_out else "crashed"
         return outcome
 
 

@@ -88,7 +88,7 @@ def _smooth(a: np.ndarray):
     return lambda x: float(np.sum(a * np.sin(x)) + 0.5 * np.sum(x * x))
 
 
-@graded(points=2, name="1. numerical_gradient and relative_error")
+@graded(points=2, name="Task 1: numerical_gradient and relative_error")
 def test_gradient_check(student):
     numerical_gradient = student_function(student, "numerical_gradient")
     relative_error = student_function(student, "relative_error")
@@ -126,7 +126,7 @@ def test_gradient_check(student):
     )
 
 
-@graded(points=1, name="2. linear_forward")
+@graded(points=1, name="Task 2: linear_forward")
 def test_linear_forward(student):
     linear_forward = student_function(student, "linear_forward")
     rng = np.random.default_rng(2000)
@@ -145,7 +145,7 @@ def test_linear_forward(student):
         check_close(f"linear_forward for x {x.shape}, w {w.shape}", out, expected, tol, tol)
 
 
-@graded(points=2, name="3. linear_backward")
+@graded(points=2, name="Task 3: linear_backward")
 def test_linear_backward(student):
     linear_backward = student_function(student, "linear_backward")
     rng = np.random.default_rng(3000)
@@ -169,7 +169,7 @@ _IM2COL_CASES = [  # (x shape, kernel_size, stride, padding)
 ]
 
 
-@graded(points=2, name="4. im2col")
+@graded(points=2, name="Task 4: im2col")
 def test_im2col(student):
     im2col = student_function(student, "im2col")
     rng = np.random.default_rng(4000)
@@ -182,7 +182,7 @@ def test_im2col(student):
     check_array("im2col of a float32 input", im2col(x, 2, 2, 0), (1, 8, 4), np.float32)
 
 
-@graded(points=2, name="5. conv2d_forward")
+@graded(points=2, name="Task 5: conv2d_forward")
 def test_conv2d_forward(student):
     conv2d_forward = student_function(student, "conv2d_forward")
     rng = np.random.default_rng(5000)
@@ -202,7 +202,7 @@ def test_conv2d_forward(student):
         )
 
 
-@graded(points=1, name="6. conv2d_forward, more shapes (hidden)", hidden=True)
+@graded(points=1, name="Task 5 (hidden): conv2d_forward on more shapes", hidden=True)
 def test_conv2d_forward_hidden(student):
     conv2d_forward = student_function(student, "conv2d_forward")
     rng = np.random.default_rng(5500)
@@ -214,7 +214,7 @@ def test_conv2d_forward_hidden(student):
     check_close("conv2d_forward float32", out, expected, 1e-4, 1e-4)
 
 
-@graded(points=2, name="7. softmax_cross_entropy")
+@graded(points=2, name="Task 6: softmax_cross_entropy")
 def test_softmax_cross_entropy(student):
     softmax_cross_entropy = student_function(student, "softmax_cross_entropy")
     rng = np.random.default_rng(6000)
@@ -231,7 +231,7 @@ def test_softmax_cross_entropy(student):
         check_close(f"{label}: dlogits", dlogits, expected_grad, 1e-7, 1e-10)
 
 
-@graded(points=1, name="8. sgd_momentum_step")
+@graded(points=1, name="Task 7: sgd_momentum_step")
 def test_sgd_momentum_step(student):
     sgd_momentum_step = student_function(student, "sgd_momentum_step")
     rng = np.random.default_rng(7000)

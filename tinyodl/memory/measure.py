@@ -16,6 +16,8 @@ Semantics, stated once and used everywhere in :mod:`tinyodl.memory`:
   allocated (its result, caches, lazily created buffers).
 * Memory allocated by C code with plain ``malloc`` (e.g. scratch buffers inside a compiled
   kernel) is invisible to tracemalloc; memory from ``np.empty`` inside Cython is visible.
+* Garbage is collected (``gc.collect()``) when a measurement starts, so that objects that
+  died before it are not freed in the middle of it.
 * If tracing is already on when a measurement starts, it is left on afterwards; the
   measurement still resets the peak (``tracemalloc.reset_peak``), so an enclosing probe
   loses its own peak. Do not nest probes.
@@ -25,6 +27,7 @@ Chapter 00 (foundations), section "measured memory".
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +131,7 @@ class MemoryProbe:
     def __enter__(self) -> MemoryProbe:
         if self._active:
             raise RuntimeError("MemoryProbe: this probe is already running; use a new one")
+        gc.collect()  # free garbage now, not in the middle of the measurement
         self._started_tracing = not tracemalloc.is_tracing()
         if self._started_tracing:
             tracemalloc.start()

@@ -153,12 +153,16 @@ def check_acc(fn: str, acc: object) -> np.ndarray:
     return np.ascontiguousarray(acc)
 
 
-def linear_args(fn: str, x, w, bias, input_zero_point) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def linear_args(
+    fn: str, x, w, bias, input_zero_point
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Validate ``(x (N, K), w (F, K), bias (F,), zp_in)`` of an int8 linear layer."""
     x = check_int8(fn, "x", x, 2)
     w = check_weight(fn, w, 2)
     if x.shape[1] != w.shape[1]:
-        raise ValueError(f"{fn}: x is {x.shape} but w is {w.shape}; expected w of (F, {x.shape[1]})")
+        raise ValueError(
+            f"{fn}: x is {x.shape} but w is {w.shape}; expected w of (F, {x.shape[1]})"
+        )
     check_accumulator(fn, w.shape[1])
     bias = check_bias(fn, bias, w.shape[0])
     return x, w, bias, check_zero_point(fn, "input_zero_point", input_zero_point)

@@ -222,7 +222,9 @@ def depthwise_conv2d_s8(
     acc = np.zeros((g.N, g.C, g.OH, g.OW), dtype=np.int64)
     for i in range(g.KH):  # one shifted, strided view of the input per filter tap
         for j in range(g.KW):
-            window = xp[:, :, i : i + g.SH * (g.OH - 1) + 1 : g.SH, j : j + g.SW * (g.OW - 1) + 1 : g.SW]
+            window = xp[
+                :, :, i : i + g.SH * (g.OH - 1) + 1 : g.SH, j : j + g.SW * (g.OW - 1) + 1 : g.SW
+            ]
             acc += a.w[:, 0, i, j].astype(np.int64)[:, None, None] * window
     acc += a.bias[:, None, None]
     return _requantize(acc, a.rq)

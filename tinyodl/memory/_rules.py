@@ -1,0 +1,423 @@
+"""Per-layer memory rules: what each tinyodl.nn layer allocates, saves and frees.
+
+Each rule replays, on a :class:`~tinyodl.memory._tape.Tape`, the arrays that the layer's
+``forward``/``backward`` (``tinyodl/nn``) and the kernels of the active backend
+(``tinyodl/reference`` for numpy, ``kernels/*.pyx`` for Cython) create, in the order they do.
+What a layer *saves* must match ``layer.saved`` exactly (tests check it):
+
+=================  =====================================================================
+layer              saved for backward
+=================  =====================================================================
+Linear, Conv2d     the input ``x`` -- only if the weight is trainable (needed for dW only)
+ReLU, ReLU6        a bool mask of the input shape (1 byte per element)
+MaxPool2d          the int64 argmax of every window (output shape)
+BatchNorm2d        ``inv_std`` (C,); ``x_hat`` (input shape) in training or if gamma trains
+Dropout            a bool keep-mask (input shape), in training with p > 0
+Flatten, pools...  nothing but shapes (AvgPool2d, GlobalAvgPool, Identity)
+=================  =====================================================================
+
+Transients ("scratch") modelled per backend, for one call:
+
+* numpy conv forward: padded copy of x, then im2col columns ``N*C*KH*KW*OH*OW`` and the
+  matmul result before it is copied into the output;
+* numpy conv backward: the column gradient (same size as the columns) plus its matmul
+  temporary, a padded dx, and for dW the columns again plus the per-example products
+  ``N*F*K`` summed over the batch;
+* Cython conv: one image's columns ``C*KH*KW*OH*OW`` (none for 1x1/stride-1 or depthwise);
+* numpy max pooling: two padded copies, the windows and five int64 index arrays forward;
+  the index buffer of ``np.add.at`` backward;
+* ``x * mask`` (ReLU, dropout) casts the bool mask through a ufunc buffer of at most
+  ``np.getbufsize()`` (8192) elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinyodl.memory._tape import ELIDE_BYTES, Buf, Tape
+
+Shape = tuple[int, ...]
+INT64 = 8
+BOOL = 1
+#: Fixed working memory of ``np.add.at`` besides its index buffer (measured, numpy 2.x).
+UFUNC_AT_OVERHEAD = 5 * 1024
+
+
+def numel(shape: Shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+@dataclass
+class Context:
+    """Everything a rule needs besides the layer: the tape, backend and training flags."""
+
+    tape: Tape
+    backend: str
+    itemsize: int
+    grads_resident: bool
+    train: bool = True
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    saved: dict[str, list[Buf]] = field(default_factory=dict)
+    new_grads: list[Buf] = field(default_factory=list)
+
+    def nbytes(self, shape: Shape) -> int:
+        return numel(shape) * self.itemsize
+
+    def accumulate(self, param: Any, grad_tmp: Buf) -> None:
+        """``Parameter.accumulate_grad``: copy on first use, ``+=`` afterwards."""
+        if not param.trainable:
+            return
+        if not self.grads_resident:
+            self.new_grads.append(self.tape.new(grad_tmp.nbytes, "gradients"))
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def _pad_bytes(ctx: Context, shape: Shape, padding: tuple[int, int]) -> int:
+    n, c, h, w = shape
+    return n * c * (h + 2 * padding[0]) * (w + 2 * padding[1]) * ctx.itemsize
+
+
+def _conv_kind(layer: Any, in_shape: Shape) -> str:
+    """Which Cython path: depthwise, pointwise (1x1, stride 1, no padding) or gemm."""
+    c, f, g = in_shape[1], layer.out_channels, layer.groups
+    if g == c == f and g > 1:
+        return "depthwise"
+    if layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding == (0, 0):
+        return "pointwise"
+    return "gemm"
+
+
+def _im2col_numpy(ctx: Context, shape: Shape, kernel, padding, out_hw) -> Buf:
+    """reference im2col: np.pad copy and the (N, C*KH*KW, P) columns; returns the columns."""
+    n, c = shape[:2]
+    xpad = ctx.tape.new(_pad_bytes(ctx, shape, padding))
+    cols = ctx.tape.new(n * c * kernel[0] * kernel[1] * out_hw * ctx.itemsize)
+    ctx.tape.drop(xpad)
+    return cols
+
+
+def _col2im_numpy(ctx: Context, shape: Shape, padding) -> Buf:
+    """reference col2im: a zero padded image, then the unpadded copy returned as dx."""
+    xpad = ctx.tape.new(_pad_bytes(ctx, shape, padding))
+    dx = ctx.tape.new(ctx.nbytes(shape))
+    ctx.tape.drop(xpad)
+    return dx
+
+
+def conv_forward(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) -> Buf:
+    n, c = in_shape[:2]
+    f, p = out_shape[1], out_shape[2] * out_shape[3]
+    kh, kw = layer.kernel_size
+    if ctx.backend == "cython":
+        out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
+        if _conv_kind(layer, in_shape) == "gemm":
+            ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        return out
+    cols = _im2col_numpy(ctx, in_shape, (kh, kw), layer.padding, p)
+    out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
+    ctx.tape.spike(n * (f // layer.groups) * p * ctx.itemsize)  # one group's matmul result
+    ctx.tape.drop(cols)
+    return out
+
+
+def conv_backward_input(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) -> Buf:
+    n, c = in_shape[:2]
+    p = out_shape[2] * out_shape[3]
+    kh, kw = layer.kernel_size
+    if ctx.backend == "cython":
+        dx = ctx.tape.new(ctx.nbytes(in_shape))
+        if _conv_kind(layer, in_shape) == "gemm":
+            ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        return dx
+    cols_bytes = n * c * kh * kw * p * ctx.itemsize
+    dcols = ctx.tape.new(cols_bytes)
+    ctx.tape.spike(cols_bytes // layer.groups)  # one group's matmul result
+    dx = _col2im_numpy(ctx, in_shape, layer.padding)
+    ctx.tape.drop(dcols)
+    return dx
+
+
+def conv_backward_weight(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) -> Buf:
+    n, c = in_shape[:2]
+    f, p = out_shape[1], out_shape[2] * out_shape[3]
+    kh, kw = layer.kernel_size
+    w_bytes = layer.params["weight"].data.size * ctx.itemsize
+    if ctx.backend == "cython":
+        dw = ctx.tape.new(w_bytes)
+        if _conv_kind(layer, in_shape) == "gemm":
+            ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        return dw
+    cols = _im2col_numpy(ctx, in_shape, (kh, kw), layer.padding, p)
+    dw = ctx.tape.new(w_bytes)
+    g = layer.groups
+    k = (c // g) * kh * kw
+    # (N, F/g, P) @ (N, P, K) -> (N, F/g, K), then .sum(axis=0) -> (F/g, K)
+    ctx.tape.spike(n * (f // g) * k * ctx.itemsize, (f // g) * k * ctx.itemsize)
+    ctx.tape.drop(cols)
+    return dw
+
+
+def maxpool_forward(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) -> tuple[Buf, Buf]:
+    """Returns the output and the int64 argmax (which the layer saves)."""
+    n, c = in_shape[:2]
+    p = out_shape[2] * out_shape[3]
+    idx = n * c * p * INT64
+    tape = ctx.tape
+    if ctx.backend == "cython":
+        out = tape.new(ctx.nbytes(out_shape), "activations")
+        return out, tape.new(idx, "activations")
+    kh, kw = layer.kernel_size
+    xpad = tape.new(_pad_bytes(ctx, in_shape, layer.padding))  # np.pad with -inf
+    padded = (n, c, in_shape[2] + 2 * layer.padding[0], in_shape[3] + 2 * layer.padding[1])
+    cols = _im2col_numpy(ctx, padded, (kh, kw), (0, 0), p)  # im2col pads (by 0) again
+    k = tape.new(idx)  # windows.argmax(axis=2)
+    out = tape.new(ctx.nbytes(out_shape), "activations")  # take_along_axis
+    ih = tape.chain(idx, 3)  # r*sh + k//kw - ph
+    iw = tape.chain(idx, 3)  # s*sw + k%kw - pw
+    flat = tape.chain(idx, 2)  # ih*W + iw
+    argmax = tape.new(idx, "activations")  # .astype(int64) copies
+    tape.drop(flat, ih, iw, k, cols, xpad)
+    return out, argmax
+
+
+def maxpool_backward(ctx: Context, in_shape: Shape, out_shape: Shape) -> Buf:
+    dx = ctx.tape.new(ctx.nbytes(in_shape))  # np.zeros dx, then scatter-add
+    if ctx.backend == "numpy":  # np.add.at buffers its int64 indices (and some iterator state)
+        ctx.tape.spike(min(numel(out_shape), np.getbufsize()) * INT64 + UFUNC_AT_OVERHEAD)
+    return dx
+
+
+def avgpool_forward(ctx: Context, in_shape: Shape, out_shape: Shape, kernel, padding) -> Buf:
+    if ctx.backend == "cython":
+        return ctx.tape.new(ctx.nbytes(out_shape), "activations")
+    cols = _im2col_numpy(ctx, in_shape, kernel, padding, out_shape[2] * out_shape[3])
+    out = ctx.tape.chain(ctx.nbytes(out_shape), 2, "activations")  # sum / (KH*KW)
+    ctx.tape.drop(cols)
+    return out
+
+
+def avgpool_backward(ctx: Context, in_shape: Shape, out_shape: Shape, kernel, padding) -> Buf:
+    if ctx.backend == "cython":
+        return ctx.tape.new(ctx.nbytes(in_shape))
+    share = ctx.tape.new(ctx.nbytes(out_shape))  # dout / (KH*KW)
+    n, c = in_shape[:2]
+    dcols = ctx.tape.new(n * c * kernel[0] * kernel[1] * out_shape[2] * out_shape[3] * ctx.itemsize)
+    ctx.tape.drop(share)
+    dx = _col2im_numpy(ctx, in_shape, padding)
+    ctx.tape.drop(dcols)
+    return dx
+
+
+def _cast_buffer(ctx: Context, n: int) -> int:
+    """A ufunc mixing float and bool (``x * mask``) casts the mask through a buffer of at
+    most ``np.getbufsize()`` elements of the float type."""
+    return min(n, np.getbufsize()) * ctx.itemsize
+
+
+def chain_bytes_peak(nbytes: int, ops: int) -> int:
+    """Peak of :meth:`Tape.chain` (for documentation tables)."""
+    return nbytes if ops < 2 or nbytes >= ELIDE_BYTES else 2 * nbytes
+
+
+# ----------------------------------------------------------------------------- layers
+# forward rules: (ctx, name, layer, x, in_shape, out_shape, train) -> output Buf; what the
+# layer saves goes to ctx.saved[name] as (key, Buf, shape, dtype) tuples.
+# backward rules: (ctx, name, layer, dout, in_shape, out_shape) -> dx Buf.
+
+
+def _save(ctx: Context, name: str, key: str, buf: Buf, shape: Shape, dtype: str) -> None:
+    ctx.saved.setdefault(name, []).append((key, buf, tuple(shape), dtype))
+
+
+def _release_saved(ctx: Context, name: str) -> None:
+    for _, buf, _, _ in ctx.saved.pop(name, []):
+        ctx.tape.drop(buf)
+
+
+def linear_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
+    if layer.params["weight"].trainable:  # x is needed only for dW
+        _save(ctx, name, "x", ctx.tape.ref(x), in_shape, layer.dtype.name)
+    return out
+
+
+def linear_backward(ctx, name, layer, dout, in_shape, out_shape):
+    tape = ctx.tape
+    dx = tape.new(ctx.nbytes(in_shape))
+    dw = db = None
+    if name in ctx.saved:  # dW = dout.T @ x
+        dw = tape.new(layer.params["weight"].data.size * ctx.itemsize)
+    db = tape.new(out_shape[1] * ctx.itemsize)  # dout.sum(axis=0)
+    if dw is not None:
+        ctx.accumulate(layer.params["weight"], dw)
+    if layer.bias:
+        ctx.accumulate(layer.params["bias"], db)
+    tape.drop(dw, db)
+    _release_saved(ctx, name)
+    return dx
+
+
+def conv2d_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    out = conv_forward(ctx, layer, in_shape, out_shape)
+    if layer.params["weight"].trainable:
+        _save(ctx, name, "x", ctx.tape.ref(x), in_shape, layer.dtype.name)
+    return out
+
+
+def conv2d_backward(ctx, name, layer, dout, in_shape, out_shape):
+    tape = ctx.tape
+    dx = conv_backward_input(ctx, layer, in_shape, out_shape)
+    dw = conv_backward_weight(ctx, layer, in_shape, out_shape) if name in ctx.saved else None
+    db = tape.new(out_shape[1] * ctx.itemsize)  # dout.sum(axis=(0, 2, 3))
+    if dw is not None:
+        ctx.accumulate(layer.params["weight"], dw)
+    if layer.bias:
+        ctx.accumulate(layer.params["bias"], db)
+    tape.drop(dw, db)
+    _release_saved(ctx, name)
+    return dx
+
+
+def relu_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    n = numel(in_shape)
+    if type(layer).__name__ == "ReLU6":  # (x > 0) & (x < 6)
+        above, below = ctx.tape.new(n * BOOL), ctx.tape.new(n * BOOL)
+        mask = above if n * BOOL >= ELIDE_BYTES else ctx.tape.new(n * BOOL)
+        ctx.tape.drop(below, *(() if mask is above else (above,)))
+    else:  # x > 0
+        mask = ctx.tape.new(n * BOOL)
+    mask.kind = "activations"
+    _save(ctx, name, "mask", mask, in_shape, "bool")
+    out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
+    if type(layer).__name__ != "ReLU6":
+        ctx.tape.spike(_cast_buffer(ctx, n))  # x * mask
+    return out
+
+
+def relu_backward(ctx, name, layer, dout, in_shape, out_shape):
+    dx = ctx.tape.new(ctx.nbytes(in_shape))  # dout * mask
+    ctx.tape.spike(_cast_buffer(ctx, numel(in_shape)))
+    _release_saved(ctx, name)
+    return dx
+
+
+def maxpool2d_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    out, argmax = maxpool_forward(ctx, layer, in_shape, out_shape)
+    _save(ctx, name, "argmax", argmax, out_shape, "int64")
+    return out
+
+
+def maxpool2d_backward(ctx, name, layer, dout, in_shape, out_shape):
+    dx = maxpool_backward(ctx, in_shape, out_shape)
+    _release_saved(ctx, name)
+    return dx
+
+
+def avgpool2d_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    return avgpool_forward(ctx, in_shape, out_shape, layer.kernel_size, layer.padding)
+
+
+def avgpool2d_backward(ctx, name, layer, dout, in_shape, out_shape):
+    return avgpool_backward(ctx, in_shape, out_shape, layer.kernel_size, layer.padding)
+
+
+def gap_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    window = (in_shape[2], in_shape[3])
+    return avgpool_forward(ctx, in_shape, (*out_shape, 1, 1), window, (0, 0))
+
+
+def gap_backward(ctx, name, layer, dout, in_shape, out_shape):
+    window = (in_shape[2], in_shape[3])
+    return avgpool_backward(ctx, in_shape, (*out_shape, 1, 1), window, (0, 0))
+
+
+def view_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    return ctx.tape.ref(x)  # Flatten / Identity: a view, nothing saved
+
+
+def view_backward(ctx, name, layer, dout, in_shape, out_shape):
+    return ctx.tape.ref(dout)
+
+
+def dropout_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    if not train or layer.p == 0.0:
+        return ctx.tape.ref(x)
+    n = numel(in_shape)
+    draws = ctx.tape.new(n * 8)  # rng.random(shape), float64
+    mask = ctx.tape.new(n * BOOL, "activations")
+    ctx.tape.drop(draws)
+    _save(ctx, name, "mask", mask, in_shape, "bool")
+    return ctx.tape.chain(ctx.nbytes(in_shape), 2, "activations")  # x * mask / (1 - p)
+
+
+def dropout_backward(ctx, name, layer, dout, in_shape, out_shape):
+    if name not in ctx.saved:
+        return ctx.tape.ref(dout)
+    dx = ctx.tape.chain(ctx.nbytes(in_shape), 2)
+    _release_saved(ctx, name)
+    return dx
+
+
+def batchnorm_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    tape, nbytes, c = ctx.tape, ctx.nbytes(in_shape), in_shape[1]
+    if train:
+        tape.spike(nbytes)  # x.var(): x - mean
+    x_hat = tape.chain(nbytes, 2, "activations")  # (x - mean) * inv_std
+    out = tape.chain(nbytes, 2, "activations")  # gamma * x_hat + beta
+    inv_std = tape.new(c * ctx.itemsize, "activations")
+    _save(ctx, name, "inv_std", inv_std, (c,), layer.dtype.name)
+    if train or layer.params["weight"].trainable:
+        _save(ctx, name, "x_hat", x_hat, in_shape, layer.dtype.name)
+    else:
+        tape.drop(x_hat)
+    return out
+
+
+def batchnorm_backward(ctx, name, layer, dout, in_shape, out_shape):
+    tape, nbytes, c = ctx.tape, ctx.nbytes(in_shape), in_shape[1]
+    keys = {key for key, *_ in ctx.saved.get(name, [])}
+    dbeta = tape.new(c * ctx.itemsize)
+    dgamma = None
+    if "x_hat" in keys:
+        tape.spike(nbytes)  # (dout * x_hat).sum()
+        dgamma = tape.new(c * ctx.itemsize)
+    if not ctx.train:
+        dx = tape.new(nbytes)  # dout * scale
+    else:
+        t1 = tape.chain(nbytes, 2)  # m * dout - dbeta
+        tape.spike(nbytes)  # (dout * x_hat).sum() again
+        t2 = tape.new(nbytes)  # x_hat * (...)
+        dx = t1 if nbytes >= ELIDE_BYTES else tape.new(nbytes)  # t1 - t2
+        tape.drop(t2, *(() if dx is t1 else (t1,)))
+        if nbytes < ELIDE_BYTES:  # (scale / m) * (...)
+            scaled = tape.new(nbytes)
+            tape.drop(dx)
+            dx = scaled
+    if dgamma is not None:
+        ctx.accumulate(layer.params["weight"], dgamma)
+    ctx.accumulate(layer.params["bias"], dbeta)
+    tape.drop(dgamma, dbeta)
+    _release_saved(ctx, name)
+    return dx
+
+
+#: type name -> (forward rule, backward rule) for the leaf layers of tinyodl.nn.
+LEAF_RULES = {
+    "Linear": (linear_forward, linear_backward),
+    "Conv2d": (conv2d_forward, conv2d_backward),
+    "DepthwiseConv2d": (conv2d_forward, conv2d_backward),
+    "ReLU": (relu_forward, relu_backward),
+    "ReLU6": (relu_forward, relu_backward),
+    "MaxPool2d": (maxpool2d_forward, maxpool2d_backward),
+    "AvgPool2d": (avgpool2d_forward, avgpool2d_backward),
+    "GlobalAvgPool": (gap_forward, gap_backward),
+    "Flatten": (view_forward, view_backward),
+    "Identity": (view_forward, view_backward),
+    "Dropout": (dropout_forward, dropout_backward),
+    "BatchNorm2d": (batchnorm_forward, batchnorm_backward),
+}
