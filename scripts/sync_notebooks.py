@@ -37,7 +37,7 @@ def expected_ipynb(source: str | Path) -> str:
 
 
 def is_stale(source: str | Path) -> bool:
-    """True if ``source``'s ``.ipynb`` is missing or differs from what it would be regenerated to."""
+    """True if the ``.ipynb`` of ``source`` is missing or differs from a fresh conversion."""
     target = Path(source).with_suffix(".ipynb")
     if not target.exists():
         return True

@@ -166,6 +166,18 @@ def test_conv_bit_exact_against_reference_and_oracle(kernels, rng, rounding, dep
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_pointwise_conv_is_linear_on_pixels(kernels, rng, rounding):
+    x = rand_s8(rng, (3, 10, 5, 7))
+    w = rand_s8(rng, (7, 10, 1, 1), -127)
+    bias = rng.integers(-5000, 5000, 7).astype(np.int32)
+    m0, shift = rand_requant(rng, 7)
+    conv = kernels.conv2d_s8(x, w, bias, 9, -4, m0, shift, rounding=rounding)
+    pixels = np.ascontiguousarray(x.transpose(0, 2, 3, 1).reshape(-1, 10))
+    lin = kernels.linear_s8(pixels, w[:, :, 0, 0], bias, 9, -4, m0, shift, rounding=rounding)
+    assert np.array_equal(conv, lin.reshape(3, 5, 7, 7).transpose(0, 3, 1, 2))
+
+
 def test_conv_accumulator_extremes(kernels):
     k = 3 * 3
     c = K_MAX // k

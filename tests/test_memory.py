@@ -289,7 +289,7 @@ def _dropout_bn_model():
         (models.mlp_2nn, None),
         (models.lenet5, None),
         (models.lenet5, "weight"),
-        (models.cnn_mcmahan, "features"),
+        (models.lenet5, "features"),
         (models.mcunet_tiny, None),
         (models.mcunet_tiny, "weight"),
         (_dropout_bn_model, None),
@@ -400,6 +400,28 @@ def test_report_table_and_categories():
     assert report.optimizer_state == report.gradients == report.parameters
     # what forward grew by, minus the logits, is what the layers saved (+ object headers)
     assert 0 <= report.activations_measured - report.saved_new_bytes < 0.05 * report.saved_new_bytes
+
+
+def test_report_against_analytic_table_and_plot(tmp_path):
+    model = models.lenet5(seed=0)
+    opt = make_optimizer(model, "sgd")
+    report = steady_step(model, opt, 4)
+    analytic = analytic_training_memory(model, INPUT, 4, optimizer=opt)
+    table = report.to_table(analytic=analytic)
+    assert "analytic" in table and format_bytes(analytic.total_peak_bytes) in table
+    assert report.peak == report.total_peak_bytes and analytic.peak == analytic.total_peak_bytes
+    report.plot(tmp_path / "m.png", analytic=analytic)
+    assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_optimizer_over_part_of_the_model(backend_name):
+    model = models.mlp_2nn(seed=0)
+    opt = nn.Adam(model["classifier"])  # the features train (get gradients) but never update
+    measured = steady_step(model, opt, 8)
+    analytic = analytic_training_memory(model, INPUT, 8, optimizer=opt)
+    assert analytic.optimizer_state == measured.optimizer_state
+    assert analytic.optimizer_state < 2 * analytic.gradients / 10
+    assert abs(compare(analytic, measured)["total_peak"]) < REL_TOL
 
 
 def test_plot_memory_breakdown(tmp_path):

@@ -52,8 +52,8 @@ def test_ipynb_has_the_cells_of_its_source(source):
     have = [(c.cell_type, c.source) for c in read_notebook(target).cells]
     for i, (w, h) in enumerate(zip(want, have, strict=False)):
         assert h == w, (
-            f"{target.name}: cell {i} differs from {source.name}; "
-            f"run python scripts/sync_notebooks.py\n--- .py:\n{w[1][:300]}\n--- .ipynb:\n{h[1][:300]}"
+            f"{target.name}: cell {i} differs from {source.name}; run python "
+            f"scripts/sync_notebooks.py\n--- .py:\n{w[1][:300]}\n--- .ipynb:\n{h[1][:300]}"
         )
     assert len(have) == len(want), (
         f"{target.name} has {len(have)} cells, {source.name} has {len(want)}; "
@@ -83,7 +83,10 @@ def _make_chapter(folder: Path, stem: str, code: str) -> Path:
 def test_sync_writes_missing_and_stale_notebooks_only(tmp_path):
     a = _make_chapter(tmp_path, "00_a", "x = 1")
     b = _make_chapter(tmp_path, "01_b", "y = 2")
-    assert sync_notebooks.stale_notebooks(tmp_path) == [a.with_suffix(".ipynb"), b.with_suffix(".ipynb")]
+    assert sync_notebooks.stale_notebooks(tmp_path) == [
+        a.with_suffix(".ipynb"),
+        b.with_suffix(".ipynb"),
+    ]
     assert sync_notebooks.sync(tmp_path) == [a.with_suffix(".ipynb"), b.with_suffix(".ipynb")]
     assert sync_notebooks.stale_notebooks(tmp_path) == []
     first = b.with_suffix(".ipynb").read_bytes()
@@ -125,21 +128,52 @@ def test_check_mode_exit_status_lists_stale_files(tmp_path):
 # ----------------------------------------------------------------------------- execution
 
 
-@pytest.mark.notebook
-@pytest.mark.parametrize("source", SOURCES, ids=IDS)
-def test_notebook_runs_top_to_bottom(source, tmp_path, monkeypatch):
+def execute_notebook(path: Path, cwd: Path) -> None:
+    """Run the ``.ipynb`` at ``path`` top to bottom in a fresh ``python3`` kernel started in
+    ``cwd``; raise ``nbclient.exceptions.CellExecutionError`` at the first failing cell.
+
+    The caller sets ``MPLBACKEND=Agg`` in the environment, which the kernel inherits.
+    """
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    monkeypatch.setenv("MPLBACKEND", "Agg")  # the kernel inherits the environment
-    notebook = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
         timeout=CELL_TIMEOUT,
         kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},  # cwd: files it writes land here
+        resources={"metadata": {"path": str(cwd)}},  # cwd: files it writes land here
     )
+    client.execute()
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("source", SOURCES, ids=IDS)
+def test_notebook_runs_top_to_bottom(source, tmp_path, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     try:
-        client.execute()
+        execute_notebook(source.with_suffix(".ipynb"), tmp_path)
     except nbclient.exceptions.CellExecutionError as err:
         pytest.fail(f"{source.with_suffix('.ipynb').name} failed:\n{err}", pytrace=False)
+
+
+@pytest.mark.notebook
+def test_execution_harness_reports_failures_and_runs_in_cwd(tmp_path, monkeypatch):
+    """The harness itself: a failing assert is an error, files land in the given folder."""
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    good = _make_chapter(
+        tmp_path,
+        "00_good",
+        "import os\nimport matplotlib\nassert matplotlib.get_backend().lower() == 'agg'\n"
+        "open('written.txt', 'w').write(os.getcwd())",
+    )
+    bad = _make_chapter(tmp_path, "01_bad", "facts = [1, 2]\nassert sum(facts) == 4, 'claim'")
+    sync_notebooks.sync(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    execute_notebook(good.with_suffix(".ipynb"), run_dir)
+    assert Path((run_dir / "written.txt").read_text()).resolve() == run_dir.resolve()
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="claim"):
+        execute_notebook(bad.with_suffix(".ipynb"), run_dir)

@@ -56,9 +56,19 @@ def test_srdhm_matches_gemmlowp(a, b):
     assert int(got) == srdhm_oracle(a, b)
 
 
-def test_srdhm_saturates():
+def test_srdhm_saturates_and_rounds_ties_up():
     got = quant.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN)
     assert int(got) == INT32_MAX
+    # a * b = +-2^30 and +-3 * 2^30 are exact ties of a * b / 2^31
+    a = np.array([2**15, -(2**15), 3 * 2**15, -3 * 2**15])
+    got = quant.saturating_rounding_doubling_high_mul(a, 2**15)
+    assert got.tolist() == [srdhm_oracle(int(v), 2**15) for v in a] == [1, 0, 2, -1]
+
+
+def test_rounding_divide_by_pot_ties():
+    x = np.array([5, -5, 6, -6, 7, -7, 12, -12])
+    got = quant.rounding_divide_by_pot(x, np.array([1, 1, 2, 2, 1, 1, 3, 3]))
+    assert got.tolist() == [3, -3, 2, -2, 4, -4, 2, -2]
 
 
 @SETTINGS

@@ -120,6 +120,7 @@ def test_fit_learns_and_records_history():
     steps = 3 * int(np.ceil(120 / 16))
     assert len(hist.step_loss) == len(hist.step_lr) == steps
     assert hist.epochs == 3 and len(hist.val_accuracy) == 3 and len(hist.wall_time) == 3
+    assert hist.step_lr == [0.05] * steps  # no schedule: the optimizer's lr
     loss_after, acc_after = evaluate(model, x, y, loss=cross_entropy)
     assert loss_after < 0.5 * loss_before and acc_after > 0.9
     assert hist.val_loss[-1] == pytest.approx(
@@ -315,3 +316,12 @@ def test_history_round_trip_and_plot(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(fig.axes) == 2
     assert len(fig.axes[0].lines) == 3  # per step, per epoch, validation
+
+
+def test_progress_bar_can_be_shown_and_hidden(capsys):
+    x, y = blobs()
+    model, opt = make()
+    fit(model, opt, x, y, **{**RUN, "progress": True})
+    assert "step" in capsys.readouterr().err
+    fit(model, opt, x, y, **RUN)
+    assert capsys.readouterr().err == ""

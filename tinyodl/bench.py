@@ -118,6 +118,7 @@ def _print_summary(results: dict[str, Any]) -> None:
 
 def bench_main(args: Any) -> int:
     """CLI entry of ``tinyodl bench kernels``."""
+    import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, used by the kernels, so it is limited too)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):

@@ -6,12 +6,14 @@ warm-up call. ``tinyodl bench kernels`` prints them; the shapes are small layers
 style of MCUNet (3x3 convolutions, pointwise 1x1 and depthwise convolutions).
 
 The compiled kernels are loaded module by module, so these benchmarks only need the float
-kernels (conv, linear, pool) to be built. BLAS threads are whatever OpenBLAS chose (set
-``OPENBLAS_NUM_THREADS=1`` for single-thread numbers).
+kernels (conv, linear, pool) to be built. BLAS runs on ``blas_threads`` threads (default 1)
+via threadpoolctl, for numpy's OpenBLAS and for SciPy's (which the Cython kernels call).
+threadpoolctl only limits libraries that are already loaded, so both are loaded first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import statistics
@@ -21,6 +23,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, so threadpoolctl can limit it)
+from threadpoolctl import threadpool_limits
 
 from tinyodl.reference import conv as ref_conv
 from tinyodl.reference import linear as ref_linear
@@ -62,6 +66,11 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def _blas_limit(threads: int | None) -> contextlib.AbstractContextManager:
+    """Limit numpy's and SciPy's BLAS to ``threads`` threads (None: no limit)."""
+    return contextlib.nullcontext() if threads is None else threadpool_limits(limits=threads)
+
+
 def _compiled(module_name: str) -> ModuleType | None:
     try:
         return importlib.import_module(f"tinyodl._kernels.{module_name}")
@@ -101,6 +110,7 @@ def bench_conv_float(
     repeats: int = 5,
     dtype: str | np.dtype = "float32",
     seed: int = 0,
+    blas_threads: int | None = 1,
 ) -> list[dict[str, Any]]:
     """Time conv2d forward, backward-input and backward-weight on both backends.
 
@@ -114,6 +124,8 @@ def bench_conv_float(
     dtype : float32 or float64
     seed : int
         Seed of the random inputs.
+    blas_threads : int or None
+        BLAS threads during the timing (None: leave OpenBLAS's choice).
 
     Returns
     -------
@@ -125,21 +137,22 @@ def bench_conv_float(
     rng = np.random.default_rng(seed)
     cy = _compiled("conv")
     rows = []
-    for s in shapes or MCUNET_CONV_SHAPES:
-        x = rng.standard_normal(s["x"]).astype(dtype)
-        w = rng.standard_normal(s["w"]).astype(dtype)
-        kw = dict(stride=s["stride"], padding=s["padding"], groups=s["groups"])
-        out = ref_conv.conv2d_forward(x, w, **kw)
-        dout = rng.standard_normal(out.shape).astype(dtype)
-        gflop = 2 * out.size * int(np.prod(s["w"][1:])) / 1e9
-        info = dict(x_shape=tuple(s["x"]), w_shape=tuple(s["w"]), gflop=gflop, **kw)
-        cases = [
-            ("forward", "conv2d_forward", (x, w)),
-            ("backward_input", "conv2d_backward_input", (dout, w, x.shape)),
-            ("backward_weight", "conv2d_backward_weight", (dout, x, w.shape)),
-        ]
-        for op, fn, args in cases:
-            rows.append(_compare(s["name"], op, ref_conv, cy, fn, args, kw, repeats, info))
+    with _blas_limit(blas_threads):
+        for s in shapes or MCUNET_CONV_SHAPES:
+            x = rng.standard_normal(s["x"]).astype(dtype)
+            w = rng.standard_normal(s["w"]).astype(dtype)
+            kw = dict(stride=s["stride"], padding=s["padding"], groups=s["groups"])
+            out = ref_conv.conv2d_forward(x, w, **kw)
+            dout = rng.standard_normal(out.shape).astype(dtype)
+            gflop = 2 * out.size * int(np.prod(s["w"][1:])) / 1e9
+            info = dict(x_shape=tuple(s["x"]), w_shape=tuple(s["w"]), gflop=gflop, **kw)
+            cases = [
+                ("forward", "conv2d_forward", (x, w)),
+                ("backward_input", "conv2d_backward_input", (dout, w, x.shape)),
+                ("backward_weight", "conv2d_backward_weight", (dout, x, w.shape)),
+            ]
+            for op, fn, args in cases:
+                rows.append(_compare(s["name"], op, ref_conv, cy, fn, args, kw, repeats, info))
     return rows
 
 
@@ -148,24 +161,26 @@ def bench_linear_float(
     repeats: int = 5,
     dtype: str | np.dtype = "float32",
     seed: int = 0,
+    blas_threads: int | None = 1,
 ) -> list[dict[str, Any]]:
     """Time linear forward and both backward kernels; rows as in :func:`bench_conv_float`."""
     rng = np.random.default_rng(seed)
     cy = _compiled("linear")
     rows = []
-    for name, n, n_in, n_out in shapes or LINEAR_SHAPES:
-        x = rng.standard_normal((n, n_in)).astype(dtype)
-        w = rng.standard_normal((n_out, n_in)).astype(dtype)
-        b = rng.standard_normal(n_out).astype(dtype)
-        dout = rng.standard_normal((n, n_out)).astype(dtype)
-        cases = [
-            ("forward", "linear_forward", (x, w, b)),
-            ("backward_input", "linear_backward_input", (dout, w)),
-            ("backward_weight", "linear_backward_weight", (dout, x)),
-        ]
-        info = dict(shape=(n, n_in, n_out))
-        for op, fn, args in cases:
-            rows.append(_compare(name, op, ref_linear, cy, fn, args, {}, repeats, info))
+    with _blas_limit(blas_threads):
+        for name, n, n_in, n_out in shapes or LINEAR_SHAPES:
+            x = rng.standard_normal((n, n_in)).astype(dtype)
+            w = rng.standard_normal((n_out, n_in)).astype(dtype)
+            b = rng.standard_normal(n_out).astype(dtype)
+            dout = rng.standard_normal((n, n_out)).astype(dtype)
+            cases = [
+                ("forward", "linear_forward", (x, w, b)),
+                ("backward_input", "linear_backward_input", (dout, w)),
+                ("backward_weight", "linear_backward_weight", (dout, x)),
+            ]
+            info = dict(shape=(n, n_in, n_out))
+            for op, fn, args in cases:
+                rows.append(_compare(name, op, ref_linear, cy, fn, args, {}, repeats, info))
     return rows
 
 
@@ -174,25 +189,27 @@ def bench_pool_float(
     repeats: int = 5,
     dtype: str | np.dtype = "float32",
     seed: int = 0,
+    blas_threads: int | None = 1,
 ) -> list[dict[str, Any]]:
     """Time max/avg pooling forward and backward; rows as in :func:`bench_conv_float`."""
     rng = np.random.default_rng(seed)
     cy = _compiled("pool")
     rows = []
-    for name, shape, k, s, p in shapes or POOL_SHAPES:
-        x = rng.standard_normal(shape).astype(dtype)
-        out, argmax = ref_pool.maxpool2d_forward(x, k, s, p)
-        dout = rng.standard_normal(out.shape).astype(dtype)
-        cases = [
-            ("maxpool_forward", "maxpool2d_forward", (x, k, s, p)),
-            ("maxpool_backward", "maxpool2d_backward", (dout, argmax, shape)),
-            ("avgpool_forward", "avgpool2d_forward", (x, k, s, p)),
-            ("avgpool_backward", "avgpool2d_backward", (dout, shape, k, s, p)),
-        ]
-        for op, fn, args in cases:
-            rows.append(
-                _compare(name, op, ref_pool, cy, fn, args, {}, repeats, dict(x_shape=shape))
-            )
+    with _blas_limit(blas_threads):
+        for name, shape, k, s, p in shapes or POOL_SHAPES:
+            x = rng.standard_normal(shape).astype(dtype)
+            out, argmax = ref_pool.maxpool2d_forward(x, k, s, p)
+            dout = rng.standard_normal(out.shape).astype(dtype)
+            cases = [
+                ("maxpool_forward", "maxpool2d_forward", (x, k, s, p)),
+                ("maxpool_backward", "maxpool2d_backward", (dout, argmax, shape)),
+                ("avgpool_forward", "avgpool2d_forward", (x, k, s, p)),
+                ("avgpool_backward", "avgpool2d_backward", (dout, shape, k, s, p)),
+            ]
+            for op, fn, args in cases:
+                rows.append(
+                    _compare(name, op, ref_pool, cy, fn, args, {}, repeats, dict(x_shape=shape))
+                )
     return rows
 
 
@@ -202,12 +219,14 @@ def float_im2col_matmul_conv_time(
     stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] = 0,
     repeats: int = 5,
+    blas_threads: int | None = 1,
 ) -> float:
     """Median seconds of a float32 conv (groups=1) as numpy im2col + one ``np.matmul``.
 
     The baseline the int8 kernels are compared with: the same data layout and the same
     im2col, with numpy's (multi-threaded, vectorised) float32 GEMM doing the arithmetic.
-    ``x`` (N, C, H, W) and ``w`` (F, C, KH, KW) are cast to float32 first.
+    ``x`` (N, C, H, W) and ``w`` (F, C, KH, KW) are cast to float32 first; BLAS runs on
+    ``blas_threads`` threads (None: OpenBLAS's choice).
     """
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     w_mat = np.ascontiguousarray(w, dtype=np.float32).reshape(w.shape[0], -1)
@@ -216,7 +235,8 @@ def float_im2col_matmul_conv_time(
         cols = ref_conv.im2col(x32, w.shape[2:], stride, padding)  # (N, K, P)
         return np.matmul(w_mat, cols)  # (N, F, P)
 
-    return median_time(run, repeats)
+    with _blas_limit(blas_threads):
+        return median_time(run, repeats)
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:

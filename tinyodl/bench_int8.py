@@ -17,6 +17,7 @@ section 3 (numpy float32 sgemm 67-86 GFLOP/s, int32 matmul about 1 GOP/s).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import statistics
 import time
@@ -153,14 +154,14 @@ def bench_conv_int8(
         bias = rng.integers(-1000, 1000, f).astype(np.int32)
         m0, shift = quant.quantize_multiplier(rng.uniform(1e-4, 1e-2, f))
         s, p = layer["stride"], layer["padding"]
-        if depthwise:
-            run = lambda: kernels.depthwise_conv2d_s8(x, w, bias, -3, 5, m0, shift, s, p)  # noqa: E731
-        else:
-            run = lambda: kernels.conv2d_s8(x, w, bias, -3, 5, m0, shift, s, p)  # noqa: E731
-        xf, wf = x.astype(np.float32), w.astype(np.float32)
+        conv = kernels.depthwise_conv2d_s8 if depthwise else kernels.conv2d_s8
+        run = functools.partial(conv, x, w, bias, -3, 5, m0, shift, s, p)
+        baseline = functools.partial(
+            conv_float32_baseline, x.astype(np.float32), w.astype(np.float32), s, p, depthwise
+        )
         with single_thread():
             t_int8 = median_time(run, repeats)
-            t_f32 = median_time(lambda: conv_float32_baseline(xf, wf, s, p, depthwise), repeats)
+            t_f32 = median_time(baseline, repeats)
         out_shape = run().shape
         macs = int(np.prod(out_shape)) * cg * kh * kw
         rows.append(

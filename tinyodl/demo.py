@@ -55,7 +55,7 @@ def _train(cfg: DemoConfig, data: str | None, progress: bool) -> dict[str, Any]:
         seed=cfg.seed,
         x_val=x_val,
         y_val=y_val,
-        schedule=schedules.cosine(cfg.lr, steps),
+        schedule=schedules.Cosine(cfg.lr, steps),
         progress=progress,
     )
     test_loss, test_acc = evaluate(model, x_test, test_labels)

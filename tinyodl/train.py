@@ -168,6 +168,8 @@ def evaluate(
 
 def predict(model: Any, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Predicted classes (arg-max logits), int64 of shape (N,), in inference mode."""
+    if len(x) == 0:
+        raise ValueError("predict: x is empty")
     out = [np.argmax(logits, axis=1) for _, logits in _batched_logits(model, x, batch_size)]
     return np.concatenate(out).astype(np.int64)
 
@@ -344,7 +346,6 @@ def fit(
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("fit: checkpoint_every needs a checkpoint_path")
     loss_fn = _resolve_loss(loss)
-    schedule = schedule or Constant(optimizer.lr)
     sampler = BatchSampler(len(x_train), batch_size, seed)
     path = None if checkpoint_path is None else Path(checkpoint_path)
     run = {"step": 0, "accum": [0.0, 0, 0], "t0": time.perf_counter(), "history": History()}
@@ -359,7 +360,8 @@ def fit(
             epoch = sampler.epoch
             for idx in sampler:
                 step, xb, yb = run["step"], x_train[idx], y_train[idx]
-                value = _train_step(model, optimizer, loss_fn, xb, yb, schedule(step), run, epoch)
+                lr = optimizer.lr if schedule is None else schedule(step)
+                value = _train_step(model, optimizer, loss_fn, xb, yb, lr, run, epoch)
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(epoch=epoch, loss=f"{value:.4f}", refresh=False)

@@ -8,6 +8,9 @@
 * :func:`analytic_training_memory`, :func:`compare` -- the same split predicted layer by
   layer from shapes alone (:mod:`tinyodl.memory.analytic`);
 * :func:`plot_memory_breakdown` -- stacked bars of the categories (:mod:`tinyodl.memory.plot`).
+
+What is measured and what is read from array sizes, the per-layer rules and the accuracy of
+the model (within a few percent; the tests hold it to 10%) are in ``docs/memory.md``.
 """
 
 from tinyodl.memory.analytic import AnalyticMemory, analytic_training_memory, compare

@@ -41,6 +41,7 @@ def _join(prefix: str, local: str) -> str:
 
 
 def forward(ctx: _rules.Context, name: str, layer: Any, x: Buf, shape: tuple) -> Buf:
+    """Replay ``layer.forward`` on an input block ``x`` of ``shape``; returns the output."""
     tape = ctx.tape
     out_shape = layer.output_shape(shape)
     rules = _local_rules(layer)
@@ -73,6 +74,7 @@ def forward(ctx: _rules.Context, name: str, layer: Any, x: Buf, shape: tuple) ->
 
 
 def backward(ctx: _rules.Context, name: str, layer: Any, dout: Buf, shape: tuple) -> Buf:
+    """Replay ``layer.backward(dout)`` (``shape`` is the layer's input shape); returns dx."""
     tape = ctx.tape
     out_shape = layer.output_shape(shape)
     rules = _local_rules(layer)

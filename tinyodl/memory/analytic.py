@@ -45,9 +45,19 @@ from tinyodl.memory.training import CATEGORIES
 class AnalyticMemory:
     """Predicted memory of one training step (bytes). See :func:`analytic_training_memory`.
 
-    ``resident_bytes`` existed before the step; ``peak_bytes`` is the predicted highest extra
-    memory during the step; ``total_peak_bytes`` their sum. ``at_peak`` says what was alive
-    (besides the resident memory) at that moment; ``per_layer`` is one dict per layer.
+    ``resident_bytes`` existed before the step (parameters, buffers, the batch, and in the
+    steady state gradients and optimizer state); ``peak_bytes`` is the predicted highest
+    extra memory during the step; ``total_peak_bytes`` their sum. ``peak_phase`` is the phase
+    ("forward", "loss", "backward", "step") where the peak falls and ``at_peak`` what was
+    alive then besides the resident memory, by kind. ``phase_peaks`` gives each phase's peak
+    above the start of the step, like the measured phases.
+
+    ``per_layer`` has one dict per leaf layer with keys ``name``, ``type``, ``input_shape``,
+    ``output_shape``, ``num_params``, ``trainable`` (names of the trainable parameters),
+    ``saved`` (what is kept for backward, e.g. ``"mask bool[32, 200]"``), ``saved_bytes``,
+    ``grad_bytes``, ``state_bytes`` (optimizer state of its parameters), ``forward_peak`` and
+    ``backward_peak`` (the most memory the layer's forward/backward call had allocated at
+    once, above what was alive before it, output included).
     """
 
     backend: str
@@ -72,6 +82,11 @@ class AnalyticMemory:
     @property
     def total_peak_bytes(self) -> int:
         return self.resident_bytes + self.peak_bytes
+
+    @property
+    def peak(self) -> int:
+        """Alias of :attr:`total_peak_bytes`."""
+        return self.total_peak_bytes
 
     @property
     def saved_per_layer(self) -> dict[str, int]:
@@ -105,7 +120,7 @@ class AnalyticMemory:
         for row in text:
             for i in (5, 6, 7, 8):
                 row[i] = format_bytes(int(row[i] or 0))
-        widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+        widths = [max([len(c), *(len(t[i]) for t in text)]) for i, c in enumerate(cols)]
         line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
         lines = [
             f"analytic training memory (backend {self.backend}, batch {self.batch_size}, "
@@ -187,36 +202,26 @@ def analytic_training_memory(
     rows = {
         r["name"]: _row(r, layers[r["name"]]) for r in model.describe(shape) if r.get("leaf", True)
     }
-    tape = Tape()
-    ctx = _rules.Context(tape, backend, itemsize, steady_state, train, rows)
+    ctx = _rules.Context(Tape(), backend, itemsize, steady_state, train, rows)
+    updated = _updated_parameters(model, optimizer)
+    saved_bytes, saved_new_bytes = _replay_step(
+        ctx, model, shape, loss, updated, kind, wd, nesterov
+    )
 
-    x = tape.resident(_rules.numel(shape) * itemsize)
-    out = forward(ctx, "", model, x, shape)
-    out_shape = model.output_shape(shape)
-    saved = _saved_summary(ctx)
-    tape.set_phase("loss")
-    dlogits = loss_gradient(ctx, loss, out_shape)
-    tape.drop(out)
-    tape.set_phase("backward")
-    dx = backward(ctx, "", model, dlogits, shape)
-    tape.drop(dx, dlogits)
-    tape.set_phase("step")
-    trainable = [p for p in model.parameters() if p.trainable]
-    new_state = []
-    for p in trainable:
-        new_state += update(ctx, kind, wd, nesterov, p.data.size * itemsize)
-
-    grads = sum(p.data.size for p in trainable) * itemsize
+    grads = sum(p.data.nbytes for p in model.parameters() if p.trainable)
     state_factor = {"sgd": 0, "sgd_momentum": 1, "adam": 2}[kind]
-    state = state_factor * grads + (8 * len(trainable) if kind == "adam" else 0)
-    for row in rows.values():
-        row["state_bytes"] = state_factor * row["grad_bytes"]
+    state = sum(state_factor * p.data.nbytes + (8 if kind == "adam" else 0) for p in updated)
+    for name, row in rows.items():
+        row["state_bytes"] = sum(
+            state_factor * p.data.nbytes for p in layers[name].params.values() if p in updated
+        )
     params = sum(p.data.nbytes for p in model.parameters())
     buffers = sum(b.nbytes for _, b in model.named_buffers())
+    out_shape = model.output_shape(shape)
     label_bytes = shape[0] * 8 if loss == "cross_entropy" else _rules.numel(out_shape) * itemsize
-    resident = params + buffers + x.nbytes + label_bytes
-    if steady_state:
-        resident += grads + state
+    inputs = _rules.numel(shape) * itemsize + label_bytes
+    resident = params + buffers + inputs + (grads + state if steady_state else 0)
+    tape = ctx.tape
     return AnalyticMemory(
         backend=backend,
         batch_size=int(batch_size),
@@ -225,11 +230,11 @@ def analytic_training_memory(
         steady_state=steady_state,
         parameters=params,
         buffers=buffers,
-        input=x.nbytes + label_bytes,
+        input=inputs,
         gradients=grads,
         optimizer_state=state,
-        saved_bytes=saved[0],
-        saved_new_bytes=saved[1],
+        saved_bytes=saved_bytes,
+        saved_new_bytes=saved_new_bytes,
         resident_bytes=resident,
         peak_bytes=tape.peak,
         peak_phase=tape.peak_phase,
@@ -237,6 +242,30 @@ def analytic_training_memory(
         at_peak=dict(tape.at_peak),
         per_layer=list(rows.values()),
     )
+
+
+def _updated_parameters(model: Any, optimizer: Any) -> list[Any]:
+    """Trainable parameters the optimizer updates (all of the model's for a name)."""
+    if isinstance(optimizer, str):
+        return [p for p in model.parameters() if p.trainable]
+    return [p for _, p in optimizer.params if p.trainable]
+
+
+def _replay_step(ctx, model, shape, loss, updated, kind, wd, nesterov) -> tuple[int, int]:
+    """Forward, loss, backward and update on ``ctx.tape``; returns the saved-bytes summary."""
+    tape = ctx.tape
+    out = forward(ctx, "", model, tape.resident(_rules.numel(shape) * ctx.itemsize), shape)
+    saved = _saved_summary(ctx)
+    tape.set_phase("loss")
+    dlogits = loss_gradient(ctx, loss, model.output_shape(shape))
+    tape.drop(out)
+    tape.set_phase("backward")
+    dx = backward(ctx, "", model, dlogits, shape)
+    tape.drop(dx, dlogits)
+    tape.set_phase("step")
+    for p in updated:  # new optimizer state (first step) stays allocated
+        update(ctx, kind, wd, nesterov, p.data.size * ctx.itemsize)
+    return saved
 
 
 def _row(described: dict, layer: Any) -> dict[str, Any]:

@@ -32,7 +32,9 @@ def plot_memory_breakdown(
     report : TrainingMemoryReport or AnalyticMemory, or a list of them
         Anything with a ``breakdown()`` dict (one bar each) and ``total_peak_bytes``.
     path : str or Path, optional
-        Save the figure there (PNG, SVG... by suffix) with the Agg backend.
+        Save the figure there (PNG, SVG... by suffix). The figure is drawn with the Agg
+        canvas and never registered with pyplot, so no window opens and no global state
+        changes; in a notebook, display the returned figure.
     labels : list of str, optional
         One label per bar (default: "measured"/"analytic" and the batch size).
     title : str
@@ -41,11 +43,8 @@ def plot_memory_breakdown(
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     reports = list(report) if isinstance(report, (list, tuple)) else [report]
     if not reports:
@@ -60,7 +59,9 @@ def plot_memory_breakdown(
         labels = [_label(r) for r in reports]
     if len(labels) != len(reports):
         raise ValueError(f"plot_memory_breakdown: {len(labels)} labels for {len(reports)} bars")
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(reports), 4.5))
+    fig = Figure(figsize=(1.6 + 1.4 * len(reports), 4.5))
+    FigureCanvasAgg(fig)  # render with Agg, without touching pyplot's global state
+    ax = fig.add_subplot()
     bottoms = [0.0] * len(reports)
     for cat in (*CATEGORIES, "scratch"):
         values = [r.breakdown().get(cat, 0) / 2**20 for r in reports]
@@ -76,7 +77,6 @@ def plot_memory_breakdown(
     fig.tight_layout()
     if path is not None:
         fig.savefig(path)
-        plt.close(fig)
     return fig
 
 

@@ -189,24 +189,54 @@ class TrainingMemoryReport:
                 return phase
         raise KeyError(f"TrainingMemoryReport.phase: no phase {name!r}")
 
-    def to_table(self) -> str:
-        """A plain-text table of every number, marked (read) or (measured)."""
-        rows = [(k, v, "read") for k, v in self.categories().items()]
+    def to_table(self, analytic: Any = None) -> str:
+        """A plain-text table of every number, marked (read), (measured) or (derived).
+
+        Parameters
+        ----------
+        analytic : AnalyticMemory, optional
+            Adds a column with the prediction of :func:`analytic_training_memory`.
+        """
+        a = analytic
+        rows = [(k, v, "read", a and a.categories()[k]) for k, v in self.categories().items()]
         rows += [
-            ("activations (fwd net - output)", self.activations_measured, "measured"),
-            ("scratch (total - categories)", self.scratch_bytes, "derived"),
-            ("resident before the step", self.resident_bytes, "read"),
-            ("peak of the step", self.peak_bytes, "measured"),
-            ("total peak", self.total_peak_bytes, "read + measured"),
+            ("activations (fwd net - output)", self.activations_measured, "measured", None),
+            ("scratch (total - categories)", self.scratch_bytes, "derived", a and a.scratch_bytes),
+            ("resident before the step", self.resident_bytes, "read", a and a.resident_bytes),
+            ("peak of the step", self.peak_bytes, "measured", a and a.peak_bytes),
+            ("total peak", self.total_peak_bytes, "read + measured", a and a.total_peak_bytes),
         ]
         rows += [
-            (f"  phase {p.name}: peak above step start", p.peak_bytes, "measured")
+            (
+                f"  phase {p.name}: peak above step start",
+                p.peak_bytes,
+                "measured",
+                a and a.phase_peaks.get(p.name, 0),
+            )
             for p in self.phases
         ]
         head = f"training step memory (backend {self.backend}, batch {self.batch_size})"
         lines = [head, "-" * len(head)]
-        lines += [f"{name:<44} {format_bytes(v):>12}  ({how})" for name, v, how in rows]
+        if analytic is not None:
+            lines.append(f"{'':<40} {'measured':>12} {'analytic':>12}")
+        for name, value, how, predicted in rows:
+            pred = "" if analytic is None else f" {format_bytes(predicted or 0):>12}"
+            if analytic is not None and predicted is None:
+                pred = f" {'':>12}"
+            lines.append(f"{name:<40} {format_bytes(value):>12}{pred}  ({how})")
         return "\n".join(lines)
+
+    def plot(self, path: Any = None, analytic: Any = None, **kwargs: Any):
+        """Stacked bars of this report (and a prediction): see :func:`plot_memory_breakdown`."""
+        from tinyodl.memory.plot import plot_memory_breakdown
+
+        reports = [self] if analytic is None else [self, analytic]
+        return plot_memory_breakdown(reports, path, **kwargs)
+
+    @property
+    def peak(self) -> int:
+        """Alias of :attr:`total_peak_bytes`."""
+        return self.total_peak_bytes
 
     __str__ = to_table
 

@@ -244,6 +244,20 @@ def conv_args(
     )
 
 
+def depthwise_args(
+    fn, x, w, bias, zp_in, zp_out, multiplier, shift, stride, padding, act_min, act_max, rounding
+) -> Int8ConvArgs:
+    """Validate a depthwise convolution: a conv with groups = C and w of shape (C, 1, KH, KW)."""
+    if isinstance(x, np.ndarray) and isinstance(w, np.ndarray) and x.ndim == 4 == w.ndim:
+        if w.shape[0] != x.shape[1] or w.shape[1] != 1:
+            raise ValueError(f"{fn}: w must have shape ({x.shape[1]}, 1, KH, KW), got {w.shape}")
+    groups = x.shape[1] if isinstance(x, np.ndarray) and x.ndim == 4 else 1
+    return conv_args(
+        fn, x, w, bias, zp_in, zp_out, multiplier, shift, stride, padding, groups, act_min,
+        act_max, rounding,
+    )  # fmt: skip
+
+
 def check_float_grad(fn: str, name: str, a: object, shape: tuple[int, ...]) -> np.ndarray:
     """A float gradient of the given shape, as C-contiguous float32."""
     if not isinstance(a, np.ndarray) or a.dtype.kind != "f":

@@ -207,14 +207,9 @@ def depthwise_conv2d_s8(
     -------
     int8 array, shape (N, C, OH, OW)
     """
-    fn = "depthwise_conv2d_s8"
-    if isinstance(x, np.ndarray) and isinstance(w, np.ndarray) and x.ndim == 4 == w.ndim:
-        if w.shape[0] != x.shape[1] or w.shape[1] != 1:
-            raise ValueError(f"{fn}: w must have shape ({x.shape[1]}, 1, KH, KW), got {w.shape}")
-    groups = x.shape[1] if isinstance(x, np.ndarray) and x.ndim == 4 else 1
-    a = chk.conv_args(
-        fn, x, w, bias, input_zero_point, output_zero_point, multiplier, shift,
-        stride, padding, groups, act_min, act_max, rounding,
+    a = chk.depthwise_args(
+        "depthwise_conv2d_s8", x, w, bias, input_zero_point, output_zero_point, multiplier,
+        shift, stride, padding, act_min, act_max, rounding,
     )  # fmt: skip
     g = a.geom
     xp = np.pad(a.x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW)), constant_values=a.zp_in)
