@@ -24,6 +24,7 @@ from libc.string cimport memcpy, memset
 from _float_common cimport Geom, col_hi, col_lo, gemm, make_geom
 
 from tinyodl.reference._checks import (
+    check_dout,
     check_float,
     check_shape4,
     conv_geometry,
@@ -377,12 +378,6 @@ def _is_depthwise(g):
     return g.groups == g.C == g.F and g.groups > 1
 
 
-def _check_dout(fn, dout, g):
-    expected = (g.N, g.F, g.OH, g.OW)
-    if dout.shape != expected:
-        raise ValueError(f"{fn}: dout must have shape {expected}, got {dout.shape}")
-
-
 def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1):
     """Grouped 2-D convolution; see ``tinyodl.reference.conv.conv2d_forward``."""
     fn = "conv2d_forward"
@@ -423,7 +418,7 @@ def conv2d_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
     w = check_float(fn, "w", w, 4, like=dout)
     x_shape = check_shape4(fn, "x_shape", x_shape)
     g = conv_geometry(fn, x_shape, w.shape, stride, padding, groups)
-    _check_dout(fn, dout, g)
+    check_dout(fn, dout, g)
     dout = np.ascontiguousarray(dout)
     w = np.ascontiguousarray(w)
     dx = np.zeros(x_shape, dtype=dout.dtype)
@@ -450,7 +445,7 @@ def conv2d_backward_weight(dout, x, w_shape, stride=1, padding=0, groups=1):
     x = check_float(fn, "x", x, 4, like=dout)
     w_shape = check_shape4(fn, "w_shape", w_shape)
     g = conv_geometry(fn, x.shape, w_shape, stride, padding, groups)
-    _check_dout(fn, dout, g)
+    check_dout(fn, dout, g)
     dout = np.ascontiguousarray(dout)
     x = np.ascontiguousarray(x)
     dw = np.zeros(w_shape, dtype=dout.dtype)

@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from gradcheck_utils import float_backend_params, load_float_kernels
 
 from tinyodl import backend
 
@@ -30,6 +31,12 @@ def backend_name(request):
 def kernels(backend_name):
     """The kernel namespace of the backend under test."""
     return backend.implementation(backend_name)
+
+
+@pytest.fixture(scope="module", params=float_backend_params())
+def fk(request):
+    """Float kernel namespace (conv, linear, pool) of the backend under test."""
+    return load_float_kernels(request.param)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import pytest
 from gradcheck_utils import (
     assert_close,
     cython_float_kernels_built,
-    float_backend_params,
     load_float_kernels,
     numeric_gradient,
     rel_error,
@@ -62,12 +61,6 @@ def _make(case, dtype, rng):
     oh, ow = conv_output_shape(x.shape, k, stride, padding)
     dout = rng.standard_normal((n, f, oh, ow)).astype(dtype)
     return x, wt, b, dout, dict(stride=stride, padding=padding, groups=groups)
-
-
-@pytest.fixture(scope="module", params=float_backend_params())
-def fk(request):
-    """Float kernel namespace of the backend under test."""
-    return load_float_kernels(request.param)
 
 
 needs_cython = pytest.mark.skipif(

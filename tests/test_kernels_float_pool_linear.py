@@ -7,7 +7,6 @@ import pytest
 from gradcheck_utils import (
     assert_close,
     cython_float_kernels_built,
-    float_backend_params,
     load_float_kernels,
     numeric_gradient,
     rel_error,
@@ -27,12 +26,6 @@ POOL_CASES = [
     ((1, 2, 1, 1), 1, 1, 0),
     ((2, 3, 5, 5), 5, 1, 2),  # window as large as the image
 ]
-
-
-@pytest.fixture(scope="module", params=float_backend_params())
-def fk(request):
-    """Float kernel namespace of the backend under test."""
-    return load_float_kernels(request.param)
 
 
 def _distinct(shape, rng, dtype=np.float64):

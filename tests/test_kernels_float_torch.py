@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gradcheck_utils import assert_close, float_backend_params, load_float_kernels
+from gradcheck_utils import assert_close
 
 pytestmark = pytest.mark.torch
 
@@ -23,11 +23,6 @@ POOL_CASES = [
     ((1, 2, 6, 6), 2, None, 0),
     ((2, 2, 8, 7), (3, 2), (1, 2), (1, 1)),
 ]
-
-
-@pytest.fixture(scope="module", params=float_backend_params())
-def fk(request):
-    return load_float_kernels(request.param)
 
 
 def _tensor(a):

@@ -24,6 +24,15 @@ import numpy as np
 from tinyodl import backend
 
 
+def _sgd_step(model: Any, opt: Any, x: np.ndarray, y: np.ndarray) -> None:
+    from tinyodl.nn import softmax_cross_entropy
+
+    opt.zero_grad()
+    _, dlogits = softmax_cross_entropy(model.forward(x, train=True), y)
+    model.backward(dlogits)
+    opt.step()
+
+
 def training_throughput(
     model_name: str = "cnn_mcmahan", batch_size: int = 32, steps: int = 5, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -44,7 +53,7 @@ def training_throughput(
         One row per backend with ``samples_per_s`` and the ratio to the numpy backend.
     """
     from tinyodl import models
-    from tinyodl.nn import SGD, softmax_cross_entropy
+    from tinyodl.nn import SGD
 
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size, 1, 28, 28), dtype=np.float32)
@@ -54,17 +63,10 @@ def training_throughput(
         with backend.use_backend(name):
             model = getattr(models, model_name)(seed=seed)
             opt = SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-            def step() -> None:
-                opt.zero_grad()
-                _, dlogits = softmax_cross_entropy(model.forward(x, train=True), y)
-                model.backward(dlogits)
-                opt.step()
-
-            step()
+            _sgd_step(model, opt, x, y)  # warm-up: allocates gradient and momentum buffers
             start = time.perf_counter()
             for _ in range(steps):
-                step()
+                _sgd_step(model, opt, x, y)
             elapsed = time.perf_counter() - start
         rows.append(
             dict(
@@ -103,17 +105,28 @@ def run_kernel_benchmarks(repeats: int = 5, quick: bool = False) -> dict[str, An
 
 
 def _print_summary(results: dict[str, Any]) -> None:
+    from tinyodl.bench_float import format_rows
+
     g = results["int8_gemm"]
-    print("int8 GEMM:", json.dumps(g, default=float))
-    print("int8 conv (ratio to float32 im2col + numpy matmul):")
-    for row in results["int8_conv"]:
-        print("  ", json.dumps(row, default=float))
+    print(f"int8 GEMM {g['n']}^3 ({g['int8_backend']}, 1 thread): {g['int8_gops']:.1f} GOP/s")
+    print(f"  numpy float32 matmul {g['float32_gflops']:.1f} GFLOP/s", end=" ")
+    print(f"-> ratio {g['int8_vs_float32']:.2f}")
+    print(f"  numpy int32 matmul   {g['int32_gops']:.2f} GOP/s   -> ratio {g['int8_vs_int32']:.1f}")
+    print("int8 conv vs float32 im2col + numpy matmul:")
+    print(f"  {'layer':<30}{'batch':>6}{'int8 ms':>10}{'fp32 ms':>10}{'ratio':>8}")
+    for r in results["int8_conv"]:
+        print(
+            f"  {r['layer']:<30}{r['batch']:>6}{r['int8_ms']:>10.3f}"
+            f"{r['float32_im2col_matmul_ms']:>10.3f}{r['speedup_vs_float32']:>7.2f}x"
+        )
     print("float conv, Cython vs numpy reference:")
-    for row in results["float_conv"]:
-        print("  ", json.dumps(row, default=float))
-    print("training throughput:")
-    for row in results["training"]:
-        print("  ", json.dumps(row, default=float))
+    print(format_rows(results["float_conv"]))
+    print("training throughput (SGD step, float32):")
+    for r in results["training"]:
+        print(
+            f"  {r['model']} batch {r['batch_size']} on {r['backend']}: "
+            f"{r['samples_per_s']:.0f} samples/s ({r['ratio_vs_numpy_backend']:.2f}x numpy backend)"
+        )
 
 
 def bench_main(args: Any) -> int:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +24,7 @@ import numpy as np
 import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, so threadpoolctl can limit it)
 from threadpoolctl import threadpool_limits
 
+from tinyodl._timing import median_time
 from tinyodl.reference import conv as ref_conv
 from tinyodl.reference import linear as ref_linear
 from tinyodl.reference import pool as ref_pool
@@ -50,20 +49,6 @@ POOL_SHAPES = [
     ("max/avg 2x2", (8, 32, 32, 32), 2, 2, 0),
     ("max/avg 3x3 s2 p1", (8, 32, 32, 32), 3, 2, 1),
 ]
-
-
-def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
-    if repeats < 1:
-        raise ValueError(f"median_time: repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _blas_limit(threads: int | None) -> contextlib.AbstractContextManager:

@@ -19,15 +19,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import statistics
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from tinyodl import backend, quant
+from tinyodl._timing import median_time
 from tinyodl.reference import int8 as ref_int8
 
 #: MCUNet-like layers (NCHW input, weights (F, C/groups, KH, KW)); batch set by the caller.
@@ -36,20 +35,6 @@ MCUNET_INT8_LAYERS: list[dict[str, Any]] = [
     dict(name="1x1 pointwise 48->16 @28x28", x=(48, 28, 28), w=(16, 48, 1, 1), stride=1, padding=0),
     dict(name="3x3 depthwise 48 @28x28", x=(48, 28, 28), w=(48, 1, 3, 3), stride=1, padding=1),
 ]
-
-
-def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    if repeats < 1:
-        raise ValueError(f"median_time: repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @contextlib.contextmanager

@@ -81,8 +81,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tinyodl`` console script; returns the exit code."""
+    """Entry point of the ``tinyodl`` console script; returns the exit code.
+
+    Errors a user can fix (a missing or corrupt data file, a diverging run, an unknown
+    backend) are printed as one line, ``tinyodl: error: ...``, with exit code 1.
+    """
     args = build_parser().parse_args(argv)
+    from tinyodl.backend import BackendError
+    from tinyodl.checkpoint import CheckpointError
+    from tinyodl.data import DataFormatError
+    from tinyodl.grading.release import MarkerError
+    from tinyodl.train import DivergenceError
+
+    try:
+        return _dispatch(args)
+    except (
+        OSError,
+        BackendError,
+        CheckpointError,
+        DataFormatError,
+        DivergenceError,
+        MarkerError,
+    ) as err:
+        print(f"tinyodl: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from tinyodl.demo import run_demo
 

@@ -16,15 +16,23 @@ from typing import Any
 
 import numpy as np
 
-#: The demo's recipe; fixed so that its numbers are reproducible.
+
 @dataclass(frozen=True)
 class DemoConfig:
+    """The demo's recipe, fixed so that its numbers are reproducible.
+
+    SGD with Nesterov momentum and a cosine schedule after a linear warm-up: without the
+    warm-up, LeNet-5's first steps at lr 0.05 (initial loss about 4.8) kill its ReLUs.
+    """
+
     model: str = "lenet5"
-    epochs: int = 4
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
+    nesterov: bool = True
     weight_decay: float = 5e-4
+    warmup_steps: int = 200
     val_fraction: float = 0.1
     seed: int = 0
 
@@ -43,7 +51,13 @@ def _train(cfg: DemoConfig, data: str | None, progress: bool) -> dict[str, Any]:
     x_tr, y_tr, x_val, y_val = tdata.train_val_split(x, labels, cfg.val_fraction, rng)
 
     model = getattr(models, cfg.model)(seed=cfg.seed)
-    opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = SGD(
+        model,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
     steps = cfg.epochs * int(np.ceil(len(x_tr) / cfg.batch_size))
     history = fit(
         model,
@@ -55,7 +69,7 @@ def _train(cfg: DemoConfig, data: str | None, progress: bool) -> dict[str, Any]:
         seed=cfg.seed,
         x_val=x_val,
         y_val=y_val,
-        schedule=schedules.Cosine(cfg.lr, steps),
+        schedule=schedules.LinearWarmup(schedules.Cosine(cfg.lr, steps), cfg.warmup_steps),
         progress=progress,
     )
     test_loss, test_acc = evaluate(model, x_test, test_labels)
@@ -79,7 +93,7 @@ def _memory(run: dict[str, Any], cfg: DemoConfig) -> dict[str, Any]:
     model, opt = run["model"], run["optimizer"]
     measured = measure_training_step(model, opt, run["x_batch"], run["y_batch"])
     predicted = analytic_training_memory(
-        model, run["x_batch"].shape[1:], cfg.batch_size, optimizer="sgd_momentum"
+        model, run["x_batch"].shape[1:], cfg.batch_size, optimizer=opt
     )
     return dict(measured=measured, predicted=predicted)
 
@@ -93,7 +107,9 @@ def run_demo(args: Any) -> int:
     cfg = DemoConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"tinyodl demo: {cfg.model} on MNIST ({'shipped subset' if not args.data else args.data})")
+    print(
+        f"tinyodl demo: {cfg.model} on MNIST ({'shipped subset' if not args.data else args.data})"
+    )
     print(f"backend: {backend.get_backend()}, seed {cfg.seed}, {cfg.epochs} epochs")
 
     start = time.perf_counter()
@@ -122,7 +138,6 @@ def run_demo(args: Any) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     print(f"test accuracy: {100 * run['test_accuracy']:.2f}% on {run['n_test']} test images")
-    print(f"training step memory (batch {cfg.batch_size}):")
     print(measured.to_table(analytic=predicted))
     print(f"wall time: {wall:.1f} s (training {train_time:.1f} s)")
     print(f"wrote {out / 'training.png'}, {out / 'memory.png'}, {out / 'results.json'}")

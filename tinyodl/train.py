@@ -381,6 +381,10 @@ def fit(
 
 
 def _progress_bar(enabled: bool, total: int, initial: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", leave=False)
+    if enabled:
+        from tqdm.auto import tqdm  # a widget in Jupyter, text in a terminal
+    else:
+        from tqdm import tqdm  # hidden: don't look for notebook widgets at all
+    return tqdm(
+        total=total, initial=initial, disable=not enabled, unit="step", leave=False, mininterval=0.5
+    )

@@ -239,6 +239,22 @@ def _release_saved(ctx: Context, name: str) -> None:
         ctx.tape.drop(buf)
 
 
+def _finish_backward(ctx: Context, name: str, layer: Any, dweight: Buf | None, dbias: Buf) -> None:
+    """End of a weighted layer's backward: accumulate the gradients, then free.
+
+    ``dweight`` (None when the weight is frozen) and ``dbias`` go into the parameters'
+    gradients (``Parameter.accumulate_grad``); a layer without a bias parameter computed
+    ``dbias`` all the same and just drops it. Then the two temporaries and what forward
+    saved for the layer are released.
+    """
+    if dweight is not None:
+        ctx.accumulate(layer.params["weight"], dweight)
+    if "bias" in layer.params:
+        ctx.accumulate(layer.params["bias"], dbias)
+    ctx.tape.drop(dweight, dbias)
+    _release_saved(ctx, name)
+
+
 def linear_forward(ctx, name, layer, x, in_shape, out_shape, train):
     out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
     if layer.params["weight"].trainable:  # x is needed only for dW
@@ -253,12 +269,7 @@ def linear_backward(ctx, name, layer, dout, in_shape, out_shape):
     if name in ctx.saved:  # dW = dout.T @ x
         dw = tape.new(layer.params["weight"].data.size * ctx.itemsize)
     db = tape.new(out_shape[1] * ctx.itemsize)  # dout.sum(axis=0)
-    if dw is not None:
-        ctx.accumulate(layer.params["weight"], dw)
-    if layer.bias:
-        ctx.accumulate(layer.params["bias"], db)
-    tape.drop(dw, db)
-    _release_saved(ctx, name)
+    _finish_backward(ctx, name, layer, dw, db)
     return dx
 
 
@@ -274,12 +285,7 @@ def conv2d_backward(ctx, name, layer, dout, in_shape, out_shape):
     dx = conv_backward_input(ctx, layer, in_shape, out_shape)
     dw = conv_backward_weight(ctx, layer, in_shape, out_shape) if name in ctx.saved else None
     db = tape.new(out_shape[1] * ctx.itemsize)  # dout.sum(axis=(0, 2, 3))
-    if dw is not None:
-        ctx.accumulate(layer.params["weight"], dw)
-    if layer.bias:
-        ctx.accumulate(layer.params["bias"], db)
-    tape.drop(dw, db)
-    _release_saved(ctx, name)
+    _finish_backward(ctx, name, layer, dw, db)
     return dx
 
 
@@ -398,11 +404,7 @@ def batchnorm_backward(ctx, name, layer, dout, in_shape, out_shape):
             scaled = tape.new(nbytes)
             tape.drop(dx)
             dx = scaled
-    if dgamma is not None:
-        ctx.accumulate(layer.params["weight"], dgamma)
-    ctx.accumulate(layer.params["bias"], dbeta)
-    tape.drop(dgamma, dbeta)
-    _release_saved(ctx, name)
+    _finish_backward(ctx, name, layer, dgamma, dbeta)
     return dx
 
 

@@ -38,11 +38,11 @@ from tinyodl.memory._replay import (
 )
 from tinyodl.memory._tape import Tape
 from tinyodl.memory.measure import format_bytes
-from tinyodl.memory.training import CATEGORIES
+from tinyodl.memory.training import CATEGORIES, StepMemoryCategories
 
 
 @dataclass
-class AnalyticMemory:
+class AnalyticMemory(StepMemoryCategories):
     """Predicted memory of one training step (bytes). See :func:`analytic_training_memory`.
 
     ``resident_bytes`` existed before the step (parameters, buffers, the batch, and in the
@@ -80,10 +80,6 @@ class AnalyticMemory:
     per_layer: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def total_peak_bytes(self) -> int:
-        return self.resident_bytes + self.peak_bytes
-
-    @property
     def peak(self) -> int:
         """Alias of :attr:`total_peak_bytes`."""
         return self.total_peak_bytes
@@ -92,25 +88,6 @@ class AnalyticMemory:
     def saved_per_layer(self) -> dict[str, int]:
         """``{layer name: bytes saved for backward}`` for layers that save something."""
         return {r["name"]: r["saved_bytes"] for r in self.per_layer if r["saved_bytes"]}
-
-    @property
-    def scratch_bytes(self) -> int:
-        """Total peak minus every category (as in the measured report)."""
-        return self.total_peak_bytes - sum(self.categories().values())
-
-    def categories(self) -> dict[str, int]:
-        return {
-            "parameters": self.parameters,
-            "buffers": self.buffers,
-            "input": self.input,
-            "gradients": self.gradients,
-            "optimizer_state": self.optimizer_state,
-            "activations": self.saved_new_bytes,
-        }
-
-    def breakdown(self) -> dict[str, int]:
-        """Categories plus ``scratch`` (clipped at 0), in :data:`CATEGORIES` order."""
-        return {**self.categories(), "scratch": max(self.scratch_bytes, 0)}
 
     def to_table(self) -> str:
         """Per-layer table followed by the totals."""

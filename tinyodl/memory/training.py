@@ -105,8 +105,52 @@ def saved_arrays(model: Any) -> dict[str, list[np.ndarray]]:
     return out
 
 
+class StepMemoryCategories:
+    """The category sums shared by the measured and the analytic report of a training step.
+
+    Both reports hold ``parameters``, ``buffers``, ``input``, ``gradients``,
+    ``optimizer_state``, ``saved_new_bytes`` (the activations), ``resident_bytes`` and
+    ``peak_bytes``; this mixin derives the totals from them the same way for both, so a
+    prediction and a measurement can be compared category by category.
+    """
+
+    parameters: int
+    buffers: int
+    input: int
+    gradients: int
+    optimizer_state: int
+    saved_new_bytes: int
+    resident_bytes: int
+    peak_bytes: int
+
+    @property
+    def total_peak_bytes(self) -> int:
+        """Resident memory plus the peak of the step."""
+        return self.resident_bytes + self.peak_bytes
+
+    @property
+    def scratch_bytes(self) -> int:
+        """Total peak minus every category (negative if categories never coexist)."""
+        return self.total_peak_bytes - sum(self.categories().values())
+
+    def categories(self) -> dict[str, int]:
+        """The named categories (read from array sizes), in :data:`CATEGORIES` order."""
+        return {
+            "parameters": self.parameters,
+            "buffers": self.buffers,
+            "input": self.input,
+            "gradients": self.gradients,
+            "optimizer_state": self.optimizer_state,
+            "activations": self.saved_new_bytes,
+        }
+
+    def breakdown(self) -> dict[str, int]:
+        """Categories plus ``scratch`` (clipped at 0): sums to at least the total peak."""
+        return {**self.categories(), "scratch": max(self.scratch_bytes, 0)}
+
+
 @dataclass
-class TrainingMemoryReport:
+class TrainingMemoryReport(StepMemoryCategories):
     """Memory of one training step (all values in bytes).
 
     Read from array sizes (exact):
@@ -150,37 +194,12 @@ class TrainingMemoryReport:
     optimizer_state_before: int = 0
 
     @property
-    def total_peak_bytes(self) -> int:
-        """Resident memory plus the measured peak of the step."""
-        return self.resident_bytes + self.peak_bytes
-
-    @property
     def steady_state(self) -> bool:
         """True if gradients and optimizer state already existed before the step."""
         return (
             self.gradients_before == self.gradients
             and self.optimizer_state_before == self.optimizer_state
         )
-
-    @property
-    def scratch_bytes(self) -> int:
-        """Total peak minus every category (negative if categories never coexist)."""
-        return self.total_peak_bytes - sum(self.categories().values())
-
-    def categories(self) -> dict[str, int]:
-        """The named categories (read from array sizes), in :data:`CATEGORIES` order."""
-        return {
-            "parameters": self.parameters,
-            "buffers": self.buffers,
-            "input": self.input,
-            "gradients": self.gradients,
-            "optimizer_state": self.optimizer_state,
-            "activations": self.saved_new_bytes,
-        }
-
-    def breakdown(self) -> dict[str, int]:
-        """Categories plus ``scratch`` (clipped at 0): sums to at least the total peak."""
-        return {**self.categories(), "scratch": max(self.scratch_bytes, 0)}
 
     def phase(self, name: str) -> Phase:
         """The measured phase ``"forward"``, ``"loss"``, ``"backward"`` or ``"step"``."""

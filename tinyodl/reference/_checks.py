@@ -104,6 +104,13 @@ def conv_geometry(
     return ConvGeometry(n, c, h, w, f, kh, kw, sh, sw, ph, pw, oh, ow, int(groups))
 
 
+def check_dout(fn: str, dout: np.ndarray, g: ConvGeometry) -> None:
+    """The output gradient of a convolution must have the output's shape (N, F, OH, OW)."""
+    expected = (g.N, g.F, g.OH, g.OW)
+    if dout.shape != expected:
+        raise ValueError(f"{fn}: dout must have shape {expected}, got {dout.shape}")
+
+
 def pool_geometry(fn: str, x_shape: Sequence[int], kernel_size, stride, padding):
     """Window geometry of a pooling layer; ``stride=None`` means ``stride = kernel_size``.
 

@@ -12,6 +12,10 @@ import numpy as np
 
 from tinyodl._shapes import conv_output_shape, pair
 from tinyodl.quant import INT8_MAX, INT8_MIN, ROUNDING_MODES, WEIGHT_QMIN
+from tinyodl.reference._checks import (  # shared with the float kernels
+    ConvGeometry,
+    check_shape4,  # noqa: F401  (re-exported: the int8 backward kernels call chk.check_shape4)
+)
 
 #: TFLite's accumulator bound: K products of |x - zp| <= 255 and |w| <= 127 fit in int32.
 ACC_LIMIT = 2**31
@@ -168,26 +172,7 @@ def linear_args(
     return x, w, bias, check_zero_point(fn, "input_zero_point", input_zero_point)
 
 
-class Int8ConvGeometry(NamedTuple):
-    """Sizes of an int8 convolution, in the names of the equations."""
-
-    N: int
-    C: int
-    H: int
-    W: int
-    F: int
-    KH: int
-    KW: int
-    SH: int
-    SW: int
-    PH: int
-    PW: int
-    OH: int
-    OW: int
-    groups: int
-
-
-def conv_geometry(fn: str, x_shape, w_shape, stride, padding, groups: object) -> Int8ConvGeometry:
+def conv_geometry(fn: str, x_shape, w_shape, stride, padding, groups: object) -> ConvGeometry:
     """Check that x (N, C, H, W) and w (F, C/groups, KH, KW) fit; compute (OH, OW)."""
     n, c, h, w = (int(s) for s in x_shape)
     f, cg, kh, kw = (int(s) for s in w_shape)
@@ -211,7 +196,7 @@ def conv_geometry(fn: str, x_shape, w_shape, stride, padding, groups: object) ->
         oh, ow = conv_output_shape((n, c, h, w), (kh, kw), (sh, sw), (ph, pw))
     except ValueError as err:
         raise ValueError(f"{fn}: {err} (input shape {(n, c, h, w)})") from None
-    return Int8ConvGeometry(n, c, h, w, f, kh, kw, sh, sw, ph, pw, oh, ow, groups)
+    return ConvGeometry(n, c, h, w, f, kh, kw, sh, sw, ph, pw, oh, ow, groups)
 
 
 class Int8ConvArgs(NamedTuple):
@@ -221,7 +206,7 @@ class Int8ConvArgs(NamedTuple):
     w: np.ndarray
     bias: np.ndarray
     zp_in: int
-    geom: Int8ConvGeometry
+    geom: ConvGeometry
     rq: RequantArgs
 
 
@@ -266,14 +251,3 @@ def check_float_grad(fn: str, name: str, a: object, shape: tuple[int, ...]) -> n
     if a.shape != tuple(shape):
         raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {a.shape}")
     return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def check_shape4(fn: str, name: str, shape: object) -> tuple[int, int, int, int]:
-    """A 4-tuple of non-negative ints such as ``x_shape`` or ``w_shape``."""
-    try:
-        dims = tuple(int(s) for s in shape)  # type: ignore[union-attr]
-    except TypeError:
-        raise ValueError(f"{fn}: {name} must be a 4-tuple of ints, got {shape!r}") from None
-    if len(dims) != 4 or min(dims) < 0:
-        raise ValueError(f"{fn}: {name} must be 4 non-negative ints, got {shape!r}")
-    return dims  # type: ignore[return-value]

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tinyodl.reference._checks import (
+    check_dout,
     check_float,
     check_shape4,
     conv_geometry,
@@ -173,7 +174,7 @@ def conv2d_backward_input(
     w = check_float(fn, "w", w, 4, like=dout)
     x_shape = check_shape4(fn, "x_shape", x_shape)
     g = conv_geometry(fn, x_shape, w.shape, stride, padding, groups)
-    _check_dout(fn, dout, g)
+    check_dout(fn, dout, g)
     fg = g.F // groups
     dout_mat = dout.reshape(g.N, groups, fg, g.OH * g.OW)
     w_mat = w.reshape(groups, fg, -1)
@@ -212,7 +213,7 @@ def conv2d_backward_weight(
     x = check_float(fn, "x", x, 4, like=dout)
     w_shape = check_shape4(fn, "w_shape", w_shape)
     g = conv_geometry(fn, x.shape, w_shape, stride, padding, groups)
-    _check_dout(fn, dout, g)
+    check_dout(fn, dout, g)
     fg = g.F // groups
     cols = im2col(x, (g.KH, g.KW), (g.SH, g.SW), (g.PH, g.PW))
     cols = cols.reshape(g.N, groups, -1, g.OH * g.OW)  # (N, groups, K, P)
@@ -222,9 +223,3 @@ def conv2d_backward_weight(
         # (N, F/g, P) @ (N, P, K) -> (N, F/g, K), summed over the batch
         dw[k] = (dout_mat[:, k] @ cols[:, k].transpose(0, 2, 1)).sum(axis=0)
     return dw.reshape(w_shape)
-
-
-def _check_dout(fn: str, dout: np.ndarray, g) -> None:
-    expected = (g.N, g.F, g.OH, g.OW)
-    if dout.shape != expected:
-        raise ValueError(f"{fn}: dout must have shape {expected}, got {dout.shape}")

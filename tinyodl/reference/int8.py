@@ -119,7 +119,7 @@ def linear_s8(
     return _requantize(acc.astype(np.int64) + bias, rq)
 
 
-def im2col_s8(x: np.ndarray, geom: chk.Int8ConvGeometry, pad_value: int) -> np.ndarray:
+def im2col_s8(x: np.ndarray, geom: chk.ConvGeometry, pad_value: int) -> np.ndarray:
     """Int8 im2col: (N, C, H, W) -> (N, C*KH*KW, OH*OW), padding filled with ``pad_value``.
 
     Filling the border with the input zero point makes ``x - zp_in`` zero there, so the
