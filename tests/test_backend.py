@@ -30,7 +30,9 @@ def test_backends_share_signatures(module_name):
         sig_ref = inspect.signature(getattr(ref, name))
         sig_fast = inspect.signature(getattr(fast, name))
         assert list(sig_ref.parameters) == list(sig_fast.parameters), name
-        for p_ref, p_fast in zip(sig_ref.parameters.values(), sig_fast.parameters.values()):
+        for p_ref, p_fast in zip(
+            sig_ref.parameters.values(), sig_fast.parameters.values(), strict=True
+        ):
             assert p_ref.default == p_fast.default, f"{name}({p_ref.name}=...)"
 
 
