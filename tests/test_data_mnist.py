@@ -62,7 +62,14 @@ def test_path_and_env_var(tmp_path, monkeypatch):
     np.testing.assert_array_equal(got_images, images)
     np.testing.assert_array_equal(got_labels, labels)
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    np.testing.assert_array_equal(load_mnist("test")[1], labels)
+    np.testing.assert_array_equal(load_mnist("test", full=True)[1], labels)
+    # the variable says where the full MNIST is; it does not change the default
+    assert len(load_mnist("test")[1]) == 2000
+
+
+def test_full_without_a_folder_is_a_clear_error():
+    with pytest.raises(DataFormatError, match="full=True needs path= or \\$TINYODL_MNIST_DIR"):
+        load_mnist("test", full=True)
 
 
 def test_missing_folder_and_file(tmp_path):

@@ -107,9 +107,7 @@ def run_demo(args: Any) -> int:
     cfg = DemoConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(
-        f"tinyodl demo: {cfg.model} on MNIST ({'shipped subset' if not args.data else args.data})"
-    )
+    print(f"tinyodl demo: {cfg.model} on MNIST ({args.data or 'the subset shipped with tinyodl'})")
     print(f"backend: {backend.get_backend()}, seed {cfg.seed}, {cfg.epochs} epochs")
 
     start = time.perf_counter()

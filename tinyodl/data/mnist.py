@@ -2,8 +2,9 @@
 
 tinyodl ships 12,000 training and 2,000 test images of MNIST (1,200 / 200 per class) inside
 the package (``tinyodl/datasets``), so every lab works offline. The full database (60,000 /
-10,000 images) is used when a folder is given with ``path=`` or the ``TINYODL_MNIST_DIR``
-environment variable.
+10,000 images) is read from a local folder: ``load_mnist(split, path=FOLDER)``, or
+``load_mnist(split, full=True)`` with the folder in the ``TINYODL_MNIST_DIR`` environment
+variable. Nothing is downloaded.
 
 MNIST: Y. LeCun, C. Cortes, C. J. C. Burges, licence CC BY-SA 3.0. Chapter 00 (foundations).
 """
@@ -100,6 +101,7 @@ def load_mnist(
     split: str = "train",
     path: str | os.PathLike | None = None,
     subset: int | None = None,
+    full: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load MNIST images and labels.
 
@@ -109,11 +111,15 @@ def load_mnist(
         Which split to load.
     path : str or path-like, optional
         Folder holding the full MNIST IDX files (``train-images-idx3-ubyte.gz``, ...).
-        Defaults to the ``TINYODL_MNIST_DIR`` environment variable; when neither is set, the
-        subset shipped with tinyodl is loaded (12,000 train / 2,000 test images).
+        Without it (and without ``full``) the subset shipped with tinyodl is loaded
+        (12,000 train / 2,000 test images): the default everywhere, so that everything
+        runs offline.
     subset : int, optional
         Keep only ``subset`` examples: the first ``subset // 10`` of each class in file
         order (deterministic and class-balanced), for quick experiments.
+    full : bool, default False
+        Load the full MNIST from ``path`` or, when ``path`` is not given, from the folder
+        named by the ``TINYODL_MNIST_DIR`` environment variable.
 
     Returns
     -------
@@ -123,8 +129,10 @@ def load_mnist(
         Digit classes 0..9.
     """
     image_name, label_name = mnist_files(split)
-    if path is None and os.environ.get(ENV_VAR):
-        path = os.environ[ENV_VAR]
+    if full and path is None:
+        path = os.environ.get(ENV_VAR)
+        if not path:
+            raise DataFormatError(f"load_mnist: full=True needs path= or ${ENV_VAR}")
     if path is None:
         folder, prefix, full = shipped_dir(), SUBSET_PREFIX, False
     else:
