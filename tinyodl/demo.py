@@ -22,7 +22,9 @@ class DemoConfig:
     """The demo's recipe, fixed so that its numbers are reproducible.
 
     SGD with Nesterov momentum and a cosine schedule after a linear warm-up: without the
-    warm-up, LeNet-5's first steps at lr 0.05 (initial loss about 4.8) kill its ReLUs.
+    warm-up, LeNet-5's first steps at lr 0.05 (initial loss about 4.8) kill its ReLUs. The
+    warm-up lasts ``warmup_steps`` or a quarter of the run, whichever is shorter, so that
+    short runs (``--epochs 1``) still reach a useful learning rate.
     """
 
     model: str = "lenet5"
@@ -69,7 +71,9 @@ def _train(cfg: DemoConfig, data: str | None, progress: bool) -> dict[str, Any]:
         seed=cfg.seed,
         x_val=x_val,
         y_val=y_val,
-        schedule=schedules.LinearWarmup(schedules.Cosine(cfg.lr, steps), cfg.warmup_steps),
+        schedule=schedules.LinearWarmup(
+            schedules.Cosine(cfg.lr, steps), min(cfg.warmup_steps, max(steps // 4, 1))
+        ),
         progress=progress,
     )
     test_loss, test_acc = evaluate(model, x_test, test_labels)
