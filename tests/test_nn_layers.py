@@ -285,8 +285,14 @@ def test_shape_errors_name_the_layer_and_both_shapes():
 
 
 def test_dtype_and_argument_errors():
-    with pytest.raises(TypeError, match="ReLU: expected a real-valued numeric array, got dtype"):
+    with pytest.raises(TypeError, match="ReLU: expected a floating-point array, got dtype <U1$"):
         nn.ReLU().forward(np.array(["a", "b"]))
+    # raw uint8 images must not be cast silently into a float model
+    model = nn.Sequential([nn.Flatten(), nn.Linear(4, 2)])
+    with pytest.raises(
+        TypeError, match=r"Sequential: expected a floating-point array, got dtype uint8 \(convert"
+    ):
+        model.forward(np.zeros((1, 1, 2, 2), dtype=np.uint8))
     with pytest.raises(ValueError, match="divisible by groups=2"):
         nn.Conv2d(3, 4, 3, groups=2)
     with pytest.raises(ValueError, match="dtype must be float32 or float64"):

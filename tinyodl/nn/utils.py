@@ -26,11 +26,16 @@ def layer_label(layer: object) -> str:
 
 
 def as_float_input(layer: object, x: object, dtype: np.dtype) -> np.ndarray:
-    """Turn ``x`` into an ndarray of the layer's dtype, refusing non-numeric data."""
+    """Turn a floating-point ``x`` into an ndarray of the layer's dtype.
+
+    Integer and boolean arrays are refused rather than cast: raw uint8 images (0..255) fed
+    to a float model train badly without any error, which is the mistake this catches.
+    """
     x = np.asarray(x)
-    if x.dtype.kind not in "fiub":
+    if x.dtype.kind != "f":
+        hint = " (convert images with tinyodl.data.to_float)" if x.dtype.kind in "iub" else ""
         raise LayerDtypeError(
-            f"{layer_label(layer)}: expected a real-valued numeric array, got dtype {x.dtype}"
+            f"{layer_label(layer)}: expected a floating-point array, got dtype {x.dtype}{hint}"
         )
     return x.astype(dtype, copy=False)
 
