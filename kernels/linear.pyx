@@ -13,7 +13,7 @@ from cython cimport floating
 
 from _float_common cimport gemm
 
-from tinyodl.reference._checks import check_float
+from tinyodl.reference._checks import check_linear, check_linear_dout_w, check_linear_dout_x
 
 cdef int _num_threads = 1
 
@@ -58,19 +58,9 @@ cdef void _backward_weight(const floating[:, ::1] dout, const floating[:, ::1] x
 
 def linear_forward(x, w, b=None):
     """``x @ w.T + b``; see ``tinyodl.reference.linear.linear_forward``."""
-    fn = "linear_forward"
-    x = check_float(fn, "x", x, 2)
-    w = check_float(fn, "w", w, 2, like=x)
-    if w.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"{fn}: w has {w.shape[1]} input features but x has {x.shape[1]} "
-            f"(x shape {x.shape}, w shape {w.shape})"
-        )
+    x, w, b = check_linear("linear_forward", x, w, b)
     has_bias = b is not None
     if has_bias:
-        b = check_float(fn, "b", b, 1, like=x)
-        if b.shape != (w.shape[0],):
-            raise ValueError(f"{fn}: b must have shape ({w.shape[0]},), got {b.shape}")
         b = np.ascontiguousarray(b)
     else:
         b = np.zeros(w.shape[0], dtype=x.dtype)
@@ -91,14 +81,7 @@ def linear_forward(x, w, b=None):
 
 def linear_backward_input(dout, w):
     """``dout @ w``; see ``tinyodl.reference.linear.linear_backward_input``."""
-    fn = "linear_backward_input"
-    dout = check_float(fn, "dout", dout, 2)
-    w = check_float(fn, "w", w, 2, like=dout)
-    if w.shape[0] != dout.shape[1]:
-        raise ValueError(
-            f"{fn}: w has {w.shape[0]} output features but dout has {dout.shape[1]} "
-            f"(dout shape {dout.shape}, w shape {w.shape})"
-        )
+    dout, w = check_linear_dout_w("linear_backward_input", dout, w)
     dx = np.zeros((dout.shape[0], w.shape[1]), dtype=dout.dtype)
     if dx.size == 0 or dout.shape[1] == 0:
         return dx
@@ -113,14 +96,7 @@ def linear_backward_input(dout, w):
 
 def linear_backward_weight(dout, x):
     """``dout.T @ x``; see ``tinyodl.reference.linear.linear_backward_weight``."""
-    fn = "linear_backward_weight"
-    dout = check_float(fn, "dout", dout, 2)
-    x = check_float(fn, "x", x, 2, like=dout)
-    if x.shape[0] != dout.shape[0]:
-        raise ValueError(
-            f"{fn}: dout has batch size {dout.shape[0]} but x has {x.shape[0]} "
-            f"(dout shape {dout.shape}, x shape {x.shape})"
-        )
+    dout, x = check_linear_dout_x("linear_backward_weight", dout, x)
     dw = np.zeros((dout.shape[1], x.shape[1]), dtype=dout.dtype)
     if dw.size == 0 or x.shape[0] == 0:
         return dw

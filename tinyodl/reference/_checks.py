@@ -139,3 +139,43 @@ def check_argmax(fn: str, dout: np.ndarray, argmax: np.ndarray, x_shape) -> None
         raise ValueError(f"{fn}: dout shape {dout.shape} does not match x_shape {tuple(x_shape)}")
     if argmax.size and (argmax.min() < 0 or argmax.max() >= h * w):
         raise ValueError(f"{fn}: argmax entries must lie in [0, {h * w}) for x_shape {x_shape}")
+
+
+def check_linear(fn: str, x: object, w: object, b: object = None):
+    """Validate ``linear_forward``'s ``x (N, in)``, ``w (out, in)``, ``b (out,)``; return arrays."""
+    x = check_float(fn, "x", x, 2)
+    w = check_float(fn, "w", w, 2, like=x)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"{fn}: w has {w.shape[1]} input features but x has {x.shape[1]} "
+            f"(x shape {x.shape}, w shape {w.shape})"
+        )
+    if b is not None:
+        b = check_float(fn, "b", b, 1, like=x)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"{fn}: b must have shape ({w.shape[0]},), got {b.shape}")
+    return x, w, b
+
+
+def check_linear_dout_w(fn: str, dout: object, w: object):
+    """Validate ``dout (N, out)`` against ``w (out, in)``; return both as arrays."""
+    dout = check_float(fn, "dout", dout, 2)
+    w = check_float(fn, "w", w, 2, like=dout)
+    if w.shape[0] != dout.shape[1]:
+        raise ValueError(
+            f"{fn}: w has {w.shape[0]} output features but dout has {dout.shape[1]} "
+            f"(dout shape {dout.shape}, w shape {w.shape})"
+        )
+    return dout, w
+
+
+def check_linear_dout_x(fn: str, dout: object, x: object):
+    """Validate ``dout (N, out)`` against the forward input ``x (N, in)``; return both."""
+    dout = check_float(fn, "dout", dout, 2)
+    x = check_float(fn, "x", x, 2, like=dout)
+    if x.shape[0] != dout.shape[0]:
+        raise ValueError(
+            f"{fn}: dout has batch size {dout.shape[0]} but x has {x.shape[0]} "
+            f"(dout shape {dout.shape}, x shape {x.shape})"
+        )
+    return dout, x

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyodl.reference._checks import check_float
+from tinyodl.reference._checks import check_linear, check_linear_dout_w, check_linear_dout_x
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -30,19 +30,9 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) ->
     -------
     out : ndarray, shape (N, out)
     """
-    fn = "linear_forward"
-    x = check_float(fn, "x", x, 2)
-    w = check_float(fn, "w", w, 2, like=x)
-    if w.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"{fn}: w has {w.shape[1]} input features but x has {x.shape[1]} "
-            f"(x shape {x.shape}, w shape {w.shape})"
-        )
+    x, w, b = check_linear("linear_forward", x, w, b)
     out = x @ w.T
     if b is not None:
-        b = check_float(fn, "b", b, 1, like=x)
-        if b.shape != (w.shape[0],):
-            raise ValueError(f"{fn}: b must have shape ({w.shape[0]},), got {b.shape}")
         out += b
     return out
 
@@ -59,14 +49,7 @@ def linear_backward_input(dout: np.ndarray, w: np.ndarray) -> np.ndarray:
     -------
     dx : ndarray, shape (N, in)
     """
-    fn = "linear_backward_input"
-    dout = check_float(fn, "dout", dout, 2)
-    w = check_float(fn, "w", w, 2, like=dout)
-    if w.shape[0] != dout.shape[1]:
-        raise ValueError(
-            f"{fn}: w has {w.shape[0]} output features but dout has {dout.shape[1]} "
-            f"(dout shape {dout.shape}, w shape {w.shape})"
-        )
+    dout, w = check_linear_dout_w("linear_backward_input", dout, w)
     return dout @ w
 
 
@@ -83,12 +66,5 @@ def linear_backward_weight(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     -------
     dw : ndarray, shape (out, in)
     """
-    fn = "linear_backward_weight"
-    dout = check_float(fn, "dout", dout, 2)
-    x = check_float(fn, "x", x, 2, like=dout)
-    if x.shape[0] != dout.shape[0]:
-        raise ValueError(
-            f"{fn}: dout has batch size {dout.shape[0]} but x has {x.shape[0]} "
-            f"(dout shape {dout.shape}, x shape {x.shape})"
-        )
+    dout, x = check_linear_dout_x("linear_backward_weight", dout, x)
     return dout.T @ x
