@@ -1,11 +1,11 @@
-"""Smoke tests of tinyodl.bench_float: row structure and backend agreement, no timing asserts."""
+"""Smoke tests of tinyodl.bench._float: row structure and backend agreement, no timing asserts."""
 
 from __future__ import annotations
 
 import numpy as np
 from gradcheck_utils import cython_float_kernels_built
 
-from tinyodl import bench_float
+from tinyodl.bench import _float as bench_float
 
 TINY_CONV = [
     dict(name="3x3", x=(2, 4, 6, 6), w=(4, 4, 3, 3), stride=1, padding=1, groups=1),

@@ -5,7 +5,7 @@ Sub-commands::
     tinyodl demo                          train the default model on the shipped MNIST subset
     tinyodl grade NOTEBOOK [--json F]     grade a student's exercise notebook
     tinyodl exercises release --out DIR   write student (and solution) notebooks
-    tinyodl bench kernels [--json F]      benchmark the kernels against numpy baselines
+    tinyodl bench NAME [--json F]         benchmarks (kernels, ...; see tinyodl bench -h)
     tinyodl info                          versions, backend, build details
 
 Each sub-command imports its module only when it runs, so ``tinyodl --help`` is instant.
@@ -59,12 +59,16 @@ def _add_exercises(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from tinyodl.bench import benchmark_names, load_benchmark
+    from tinyodl.bench._common import add_common_arguments
+
     p = sub.add_parser("bench", help="benchmarks (ratios against baselines, same process)")
     bsub = p.add_subparsers(dest="bench_command", required=True)
-    k = bsub.add_parser("kernels", help="int8 GEMM/conv, float conv, training throughput")
-    k.add_argument("--json", dest="json_path", default=None, help="write results here")
-    k.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats per case")
-    k.add_argument("--quick", action="store_true", help="smaller sizes (for smoke tests)")
+    for name in benchmark_names():
+        module = load_benchmark(name)
+        b = bsub.add_parser(name, help=module.HELP, description=module.__doc__)
+        add_common_arguments(b)
+        module.add_arguments(b)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,9 +125,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return release_main(args)
     if args.command == "bench":
-        from tinyodl.bench import bench_main
+        from tinyodl.bench import load_benchmark
 
-        return bench_main(args)
+        return load_benchmark(args.bench_command).main(args)
     if args.command == "info":
         return _info()
     raise AssertionError(args.command)  # argparse rejects unknown commands

@@ -4,7 +4,7 @@
 
     for each mini-batch (x, y):
         lr <- schedule(step);  zero the gradients
-        logits = model.forward(x, train=True)
+        logits = model.forward(x)          # the model's mode: model.train() by fit
         loss, dlogits = loss_fn(logits, y)
         model.backward(dlogits);  optimizer.step()
 
@@ -243,7 +243,7 @@ def _train_step(model, optimizer, loss_fn, xb, yb, lr, run, epoch) -> float:
     step = run["step"]
     optimizer.lr = lr
     optimizer.zero_grad()
-    logits = model.forward(xb, train=True)
+    logits = model.forward(xb)  # follows the layers' modes (fit put the model in training mode)
     value, dlogits = loss_fn(logits, yb)
     value = float(value)
     _guard(model, value, step, epoch, "loss")
@@ -300,7 +300,9 @@ def fit(
     Parameters
     ----------
     model : tinyodl.nn.Sequential
-        Trained in place.
+        Trained in place. ``fit`` calls ``model.train()`` first when the model is in
+        evaluation mode; sub-layers put in evaluation mode on a model in training mode (a
+        batchnorm whose statistics are kept fixed while fine-tuning) stay as they are.
     optimizer : tinyodl.nn optimizer
         Built on ``model``'s parameters; its ``lr`` is set before each step.
     x_train : ndarray, shape (N, ...)
@@ -346,6 +348,8 @@ def fit(
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("fit: checkpoint_every needs a checkpoint_path")
     loss_fn = _resolve_loss(loss)
+    if not getattr(model, "training", True):
+        model.train()
     sampler = BatchSampler(len(x_train), batch_size, seed)
     path = None if checkpoint_path is None else Path(checkpoint_path)
     run = {"step": 0, "accum": [0.0, 0, 0], "t0": time.perf_counter(), "history": History()}

@@ -64,8 +64,8 @@ class Add(Layer):
         return tuple(out)
 
     def _forward(self, x, train):
-        y = self.body.forward(x, train)
-        s = x if self.shortcut is None else self.shortcut.forward(x, train)
+        y = self.body.forward(x, self._requested_train)  # None: children follow their mode
+        s = x if self.shortcut is None else self.shortcut.forward(x, self._requested_train)
         if y.shape != s.shape:
             self.output_shape(x.shape)  # raises the shape error
         return y + s

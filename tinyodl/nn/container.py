@@ -94,7 +94,7 @@ class Sequential(Layer):
 
     def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         for layer in self._layers.values():
-            x = layer.forward(x, train)
+            x = layer.forward(x, self._requested_train)  # None: each child follows its mode
         return x
 
     def _backward(self, dout: np.ndarray, per_example: bool) -> np.ndarray:

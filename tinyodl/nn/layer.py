@@ -55,6 +55,8 @@ class Layer:
         self.buffers: dict[str, np.ndarray] = {}
         self.saved: dict[str, np.ndarray] = {}
         self.name = ""
+        self.training = True
+        self._requested_train: bool | None = None
         self.capturing = False
         self.last_input: np.ndarray | None = None
         self.last_output: np.ndarray | None = None
@@ -84,18 +86,24 @@ class Layer:
         return {}
 
     # ------------------------------------------------------------------ forward / backward
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:
         """Compute the output and keep what backward needs in ``saved``.
 
         Parameters
         ----------
         x : ndarray
             Converted to the layer's dtype (float32 unless :meth:`astype` was called).
-        train : bool, default True
+        train : bool, optional
             Training mode (batch statistics in batchnorm, dropout active) or evaluation.
+            ``None`` (the default) follows the mode set by :meth:`train` / :meth:`eval`
+            (``self.training``), and each sub-layer follows its own mode (so
+            ``model.train(); model["features.1"].eval()`` keeps that batchnorm's running
+            statistics fixed, as in PyTorch). An explicit value overrides the mode for this
+            call and every sub-layer it reaches.
         """
         x = as_float_input(self, x, self.dtype)
-        y = self._forward(x, train)
+        self._requested_train = train  # containers pass the caller's request on to children
+        y = self._forward(x, self.training if train is None else bool(train))
         self._output_shape = y.shape
         if self.capturing:
             self.last_input, self.last_output = x, y
@@ -187,6 +195,18 @@ class Layer:
         """Reset every gradient (and per-example gradient)."""
         for p in self.parameters():
             p.zero_grad(set_to_none)
+
+    def train(self, mode: bool = True) -> Layer:
+        """Set training mode (``mode=True``) or evaluation mode on this layer and every
+        sub-layer, as in PyTorch; ``forward(x)`` then follows it. Returns ``self``."""
+        for layer in [self, *(child for _, child in self.named_layers())]:
+            layer.training = bool(mode)
+        return self
+
+    def eval(self) -> Layer:
+        """Evaluation mode: batchnorm uses (and no longer updates) its running statistics,
+        dropout is off. Same as ``train(False)``; returns ``self``."""
+        return self.train(False)
 
     def capture(self, enabled: bool = True) -> Layer:
         """Keep ``last_input``/``last_output``/``last_grad_output`` in every layer."""

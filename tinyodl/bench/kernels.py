@@ -13,10 +13,8 @@ limited to one thread with ``threadpoolctl``.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,7 +82,8 @@ def training_throughput(
 
 def run_kernel_benchmarks(repeats: int = 5, quick: bool = False) -> dict[str, Any]:
     """Run every kernel benchmark and return the results as one JSON-ready dict."""
-    from tinyodl import bench_float, bench_int8
+    from tinyodl.bench import _float as bench_float
+    from tinyodl.bench import _int8 as bench_int8
 
     backend.set_num_threads(1)
     gemm_n = 128 if quick else 512
@@ -105,7 +104,7 @@ def run_kernel_benchmarks(repeats: int = 5, quick: bool = False) -> dict[str, An
 
 
 def _print_summary(results: dict[str, Any]) -> None:
-    from tinyodl.bench_float import format_rows
+    from tinyodl.bench._float import format_rows
 
     g = results["int8_gemm"]
     print(f"int8 GEMM {g['n']}^3 ({g['int8_backend']}, 1 thread): {g['int8_gops']:.1f} GOP/s")
@@ -129,17 +128,31 @@ def _print_summary(results: dict[str, Any]) -> None:
         )
 
 
-def bench_main(args: Any) -> int:
+HELP = "int8 GEMM/conv, float conv, training throughput (ratios, same process)"
+
+
+def add_arguments(parser: Any) -> None:
+    """Options of ``tinyodl bench kernels`` (besides ``--json``, ``--quick``, ``--seed``)."""
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per case")
+
+
+def main(args: Any) -> int:
     """CLI entry of ``tinyodl bench kernels``."""
     import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, used by the kernels, so it is limited too)
     from threadpoolctl import threadpool_limits
 
+    from tinyodl.bench._common import machine_info, write_results
+
     with threadpool_limits(limits=1):
         results = run_kernel_benchmarks(repeats=args.repeats, quick=args.quick)
     _print_summary(results)
-    if args.json_path:
-        path = Path(args.json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2, default=float) + "\n")
-        print(f"wrote {path}")
+    machine = {**machine_info(threads=1), **results.pop("machine")}
+    rows = [
+        {"group": group, **row}
+        for group in ("int8_conv", "float_conv", "training")
+        for row in results[group]
+    ]
+    write_results(
+        args.json_path, rows, {"int8_gemm": results["int8_gemm"]}, machine=machine, **results
+    )
     return 0
