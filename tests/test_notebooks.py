@@ -150,8 +150,11 @@ def execute_notebook(path: Path, cwd: Path) -> None:
 @pytest.mark.notebook
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
 def test_notebook_runs_top_to_bottom(source, tmp_path, monkeypatch):
+    """In the quick configuration (``TINYODL_QUICK=1``, docs/contributing.md): smaller runs,
+    the same code paths and the same asserts."""
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TINYODL_QUICK", "1")
     try:
         execute_notebook(source.with_suffix(".ipynb"), tmp_path)
     except nbclient.exceptions.CellExecutionError as err:
