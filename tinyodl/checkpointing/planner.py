@@ -108,6 +108,9 @@ class ChainProfile:
     workspace_bytes : sequence of int, length n, optional
         Short-lived bytes of layer ``i``'s backward besides its returned gradient (internal
         gradients of a block, a weight-gradient temporary). Default 0.
+    forward_workspace_bytes : sequence of int, length n, optional
+        Short-lived bytes of layer ``i``'s forward besides its output and what it saves
+        (kernel temporaries such as ``x @ W.T`` before ``+ b``, im2col columns). Default 0.
     input_resident : bool, default True
         The chain's input exists anyway (the batch): keeping it costs nothing. False for a
         chain inside a bigger model whose input would otherwise be freed.
@@ -123,6 +126,7 @@ class ChainProfile:
     saves_input: Sequence[bool]
     forward_cost: Sequence[float]
     workspace_bytes: Sequence[int] | None = None
+    forward_workspace_bytes: Sequence[int] | None = None
     input_resident: bool = True
     dout_resident: bool = True
     names: Sequence[str] | None = None
@@ -135,9 +139,10 @@ class ChainProfile:
             "saves_input": self.saves_input,
             "forward_cost": self.forward_cost,
         }
-        if self.workspace_bytes is None:
-            object.__setattr__(self, "workspace_bytes", (0,) * n)
-        fields["workspace_bytes"] = self.workspace_bytes
+        for key in ("workspace_bytes", "forward_workspace_bytes"):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, (0,) * n)
+            fields[key] = getattr(self, key)
         if self.names is not None:
             fields["names"] = self.names
         for key, values in fields.items():
@@ -145,7 +150,8 @@ class ChainProfile:
                 raise ValueError(
                     f"ChainProfile: {key} has {len(values)} entries, input_bytes has {n}"
                 )
-        for key in ("input_bytes", "output_bytes", "saved_bytes", "workspace_bytes"):
+        byte_fields = ("input_bytes", "output_bytes", "saved_bytes", "workspace_bytes")
+        for key in (*byte_fields, "forward_workspace_bytes"):
             values = [int(v) for v in getattr(self, key)]
             if any(v < 0 for v in values):
                 raise ValueError(f"ChainProfile: {key} must be >= 0, got {values}")
@@ -314,6 +320,7 @@ def _run_forward(
         y = ("x", i + 1, tag)
         live.alloc(y, p.output_bytes[i])
         live.alloc(("saved", i), p.saved_bytes[i])
+        live.spike(p.forward_workspace_bytes[i])
         if p.saves_input[i]:
             live.ref(x)
         if not keep:
@@ -436,12 +443,13 @@ def segment_peak(profile: ChainProfile, lo: int, hi: int, last: bool) -> int:
 
     peak, kept = 0, 0  # kept: saved tensors of layers lo..i-1 (and inputs they keep)
     for i in range(lo, hi):
-        step = kept + held(i) + p.output_bytes[i] + p.saved_bytes[i]
+        new = p.output_bytes[i] + p.saved_bytes[i] + p.forward_workspace_bytes[i]
+        step = kept + held(i) + new
         if last:  # the forward pass of the last segment, keeping everything
             peak = max(peak, step)
         else:  # the first forward pass (boundary kept, nothing else) and the recomputation
-            first = b + (p.input_bytes[i] if i > lo else 0) + p.output_bytes[i]
-            peak = max(peak, first + p.saved_bytes[i], g_in + step)
+            first = b + (p.input_bytes[i] if i > lo else 0) + new
+            peak = max(peak, first, g_in + step)
         kept += p.saved_bytes[i] + (held(i) if p.saves_input[i] else 0)
         g_out = g_in if i == hi - 1 else p.input_bytes[i + 1]
         backward_i = kept + g_out + p.input_bytes[i] + p.workspace_bytes[i]

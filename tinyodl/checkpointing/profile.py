@@ -127,33 +127,40 @@ def profile_chain(
         ``saved_bytes``: distinct memory in ``layer.saved`` (sub-layers included) besides
         the child's input; ``saves_input``: whether a saved array shares the input's memory;
         ``forward_cost``: :func:`forward_macs`; ``workspace_bytes``: peak of the child's
-        backward (tracemalloc, gradients already allocated) minus the ``dx`` it returns.
+        backward (tracemalloc, gradients already allocated) minus the ``dx`` it returns;
+        ``forward_workspace_bytes``: peak of its forward minus its output and saved bytes.
 
     Notes
     -----
-    Each child runs forward twice and backward once; the model's running statistics,
-    random generators and gradients are restored afterwards. An output that is a view of
-    the input (``Flatten``) is counted as a new array, so the profile errs on the safe side.
+    Each child runs forward and backward twice (the first pass warms up); the model's
+    running statistics, random generators and gradients are restored afterwards. An output
+    that is a view of the input (``Flatten``) is counted as a new array, so the profile
+    errs on the safe side.
     """
     rng = np.random.default_rng(seed)
     children = list(seq.children().items())
-    fields: dict[str, list] = {k: [] for k in ("inp", "out", "saved", "keeps", "cost", "work")}
+    keys = ("inp", "out", "saved", "keeps", "cost", "work", "fwork")
+    fields: dict[str, list] = {k: [] for k in keys}
     with preserved_state(seq):
         h = np.asarray(x, dtype=seq.dtype)
         for _, child in children:
-            y = child.forward(h, train)
+            y = child.forward(h, train)  # warm-up: one-time costs, gradient buffers
+            dout = rng.standard_normal(y.shape).astype(y.dtype)
+            child.backward(dout)
+            forward = measure_peak(child.forward, h, train)
+            y = forward.result
             arrays = _saved_arrays(child)
+            saved = unique_nbytes(arrays, exclude=[h])
             fields["inp"].append(h.nbytes)
             fields["out"].append(y.nbytes)
-            fields["saved"].append(unique_nbytes(arrays, exclude=[h]))
+            fields["saved"].append(saved)
             fields["keeps"].append(any(_root(a) is _root(h) for a in arrays))
             fields["cost"].append(forward_macs(child, h.shape))
-            dout = rng.standard_normal(y.shape).astype(y.dtype)
-            child.backward(dout)  # allocates the gradient buffers, like every later step
-            child.forward(h, train)
-            measured = measure_peak(child.backward, dout)
-            fields["work"].append(max(0, measured.peak_bytes - h.nbytes))
-            del measured
+            fields["fwork"].append(max(0, forward.peak_bytes - y.nbytes - saved))
+            del forward, arrays
+            backward = measure_peak(child.backward, dout)
+            fields["work"].append(max(0, backward.peak_bytes - h.nbytes))
+            del backward
             h = y
     return ChainProfile(
         input_bytes=fields["inp"],
@@ -162,6 +169,7 @@ def profile_chain(
         saves_input=fields["keeps"],
         forward_cost=fields["cost"],
         workspace_bytes=fields["work"],
+        forward_workspace_bytes=fields["fwork"],
         input_resident=input_resident,
         dout_resident=dout_resident,
         names=[name for name, _ in children],
