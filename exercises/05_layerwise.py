@@ -59,20 +59,20 @@ rng = np.random.default_rng(0)
 # $$\frac{\partial L}{\partial W} = g^\top h, \qquad \frac{\partial L}{\partial b} =
 #   \textstyle\sum_n g_n, \qquad \frac{\partial L}{\partial h} = g\, W .$$
 #
-# **Task 1 (2 points).** `block_forward(h, w, b, keep=True)` returns `(out, cache)`: with
-# `keep=True` the cache is the tuple `(h, mask)` (the mask a boolean array of the output's
-# shape), with `keep=False` — a frozen block — the cache is `None`: nothing is kept.
+# **Task 1 (2 points).** `block_forward(h, w, b, save=True)` returns `(out, cache)`: with
+# `save=True` the cache is the tuple `(h, mask)` (the mask a boolean array of the output's
+# shape), with `save=False` — a frozen block — the cache is `None`: nothing is kept.
 # `block_backward(dout, cache, w)` returns `(dh, dw, db)`.
 
 
 # %%
-def block_forward(h, w, b, keep=True):
+def block_forward(h, w, b, save=True):
     """``relu(h @ w.T + b)``; returns ``(out, (h, mask))`` or ``(out, None)``."""
     ### BEGIN SOLUTION
     z = h @ w.T + b
     mask = z > 0
     out = z * mask
-    return out, ((h, mask) if keep else None)
+    return out, ((h, mask) if save else None)
     ### END SOLUTION
 
 
@@ -114,7 +114,7 @@ def softmax_cross_entropy(logits, y):
 # Blocks trained earlier are frozen: they only run forward, as inference, and keep nothing.
 #
 # **Task 3 (1 point).** `frozen_forward(x, frozen)` runs `x` through the blocks of `frozen`
-# (a list of `[W, b]`, in order; possibly empty) with `keep=False` and returns the output.
+# (a list of `[W, b]`, in order; possibly empty) with `save=False` and returns the output.
 
 
 # %%
@@ -123,7 +123,7 @@ def frozen_forward(x, frozen):
     ### BEGIN SOLUTION
     h = x
     for w, b in frozen:
-        h, _ = block_forward(h, w, b, keep=False)
+        h, _ = block_forward(h, w, b, save=False)
     return h
     ### END SOLUTION
 

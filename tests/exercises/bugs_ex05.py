@@ -6,15 +6,15 @@ BUGS = {
         "fails": ["cache: (h, mask), or None"],
         "replace": [
             (
-                "return out, ((h, mask) if keep else None)",
-                "return out, ((out, mask) if keep else None)",
+                "return out, ((h, mask) if save else None)",
+                "return out, ((out, mask) if save else None)",
             )
         ],
     },
     "a frozen block keeps its cache": {
         "task": "block",
         "fails": ["cache: (h, mask), or None"],
-        "replace": [("return out, ((h, mask) if keep else None)", "return out, (h, mask)")],
+        "replace": [("return out, ((h, mask) if save else None)", "return out, (h, mask)")],
     },
     "db is a mean": {
         "task": "block",

@@ -111,9 +111,9 @@ def block(t):
         check_close("the cached h", check_array("cached h", kept_h, h.shape), h)
         check_array("the cached mask", kept_mask, (6, 4), np.bool_)
         check_equal("the cached mask", kept_mask, mask)
-        out, cache = _items(t.call("block_forward", h, w, b, keep=False), 2, "(out, cache)")
-        check_true("block_forward(..., keep=False)", cache is None, "the cache must be None")
-        check_close("block_forward(..., keep=False): out", out, want)
+        out, cache = _items(t.call("block_forward", h, w, b, save=False), 2, "(out, cache)")
+        check_true("block_forward(..., save=False)", cache is None, "the cache must be None")
+        check_close("block_forward(..., save=False): out", out, want)
     with t.check("backward gradients"):
         dout = rng.standard_normal((6, 4))
         got = _items(t.call("block_backward", dout, (h, mask), w), 3, "(dh, dw, db)")
