@@ -262,20 +262,21 @@ def dropout(t):
         "raises when nothing fits": 0.5,
         "60 layers in well under a second": 0.5,
     },
-    timeout=10,
+    timeout=20,
 )
 def planner(t):
     rng = np.random.default_rng(63)
-    cases = [([1] * 16, [1.0] * 16, 8), ([1] * 16, [1.0] * 16, 7), ([1] * 12, [1.0] * 12, 12)]
+    cases = [([1] * 12, [1.0] * 12, 7), ([1] * 12, [1.0] * 12, 6), ([1] * 12, [1.0] * 12, 12)]
     for _ in range(10):
         n = int(rng.integers(2, 12))
         sizes = rng.integers(1, 30, n).tolist()
         costs = [float(c) for c in rng.integers(0, 5, n)]
         lowest = min(oracle_peak(sizes, b) for b in [(), tuple(range(1, n))])
         cases.append((sizes, costs, int(rng.integers(lowest // 2, sum(sizes) + 1))))
-    feasible = [c for c in cases if brute_force(*c) is not None]
+    best = {i: brute_force(*case) for i, case in enumerate(cases)}  # brute force, once
+    feasible = [(case, best[i][0]) for i, case in enumerate(cases) if best[i] is not None]
     with t.check("fits the budget"):
-        for sizes, costs, budget in feasible:
+        for (sizes, costs, budget), _ in feasible:
             plan = tuple(t.call("plan_checkpoints", sizes, costs, budget))
             check_true(
                 f"plan_checkpoints({sizes}, budget={budget}) = {plan}",
@@ -288,9 +289,8 @@ def planner(t):
                 f"its peak is {oracle_peak(sizes, plan)}, above the budget",
             )
     with t.check("least recomputation (against brute force)"):
-        for sizes, costs, budget in feasible:
+        for (sizes, costs, budget), least in feasible:
             plan = tuple(t.call("plan_checkpoints", sizes, costs, budget))
-            least, _ = brute_force(sizes, costs, budget)
             check_close(
                 f"recompute_cost of plan_checkpoints({sizes}, {costs}, {budget})",
                 oracle_recompute(costs, plan),
