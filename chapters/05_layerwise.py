@@ -212,7 +212,7 @@ ax.legend(fontsize="small")
 # (with its head) for `EPOCHS` epochs.
 
 # %%
-e2e_history = L._fit_stage(e2e, x_train, y_train, EPOCHS, BATCH, SEED, LR, 0.9, 5e-4)
+e2e_history = L.sgd_fit(e2e, x_train, y_train, epochs=EPOCHS, batch_size=BATCH, seed=SEED, lr=LR)
 e2e_acc = evaluate(e2e.eval(), x_test, y_test)[1]
 print(f"end to end: test accuracy {e2e_acc:.4f}")
 

@@ -20,18 +20,19 @@ whole network. The price: block ``j`` never learns from the blocks above it.
 The chapter also measures the end of that line, *forward-only* training: a frozen body
 (random, or pretrained elsewhere) and only a head trained on its features.
 
-===========================  ===============================================================
-function                     what it does
-===========================  ===============================================================
-:class:`Frozen`              runs a trained part as inference inside a model: evaluation
-                             mode, nothing saved, no gradient below it
-:func:`conv_blocks`          the chapter's CNN as a list of blocks (conv + BN + ReLU + pool)
-:func:`auxiliary_head`       the small head of a block (average pool to 2x2 + linear)
-:func:`stage_model`          the model trained at stage j: Frozen(prefix), block j, head j
-:func:`greedy_layerwise_fit` trains block by block; returns the assembled model
-:func:`head_only_fit`        forward-only: a head on a frozen body
-:func:`analytic_stage_memory` the memory of one stage predicted from :mod:`tinyodl.memory`
-===========================  ===============================================================
+=============================  =============================================================
+function                       what it does
+=============================  =============================================================
+:class:`Frozen`                runs a trained part as inference inside a model: evaluation
+                               mode, nothing saved, no gradient below it
+:func:`conv_blocks`            the chapter's CNN as a list of blocks (conv + BN + ReLU)
+:func:`auxiliary_head`         the small head of a block (average pool to 2x2 + linear)
+:func:`stage_model`            the model trained at stage j: Frozen(prefix), block j, head j
+:func:`greedy_layerwise_fit`   trains block by block; returns the assembled model
+:func:`head_only_fit`          forward-only: a head on a frozen body
+:func:`sgd_fit`                the training recipe every method uses (SGD, cosine schedule)
+:func:`analytic_stage_memory`  the memory of one stage predicted from :mod:`tinyodl.memory`
+=============================  =============================================================
 
 The notebook ``chapters/05_layerwise.py`` compares accuracy and measured peak training
 memory; ``tinyodl bench layerwise`` produces the headline figures.
@@ -76,6 +77,7 @@ __all__ = [
     "heads_for",
     "pretrained_body",
     "recalibrate_batchnorm",
+    "sgd_fit",
     "stage_model",
 ]
 
@@ -287,7 +289,25 @@ def _sgd(model: Layer, lr: float, momentum: float, weight_decay: float) -> SGD:
     return SGD(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def _fit_stage(model, x, y, epochs, batch_size, seed, lr, momentum, weight_decay, **kwargs):
+def sgd_fit(
+    model: Layer,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    **fit_kwargs: Any,
+) -> History:
+    """The training recipe of every method in chapter 05: :func:`tinyodl.train.fit` with SGD
+    (momentum, weight decay) and a cosine schedule from ``lr`` to 0 over all steps.
+
+    ``fit_kwargs`` go to ``fit`` (``x_val``, ``y_val``, ``progress``, ...). Only the
+    trainable parameters of ``model`` change (a :class:`Frozen` part has none).
+    """
     from tinyodl.schedules import Cosine
     from tinyodl.train import fit
 
@@ -302,7 +322,7 @@ def _fit_stage(model, x, y, epochs, batch_size, seed, lr, momentum, weight_decay
         batch_size=batch_size,
         seed=seed,
         schedule=Cosine(lr, max(steps, 1)),
-        **kwargs,
+        **fit_kwargs,
     )
 
 
@@ -362,9 +382,10 @@ def greedy_layerwise_fit(
     for j in range(len(blocks)):
         model = stage_model(blocks, heads, j)
         start = time.perf_counter()
-        history = _fit_stage(
-            model, x, y, epochs, batch_size, seed, lr, momentum, weight_decay, progress=progress
-        )
+        history = sgd_fit(
+            model, x, y, epochs=epochs, batch_size=batch_size, seed=seed, lr=lr,
+            momentum=momentum, weight_decay=weight_decay, progress=progress,
+        )  # fmt: skip
         seconds = time.perf_counter() - start
         val = None if x_val is None else evaluate(model.eval(), x_val, y_val)[1]
         result = StageResult(j, history, val, seconds, model.num_params(trainable_only=True))
@@ -427,20 +448,11 @@ def head_only_fit(
     ``Sequential({"frozen": Frozen(body), "head": head})`` (evaluation mode) and the history.
     """
     model = Sequential({"frozen": Frozen(body), "head": head})
-    history = _fit_stage(
-        model,
-        x,
-        y,
-        epochs,
-        batch_size,
-        seed,
-        lr,
-        momentum,
-        weight_decay,
-        x_val=x_val,
-        y_val=y_val,
+    history = sgd_fit(
+        model, x, y, epochs=epochs, batch_size=batch_size, seed=seed, lr=lr,
+        momentum=momentum, weight_decay=weight_decay, x_val=x_val, y_val=y_val,
         progress=progress,
-    )
+    )  # fmt: skip
     return model.eval(), history
 
 
@@ -474,7 +486,16 @@ def pretrained_body(
     blocks = conv_blocks(seed=seed + 1)
     head = heads_for(blocks, x.shape[1:], seed=seed + 2)[-1]
     model = end_to_end_model(blocks, head)
-    _fit_stage(model, x[keep], y[keep], epochs, batch_size, seed, lr, 0.9, 5e-4, progress=progress)
+    sgd_fit(
+        model,
+        x[keep],
+        y[keep],
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        lr=lr,
+        progress=progress,
+    )
     digits = ",".join(str(c) for c in source_classes)
     return model["features"].eval(), (
         f"conv_blocks pretrained here, end to end, on the {int(keep.sum())} training images "

@@ -98,7 +98,7 @@ def run(args: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     report = _measure(e2e, xb, yb)
     predicted = analytic_training_memory(e2e, shape, bs, "sgd_momentum").total_peak_bytes
     start = time.perf_counter()
-    L._fit_stage(e2e, x_tr, y_tr, epochs, bs, seed, lr, 0.9, 5e-4, progress=progress)
+    L.sgd_fit(e2e, x_tr, y_tr, epochs=epochs, batch_size=bs, seed=seed, lr=lr, progress=progress)
     row("end_to_end", e2e, time.perf_counter() - start, report, predicted, epochs=epochs)
 
     # greedy layer-wise
