@@ -8,20 +8,20 @@ activations alive instead of ``n`` -- ``2 sqrt(n)`` at ``k = sqrt(n)`` -- for on
 forward pass. Gruslys et al. (2016) choose the checkpoints by dynamic programming to
 recompute as little as possible under a memory budget.
 
-==============================  ================================================================
-piece                           what it does
-==============================  ================================================================
-:class:`CheckpointedSequential`  the executor: a ``Sequential`` that keeps boundaries and
-                                recomputes, with gradients bit-identical to plain backprop
-                                (dropout generators and batchnorm statistics handled)
-:class:`ChainProfile`           the planner's view of a chain: bytes and cost per layer
-:func:`profile_chain`           reads a ``ChainProfile`` off a real model and batch
-:func:`simulate_plan`           the memory model: peak bytes of a plan, allocation by allocation
-:func:`plan_checkpoints`        the exact DP planner (least recomputation within a budget)
-:func:`plan_greedy`             Chen's budgeted greedy, for comparison
-:func:`measure_backprop`        tracemalloc peak of forward + backward, to check the model
-:func:`deep_cnn`, ...           deep chains to measure on
-==============================  ================================================================
+================================  ==========================================================
+piece                             what it does
+================================  ==========================================================
+:class:`CheckpointedSequential`   the executor: a ``Sequential`` that keeps boundaries and
+                                  recomputes, gradients bit-identical to plain backprop
+                                  (dropout generators and batchnorm statistics handled)
+:class:`ChainProfile`             the planner's view of a chain: bytes and cost per layer
+:func:`profile_chain`             reads a ``ChainProfile`` off a real model and batch
+:func:`simulate_plan`             the memory model: a plan's peak, allocation by allocation
+:func:`plan_checkpoints`          the exact DP planner (least recomputation within a budget)
+:func:`plan_greedy`               Chen's budgeted greedy, for comparison
+:func:`measure_backprop`          tracemalloc peak of forward + backward, to check the model
+:func:`deep_cnn`, ...             deep chains to measure on
+================================  ==========================================================
 
 The notebook ``chapters/06_checkpointing.py`` measures peak memory against extra compute;
 ``tinyodl bench checkpointing`` produces the headline figures. The planner's interface (for
