@@ -11,13 +11,15 @@ Chapter 06's headline figures, all memory measured with tracemalloc
   sqrt-style plans with k equal segments, the dynamic-programming plans for a range of
   budgets, and Chen's greedy at the same budgets. Extra compute is in MACs (recomputed
   forward work over one forward pass); time is a ratio against plain backprop measured in
-  the same process (the machine may be shared: treat it as indicative).
+  the same process, alternating the two and keeping the fastest of ``--repeats`` runs of
+  each (on a shared machine, treat it as indicative).
 
 ``--plot FILE`` draws measured peak memory against extra forward compute for the deep CNN.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -26,15 +28,21 @@ HELP = "checkpointing: measured peak memory vs recomputation (chain of 16, deep 
 
 
 def _time_ratio(model: Any, plain: Any, x: np.ndarray, dout: np.ndarray, repeats: int) -> float:
-    """Median time of forward + backward of ``model`` over that of ``plain`` (same process)."""
-    from tinyodl._timing import median_time
+    """Time of forward + backward of ``model`` over that of ``plain``, same process.
 
-    def step(m):
+    The two are timed alternately (so that a busy spell of a shared machine hits both) and
+    the fastest of ``repeats`` runs of each is kept: the least disturbed measurement.
+    """
+
+    def seconds(m: Any) -> float:
+        start = time.perf_counter()
         m.forward(x)
         m.backward(dout)
+        return time.perf_counter() - start
 
-    base = median_time(lambda: step(plain), repeats=repeats)
-    return median_time(lambda: step(model), repeats=repeats) / base
+    seconds(plain), seconds(model)  # warm-up
+    times = [(seconds(plain), seconds(model)) for _ in range(repeats)]
+    return min(t for _, t in times) / min(t for t, _ in times)
 
 
 def _row(name: str, method: str, plan: Any, measured: Any, unit: int | None, **extra: Any):
