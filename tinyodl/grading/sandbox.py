@@ -1,0 +1,561 @@
+"""The student's process: an isolated interpreter, confined, reached only through two pipes.
+
+A grading :class:`Session` prepares, once per graded notebook, a *runtime* folder that the
+student's process may read: the runner (``_tinyodl_runner.py``, ``_tinyodl_wire.py``), a
+``site`` folder with links to the allowed packages (numpy, scipy), and, per set of allowed
+tinyodl modules, a filtered copy of just those modules (:mod:`tinyodl.grading.closure`).
+Each :class:`StudentProcess` then starts the supervisor (``_supervisor.py``), which starts
+``python -I -S -B _tinyodl_runner.py`` in a new session with rlimits, optionally as the
+sandbox user, under seccomp (no new processes) and Landlock (read: the interpreter, its
+standard library without ``site-packages``, system libraries, the runtime folder and the
+allowed packages; write: its own work folder; no TCP; no signals out of its domain).
+
+The grader talks to the runner over a request pipe and an answer pipe
+(:mod:`tinyodl.grading._wire`) with a deadline on every read and write, and ends the process
+through the supervisor, which kills every descendant before it reports back.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import pwd
+import re
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyodl.grading import _confine, _wire, closure
+
+HERE = Path(__file__).resolve().parent
+SUPERVISOR = HERE / "_supervisor.py"
+_SYSTEM_READ = ("/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/lib32")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/dev/zero", "/dev/urandom", "/dev/random")
+_SYSTEM_DIRS = ("/sys/devices/system/cpu", "/usr/share/zoneinfo")
+_SITE_DIRS = ("site-packages", "dist-packages")
+_DUMP_LIMIT = 256 * 1024
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be set up or started (a problem of the grading machine)."""
+
+
+class ProcessEnded(Exception):
+    """The student's process stopped answering: ``why`` is "timeout", "died" or "corrupt"."""
+
+    def __init__(self, why: str, detail: str = ""):
+        self.why, self.detail = why, detail
+        super().__init__(f"{why}: {detail}" if detail else why)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How the student's process is confined (``tinyodl grade`` options in brackets).
+
+    Attributes
+    ----------
+    packages : tuple of str
+        Third-party packages student code may import [``--allow-package``]; the standard
+        library is always there (minus ``site-packages``).
+    memory_mb : int
+        Address-space limit of the student's process, in MiB [``--memory-mb``].
+    user : str or None
+        Run student code as this user [``--sandbox-user``]; the grader must run as root.
+    landlock : bool
+        Use Landlock when the kernel has it (turn off only to test the fallback).
+    subprocesses : bool
+        Let student code start processes (at most ``max_processes`` for a sandbox user).
+        Off by default: seccomp makes ``fork`` fail.
+    file_mb : int
+        Largest file the student's process may write, in MiB.
+    max_message_mb : int
+        Largest answer the grader reads from the student's process, in MiB.
+    """
+
+    packages: tuple[str, ...] = ("numpy", "scipy")
+    memory_mb: int = 2048
+    user: str | None = None
+    landlock: bool = True
+    subprocesses: bool = False
+    max_processes: int = 64
+    file_mb: int = 64
+    max_message_mb: int = 512
+
+
+@functools.lru_cache(maxsize=4)
+def _interpreter_paths(interpreter: str) -> tuple[str, ...]:
+    """``sys.path`` of ``interpreter -I -S``: its standard library, nothing else."""
+    out = subprocess.run(
+        [interpreter, "-I", "-S", "-c", "import json, sys; print(json.dumps(sys.path))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={},
+        check=True,
+    )
+    return tuple(p for p in json.loads(out.stdout) if p)
+
+
+def base_interpreter() -> str:
+    """The real Python binary behind ``sys.executable`` (outside any virtual environment)."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _package_dirs(name: str) -> list[Path]:
+    """Folder (or file) of an installed top-level package, plus its ``name.libs`` folder."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    if spec is None or spec.origin in (None, "built-in", "frozen"):
+        return []
+    if spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]).resolve()
+    else:
+        path = Path(spec.origin).resolve()
+    found = [path]
+    libs = path.parent / f"{name}.libs"
+    if libs.is_dir():
+        found.append(libs.resolve())
+    return found
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a tree even where the student's code removed permissions from its folders."""
+
+    def fix(function, target, _exc):
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+            function(target)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=fix)
+
+
+class Session:
+    """The runtime folder and sandbox plan shared by the student processes of one notebook."""
+
+    def __init__(self, config: SandboxConfig | None = None):
+        self.config = config or SandboxConfig()
+        self.dir = Path(tempfile.mkdtemp(prefix="tinyodl-grade-"))
+        self._lock = threading.Lock()
+        self._copies: dict[tuple[str, ...], Path] = {}
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- preparation -------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        config = self.config
+        os.chmod(self.dir, 0o711)
+        self.user = self._lookup_user(config.user)
+        self.interpreter = base_interpreter()
+        self.stdlib = _interpreter_paths(self.interpreter)
+        self.runtime = self.dir / "runtime"
+        (self.runtime / "site").mkdir(parents=True)
+        shutil.copy(HERE / "_runner.py", self.runtime / "_tinyodl_runner.py")
+        shutil.copy(HERE / "_wire.py", self.runtime / "_tinyodl_wire.py")
+        self.packages: list[str] = []
+        self._package_paths: list[Path] = []
+        for name in config.packages:
+            self._link_package(name)
+        if "numpy" not in self.packages:
+            raise SandboxError("numpy must be installed and allowed: the runner needs it")
+        for path in [self.dir, *self.runtime.rglob("*")]:
+            if not path.is_symlink():
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        os.chmod(self.dir, 0o711)
+        self.landlock_abi = _confine.landlock_abi() if config.landlock else 0
+        self.seccomp = not config.subprocesses and _confine.seccomp_supported()
+
+    def _lookup_user(self, name: str | None) -> tuple[int, int] | None:
+        if name is None:
+            return None
+        if os.geteuid() != 0:
+            raise SandboxError(
+                f"--sandbox-user {name}: the grader must run as root to run student code "
+                f"as another user (it runs as uid {os.geteuid()})"
+            )
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise SandboxError(f"--sandbox-user {name}: no such user") from None
+        if entry.pw_uid == 0:
+            raise SandboxError(f"--sandbox-user {name}: that user is root")
+        return entry.pw_uid, entry.pw_gid
+
+    def _link_package(self, name: str) -> None:
+        if name in self.packages:
+            return
+        dirs = _package_dirs(name)
+        if not dirs:
+            return  # not installed: student code cannot import it either
+        for path in dirs:
+            link = self.runtime / "site" / (path.name if path.is_dir() else path.name)
+            if not link.exists():
+                link.symlink_to(path)
+        self.packages.append(name)
+        self._package_paths.extend(dirs)
+
+    def tinyodl_copy(self, allow: tuple[str, ...], deny: tuple[str, ...] = ()) -> Path | None:
+        """Folder holding the filtered copy of the allowed tinyodl modules (None if none)."""
+        if not allow:
+            return None
+        key = tuple(sorted(allow))
+        with self._lock:
+            if key not in self._copies:
+                modules = closure.closure(key, deny)
+                target = self.runtime / f"tinyodl-{len(self._copies)}"
+                closure.copy_modules(modules, target)
+                for name in closure.third_party(modules):
+                    self._link_package(name)
+                for path in [target, *target.rglob("*")]:
+                    os.chmod(path, 0o755 if path.is_dir() else 0o644)
+                self._copies[key] = target
+            return self._copies[key]
+
+    # -- the sandbox plan ----------------------------------------------------------------------
+
+    def _read_rules(self) -> list[tuple[str, int]]:
+        rules: list[tuple[str, int]] = [(self.interpreter, _confine.READ)]
+        prefix = Path(self.interpreter).parent.parent
+        rules += [(str(p), _confine.READ) for p in sorted((prefix / "lib").glob("libpython*"))]
+        for entry in self.stdlib:
+            path = Path(entry)
+            if path.is_file():
+                rules.append((entry, _confine.READ))
+            elif path.is_dir():
+                rules.append((entry, _confine.FS_READ_DIR))
+                for child in sorted(path.iterdir()):
+                    if child.name not in _SITE_DIRS:
+                        rules.append((str(child), _confine.READ))
+        rules += [(p, _confine.READ) for p in _SYSTEM_READ + _SYSTEM_DIRS if os.path.isdir(p)]
+        rules += [(p, _confine.FS_READ_FILE) for p in _SYSTEM_FILES if os.path.exists(p)]
+        rules.append((os.devnull, _confine.FS_READ_FILE | _confine.FS_WRITE_FILE))
+        rules += [(str(p), _confine.READ) for p in self._package_paths]
+        rules.append((str(self.runtime), _confine.READ))
+        return rules
+
+    def _expose_plan(self, needed: list[str]) -> list[tuple[str, str, str]]:
+        """Bind mounts that make ``needed`` reachable for the sandbox user (see _confine)."""
+        if self.user is None:
+            return []
+        uid, gid = self.user
+        for own in (self.runtime,):
+            blocked = _confine.blocked_ancestor(str(own), uid, gid)
+            if blocked is not None:
+                raise SandboxError(
+                    f"the sandbox user cannot reach the grader's temporary folder {own} "
+                    f"({blocked} is private); set TMPDIR to a folder such as /tmp"
+                )
+        groups: dict[tuple[str, str], list[str]] = {}
+        for path in needed:
+            blocked = _confine.blocked_ancestor(path, uid, gid)
+            if blocked is None:
+                continue
+            first = Path(path).relative_to(blocked).parts[0]
+            groups.setdefault((blocked, first), []).append(path)
+        plan = []
+        for i, ((blocked, _first), paths) in enumerate(sorted(groups.items())):
+            subtree = os.path.commonpath(paths) if len(paths) > 1 else paths[0]
+            if os.path.isfile(subtree):
+                subtree = os.path.dirname(subtree)
+            stage = self.dir / f"stage-{i}"
+            stage.mkdir(mode=0o700, exist_ok=True)
+            plan.append((blocked, subtree, str(stage)))
+        return plan
+
+    def job(self, work: Path, extra_path: list[str], timeout: float) -> dict:
+        """The supervisor's job for one student process (without its file descriptors)."""
+        config = self.config
+        rules = self._read_rules()
+        rules.append((str(work), _confine.WRITE))
+        argv = [self.interpreter, "-I", "-S", "-B", str(self.runtime / "_tinyodl_runner.py")]
+        argv.append(json.dumps(extra_path))
+        env = {
+            "HOME": str(work),
+            "TMPDIR": str(work),
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "MPLBACKEND": "Agg",
+        }
+        processes = None
+        if self.user is not None:
+            processes = config.max_processes if config.subprocesses else 32
+        needed = [p for p, _ in rules if not p.startswith(("/dev", "/sys", "/etc", "/proc"))]
+        return {
+            "argv": argv,
+            "env": env,
+            "cwd": str(work),
+            "limits": {
+                "memory": config.memory_mb * 2**20,
+                "cpu": int(timeout) + 5,
+                "file": config.file_mb * 2**20,
+                "processes": processes,
+            },
+            "user": list(self.user) if self.user else None,
+            "expose": self._expose_plan(needed),
+            "landlock": rules if self.landlock_abi else None,
+            "landlock_abi": self.landlock_abi or None,
+            "seccomp": self.seccomp,
+        }
+
+    def describe(self) -> dict:
+        """What protects this session (for ``extra_data`` and the report)."""
+        return {
+            "landlock_abi": self.landlock_abi,
+            "seccomp_no_new_processes": self.seccomp,
+            "user": self.config.user,
+            "packages": list(self.packages),
+            "memory_mb": self.config.memory_mb,
+        }
+
+    def close(self) -> None:
+        if self.dir.exists():
+            _rmtree(self.dir)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _set_nonblocking(fd: int) -> None:
+    os.set_blocking(fd, False)
+
+
+class StudentProcess:
+    """One confined student interpreter, from start to the death of all it started."""
+
+    def __init__(self, session: Session, allow: tuple[str, ...], deny: tuple[str, ...],
+                 timeout: float):  # fmt: skip
+        self.session = session
+        self.allow = tuple(allow)
+        self.pid: int | None = None
+        self.status: int | None = None
+        self.killed = 0
+        self._closed = False
+        self._private = Path(tempfile.mkdtemp(dir=session.dir, prefix="task-"))
+        self.work = Path(tempfile.mkdtemp(dir=session.dir, prefix="work-"))
+        if session.user is not None:
+            os.chown(self.work, *session.user)
+        copy = session.tinyodl_copy(self.allow, deny)
+        extra = [str(session.runtime), str(session.runtime / "site")]
+        if copy is not None:
+            extra.append(str(copy))
+        job = session.job(self.work, extra, timeout)
+        self._fault_path = self._private / "dump.txt"
+        self._err_path = self._private / "stderr.txt"
+        fault = os.open(self._fault_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        err = os.open(self._err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        req_r, self._req = os.pipe()
+        self._ans, ans_w = os.pipe()
+        job["fds"] = {"req": req_r, "resp": ans_w, "fault": fault, "err": err}
+        try:
+            self._sup = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", str(SUPERVISOR)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                pass_fds=(req_r, ans_w, fault, err),
+                env={},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"could not start the grading supervisor: {exc}") from exc
+        finally:
+            for fd in (req_r, ans_w, fault, err):
+                os.close(fd)
+        _set_nonblocking(self._req)
+        self._sup.stdin.write((json.dumps(job) + "\n").encode())
+        self._sup.stdin.flush()
+        line = self._sup_line(time.monotonic() + 30)
+        if "pid" not in line:
+            self.close()
+            raise SandboxError(
+                f"the grading supervisor did not start the student's process: {line}"
+            )
+        self.pid = line["pid"]
+        self.max_message = session.config.max_message_mb * 2**20
+
+    # -- the supervisor ------------------------------------------------------------------------
+
+    def _sup_line(self, deadline: float) -> dict:
+        out = self._sup.stdout
+        ready, _, _ = select.select([out], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return {"error": "no answer"}
+        line = out.readline()
+        if not line:
+            return {"error": "the supervisor exited", "stderr": self.stderr()}
+        return json.loads(line)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def send(self, header: dict, arrays: dict | None, deadline: float) -> None:
+        data = memoryview(_wire.pack(header, arrays))
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProcessEnded("timeout")
+            try:
+                _, ready, _ = select.select([], [self._req], [], left)
+                if ready:
+                    data = data[os.write(self._req, data[: 1 << 20]) :]
+            except BrokenPipeError:
+                raise ProcessEnded("died") from None
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        chunks, left = [], n
+        while left:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise ProcessEnded("timeout")
+            ready, _, _ = select.select([self._ans], [], [], wait)
+            if not ready:
+                continue
+            chunk = os.read(self._ans, min(left, 1 << 20))
+            if not chunk:
+                raise ProcessEnded("died")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def receive(self, deadline: float) -> tuple[dict, dict]:
+        """Next message from the student's process (``ProcessEnded`` when there is none)."""
+        try:
+            n_head, n_payload = _wire.parse_prefix(
+                self._read_exact(_wire.PREFIX_SIZE, deadline), self.max_message
+            )
+            head = self._read_exact(n_head, deadline)
+            payload = self._read_exact(n_payload, deadline)
+            return _wire.parse_body(head, payload, self.max_message)
+        except _wire.WireError as err:
+            raise ProcessEnded("corrupt", str(err)) from None
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    def dump_stack(self, wait: float = 1.0) -> str:
+        """Ask the student's process for a stack dump (faulthandler on SIGUSR1) and read it."""
+        before = self._fault_path.stat().st_size
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+        except OSError:
+            return self.dumps()
+        end, size = time.monotonic() + wait, before
+        while time.monotonic() < end:
+            time.sleep(0.02)
+            now = self._fault_path.stat().st_size
+            if now > before and now == size:
+                break
+            size = now
+        return self.dumps(before)
+
+    def dumps(self, start: int = 0) -> str:
+        with open(self._fault_path, "rb") as f:
+            f.seek(start)
+            return f.read(_DUMP_LIMIT).decode("utf-8", "replace")
+
+    def stderr(self, limit: int = 4000) -> str:
+        try:
+            data = self._err_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode("utf-8", "replace")
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the student's process and all it started; returns once they are all gone."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sup.stdin.write(b"kill\n")
+            self._sup.stdin.close()
+        except OSError:
+            pass
+        deadline = time.monotonic() + 30
+        done = False
+        while time.monotonic() < deadline:
+            line = self._sup_line(deadline)
+            if "exited" in line and self.status is None:
+                self.status = line["exited"]
+            if line.get("done"):
+                self.status = line["status"] if self.status is None else self.status
+                self.killed = line.get("killed", 0)
+                done = True
+                break
+            if "error" in line:
+                break
+        if not done:  # the supervisor itself failed: fall back to the process group
+            self._sup.kill()
+            if self.pid is not None:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        self._sup.wait()
+        self._sup.stdout.close()
+        for fd in (self._req, self._ans):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        _rmtree(self.work)
+
+    def cleanup(self) -> None:
+        """Remove the private folder (after :meth:`close`, once diagnostics were read)."""
+        _rmtree(self._private)
+
+    def __enter__(self) -> StudentProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+        self.cleanup()
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]*)", line (?P<line>\d+) in (?P<name>\S+)')
+
+
+def parse_dump(text: str) -> tuple[str | None, list[tuple[str, int, str]]]:
+    """(fatal error line or None, frames of the main thread, innermost first) of a dump."""
+    fatal = None
+    blocks: list[list[tuple[str, int, str]]] = []
+    for line in text.splitlines():
+        if line.startswith("Fatal Python error:"):
+            fatal = line.split(":", 1)[1].strip()
+        elif "(most recent call first)" in line:
+            blocks.append([])
+        else:
+            match = _FRAME.search(line)
+            if match and blocks:
+                blocks[-1].append((match["file"], int(match["line"]), match["name"]))
+    main = [b for b in blocks if any(f[0].endswith("_tinyodl_runner.py") for f in b)]
+    frames = main[-1] if main else (blocks[-1] if blocks else [])
+    return fatal, frames
+
+
+def is_private(path: Path) -> bool:
+    mode = path.stat().st_mode
+    return not mode & (stat.S_IROTH | stat.S_IXOTH)
