@@ -5,7 +5,8 @@ never runs student code). Protocol on its standard streams, one JSON object per 
 
 * stdin, first line: the job (``argv``, ``env``, ``cwd``, ``fds``, ``limits``, ``user``,
   ``expose``, ``landlock``, ``seccomp``; see ``tinyodl/grading/sandbox.py``). Afterwards any
-  line or end-of-file means "end it now".
+  line or end-of-file means "end it now"; ``died`` first gives a process the grader saw
+  closing its pipes a second to exit by itself (so its real exit status is reported).
 * stdout: ``{"pid": N, "landlock": ABI, "seccomp": bool}`` once the student's interpreter has
   been started, or ``{"setup_error": "..."}``; ``{"exited": STATUS}`` when the student's
   process ends by itself; finally ``{"done": true, "status": STATUS, "killed": K}`` once
@@ -158,7 +159,13 @@ def main() -> int:
             status = _wait_status(pid)
             _emit({"exited": status})
         if stdin in ready:
+            command = sys.stdin.buffer.readline().strip()
             break
+    if status is None and command == b"died":  # the grader saw it go: let it finish dying
+        end = time.monotonic() + 1.0
+        while status is None and time.monotonic() < end:
+            status = _wait_status(pid)
+            time.sleep(0.005)
     if status is None:
         try:
             os.kill(pid, signal.SIGKILL)

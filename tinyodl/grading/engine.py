@@ -168,7 +168,7 @@ class Channel:
                 f"while running {label}, your process sent a message the grader cannot read "
                 f"({scrub(end.detail)}); only the grader may write to its pipes"
             )
-        self.proc.close()
+        self.proc.close(died=True)
         fatal, frames = parse_dump(self.proc.dumps())
         text = f"the Python process running {label} stopped ({signal_name(self.proc.status)})"
         if fatal:
@@ -218,7 +218,7 @@ def _load(proc, cells, deadline, allow, packages, why_deadline, texts) -> Loaded
     except ProcessEnded as end:
         if not isinstance(current, int):
             if not started and end.why != "timeout":
-                proc.close()
+                proc.close(died=True)
                 raise SandboxError(
                     f"the student's interpreter did not start ({signal_name(proc.status)}): "
                     f"{proc.stderr()[-1500:]}"
@@ -231,7 +231,7 @@ def _load(proc, cells, deadline, allow, packages, why_deadline, texts) -> Loaded
             where = where_stuck(frames, texts)
             reason = why_deadline + (f"; {where}" if where else "")
         elif end.why == "died":
-            proc.close()
+            proc.close(died=True)
             fatal, frames = parse_dump(proc.dumps())
             reason = f"crashed ({fatal})" if fatal else f"stopped ({signal_name(proc.status)})"
             where = where_stuck(frames, texts)
@@ -256,7 +256,7 @@ class _State:
     allow: tuple[str, ...]
     lock: threading.Lock = field(default_factory=threading.Lock)
     skip: dict[int, str] = field(default_factory=dict)
-    load_errors: list[str] | None = None
+    load_errors: dict[str, list[str]] = field(default_factory=dict)  # task id -> errors
 
 
 def _grade_task(task: Task, state: _State) -> TaskContext:
@@ -301,12 +301,17 @@ def _run_task(task: Task, state: _State, ctx: TaskContext) -> None:
                     note = f"cell {loaded.bad_cell}: {loaded.bad_reason}; it was skipped"
                     state.skip.setdefault(loaded.bad_cell, note)
                 continue
-            if loaded.bad_cell is not None or loaded.bad_reason:
+            if loaded.bad_cell is not None:
+                ctx.fail_all(
+                    "not graded: the notebook used up its total time budget while loading "
+                    f"(at cell {loaded.bad_cell})"
+                )
+                return
+            if loaded.bad_reason:
                 ctx.fail_all(f"your notebook could not be loaded: {loaded.bad_reason}")
                 return
             with state.lock:
-                if state.load_errors is None:
-                    state.load_errors = loaded.errors
+                state.load_errors[task.id] = loaded.errors
             channel = Channel(proc, deadline, texts, why)
             ctx._channel = channel
             try:
@@ -480,7 +485,8 @@ def grade_notebook(
         _entry(t, ctx, number)
         for number, (t, ctx) in enumerate(zip(selected, contexts, strict=True), start=1)
     ]
-    load_errors = sorted(state.skip.values()) + (state.load_errors or [])
+    first = next((state.load_errors[t.id] for t in selected if t.id in state.load_errors), [])
+    load_errors = sorted(state.skip.values(), key=_cell_number) + first
     results = _results(exercise, tests, notes, load_errors, describe, start)
     if details:
         results["extra_data"]["checks"] = {
@@ -488,6 +494,11 @@ def grade_notebook(
             for t, ctx in zip(selected, contexts, strict=True)
         }
     return results
+
+
+def _cell_number(note: str) -> int:
+    match = re.match(r"cell (\d+)", note)
+    return int(match.group(1)) if match else 0
 
 
 def _results(exercise, tests, notes, load_errors, sandbox, start) -> dict:

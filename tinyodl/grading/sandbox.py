@@ -484,13 +484,17 @@ class StudentProcess:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """End the student's process and all it started; returns once they are all gone."""
+    def close(self, died: bool = False) -> None:
+        """End the student's process and all it started; returns once they are all gone.
+
+        ``died=True`` when the process closed its pipes: it gets a second to exit by itself,
+        so that its exit status (or the signal that killed it) can be reported.
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            self._sup.stdin.write(b"kill\n")
+            self._sup.stdin.write(b"died\n" if died else b"kill\n")
             self._sup.stdin.close()
         except OSError:
             pass
