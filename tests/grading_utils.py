@@ -3,6 +3,7 @@ the real engine, and small private graders written to a file."""
 
 from __future__ import annotations
 
+import atexit
 import textwrap
 from pathlib import Path
 
@@ -10,10 +11,27 @@ from tinyodl.grading import grade_notebook, solution_source, student_source
 from tinyodl.grading.api import collect_tasks
 from tinyodl.grading.engine import load_grader
 from tinyodl.grading.notebook import Cell, Notebook, parse_percent, to_ipynb
+from tinyodl.grading.sandbox import Session
 
 REPO = Path(__file__).resolve().parents[1]
 EX00 = REPO / "exercises" / "00_foundations.py"
 TIMEOUT = 60.0
+_SESSION: list[Session] = []
+
+
+def shared_session() -> Session:
+    """One grading session (one zygote) for the tests that use the default sandbox."""
+    if not _SESSION:
+        _SESSION.append(Session())
+        atexit.register(_SESSION[0].close)
+    return _SESSION[0]
+
+
+def _defaults(kwargs: dict) -> dict:
+    kwargs.setdefault("timeout", TIMEOUT)
+    if "sandbox" not in kwargs:
+        kwargs.setdefault("session", shared_session())
+    return kwargs
 
 
 def ex00(version: str = "solution") -> Notebook:
@@ -36,8 +54,7 @@ def with_cells(notebook: Notebook, *sources: str) -> Notebook:
 
 def grade_ex00(tmp_path: Path, notebook: Notebook, tasks=None, **kwargs) -> dict:
     path = write_notebook(tmp_path / "00_foundations.ipynb", notebook)
-    kwargs.setdefault("timeout", TIMEOUT)
-    return grade_notebook(path, tasks=tasks, details=True, **kwargs)
+    return grade_notebook(path, tasks=tasks, details=True, **_defaults(kwargs))
 
 
 def full(task_id: str) -> float:
@@ -59,5 +76,4 @@ def grade_with(tmp_path: Path, grader: str, cells: list[str], **kwargs) -> dict:
     grader_path.write_text(textwrap.dedent(grader), encoding="utf-8")
     notebook = Notebook([Cell("code", textwrap.dedent(src).strip("\n")) for src in cells])
     path = write_notebook(tmp_path / "notebook.ipynb", notebook)
-    kwargs.setdefault("timeout", TIMEOUT)
-    return grade_notebook(path, grader=str(grader_path), details=True, **kwargs)
+    return grade_notebook(path, grader=str(grader_path), details=True, **_defaults(kwargs))

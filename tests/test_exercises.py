@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from grading_utils import shared_session
 
 from tinyodl.grading import grade_notebook, solution_source, student_source
 from tinyodl.grading.api import collect_tasks
@@ -72,19 +73,22 @@ def graded(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(source.stem)
     paths = release_exercise(source, out)
     bugs = load_bugs(source)
+    session = shared_session()
 
     def grade_bug(item):
         name, bug = item
         path = out / f"bug{list(bugs).index(name)}" / f"{source.stem}.ipynb"
         path.parent.mkdir()
         _write(path, buggy_source(source, bug))
-        return name, grade_notebook(path, timeout=TIMEOUT, tasks=[bug["task"]], details=True)
+        results = grade_notebook(
+            path, timeout=TIMEOUT, tasks=[bug["task"]], details=True, session=session
+        )
+        return name, results
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        solution = pool.submit(grade_notebook, paths["solution"], timeout=TIMEOUT, jobs=2,
-                               details=True)  # fmt: skip
-        student = pool.submit(grade_notebook, paths["student"], timeout=TIMEOUT, jobs=2,
-                              details=True)  # fmt: skip
+        kwargs = {"timeout": TIMEOUT, "jobs": 2, "details": True, "session": session}
+        solution = pool.submit(grade_notebook, paths["solution"], **kwargs)
+        student = pool.submit(grade_notebook, paths["student"], **kwargs)
         bug_results = dict(pool.map(grade_bug, bugs.items()))
     return {
         "source": source,

@@ -18,6 +18,7 @@ from grading_utils import (
     grade_with,
     output,
     scores,
+    shared_session,
     with_cells,
     write_notebook,
 )
@@ -25,7 +26,7 @@ from grading_utils import (
 from tinyodl.grading import SandboxConfig, grade_main, grade_notebook
 from tinyodl.grading.notebook import Cell, Notebook
 
-SHORT = 3.0
+SHORT = 2.0
 
 PROBES = """
 import numpy as np
@@ -184,7 +185,7 @@ def test_a_timeout_says_where_the_code_was_stuck(tmp_path):
     slow = GOOD.replace("return x / 2", "while True:\n        x = x + 0")
     results = grade_with(tmp_path, PROBES, [slow], tasks=["two_functions"], timeout=SHORT)
     text = results["tests"][0]["output"]
-    assert "halve() did not finish within the task's 3 s" in text
+    assert "halve() did not finish within the task's 2 s" in text
     assert re.search(r"it was at cell 1, line \d+, in halve: x = x \+ 0", text), text
     assert results["extra_data"]["checks"]["two_functions"] == {"double": True, "halve": False}
 
@@ -198,9 +199,8 @@ def test_a_timeout_says_where_the_code_was_stuck(tmp_path):
             "crashed (Segmentation fault); it was at cell 2, line 3, in halve",
         ),
         ("def halve(x):\n    import sys\n    sys.exit(0)", "SystemExit"),
-        ("def halve(x):\n    while True:\n        print('x' * 999)", "did not finish"),
     ],
-    ids=["os-exit", "segfault", "sys-exit", "print-flood"],
+    ids=["os-exit", "segfault", "sys-exit"],
 )
 def test_a_crashing_task_scores_zero_and_grading_goes_on(tmp_path, code, words):
     tasks = ["two_functions", "objects"]
@@ -212,7 +212,7 @@ def test_a_crashing_task_scores_zero_and_grading_goes_on(tmp_path, code, words):
 @pytest.mark.parametrize(
     ("code", "note"),
     [
-        ("while True:\n    pass", "did not finish within the task's 3 s"),
+        ("while True:\n    pass", "did not finish within the task's 2 s"),
         ("import os\nos._exit(3)", "stopped (exit code 3)"),
         ("import ctypes\nctypes.string_at(0)", "crashed (Segmentation fault)"),
         ("raise RuntimeError('oops')", "RuntimeError: oops"),
@@ -232,8 +232,8 @@ def test_a_bad_top_level_cell_costs_nothing_else(tmp_path, code, note):
 
 def test_many_hanging_cells_are_bounded_by_the_notebook_budget(tmp_path):
     hangs = ["import time\ntime.sleep(60)"] * 6
-    results = grade_with(tmp_path, PROBES, [GOOD, *hangs], timeout=1.5, budget=4.0)
-    assert results["execution_time"] < 4.0 + 4.0, results["execution_time"]
+    results = grade_with(tmp_path, PROBES, [GOOD, *hangs], timeout=1.0, budget=3.0)
+    assert results["execution_time"] < 3.0 + 4.0, results["execution_time"]
     outputs = [t["output"] for t in results["tests"]]
     assert all("used up its total time budget" in text for text in outputs), outputs
     assert results["score"] == 0
@@ -250,7 +250,7 @@ def test_cells_in_any_order_and_magics_still_load(tmp_path):
         cells += [Cell("code", piece), Cell("code", f"print('scratch {i}')\n%timeit 1 + 1")]
     path = write_notebook(tmp_path / "00_foundations.ipynb", Notebook(cells))
     tasks = ["linear_forward", "sgd_momentum_step"]
-    results = grade_notebook(path, timeout=TIMEOUT, tasks=tasks, jobs=2)
+    results = grade_notebook(path, timeout=TIMEOUT, tasks=tasks, jobs=2, session=shared_session())
     assert results["score"] == sum(full(t) for t in tasks), results["output"]
 
 
@@ -258,7 +258,9 @@ def test_retyped_into_one_percent_file_without_metadata(tmp_path):
     code = "\n\n".join(c.source for c in ex00().cells if c.cell_type == "code")
     path = tmp_path / "homework.py"
     path.write_text("# %%\n" + code.replace("# tinyodl-exercise: 00_foundations", "") + "\n")
-    results = grade_notebook(path, exercise="00_foundations", tasks=["linear_forward"])
+    results = grade_notebook(
+        path, exercise="00_foundations", tasks=["linear_forward"], session=shared_session()
+    )
     assert results["score"] == full("linear_forward"), results["output"]
     assert results["extra_data"]["exercise"] == "00_foundations"
 
@@ -310,12 +312,16 @@ def test_malformed_notebooks_get_zero_with_one_line_per_task(tmp_path, content, 
 
 def test_a_notebook_without_cells_or_with_another_exercise_id(tmp_path):
     empty = write_notebook(tmp_path / "empty.ipynb", Notebook([]))
-    results = grade_notebook(empty, exercise="00_foundations", tasks=["linear_forward"])
+    results = grade_notebook(
+        empty, exercise="00_foundations", tasks=["linear_forward"], session=shared_session()
+    )
     assert results["score"] == 0
     assert "does not define a function called linear_forward" in results["tests"][0]["output"]
     other = Notebook(ex00().cells, {"tinyodl": {"exercise": "03_quantization"}})
     path = write_notebook(tmp_path / "other.ipynb", other)
-    results = grade_notebook(path, exercise="00_foundations", tasks=["linear_forward"])
+    results = grade_notebook(
+        path, exercise="00_foundations", tasks=["linear_forward"], session=shared_session()
+    )
     assert (
         "says it is exercise 03_quantization, but it was graded as 00_foundations"
         in (results["output"])

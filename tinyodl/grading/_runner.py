@@ -1,10 +1,11 @@
 """The student's side of grading: run the notebook's cells, then answer calls with plain data.
 
-This file runs in the sandboxed student process (``python -I -S``), copied next to
-``_tinyodl_wire.py`` in the grading session's runtime folder; it imports neither tinyodl
-nor the graders, which are not on this process's path. Everything here is *untrusted* once
-the first cell has run: the student's code can patch it freely, and the grader treats
-whatever arrives as plain data to check, never as a verdict.
+This file runs in the sandboxed student process (a ``python -I -S`` interpreter forked from
+the grading zygote, ``_supervisor.py``), copied next to ``_tinyodl_wire.py`` in the grading
+session's runtime folder; it imports neither tinyodl nor the graders, which are not on this
+process's path. Everything here is *untrusted* once the first cell has run: the student's
+code can patch it freely, and the grader treats whatever arrives as plain data to check,
+never as a verdict.
 
 File descriptors: 3 requests from the grader, 4 answers to it, 5 stack dumps (faulthandler,
 also on SIGUSR1 just before a timeout kill); 1 and 2 are not read by anyone in particular.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import builtins
 import faulthandler
-import json
 import linecache
 import os
 import signal
@@ -26,20 +26,11 @@ import sys
 import traceback
 import types
 
+import _tinyodl_wire as wire
+import numpy as np
+
 REQUESTS, ANSWERS, DUMPS = 3, 4, 5
 _MAX_TEXT = 2000
-
-
-def _setup_path() -> None:
-    """sys.path: the interpreter's standard library plus the folders the grader listed."""
-    extra = json.loads(sys.argv[1])
-    sys.path[:] = [p for p in sys.path if p] + extra
-
-
-_setup_path()
-import _tinyodl_wire as wire  # noqa: E402
-import numpy as np  # noqa: E402
-
 _forbidden: list[str] = []
 
 
@@ -292,8 +283,10 @@ def _serve(module: types.ModuleType) -> None:
                 continue
             if op not in ("call", "new", "method"):
                 raise ValueError(f"unknown request {op!r}")
-            args = wire.decode(request.get("args"), arrays, objects.get, _make_function)
-            kwargs = wire.decode(request.get("kwargs"), arrays, objects.get, _make_function)
+            args = wire.decode(request.get("args", {"t": "list", "v": []}), arrays,
+                               objects.get, _make_function)  # fmt: skip
+            kwargs = wire.decode(request.get("kwargs", {"t": "dict", "v": []}), arrays,
+                                 objects.get, _make_function)  # fmt: skip
             target, label = _target(module, objects, request)
         except BaseException as exc:  # noqa: BLE001
             _send(_exception(exc, "bad_request"))
@@ -310,14 +303,13 @@ def _serve(module: types.ModuleType) -> None:
         _result(objects, value, keep, bool(request.get("run")), args, kwargs, label)
 
 
-def main() -> None:
+def serve(extra_path: list[str]) -> None:
+    """Answer the grader until it closes the request pipe (``extra_path``: the allowed
+    tinyodl copy, added to ``sys.path``)."""
+    sys.path.extend(p for p in extra_path if p not in sys.path)
     faulthandler.enable(file=DUMPS, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=DUMPS, all_threads=True, chain=False)
     request, _ = _receive()
     sys.meta_path.append(_Unavailable(request.get("allow", []), request.get("packages", [])))
     module = _load([(n, src) for n, src in request["cells"]])
     _serve(module)
-
-
-if __name__ == "__main__":
-    main()

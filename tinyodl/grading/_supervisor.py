@@ -1,21 +1,27 @@
-"""The grading supervisor: start one confined student process, then end it and all it started.
+"""The grading zygote and supervisors: start confined student processes, then end them and all
+they started.
 
-Run by the grader as ``python -I -S -B _supervisor.py`` (standard library only, trusted; it
-never runs student code). Protocol on its standard streams, one JSON object per line:
+Trusted code, standard library plus numpy; it never runs student code itself. The grader
+starts one *zygote* per grading session as ``python -I -S -B _tinyodl_supervisor.py`` (copied
+into the session's runtime folder with ``_tinyodl_confine.py``, ``_tinyodl_runner.py`` and
+``_tinyodl_wire.py``), with a ``SOCK_SEQPACKET`` socket as its standard input. The zygote
+imports the runner (and so numpy) once, answers ``{"ready": true}``, then for every job it
+receives (one JSON message with the job's file descriptors attached) forks a *supervisor*:
 
-* stdin, first line: the job (``argv``, ``env``, ``cwd``, ``fds``, ``limits``, ``user``,
-  ``expose``, ``landlock``, ``seccomp``; see ``tinyodl/grading/sandbox.py``). Afterwards any
-  line or end-of-file means "end it now"; ``died`` first gives a process the grader saw
-  closing its pipes a second to exit by itself (so its real exit status is reported).
-* stdout: ``{"pid": N, "landlock": ABI, "seccomp": bool}`` once the student's interpreter has
-  been started, or ``{"setup_error": "..."}``; ``{"exited": STATUS}`` when the student's
-  process ends by itself; finally ``{"done": true, "status": STATUS, "killed": K}`` once
-  every process the student started is gone.
+* the supervisor makes itself a child subreaper and forks the *student* process, which
+  confines itself (new session, file descriptors, rlimits, mount namespace, user, seccomp,
+  Landlock; ``_tinyodl_confine.py``) and runs the runner: a fresh copy of an interpreter that
+  has run no student code, without paying for a new interpreter and numpy on every task;
+* on its report pipe the supervisor writes ``{"pid": N}``, ``{"exited": STATUS}`` when the
+  student's process ends by itself, and finally ``{"done": true, "status": S, "killed": K}``
+  once every process the student started is gone;
+* a line on its command pipe, or end-of-file, means "end it now"; ``died`` first gives a
+  process that closed its pipes a second to exit, so that its real exit status is reported.
 
-The supervisor is a *child subreaper*: a process the student starts and orphans (a double
+Because the supervisor is a subreaper, a process the student starts and orphans (a double
 fork, a ``setsid`` daemon) is re-parented to it, so at the end it can find and kill every
-descendant, however it detached itself. The student runs as another user or inside a
-Landlock domain scoped for signals, so it cannot signal the supervisor.
+descendant however it detached itself. The student runs as another user or inside a Landlock
+domain scoped for signals, so it cannot signal the supervisor, the zygote or the grader.
 """
 
 from __future__ import annotations
@@ -24,66 +30,75 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _confine  # noqa: E402  (a sibling file, loaded without the tinyodl package)
+import _tinyodl_confine as confine
+
+_JOB_FDS = ("cmd", "report", "req", "ans", "fault", "err")
 
 
-def _emit(message: dict) -> None:
-    os.write(1, (json.dumps(message) + "\n").encode())
+def _emit(fd: int, message: dict) -> None:
+    try:
+        os.write(fd, (json.dumps(message) + "\n").encode())
+    except OSError:
+        pass  # the grader is gone; carry on killing
 
 
 def _place_fds(fds: dict) -> None:
-    """Put the inherited pipes at their fixed numbers: 0 null, 1 null, 2 err, 3-5; close rest."""
-    wanted = {2: fds["err"], 3: fds["req"], 4: fds["resp"], 5: fds["fault"]}
+    """The student's file descriptors: 0/1 null, 2 err, 3 requests, 4 answers, 5 dumps."""
+    wanted = {2: fds["err"], 3: fds["req"], 4: fds["ans"], 5: fds["fault"]}
     high = {target: os.dup(source) for target, source in wanted.items()}
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
     for target, source in high.items():
         os.dup2(source, target)
-    os.closerange(6, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+    os.closerange(6, 65536)
 
 
-def _child(job: dict) -> None:
-    """In the forked child: confine, then exec the student's interpreter. Never returns."""
+def _student(job: dict, fds: dict) -> None:
+    """In the forked student process: confine, then serve the grader. Never returns."""
     step = "start"
     try:
         step = "new session"
         os.setsid()
         step = "file descriptors"
-        _place_fds(job["fds"])
+        _place_fds(fds)
         step = "resource limits"
         limits = job["limits"]
-        _confine.set_limits(
+        confine.set_limits(
             limits.get("memory"), limits.get("cpu"), limits["file"], limits.get("processes")
         )
         step = "mount namespace"
-        _confine.expose_paths([tuple(x) for x in job.get("expose") or []])
+        confine.expose_paths([tuple(x) for x in job.get("expose") or []])
         os.chdir(job["cwd"])
-        rules = job.get("landlock")
         if job.get("user"):
             step = "change of user"
-            uid, gid = job["user"]
-            _confine.drop_privileges(uid, gid)
+            confine.drop_privileges(*job["user"])
         step = "no_new_privs"
-        _confine.no_new_privs()
+        confine.no_new_privs()
         if job.get("seccomp"):
             step = "seccomp"
-            _confine.seccomp_no_new_processes()
-        if rules is not None:
+            confine.seccomp_no_new_processes()
+        if job.get("landlock") is not None:
             step = "landlock"
-            _confine.landlock_restrict([(p, r) for p, r in rules], job.get("landlock_abi"))
-        _confine.set_parent_death_signal(signal.SIGKILL)
-        step = "exec"
-        os.execve(job["argv"][0], job["argv"], job["env"])
+            confine.landlock_restrict([tuple(r) for r in job["landlock"]], job["landlock_abi"])
+        confine.set_parent_death_signal(signal.SIGKILL)
+        os.environ.clear()
+        os.environ.update(job["env"])
+        sys.argv = [""]
+        step = "runner"
+        import _tinyodl_runner
+
+        _tinyodl_runner.serve(job["path"])
     except BaseException as exc:  # noqa: BLE001 - report anything and exit
         try:
             os.write(2, f"sandbox setup failed at {step}: {exc!r}\n".encode())
         finally:
             os._exit(127)
+    os._exit(0)
 
 
 def _children(me: int) -> list[int]:
@@ -135,49 +150,70 @@ def _wait_status(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if done else None
 
 
-def main() -> int:
-    job = json.loads(sys.stdin.buffer.readline())
-    _confine.set_child_subreaper()
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    pid = os.fork()
-    if pid == 0:
-        _child(job)  # setup failures are written to the student's stderr file, exit 127
-    for fd in job["fds"].values():
-        os.close(fd)  # the grader holds the other ends; the supervisor needs none of them
-    _emit({"pid": pid})
-    status = None
-    stdin = sys.stdin.buffer.fileno()
-    pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+def _supervise(job: dict, fds: dict) -> None:
+    """In the forked supervisor: start the student, wait for the end, kill all. No return."""
+    try:
+        confine.set_child_subreaper()
+        pid = os.fork()
+        if pid == 0:
+            _student(job, fds)
+        for name in ("req", "ans", "fault", "err"):
+            os.close(fds[name])
+        report, cmd = fds["report"], fds["cmd"]
+        _emit(report, {"pid": pid})
+        status, command = None, b""
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        while True:
+            watch = [cmd] + ([pidfd] if pidfd is not None and status is None else [])
+            ready, _, _ = select.select(watch, [], [], None if pidfd is not None else 0.05)
+            if status is None and (pidfd is None or pidfd in ready):
+                status = _wait_status(pid)
+                if status is not None:
+                    _emit(report, {"exited": status})
+            if cmd in ready:
+                command = os.read(cmd, 64).strip()
+                break
+        if status is None and command == b"died":
+            end = time.monotonic() + 1.0
+            while status is None and time.monotonic() < end:
+                status = _wait_status(pid)
+                time.sleep(0.005)
+        if status is None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        killed = kill_all(pid)
+        _emit(report, {"done": True, "status": -signal.SIGKILL if status is None else status,
+                       "killed": killed})  # fmt: skip
+    finally:
+        os._exit(0)
+
+
+def main() -> None:
+    """The zygote: preload the runner, then fork a supervisor per job until end-of-file."""
+    control = socket.socket(fileno=0)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped automatically
+    try:
+        import _tinyodl_runner  # noqa: F401 - numpy and the runner, once for all tasks
+
+        control.send(json.dumps({"ready": True}).encode())
+    except BaseException as exc:  # noqa: BLE001
+        control.send(json.dumps({"error": repr(exc)}).encode())
+        return
     while True:
-        watch = [stdin] + ([pidfd] if pidfd is not None and status is None else [])
-        ready, _, _ = select.select(watch, [], [], None if pidfd is not None else 0.05)
-        if pidfd is None and status is None:
-            status = _wait_status(pid)
-            if status is not None:
-                _emit({"exited": status})
-        if pidfd is not None and pidfd in ready and status is None:
-            status = _wait_status(pid)
-            _emit({"exited": status})
-        if stdin in ready:
-            command = sys.stdin.buffer.readline().strip()
-            break
-    if status is None and command == b"died":  # the grader saw it go: let it finish dying
-        end = time.monotonic() + 1.0
-        while status is None and time.monotonic() < end:
-            status = _wait_status(pid)
-            time.sleep(0.005)
-    if status is None:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    start = time.monotonic()
-    killed = kill_all(pid)
-    if status is None:
-        status = -signal.SIGKILL
-    _emit({"done": True, "status": status, "killed": killed, "seconds": time.monotonic() - start})
-    return 0
+        message, fds, _, _ = socket.recv_fds(control, 1 << 20, len(_JOB_FDS))
+        if not message:
+            return
+        job = json.loads(message)
+        named = dict(zip(_JOB_FDS, fds, strict=True))
+        if os.fork() == 0:
+            control.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _supervise(job, named)
+        for fd in fds:
+            os.close(fd)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -389,6 +389,7 @@ def grade_notebook(
     budget: float = DEFAULT_BUDGET,
     sandbox: SandboxConfig | None = None,
     details: bool = False,
+    session: Session | None = None,
 ) -> dict:
     """Grade one notebook and return a Gradescope ``results.json`` dictionary.
 
@@ -412,6 +413,9 @@ def grade_notebook(
         Seconds for the whole notebook; tasks not started in time score 0 with a message.
     sandbox : SandboxConfig, optional
         How student code is confined (default: :class:`SandboxConfig`).
+    session : Session, optional
+        A grading session to reuse (several notebooks graded with one zygote); it stays
+        open. Its configuration replaces ``sandbox``.
     details : bool
         Also return every check's result, hidden tasks' included, as
         ``extra_data["checks"] = {task id: {label: passed}}`` (for tests and instructors;
@@ -463,13 +467,15 @@ def grade_notebook(
         return _results(
             exercise, tests, [f"Could not grade this notebook: {problem}."], [], {}, start
         )
+    own_session = session is None
+    if own_session:
+        try:
+            session = Session(sandbox)
+        except SandboxError as err:
+            log.error("the grading sandbox could not be prepared: %s", err)
+            tests = _failed_everywhere(selected, "not graded: the grading sandbox failed")
+            return _results(exercise, tests, [f"Could not grade: {err}"], [], {}, start)
     try:
-        session = Session(sandbox)
-    except SandboxError as err:
-        log.error("the grading sandbox could not be prepared: %s", err)
-        tests = _failed_everywhere(selected, "not graded: the grading sandbox failed")
-        return _results(exercise, tests, [f"Could not grade: {err}"], [], {}, start)
-    with session:
         state = _State(
             session,
             grading_cells(notebook),
@@ -481,6 +487,9 @@ def grade_notebook(
         with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
             contexts = list(pool.map(lambda t: _grade_task(t, state), selected))
         describe = session.describe()
+    finally:
+        if own_session:
+            session.close()
     tests = [
         _entry(t, ctx, number)
         for number, (t, ctx) in enumerate(zip(selected, contexts, strict=True), start=1)

@@ -1,12 +1,13 @@
 """The student's process: an isolated interpreter, confined, reached only through two pipes.
 
-A grading :class:`Session` prepares, once per graded notebook, a *runtime* folder that the
-student's process may read: the runner (``_tinyodl_runner.py``, ``_tinyodl_wire.py``), a
-``site`` folder with links to the allowed packages (numpy, scipy), and, per set of allowed
-tinyodl modules, a filtered copy of just those modules (:mod:`tinyodl.grading.closure`).
-Each :class:`StudentProcess` then starts the supervisor (``_supervisor.py``), which starts
-``python -I -S -B _tinyodl_runner.py`` in a new session with rlimits, optionally as the
-sandbox user, under seccomp (no new processes) and Landlock (read: the interpreter, its
+A grading :class:`Session` prepares a *runtime* folder that the student's process may read:
+the runner (``_tinyodl_runner.py``, ``_tinyodl_wire.py``), the zygote and its confinement
+code (``_tinyodl_supervisor.py``, ``_tinyodl_confine.py``), a ``site`` folder with links to
+the allowed packages (numpy, scipy) and, per set of allowed tinyodl modules, a filtered copy
+of just those modules (:mod:`tinyodl.grading.closure`). It starts the zygote, a trusted
+``python -I -S -B`` that has imported the runner and numpy. Each :class:`StudentProcess` is
+then forked from it by a per-task supervisor, in a new session with rlimits, optionally as
+the sandbox user, under seccomp (no new processes) and Landlock (read: the interpreter, its
 standard library without ``site-packages``, system libraries, the runtime folder and the
 allowed packages; write: its own work folder; no TCP; no signals out of its domain).
 
@@ -26,6 +27,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -38,11 +40,24 @@ from pathlib import Path
 from tinyodl.grading import _confine, _wire, closure
 
 HERE = Path(__file__).resolve().parent
-SUPERVISOR = HERE / "_supervisor.py"
+_RUNTIME_FILES = {
+    "_supervisor.py": "_tinyodl_supervisor.py",
+    "_confine.py": "_tinyodl_confine.py",
+    "_runner.py": "_tinyodl_runner.py",
+    "_wire.py": "_tinyodl_wire.py",
+}
 _SYSTEM_READ = ("/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/lib32")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/dev/zero", "/dev/urandom", "/dev/random")
 _SYSTEM_DIRS = ("/sys/devices/system/cpu", "/usr/share/zoneinfo")
 _SITE_DIRS = ("site-packages", "dist-packages")
+_BASE_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MPLBACKEND": "Agg",
+}
 _DUMP_LIMIT = 256 * 1024
 
 
@@ -168,8 +183,8 @@ class Session:
         self.stdlib = _interpreter_paths(self.interpreter)
         self.runtime = self.dir / "runtime"
         (self.runtime / "site").mkdir(parents=True)
-        shutil.copy(HERE / "_runner.py", self.runtime / "_tinyodl_runner.py")
-        shutil.copy(HERE / "_wire.py", self.runtime / "_tinyodl_wire.py")
+        for source, target in _RUNTIME_FILES.items():
+            shutil.copy(HERE / source, self.runtime / target)
         self.packages: list[str] = []
         self._package_paths: list[Path] = []
         for name in config.packages:
@@ -182,6 +197,48 @@ class Session:
         os.chmod(self.dir, 0o711)
         self.landlock_abi = _confine.landlock_abi() if config.landlock else 0
         self.seccomp = not config.subprocesses and _confine.seccomp_supported()
+        self._start_zygote()
+
+    def _start_zygote(self) -> None:
+        """The trusted process every student process is forked from (``_supervisor.py``)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._control = ours
+        path = [str(self.runtime), str(self.runtime / "site")]
+        boot = f"import sys; sys.path.extend({path!r}); import _tinyodl_supervisor; " + (
+            "_tinyodl_supervisor.main()"
+        )
+        self._zygote_err = open(self.dir / "zygote.txt", "wb")  # noqa: SIM115
+        try:
+            self._zygote = subprocess.Popen(
+                [self.interpreter, "-I", "-S", "-B", "-c", boot],
+                stdin=theirs,
+                stdout=subprocess.DEVNULL,
+                stderr=self._zygote_err,
+                env=dict(_BASE_ENV),
+                cwd=self.runtime,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"could not start the grading zygote: {exc}") from exc
+        finally:
+            theirs.close()
+        ours.settimeout(120)
+        try:
+            answer = json.loads(ours.recv(1 << 16) or b"{}")
+        except (OSError, ValueError) as exc:
+            answer = {"error": repr(exc)}
+        ours.settimeout(None)
+        if not answer.get("ready"):
+            detail = (self.dir / "zygote.txt").read_text(errors="replace")[-2000:]
+            raise SandboxError(f"the grading zygote did not start: {answer} {detail}")
+
+    def spawn(self, job: dict, fds: list[int]) -> None:
+        """Ask the zygote for a supervised student process (the job's pipes attached)."""
+        with self._lock:
+            try:
+                socket.send_fds(self._control, [json.dumps(job).encode()], fds)
+            except OSError as exc:
+                raise SandboxError(f"the grading zygote is gone: {exc}") from exc
 
     def _lookup_user(self, name: str | None) -> tuple[int, int] | None:
         if name is None:
@@ -281,29 +338,17 @@ class Session:
         return plan
 
     def job(self, work: Path, extra_path: list[str], timeout: float) -> dict:
-        """The supervisor's job for one student process (without its file descriptors)."""
+        """The supervisor's job for one student process (its pipes are attached apart)."""
         config = self.config
         rules = self._read_rules()
         rules.append((str(work), _confine.WRITE))
-        argv = [self.interpreter, "-I", "-S", "-B", str(self.runtime / "_tinyodl_runner.py")]
-        argv.append(json.dumps(extra_path))
-        env = {
-            "HOME": str(work),
-            "TMPDIR": str(work),
-            "PATH": "/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "MPLBACKEND": "Agg",
-        }
         processes = None
         if self.user is not None:
             processes = config.max_processes if config.subprocesses else 32
         needed = [p for p, _ in rules if not p.startswith(("/dev", "/sys", "/etc", "/proc"))]
         return {
-            "argv": argv,
-            "env": env,
+            "path": extra_path,
+            "env": {**_BASE_ENV, "HOME": str(work), "TMPDIR": str(work)},
             "cwd": str(work),
             "limits": {
                 "memory": config.memory_mb * 2**20,
@@ -329,6 +374,17 @@ class Session:
         }
 
     def close(self) -> None:
+        """Stop the zygote and remove the session's folder (student processes are gone)."""
+        control = getattr(self, "_control", None)
+        if control is not None:
+            control.close()
+            self._control = None
+            try:
+                self._zygote.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._zygote.kill()
+                self._zygote.wait()
+            self._zygote_err.close()
         if self.dir.exists():
             _rmtree(self.dir)
 
@@ -354,59 +410,56 @@ class StudentProcess:
         self.status: int | None = None
         self.killed = 0
         self._closed = False
+        self._buffer = b""
         self._private = Path(tempfile.mkdtemp(dir=session.dir, prefix="task-"))
         self.work = Path(tempfile.mkdtemp(dir=session.dir, prefix="work-"))
         if session.user is not None:
             os.chown(self.work, *session.user)
         copy = session.tinyodl_copy(self.allow, deny)
-        extra = [str(session.runtime), str(session.runtime / "site")]
-        if copy is not None:
-            extra.append(str(copy))
-        job = session.job(self.work, extra, timeout)
+        job = session.job(self.work, [str(copy)] if copy is not None else [], timeout)
         self._fault_path = self._private / "dump.txt"
         self._err_path = self._private / "stderr.txt"
         fault = os.open(self._fault_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         err = os.open(self._err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        cmd_r, self._cmd = os.pipe()
+        self._report, report_w = os.pipe()
         req_r, self._req = os.pipe()
         self._ans, ans_w = os.pipe()
-        job["fds"] = {"req": req_r, "resp": ans_w, "fault": fault, "err": err}
+        theirs = [cmd_r, report_w, req_r, ans_w, fault, err]
         try:
-            self._sup = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", str(SUPERVISOR)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                pass_fds=(req_r, ans_w, fault, err),
-                env={},
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise SandboxError(f"could not start the grading supervisor: {exc}") from exc
+            session.spawn(job, theirs)
+        except SandboxError:
+            self._closed = True
+            for fd in (self._cmd, self._report, self._req, self._ans):
+                os.close(fd)
+            raise
         finally:
-            for fd in (req_r, ans_w, fault, err):
+            for fd in theirs:
                 os.close(fd)
         _set_nonblocking(self._req)
-        self._sup.stdin.write((json.dumps(job) + "\n").encode())
-        self._sup.stdin.flush()
-        line = self._sup_line(time.monotonic() + 30)
+        line = self._report_line(time.monotonic() + 60)
         if "pid" not in line:
             self.close()
-            raise SandboxError(
-                f"the grading supervisor did not start the student's process: {line}"
-            )
+            raise SandboxError(f"the supervisor did not start the student's process: {line}")
         self.pid = line["pid"]
         self.max_message = session.config.max_message_mb * 2**20
 
     # -- the supervisor ------------------------------------------------------------------------
 
-    def _sup_line(self, deadline: float) -> dict:
-        out = self._sup.stdout
-        ready, _, _ = select.select([out], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            return {"error": "no answer"}
-        line = out.readline()
-        if not line:
-            return {"error": "the supervisor exited", "stderr": self.stderr()}
+    def _report_line(self, deadline: float) -> dict:
+        """Next JSON line from the supervisor's report pipe (``{"error": ...}`` if none)."""
+        while b"\n" not in self._buffer:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return {"error": "no answer from the supervisor"}
+            ready, _, _ = select.select([self._report], [], [], wait)
+            if not ready:
+                continue
+            chunk = os.read(self._report, 4096)
+            if not chunk:
+                return {"error": "the supervisor exited", "stderr": self.stderr()}
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
 
     # -- messages ------------------------------------------------------------------------------
@@ -494,14 +547,13 @@ class StudentProcess:
             return
         self._closed = True
         try:
-            self._sup.stdin.write(b"died\n" if died else b"kill\n")
-            self._sup.stdin.close()
+            os.write(self._cmd, b"died\n" if died else b"kill\n")
         except OSError:
             pass
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         done = False
         while time.monotonic() < deadline:
-            line = self._sup_line(deadline)
+            line = self._report_line(deadline)
             if "exited" in line and self.status is None:
                 self.status = line["exited"]
             if line.get("done"):
@@ -511,16 +563,12 @@ class StudentProcess:
                 break
             if "error" in line:
                 break
-        if not done:  # the supervisor itself failed: fall back to the process group
-            self._sup.kill()
-            if self.pid is not None:
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        self._sup.wait()
-        self._sup.stdout.close()
-        for fd in (self._req, self._ans):
+        if not done and self.pid is not None:  # the supervisor failed: kill the group at least
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for fd in (self._cmd, self._report, self._req, self._ans):
             try:
                 os.close(fd)
             except OSError:
