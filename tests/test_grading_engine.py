@@ -415,6 +415,14 @@ def test_private_tests_stay_private(tmp_path):
     assert "ZeroDivisionError" not in json.dumps(results["tests"])
 
 
+def test_a_grader_that_does_not_load_still_gives_results(tmp_path, caplog):
+    broken = "from tinyodl.grading.api import task\nSECRET = 'grader source'\ndef oops(:\n"
+    results = grade_with(tmp_path, broken, [GOOD])
+    assert results["tests"] == [] and results["score"] == 0
+    assert "no grader for exercise" in results["output"] and "SECRET" not in json.dumps(results)
+    assert "SyntaxError" in caplog.text
+
+
 # -- the command line -----------------------------------------------------------------------------
 
 

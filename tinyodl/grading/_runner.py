@@ -35,30 +35,23 @@ _forbidden: list[str] = []
 
 
 class _Unavailable:
-    """Last entry of ``sys.meta_path``: a clear message for a module that is not there."""
+    """Last entry of ``sys.meta_path``: a clear message for a tinyodl module that is not here
+    (other missing modules get Python's usual error; the grader adds a hint to it)."""
 
-    def __init__(self, allowed: list[str], packages: list[str]):
-        self.allowed, self.packages = allowed, packages
+    def __init__(self, allowed: list[str]):
+        self.allowed = allowed
 
     def find_spec(self, name, path=None, target=None):
-        top = name.partition(".")[0]
-        if top == "tinyodl":
-            if name not in _forbidden:
-                _forbidden.append(name)
-            allowed = ", ".join(self.allowed) if self.allowed else "none"
-            raise ModuleNotFoundError(
-                f"{name} is not available to your code while grading (tinyodl modules this "
-                f"task allows: {allowed}); write the code yourself",
-                name=name,
-            )
-        if path is None:
-            raise ModuleNotFoundError(
-                f"No module named {name!r}: while grading, your code can import the standard "
-                f"library and {', '.join(self.packages)} only; move cells that need other "
-                "packages (plots, ...) below a '### grader: skip' first line",
-                name=name,
-            )
-        return None
+        if name.partition(".")[0] != "tinyodl":
+            return None
+        if name not in _forbidden:
+            _forbidden.append(name)
+        allowed = ", ".join(self.allowed) if self.allowed else "none"
+        raise ModuleNotFoundError(
+            f"{name} is not available to your code while grading (tinyodl modules this task "
+            f"allows: {allowed}); write the code yourself",
+            name=name,
+        )
 
 
 # -- messages ----------------------------------------------------------------------------------
@@ -310,6 +303,6 @@ def serve(extra_path: list[str]) -> None:
     faulthandler.enable(file=DUMPS, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=DUMPS, all_threads=True, chain=False)
     request, _ = _receive()
-    sys.meta_path.append(_Unavailable(request.get("allow", []), request.get("packages", [])))
+    sys.meta_path.append(_Unavailable(request.get("allow", [])))
     module = _load([(n, src) for n, src in request["cells"]])
     _serve(module)

@@ -85,6 +85,7 @@ class Channel:
 
     def __init__(self, proc: StudentProcess, deadline: float, cells: dict, why_deadline: str):
         self.proc, self.deadline, self.cells = proc, deadline, cells
+        self.packages = proc.session.packages
         self.why_deadline = why_deadline
         self.forbidden: set[str] = set()
         self.gone: str | None = None
@@ -127,7 +128,7 @@ class Channel:
         if isinstance(forbidden, list):
             self.forbidden.update(str(x) for x in forbidden[:20])
         if answer.get("op") == "error":
-            raise StudentError(format_error(answer, self.cells))
+            raise StudentError(format_error(answer, self.cells, self.packages))
         if answer.get("op") != "result" or "value" not in answer:
             raise ProcessEnded("corrupt", "unexpected answer")
         try:
@@ -208,7 +209,8 @@ def _load(proc, cells, deadline, allow, packages, why_deadline, texts) -> Loaded
                 continue
             if answer.get("op") == "loaded":
                 errors = [
-                    f"cell {e.get('cell')}: " + format_error(e, texts).replace("\n", "\n    ")
+                    f"cell {e.get('cell')}: "
+                    + format_error(e, texts, packages).replace("\n", "\n    ")
                     for e in answer.get("errors", [])[:50]
                     if isinstance(e, dict)
                 ]

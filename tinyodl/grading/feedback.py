@@ -48,10 +48,17 @@ def student_frames(frames, cells: dict[int, str]) -> list[str]:
     return shown
 
 
-def format_error(header: dict, cells: dict[int, str]) -> str:
-    """``Type: message`` plus the student's frames (most recent call last)."""
+def format_error(header: dict, cells: dict[int, str], packages: list[str] | None = None) -> str:
+    """``Type: message`` plus the student's frames (most recent call last); a missing module
+    gets a hint naming what can be imported while grading (``packages``)."""
     kind = str(header.get("type", "Error"))[:100]
     message = scrub(str(header.get("message", "")))[:MAX_MESSAGE]
+    if kind == "ModuleNotFoundError" and message.startswith("No module named") and packages:
+        message += (
+            f" (while grading, your code can import the standard library and "
+            f"{', '.join(packages)} only; start cells that need other packages, such as "
+            "plots, with the line '### grader: skip')"
+        )
     text = f"{kind}: {message}" if message else kind
     if header.get("kind") in ("missing", "not_plain"):
         return message
