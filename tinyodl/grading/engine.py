@@ -458,9 +458,8 @@ def grade_notebook(
             closure(t.allow if t.allow is not None else allow, deny)
     except (ImportError, GraderBug, ClosureError, ValueError, SyntaxError) as err:
         log.error("could not load the grader for %s: %s", exercise, err, exc_info=True)
-        message = (
-            f"Could not grade this notebook: no grader for exercise {exercise} could be loaded."
-        )
+        which = f"for exercise {exercise} " if exercise else ""
+        message = f"Could not grade this notebook: the grader {which}could not be loaded."
         return _results(exercise, [], [message], [], {}, start)
     if tasks is not None:
         selected = [t for t in selected if t.id in tasks]
