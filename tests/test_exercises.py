@@ -16,9 +16,10 @@ from grading_utils import shared_session
 
 from tinyodl.grading import grade_notebook, solution_source, student_source
 from tinyodl.grading.api import collect_tasks
-from tinyodl.grading.engine import HIDDEN_FAILED, grader_module_name, load_grader
+from tinyodl.grading.engine import grader_module_name, load_grader
 from tinyodl.grading.notebook import Cell, parse_percent, to_ipynb
 from tinyodl.grading.release import exercise_sources, release_exercise
+from tinyodl.grading.results import HIDDEN_FAILED
 
 REPO = Path(__file__).resolve().parents[1]
 EXERCISES = exercise_sources(REPO / "exercises")

@@ -230,6 +230,34 @@ def test_a_bad_top_level_cell_costs_nothing_else(tmp_path, code, note):
     assert note in results["output"]
 
 
+def test_cells_run_like_run_all_and_name_errors_are_retried(tmp_path):
+    grader = textwrap.dedent(
+        """
+        from tinyodl.grading.api import task
+        from tinyodl.grading.checks import check_equal
+
+        @task("state", checks={"state": 1})
+        def state(t):
+            with t.check("state"):
+                check_equal("y", t.attr("y"), 42)
+                check_equal("f()", t.call("f"), 7)
+                check_equal("after", t.attr("after"), True)
+        """
+    )
+    cells = [
+        "y = base + 1",  # uses a name defined by a later cell: retried at the end
+        "def f():\n    return 7\n1 / 0",
+        "base = 41",
+        "import sys\nsys.exit(3)",
+        "after = True",
+    ]
+    results = grade_with(tmp_path, grader, cells)
+    assert results["score"] == 1, results["tests"][0]["output"]
+    errors = results["extra_data"]["load_errors"]
+    assert [e.split(":")[0] for e in errors] == ["cell 2", "cell 4"]
+    assert "ZeroDivisionError: division by zero" in errors[0] and "SystemExit: 3" in errors[1]
+
+
 def test_many_hanging_cells_are_bounded_by_the_notebook_budget(tmp_path):
     hangs = ["import time\ntime.sleep(60)"] * 6
     results = grade_with(tmp_path, PROBES, [GOOD, *hangs], timeout=1.0, budget=3.0)

@@ -40,19 +40,18 @@ from tinyodl.grading.api import (
 from tinyodl.grading.closure import ClosureError, closure
 from tinyodl.grading.feedback import format_error, scrub, signal_name, where_stuck
 from tinyodl.grading.notebook import NotebookError, exercise_id, grading_cells, read_notebook
-from tinyodl.grading.sandbox import (
-    ProcessEnded,
-    SandboxConfig,
-    SandboxError,
-    Session,
-    StudentProcess,
-    parse_dump,
+from tinyodl.grading.process import ProcessEnded, StudentProcess, parse_dump
+from tinyodl.grading.results import (
+    cell_number,
+    failed_everywhere,
+    results_dict,
+    task_entry,
 )
+from tinyodl.grading.sandbox import SandboxConfig, SandboxError, Session
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_BUDGET = 480.0
 log = logging.getLogger("tinyodl.grading")
-HIDDEN_FAILED = "Failed. (Hidden test: details are not shown.)"
 _INTERNAL = "could not be graded: internal error of the grader (your instructor can see it)"
 
 
@@ -339,48 +338,6 @@ def _run_task(task: Task, state: _State, ctx: TaskContext) -> None:
     ctx.fail_all("your notebook could not be loaded: too many cells hang or crash")
 
 
-def _entry(task: Task, ctx: TaskContext, number: int) -> dict:
-    score = sum(points for label, points in task.checks if ctx.results[label] is True)
-    passed = all(ctx.results[label] is True for label, _ in task.checks)
-    entry = {
-        "name": task.name,
-        "number": str(number),
-        "score": float(score),
-        "max_score": task.points,
-        "status": "passed" if passed else "failed",
-        "tags": [task.id],
-    }
-    if task.hidden:
-        entry["visibility"] = "after_published"
-        entry["output"] = "Passed." if passed else HIDDEN_FAILED
-        return entry
-    entry["visibility"] = "visible"
-    lines = ["Passed." if passed else f"Failed: {score:g} / {task.points:g} points."]
-    previous = None
-    for label, points in task.checks:
-        state = ctx.results[label]
-        if state is True:
-            lines.append(f"[pass] {label} ({points:g})")
-            continue
-        message = str(state).replace("\n", "\n    ")
-        if message == previous:
-            message = "the same error as above"
-        else:
-            previous = message
-        lines.append(f"[FAIL] {label} (0 / {points:g}): {message}")
-    entry["output"] = "\n".join(lines)
-    return entry
-
-
-def _failed_everywhere(tasks: list[Task], message: str) -> list[dict]:
-    entries = []
-    for number, task in enumerate(tasks, start=1):
-        ctx = TaskContext(task, None)
-        ctx.fail_all(message)
-        entries.append(_entry(task, ctx, number))
-    return entries
-
-
 def grade_notebook(
     path: str | Path,
     exercise: str | None = None,
@@ -448,7 +405,7 @@ def grade_notebook(
     exercise = exercise or own
     if exercise is None and grader is None:
         why = problem or "it does not say which exercise it is (no 'tinyodl-exercise:' tag)"
-        return _results(exercise, [], [f"Could not grade this notebook: {why}."], [], {}, start)
+        return results_dict(exercise, [], [f"Could not grade this notebook: {why}."], [], {}, start)
     try:
         module = load_grader(grader or grader_module_name(exercise))
         selected = collect_tasks(module)
@@ -460,12 +417,12 @@ def grade_notebook(
         log.error("could not load the grader for %s: %s", exercise, err, exc_info=True)
         which = f"for exercise {exercise} " if exercise else ""
         message = f"Could not grade this notebook: the grader {which}could not be loaded."
-        return _results(exercise, [], [message], [], {}, start)
+        return results_dict(exercise, [], [message], [], {}, start)
     if tasks is not None:
         selected = [t for t in selected if t.id in tasks]
     if problem is not None:
-        tests = _failed_everywhere(selected, f"not graded: {problem}")
-        return _results(
+        tests = failed_everywhere(selected, f"not graded: {problem}")
+        return results_dict(
             exercise, tests, [f"Could not grade this notebook: {problem}."], [], {}, start
         )
     own_session = session is None
@@ -474,8 +431,8 @@ def grade_notebook(
             session = Session(sandbox)
         except SandboxError as err:
             log.error("the grading sandbox could not be prepared: %s", err)
-            tests = _failed_everywhere(selected, "not graded: the grading sandbox failed")
-            return _results(exercise, tests, [f"Could not grade: {err}"], [], {}, start)
+            tests = failed_everywhere(selected, "not graded: the grading sandbox failed")
+            return results_dict(exercise, tests, [f"Could not grade: {err}"], [], {}, start)
     try:
         state = _State(
             session,
@@ -492,44 +449,15 @@ def grade_notebook(
         if own_session:
             session.close()
     tests = [
-        _entry(t, ctx, number)
+        task_entry(t, ctx, number)
         for number, (t, ctx) in enumerate(zip(selected, contexts, strict=True), start=1)
     ]
     first = next((state.load_errors[t.id] for t in selected if t.id in state.load_errors), [])
-    load_errors = sorted(state.skip.values(), key=_cell_number) + first
-    results = _results(exercise, tests, notes, load_errors, describe, start)
+    load_errors = sorted(state.skip.values(), key=cell_number) + first
+    results = results_dict(exercise, tests, notes, load_errors, describe, start)
     if details:
         results["extra_data"]["checks"] = {
             t.id: {label: ctx.results[label] is True for label, _ in t.checks}
             for t, ctx in zip(selected, contexts, strict=True)
         }
     return results
-
-
-def _cell_number(note: str) -> int:
-    match = re.match(r"cell (\d+)", note)
-    return int(match.group(1)) if match else 0
-
-
-def _results(exercise, tests, notes, load_errors, sandbox, start) -> dict:
-    score = float(sum(t["score"] for t in tests))
-    max_score = float(sum(t["max_score"] for t in tests))
-    lines = [f"Exercise {exercise}: {score:g} / {max_score:g} points."] if exercise else []
-    lines += notes
-    if load_errors:
-        lines.append("Cells that failed while loading your notebook (other cells still ran):")
-        lines.extend(f"  {note}" for note in load_errors)
-    return {
-        "score": score,
-        "execution_time": round(time.monotonic() - start, 3),
-        "output": "\n".join(lines),
-        "visibility": "visible",
-        "stdout_visibility": "hidden",
-        "tests": tests,
-        "extra_data": {
-            "exercise": exercise,
-            "max_score": max_score,
-            "load_errors": load_errors,
-            "sandbox": sandbox,
-        },
-    }
