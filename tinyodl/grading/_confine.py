@@ -91,6 +91,8 @@ def prctl(option: int, arg2: int = 0, arg3=0) -> int:
 
 def set_child_subreaper() -> bool:
     """Make orphaned descendants of this process its children (Linux >= 3.4)."""
+    if not _linux():
+        return False
     try:
         prctl(_PR_SET_CHILD_SUBREAPER, 1)
         return True
@@ -98,9 +100,15 @@ def set_child_subreaper() -> bool:
         return False
 
 
+def _linux() -> bool:
+    return os.uname().sysname == "Linux"
+
+
 def set_parent_death_signal(signum: int) -> None:
-    """Receive ``signum`` when the parent dies (cleared by a change of user: call it last)."""
-    prctl(_PR_SET_PDEATHSIG, signum)
+    """Receive ``signum`` when the parent dies (cleared by a change of user: call it last).
+    Linux only; elsewhere the supervisor's kill of the process group has to do."""
+    if _linux():
+        prctl(_PR_SET_PDEATHSIG, signum)
 
 
 # -- Landlock ----------------------------------------------------------------------------------
@@ -117,7 +125,7 @@ _RULE_PATH_BENEATH = 1
 
 def landlock_abi() -> int:
     """Landlock ABI version of the running kernel, 0 when Landlock is unavailable."""
-    if os.uname().sysname != "Linux":
+    if not _linux():
         return 0
     try:
         version = _c().syscall(_NR["landlock_create_ruleset"], None, ctypes.c_size_t(0), 1)
@@ -212,8 +220,10 @@ def landlock_restrict(rules: list[tuple[str, int]], abi: int | None = None) -> i
 
 
 def no_new_privs() -> None:
-    """``PR_SET_NO_NEW_PRIVS``: exec can never grant privileges again (needed by seccomp)."""
-    prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    """``PR_SET_NO_NEW_PRIVS``: exec can never grant privileges again (needed by seccomp and
+    Landlock; Linux only)."""
+    if _linux():
+        prctl(_PR_SET_NO_NEW_PRIVS, 1)
 
 
 # -- seccomp -----------------------------------------------------------------------------------
@@ -225,7 +235,7 @@ def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
 
 def seccomp_supported() -> bool:
     """True when :func:`seccomp_no_new_processes` knows this architecture's syscalls."""
-    return os.uname().sysname == "Linux" and _MACHINE in _SECCOMP_ARCH
+    return _linux() and _MACHINE in _SECCOMP_ARCH
 
 
 def seccomp_no_new_processes() -> bool:
@@ -269,7 +279,11 @@ def set_limits(
         soft, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:
             value = min(value, hard)
-        resource.setrlimit(which, (value, value))
+        try:
+            resource.setrlimit(which, (value, value))
+        except (OSError, ValueError):
+            if _linux():  # other systems refuse some limits (RLIMIT_AS on macOS)
+                raise
 
     if memory_bytes is not None:
         lower(resource.RLIMIT_AS, memory_bytes)

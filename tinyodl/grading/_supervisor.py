@@ -2,11 +2,12 @@
 they started.
 
 Trusted code, standard library plus numpy; it never runs student code itself. The grader
-starts one *zygote* per grading session as ``python -I -S -B _tinyodl_supervisor.py`` (copied
-into the session's runtime folder with ``_tinyodl_confine.py``, ``_tinyodl_runner.py`` and
-``_tinyodl_wire.py``), with a ``SOCK_SEQPACKET`` socket as its standard input. The zygote
-imports the runner (and so numpy) once, answers ``{"ready": true}``, then for every job it
-receives (one JSON message with the job's file descriptors attached) forks a *supervisor*:
+starts one *zygote* per grading session, a ``python -I -S -B`` running this file (copied into
+the session's runtime folder with ``_tinyodl_confine.py``, ``_tinyodl_runner.py`` and
+``_tinyodl_wire.py``) with a UNIX socket as its standard input. The zygote imports the runner
+(and so numpy) once, answers ``{"ready": true}`` (one line), then for every job it receives
+(a 4-byte length and a JSON object, the job's six file descriptors attached) forks a
+*supervisor*:
 
 * the supervisor makes itself a child subreaper and forks the *student* process, which
   confines itself (new session, file descriptors, rlimits, mount namespace, user, seccomp,
@@ -190,6 +191,25 @@ def _supervise(job: dict, fds: dict) -> None:
         os._exit(0)
 
 
+def _receive_job(control: socket.socket) -> tuple[dict | None, list[int]]:
+    """One job from the grader: length-prefixed JSON, file descriptors on its first bytes."""
+    head, fds, _, _ = socket.recv_fds(control, 4, len(_JOB_FDS))
+    while head and len(head) < 4:
+        more = control.recv(4 - len(head))
+        if not more:
+            return None, fds
+        head += more
+    if len(head) < 4:
+        return None, fds
+    size, body = int.from_bytes(head, "big"), b""
+    while len(body) < size:
+        chunk = control.recv(min(size - len(body), 1 << 20))
+        if not chunk:
+            return None, fds
+        body += chunk
+    return json.loads(body), fds
+
+
 def main() -> None:
     """The zygote: preload the runner, then fork a supervisor per job until end-of-file."""
     control = socket.socket(fileno=0)
@@ -197,15 +217,16 @@ def main() -> None:
     try:
         import _tinyodl_runner  # noqa: F401 - numpy and the runner, once for all tasks
 
-        control.send(json.dumps({"ready": True}).encode())
+        control.sendall(json.dumps({"ready": True}).encode() + b"\n")
     except BaseException as exc:  # noqa: BLE001
-        control.send(json.dumps({"error": repr(exc)}).encode())
+        control.sendall(json.dumps({"error": repr(exc)}).encode() + b"\n")
         return
     while True:
-        message, fds, _, _ = socket.recv_fds(control, 1 << 20, len(_JOB_FDS))
-        if not message:
+        job, fds = _receive_job(control)
+        if job is None:
+            for fd in fds:
+                os.close(fd)
             return
-        job = json.loads(message)
         named = dict(zip(_JOB_FDS, fds, strict=True))
         if os.fork() == 0:
             control.close()

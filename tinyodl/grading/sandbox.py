@@ -185,7 +185,7 @@ class Session:
 
     def _start_zygote(self) -> None:
         """The trusted process every student process is forked from (``_supervisor.py``)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._control = ours
         path = [str(self.runtime), str(self.runtime / "site")]
         boot = f"import sys; sys.path.extend({path!r}); import _tinyodl_supervisor; " + (
@@ -208,7 +208,13 @@ class Session:
             theirs.close()
         ours.settimeout(120)
         try:
-            answer = json.loads(ours.recv(1 << 16) or b"{}")
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = ours.recv(1 << 16)
+                if not chunk:
+                    break
+                line += chunk
+            answer = json.loads(line or b"{}")
         except (OSError, ValueError) as exc:
             answer = {"error": repr(exc)}
         ours.settimeout(None)
@@ -218,9 +224,12 @@ class Session:
 
     def spawn(self, job: dict, fds: list[int]) -> None:
         """Ask the zygote for a supervised student process (the job's pipes attached)."""
+        body = json.dumps(job).encode()
+        data = len(body).to_bytes(4, "big") + body
         with self._lock:
             try:
-                socket.send_fds(self._control, [json.dumps(job).encode()], fds)
+                sent = socket.send_fds(self._control, [data], fds)
+                self._control.sendall(data[sent:])
             except OSError as exc:
                 raise SandboxError(f"the grading zygote is gone: {exc}") from exc
 
