@@ -393,6 +393,55 @@ def test_a_fork_bomb_with_processes_allowed_is_capped_and_killed(tmp_path):
     assert not leftovers
 
 
+def test_no_sockets_no_ptrace(tmp_path):
+    """No network, no local services, no reading other processes' memory (seccomp)."""
+    cell = """
+    import ctypes, os, socket
+
+    def linear_forward(x, w, b):
+        results = []
+        for attempt in [
+            lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+            lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
+            lambda: socket.socketpair(),
+        ]:
+            try:
+                attempt()
+                results.append("OPENED")
+            except OSError as err:
+                results.append(type(err).__name__)
+        libc = ctypes.CDLL(None, use_errno=True)
+        results.append("ptrace:%d" % ctypes.get_errno() if libc.ptrace(16, os.getppid(), 0, 0)
+                       else "ATTACHED")  # PTRACE_ATTACH to the supervisor
+        raise RuntimeError("attempts: " + " ".join(results))
+    """
+    results = _attack(tmp_path, cell)
+    assert "attempts: PermissionError PermissionError PermissionError ptrace:1" in output(
+        results, "linear_forward"
+    )
+
+
+@needs_root
+def test_root_without_a_sandbox_user_keeps_no_capabilities(tmp_path):
+    cell = """
+    import os
+
+    def linear_forward(x, w, b):
+        results = []
+        for attempt in [lambda: os.nice(-5), lambda: os.setuid(1234), lambda: os.chroot(".")]:
+            try:
+                attempt()
+                results.append("DONE")
+            except OSError as err:
+                results.append(type(err).__name__)
+        raise RuntimeError(f"uid {os.getuid()}: " + " ".join(results))
+    """
+    results = _attack(tmp_path, cell, sandbox=SandboxConfig(landlock=False))
+    assert "uid 0: PermissionError PermissionError PermissionError" in output(
+        results, "linear_forward"
+    )
+
+
 def test_a_memory_bomb(tmp_path):
     top_level = "hoard = []\nwhile True:\n    hoard.append(bytearray(2**25))"
     in_function = "def linear_forward(x, w, b):\n    return bytearray(2**40)"

@@ -11,9 +11,12 @@ The layers (``docs/architecture.md``, "Grading"):
   starts may read only the listed paths and write only its own work directory; with ABI >= 4
   it may not open TCP connections; with ABI >= 6 it may not signal processes outside its
   domain (the supervisor, the grader) nor reach their abstract UNIX sockets.
-* **seccomp** (:func:`seccomp_no_new_processes`): ``fork``, ``vfork``, ``clone`` without
-  ``CLONE_THREAD``, ``unshare`` and ``setns`` fail with ``EPERM``; ``clone3`` fails with
-  ``ENOSYS`` so that the C library falls back to ``clone`` for threads. Threads still work.
+* **seccomp** (:func:`seccomp_restrict`): ``fork``, ``vfork``, ``clone`` without
+  ``CLONE_THREAD`` fail with ``EPERM`` (``clone3`` with ``ENOSYS``, so that the C library
+  falls back to ``clone`` for threads; threads still work), and so do sockets, ``ptrace``,
+  namespaces and other syscalls student code never needs.
+* **capabilities** (:func:`drop_bounding_set`, :func:`clear_capabilities`): none left,
+  even for uid 0.
 * **rlimits** (:func:`set_limits`): address space, processes, file size, CPU time, open
   files, no core dumps.
 * **user** (:func:`drop_privileges`): when the grader runs as root, the student runs as an
@@ -40,18 +43,37 @@ _NR = {
     "landlock_add_rule": 445,
     "landlock_restrict_self": 446,
 }
-# Process-creating and namespace syscalls per architecture; "fork"/"vfork" only on x86_64.
+# Syscalls the student's process never needs, per architecture: creating processes ("fork"
+# and "vfork" exist only on x86_64) and namespaces, reading or writing other processes,
+# sockets of any kind, kernel keyrings, bpf, perf, userfaultfd, io_uring, capabilities.
 _SECCOMP_ARCH = {
-    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "unshare": 272, "setns": 308}),
-    "aarch64": (0xC00000B7, {"clone": 220, "unshare": 97, "setns": 268}),
-}
-_NR_CLONE3 = 435
+    "x86_64": (
+        0xC000003E,
+        {"clone": 56, "fork": 57, "vfork": 58},
+        {"unshare": 272, "setns": 308, "ptrace": 101, "process_vm_readv": 310,
+         "process_vm_writev": 311, "socket": 41, "socketpair": 53, "add_key": 248,
+         "request_key": 249, "keyctl": 250, "bpf": 321, "perf_event_open": 298,
+         "userfaultfd": 323, "capset": 126},
+    ),
+    "aarch64": (
+        0xC00000B7,
+        {"clone": 220},
+        {"unshare": 97, "setns": 268, "ptrace": 117, "process_vm_readv": 270,
+         "process_vm_writev": 271, "socket": 198, "socketpair": 199, "add_key": 217,
+         "request_key": 218, "keyctl": 219, "bpf": 280, "perf_event_open": 241,
+         "userfaultfd": 282, "capset": 91},
+    ),
+}  # fmt: skip
+_NR_CLONE3, _NR_IO_URING_SETUP, _NR_PIDFD_GETFD = 435, 425, 438
+_NR_CAPSET = {"x86_64": 126, "aarch64": 91}
 
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 _SECCOMP_MODE_FILTER = 2
 _CLONE_THREAD = 0x00010000
 _CLONE_NEWNS = 0x00020000
@@ -238,33 +260,71 @@ def seccomp_supported() -> bool:
     return _linux() and _MACHINE in _SECCOMP_ARCH
 
 
-def seccomp_no_new_processes() -> bool:
-    """Forbid creating processes and namespaces (threads stay allowed); False if unsupported.
+def seccomp_restrict(processes: bool = False) -> bool:
+    """Refuse the syscalls student code never needs (``EPERM``); False if unsupported.
 
-    Syscalls of another ABI (32-bit ``int 0x80``, x32) are refused as a whole, so the filter
-    cannot be sidestepped through them.
+    Always refused: ``unshare``, ``setns``, ``ptrace``, ``process_vm_readv``/``writev``,
+    ``pidfd_getfd``, ``socket``, ``socketpair`` (no network, no local services), keyrings,
+    ``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring_setup``, ``capset``. Unless
+    ``processes``: ``fork``, ``vfork`` and ``clone`` without ``CLONE_THREAD`` too (threads
+    still work; ``clone3`` fails with ``ENOSYS`` so that the C library falls back to
+    ``clone``). Syscalls of another ABI (32-bit ``int 0x80``, x32) are refused as a whole,
+    so the filter cannot be sidestepped through them.
     """
     if not seccomp_supported():
         return False
-    arch, numbers = _SECCOMP_ARCH[_MACHINE]
+    arch, spawn, always = _SECCOMP_ARCH[_MACHINE]
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, eperm = 0x7FFF0000, 0x00050000 | errno.EPERM
     enosys = 0x00050000 | errno.ENOSYS
-    denied = [nr for name, nr in numbers.items() if name != "clone"]
+    denied = list(always.values()) + [_NR_IO_URING_SETUP, _NR_PIDFD_GETFD]
+    if not processes:
+        denied += [nr for name, nr in spawn.items() if name != "clone"]
     prog = [_bpf(ld, 0, 0, 4), _bpf(jeq, 1, 0, arch), _bpf(ret, 0, 0, eperm), _bpf(ld, 0, 0, 0)]
     prog += [_bpf(jge, 0, 1, 0x40000000), _bpf(ret, 0, 0, eperm)]
-    prog += [_bpf(jeq, 0, 1, _NR_CLONE3), _bpf(ret, 0, 0, enosys)]
     for nr in denied:
         prog += [_bpf(jeq, 0, 1, nr), _bpf(ret, 0, 0, eperm)]
-    prog += [_bpf(jeq, 1, 0, numbers["clone"]), _bpf(ret, 0, 0, allow)]
-    # clone: allowed only with CLONE_THREAD (a thread of this process); flags are args[0]
-    prog += [_bpf(ld, 0, 0, 16), _bpf(jset, 0, 1, _CLONE_THREAD), _bpf(ret, 0, 0, allow)]
-    prog += [_bpf(ret, 0, 0, eperm)]
+    if not processes:
+        prog += [_bpf(jeq, 0, 1, _NR_CLONE3), _bpf(ret, 0, 0, enosys)]
+        prog += [_bpf(jeq, 1, 0, spawn["clone"]), _bpf(ret, 0, 0, allow)]
+        # clone: allowed only with CLONE_THREAD (a thread of this process); flags are args[0]
+        prog += [_bpf(ld, 0, 0, 16), _bpf(jset, 0, 1, _CLONE_THREAD), _bpf(ret, 0, 0, allow)]
+        prog += [_bpf(ret, 0, 0, eperm)]
+    else:
+        prog += [_bpf(ret, 0, 0, allow)]
     code = b"".join(prog)
     filt = ctypes.create_string_buffer(code, len(code))
     fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxP", len(prog), ctypes.addressof(filt)))
     prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog)
     return True
+
+
+def drop_bounding_set() -> None:
+    """Empty the capability bounding set (needs ``CAP_SETPCAP``: call it while still root;
+    without it nothing changes, and there is nothing to drop either). Linux only."""
+    if not _linux():
+        return
+    for cap in range(64):
+        try:
+            prctl(_PR_CAPBSET_DROP, cap)
+        except OSError:
+            break  # past the last capability this kernel knows (EINVAL), or no CAP_SETPCAP
+
+
+def clear_capabilities() -> None:
+    """No effective, permitted, inheritable or ambient capability left, even for uid 0: root
+    without capabilities cannot load kernel modules, reboot, mount, or override file
+    permissions. Linux only."""
+    if not _linux():
+        return
+    try:
+        prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError:
+        pass
+    if _MACHINE in _NR_CAPSET:
+        header = ctypes.create_string_buffer(struct.pack("Ii", 0x20080522, 0), 8)
+        data = ctypes.create_string_buffer(b"\0" * 24, 24)
+        _check(_c().syscall(_NR_CAPSET[_MACHINE], header, data), "capset")
 
 
 # -- resource limits, user, mounts -------------------------------------------------------------

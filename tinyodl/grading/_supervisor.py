@@ -75,14 +75,18 @@ def _student(job: dict, fds: dict) -> None:
         step = "mount namespace"
         confine.expose_paths([tuple(x) for x in job.get("expose") or []])
         os.chdir(job["cwd"])
+        step = "capability bounding set"
+        confine.drop_bounding_set()
         if job.get("user"):
             step = "change of user"
             confine.drop_privileges(*job["user"])
+        step = "capabilities"
+        confine.clear_capabilities()
         step = "no_new_privs"
         confine.no_new_privs()
-        if job.get("seccomp"):
+        if job.get("seccomp") is not None:
             step = "seccomp"
-            confine.seccomp_no_new_processes()
+            confine.seccomp_restrict(processes=job["seccomp"]["processes"])
         if job.get("landlock") is not None:
             step = "landlock"
             confine.landlock_restrict([tuple(r) for r in job["landlock"]], job["landlock_abi"])

@@ -7,7 +7,8 @@ the allowed packages (numpy, scipy) and, per set of allowed tinyodl modules, a f
 of just those modules (:mod:`tinyodl.grading.closure`). It starts the zygote, a trusted
 ``python -I -S -B`` that has imported the runner and numpy. Each :class:`StudentProcess` is
 then forked from it by a per-task supervisor, in a new session with rlimits, optionally as
-the sandbox user, under seccomp (no new processes) and Landlock (read: the interpreter, its
+the sandbox user, without capabilities, under seccomp (no new processes, no sockets, no
+ptrace) and Landlock (read: the interpreter, its
 standard library without ``site-packages``, system libraries, the runtime folder and the
 allowed packages; write: its own work folder; no TCP; no signals out of its domain).
 
@@ -180,7 +181,7 @@ class Session:
                 os.chmod(path, 0o755 if path.is_dir() else 0o644)
         os.chmod(self.dir, 0o711)
         self.landlock_abi = _confine.landlock_abi() if config.landlock else 0
-        self.seccomp = not config.subprocesses and _confine.seccomp_supported()
+        self.seccomp = _confine.seccomp_supported()
         self._start_zygote()
 
     def _start_zygote(self) -> None:
@@ -353,14 +354,15 @@ class Session:
             "expose": self._expose_plan(needed),
             "landlock": rules if self.landlock_abi else None,
             "landlock_abi": self.landlock_abi or None,
-            "seccomp": self.seccomp,
+            "seccomp": {"processes": config.subprocesses} if self.seccomp else None,
         }
 
     def describe(self) -> dict:
         """What protects this session (for ``extra_data`` and the report)."""
         return {
             "landlock_abi": self.landlock_abi,
-            "seccomp_no_new_processes": self.seccomp,
+            "seccomp": self.seccomp,
+            "new_processes": self.config.subprocesses or not self.seccomp,
             "user": self.config.user,
             "packages": list(self.packages),
             "memory_mb": self.config.memory_mb,
