@@ -237,7 +237,7 @@ def _read_npy(data: bytes, name: str) -> np.ndarray:
         if type(n) is not int or n < 0:
             raise WireError(f"array {name}: bad shape {shape!r}")
         count *= n
-    body = data[fp.tell() :]
+    body = memoryview(data)[fp.tell() :]
     if count * dtype.itemsize != len(body):
         raise WireError(
             f"array {name}: the header announces {count * dtype.itemsize} bytes, "

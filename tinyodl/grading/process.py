@@ -116,20 +116,20 @@ class StudentProcess:
                 if isinstance(err, BrokenPipeError):
                     raise ProcessEnded("died") from None
 
-    def _read_exact(self, n: int, deadline: float) -> bytes:
-        chunks, left = [], n
-        while left:
+    def _read_exact(self, n: int, deadline: float) -> bytearray:
+        buffer = bytearray(n)
+        view, done = memoryview(buffer), 0
+        while done < n:
             wait = deadline - time.monotonic()
             if wait <= 0:
                 raise ProcessEnded("timeout")
             if not _wait(self._ans, select.POLLIN, wait):
                 continue
-            chunk = os.read(self._ans, min(left, 1 << 20))
-            if not chunk:
+            got = os.readv(self._ans, [view[done : done + (1 << 20)]])
+            if not got:
                 raise ProcessEnded("died")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+            done += got
+        return buffer
 
     def receive(self, deadline: float) -> tuple[dict, dict]:
         """Next message from the student's process (``ProcessEnded`` when there is none)."""

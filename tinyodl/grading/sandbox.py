@@ -89,7 +89,7 @@ class SandboxConfig:
     subprocesses: bool = False
     max_processes: int = 64
     file_mb: int = 64
-    max_message_mb: int = 512
+    max_message_mb: int = 128
 
 
 @functools.lru_cache(maxsize=4)
