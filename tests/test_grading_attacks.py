@@ -31,12 +31,13 @@ from grading_utils import (
 )
 
 from tinyodl.grading import SandboxConfig, grade_main, grade_notebook
-from tinyodl.grading._confine import landlock_abi
+from tinyodl.grading._confine import landlock_abi, seccomp_supported
 from tinyodl.grading.cli import write_results
 
 LANDLOCK = landlock_abi()
 needs_landlock = pytest.mark.skipif(LANDLOCK < 6, reason="needs Landlock ABI >= 6")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (--sandbox-user)")
+needs_seccomp = pytest.mark.skipif(not seccomp_supported(), reason="needs seccomp (x86_64, aarch64)")
 GRADERS = REPO / "tinyodl" / "grading" / "graders"
 
 
@@ -330,6 +331,7 @@ def linear_forward(x, w, b):
 """
 
 
+@needs_seccomp
 def test_a_setsid_daemon_cannot_even_start(tmp_path):
     cell = DAEMON.format(pidfile=str(tmp_path / "pid"), results=str(tmp_path / "results.json"))
     results = _attack(tmp_path, cell)
@@ -353,6 +355,7 @@ def test_a_setsid_daemon_is_killed_before_results_are_written(tmp_path):
     assert json.loads(out.read_text())["score"] == 0
 
 
+@needs_seccomp
 def test_a_fork_bomb_fails_at_the_first_fork(tmp_path):
     cell = """
     import os
@@ -393,6 +396,7 @@ def test_a_fork_bomb_with_processes_allowed_is_capped_and_killed(tmp_path):
     assert not leftovers
 
 
+@needs_seccomp
 def test_no_sockets_no_ptrace(tmp_path):
     """No network, no local services, no reading other processes' memory (seccomp)."""
     cell = """
