@@ -14,7 +14,9 @@ Each sub-command imports its module only when it runs, so ``tinyodl --help`` is 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 
@@ -84,12 +86,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit code after Ctrl-C (SIGINT), as shells report a process killed by signal 2: 128 + 2.
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in the ``tinyodl`` command.
+
+    A subclass, raised by the command's own SIGINT handler: CPython remembers a *plain*
+    ``KeyboardInterrupt`` that escaped code run through ``PyRun_String`` (some extension
+    modules import that way) and then kills the process with SIGINT at exit, even after the
+    exception was handled -- the exit code would be -2 instead of 130.
+    """
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tinyodl`` console script; returns the exit code.
 
     Errors a user can fix (a missing or corrupt data file, a diverging run, an unknown
-    backend) are printed as one line, ``tinyodl: error: ...``, with exit code 1.
+    backend) are printed as one line, ``tinyodl: error: ...``, with exit code 1. Ctrl-C
+    prints ``tinyodl: interrupted`` and exits with code 130, in every sub-command.
     """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _raise_interrupted) if in_main_thread else None
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("tinyodl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tinyodl.backend import BackendError
     from tinyodl.checkpoint import CheckpointError

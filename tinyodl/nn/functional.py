@@ -138,8 +138,8 @@ def conv2d_per_example_grads(
     n, f = dout.shape[:2]
     kh, kw = w_shape[2], w_shape[3]
     cols = ops.im2col(x, (kh, kw), stride, padding)  # (N, C*KH*KW, L)
-    cols = cols.reshape(n, groups, -1, cols.shape[-1])  # (N, G, K, L)
-    d = dout.reshape(n, groups, f // groups, -1)  # (N, G, F/G, L)
+    cols = cols.reshape(n, groups, cols.shape[1] // groups, cols.shape[-1])  # (N, G, K, L)
+    d = dout.reshape(n, groups, f // groups, cols.shape[-1])  # (N, G, F/G, L)
     dw = np.einsum("ngfl,ngkl->ngfk", d, cols)
     return dw.reshape(n, *w_shape), dout.sum(axis=(2, 3))
 

@@ -100,7 +100,8 @@ def maxpool2d_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: Sequence[i
     check_argmax(fn, dout, argmax, (n, c, h, w))
     dx = np.zeros((n * c, h * w), dtype=dout.dtype)
     plane = np.arange(n * c)[:, None]  # which (n, c) plane each output belongs to
-    np.add.at(dx, (plane, argmax.reshape(n * c, -1)), dout.reshape(n * c, -1))
+    p = dout.shape[2] * dout.shape[3]  # explicit, not -1: an empty batch must work too
+    np.add.at(dx, (plane, argmax.reshape(n * c, p)), dout.reshape(n * c, p))
     return dx.reshape(n, c, h, w)
 
 
