@@ -267,6 +267,28 @@ def test_keyboard_interrupt_in_any_command_is_one_line_and_130(monkeypatch, caps
     assert capsys.readouterr().err == "tinyodl: interrupted\n"
 
 
+def test_an_interrupt_swallowed_by_a_finalizer_still_ends_the_command(monkeypatch, capsys):
+    """Ctrl-C landing in a ``__del__`` cannot propagate (Python prints "Exception ignored"
+    and carries on); the command delivers it again and still exits 130 with one line."""
+    import tinyodl.cli as cli
+
+    class Finalizer:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    def command(args):
+        Finalizer()  # collected at once: its KeyboardInterrupt is "unraisable"
+        for _ in range(200):  # would finish (exit 0) if the interrupt were lost
+            time.sleep(0.01)
+        return 0
+
+    monkeypatch.setattr(cli, "_dispatch", command)
+    handler, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    assert main(["info"]) == 130
+    assert capsys.readouterr().err == "tinyodl: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is handler and sys.unraisablehook is hook  # restored
+
+
 def test_sigint_to_a_running_command_prints_one_line_and_exits_130(tmp_path):
     """A real SIGINT while ``tinyodl demo`` loads and trains (every sub-command runs under
     the same handler in ``main``; the test above covers them without a subprocess)."""
@@ -290,10 +312,11 @@ def test_sigint_to_a_running_command_prints_one_line_and_exits_130(tmp_path):
         assert first, proc.stderr.read()
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["tinyodl: interrupted"], err
+    report = f"exit {proc.returncode}\nstdout: {first}{out}\nstderr: {err}"
+    assert proc.returncode == 130, report
+    assert err.strip().splitlines() == ["tinyodl: interrupted"], report

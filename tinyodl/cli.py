@@ -13,6 +13,7 @@ Each sub-command imports its module only when it runs, so ``tinyodl --help`` is 
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import signal
 import sys
@@ -100,8 +101,57 @@ class Interrupted(KeyboardInterrupt):
     """
 
 
-def _raise_interrupted(signum, frame):
-    raise Interrupted
+class _CtrlC:
+    """The command's Ctrl-C handling, installed by :func:`main` for one run.
+
+    * SIGINT raises :class:`Interrupted`, which :func:`main` turns into one line and 130;
+    * an interrupt that lands in a finalizer (``__del__``, a weakref or gc callback) cannot
+      propagate -- Python would print "Exception ignored in ..." and carry on -- so the
+      unraisable hook stays silent for it and delivers it again to the main thread a moment
+      later, from a timer thread, once the finalizer has returned.
+    """
+
+    #: Seconds after which an interrupt swallowed by a finalizer is delivered again.
+    REDELIVER_AFTER = 0.05
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self._previous_handler = None
+        self._previous_hook = sys.unraisablehook
+        self._timers: list[threading.Timer] = []
+
+    def __enter__(self) -> _CtrlC:
+        if self.active:
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            sys.unraisablehook = self._on_unraisable
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            for timer in self._timers:
+                timer.cancel()
+            signal.signal(signal.SIGINT, self._previous_handler)
+            sys.unraisablehook = self._previous_hook
+
+    @staticmethod
+    def _on_sigint(signum, frame):
+        raise Interrupted
+
+    def _on_unraisable(self, unraisable) -> None:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            timer = threading.Timer(self.REDELIVER_AFTER, _thread.interrupt_main, (signal.SIGINT,))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+        else:
+            self._previous_hook(unraisable)
+
+    def quiet(self) -> None:
+        """Ignore further Ctrl-C while the command reports the interruption and exits."""
+        if self.active:
+            for timer in self._timers:
+                timer.cancel()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,16 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend) are printed as one line, ``tinyodl: error: ...``, with exit code 1. Ctrl-C
     prints ``tinyodl: interrupted`` and exits with code 130, in every sub-command.
     """
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, _raise_interrupted) if in_main_thread else None
-    try:
-        return _run(argv)
-    except KeyboardInterrupt:
-        print("tinyodl: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+    with _CtrlC() as ctrl_c:
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            ctrl_c.quiet()
+            print("tinyodl: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 def _run(argv: Sequence[str] | None) -> int:
