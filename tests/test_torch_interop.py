@@ -85,6 +85,12 @@ def test_order_mapping_loads_a_torch_model_with_other_names():
     with torch.no_grad():
         expected = flat(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(ours.forward(x), expected, rtol=1e-4, atol=1e-5)
+    back = torch.nn.Sequential(*BUILDERS["lenet5"]().features, *BUILDERS["lenet5"]().classifier)
+    back.load_state_dict(torch_state_dict(ours, mapping=list(back.state_dict())), strict=True)
+    for key, value in flat.state_dict().items():  # exported in order, under PyTorch's names
+        assert torch.equal(back.state_dict()[key], value), key
+    with pytest.raises(nn.StateDictError, match="4 PyTorch names"):
+        torch_state_dict(ours, mapping=["a", "b", "c", "d"])
 
 
 def test_dict_and_function_mappings_and_export_renaming():
@@ -144,3 +150,11 @@ def test_tinyodl_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_half_and_bfloat16_tensors_are_read_through_float32():
+    theirs = torch.nn.Linear(4, 3).to(torch.bfloat16)
+    ours = load_torch_state_dict(nn.Linear(4, 3), theirs.state_dict())
+    expected = theirs.weight.detach().float().numpy()
+    np.testing.assert_array_equal(ours.params["weight"].data, expected)
+    load_torch_state_dict(ours, torch.nn.Linear(4, 3).half().state_dict())

@@ -43,7 +43,11 @@ NameMap = str | Mapping[str, str] | Callable[[str], str | None]
 def _to_numpy(value: Any, name: str) -> np.ndarray:
     """A PyTorch tensor (any device, with or without grad) or array-like as an ndarray."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
+        tensor = value.detach().cpu()
+        try:
+            value = tensor.numpy()
+        except TypeError:  # bfloat16 and other types numpy lacks: go through float32
+            value = tensor.float().numpy()
     array = np.asarray(value)
     if array.dtype.kind not in "fiu":
         raise StateDictError(
@@ -168,9 +172,21 @@ def load_torch_state_dict(
     return model
 
 
+def _order_mapping(model: Any, names: list[str]) -> dict[str, str]:
+    """tinyodl name -> PyTorch name, pairing ``names`` with the model's entries in order."""
+    theirs = [n for n in names if n.rsplit(".", 1)[-1] != NUM_BATCHES_TRACKED]
+    ours = list(model.state_dict())
+    if len(theirs) != len(ours):
+        raise StateDictError(
+            f"torch_state_dict: {len(theirs)} PyTorch names (without {NUM_BATCHES_TRACKED}) "
+            f"for the {len(ours)} entries of the tinyodl model"
+        )
+    return dict(zip(ours, theirs, strict=True))
+
+
 def torch_state_dict(
     model: Any,
-    mapping: Mapping[str, str] | Callable[[str], str] | None = None,
+    mapping: Mapping[str, str] | Callable[[str], str] | list[str] | None = None,
     as_numpy: bool = False,
 ) -> OrderedDict:
     """The weights of a tinyodl model as a PyTorch ``state_dict``.
@@ -178,8 +194,10 @@ def torch_state_dict(
     Parameters
     ----------
     model : tinyodl.nn.Layer
-    mapping : dict or callable, optional
-        tinyodl name -> PyTorch name (default: the same names).
+    mapping : dict, callable or list of str, optional
+        tinyodl name -> PyTorch name (default: the same names). A list of PyTorch names
+        (e.g. ``list(torch_model.state_dict())``) is paired with the model's entries in
+        order, like ``mapping="order"`` of :func:`load_torch_state_dict`.
     as_numpy : bool, default False
         Return numpy arrays instead of ``torch.Tensor`` (then PyTorch is not imported).
 
@@ -189,6 +207,9 @@ def torch_state_dict(
         In model order; every batchnorm also gets ``<name>.num_batches_tracked`` (int64), so
         ``torch_model.load_state_dict(torch_state_dict(model))`` works with ``strict=True``.
     """
+
+    if isinstance(mapping, list | tuple):
+        mapping = _order_mapping(model, list(mapping))
 
     def rename(name: str) -> str:
         if mapping is None:
