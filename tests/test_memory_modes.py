@@ -66,17 +66,17 @@ def test_a_frozen_statistics_batchnorm_is_measured_as_it_runs():
     model["bn"].eval()
     mean = model["bn"].buffers["running_mean"].copy()
     opt = nn.SGD(model, lr=0.01)
-    measured = _step(model, opt)
+    measured = _step(model, opt, batch=8)
     np.testing.assert_array_equal(model["bn"].buffers["running_mean"], mean)  # not updated
     # with gamma trainable, eval mode keeps x_hat too: what differs is the backward
-    forced = analytic_training_memory(model, INPUT, BATCH, optimizer=opt, loss="mse", train=True)
-    followed = analytic_training_memory(model, INPUT, BATCH, optimizer=opt, loss="mse")
+    forced = analytic_training_memory(model, INPUT, 8, optimizer=opt, loss="mse", train=True)
+    followed = analytic_training_memory(model, INPUT, 8, optimizer=opt, loss="mse")
     assert followed.saved_per_layer == measured.saved_per_layer
     bn_row = {r["name"]: r for r in followed.per_layer}["bn"]
     forced_row = {r["name"]: r for r in forced.per_layer}["bn"]
     assert bn_row["backward_peak"] < forced_row["backward_peak"]  # dx = dout * scale only
     model["bn"].params["weight"].trainable = False
-    measured = _step(model, opt)
+    measured = _step(model, opt, batch=8)
     assert measured.saved_per_layer["bn"] == 6 * 4  # inv_std only: no x_hat kept
     model.train()
-    assert _step(model, opt).saved_per_layer["bn"] > 6 * 4  # training mode needs x_hat
+    assert _step(model, opt, batch=8).saved_per_layer["bn"] > 6 * 4  # training mode needs x_hat
