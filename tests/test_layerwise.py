@@ -247,3 +247,22 @@ def test_one_block_at_a_time_needs_less_memory_than_end_to_end():
     assert max(s.total_peak_bytes for s in stages) < 0.7 * e2e.total_peak_bytes
     # saved activations: one block (and a head) instead of four
     assert max(s.saved_new_bytes for s in stages) < 0.35 * e2e.saved_new_bytes
+
+
+def test_frozen_mobilenet_style_body_feeds_a_linear_head():
+    """The shipped pretrained model is an mcunet_tiny: its features end in a (N, 160) vector."""
+    from tinyodl import models
+
+    body = models.mcunet_tiny(seed=0)["features"]
+    x, y = batch(8)
+    head = L.auxiliary_head(body.output_shape((1, *SHAPE))[1:])
+    assert [type(layer).__name__ for layer in head] == ["Linear"]
+    model = nn.Sequential({"frozen": L.Frozen(body), "head": head})
+    before = body.state_dict()
+    opt = nn.SGD(model, lr=0.1)
+    _, d = nn.softmax_cross_entropy(model.forward(x), y)
+    model.backward(d)
+    opt.step()
+    assert all(np.array_equal(v, body.state_dict()[k]) for k, v in before.items())
+    assert head[0].params["weight"].grad is not None
+    assert not any(layer.saved for _, layer in body.named_layers())
