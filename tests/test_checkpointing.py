@@ -108,10 +108,22 @@ def test_gradients_are_bit_identical_to_plain_backprop(backend_name, boundaries)
 @settings(max_examples=15, deadline=None)
 @given(st.sets(st.integers(1, 9)), st.booleans())
 def test_any_segmentation_is_bit_identical(boundaries, per_example):
+    """Per-example gradients need batchnorm in evaluation mode (batch statistics mix the
+    examples), so those runs are in evaluation mode."""
     x, y = batch(n=4)
-    plain = run_steps(nn.Sequential(conv_chain(dropout=0.5)), x, y, 1, per_example)
+    plain = nn.Sequential(conv_chain(dropout=0.5)).train(not per_example)
     ckpt = CheckpointedSequential(conv_chain(dropout=0.5), boundaries=sorted(boundaries))
-    assert_identical(plain, run_steps(ckpt, x, y, 1, per_example))
+    ckpt.train(not per_example)
+    assert_identical(run_steps(plain, x, y, 1, per_example), run_steps(ckpt, x, y, 1, per_example))
+
+
+def test_per_example_gradients_are_refused_up_front_as_without_checkpointing():
+    x, y = batch()
+    for model in (nn.Sequential(conv_chain()), CheckpointedSequential(conv_chain(), segments=3)):
+        _, dout = nn.softmax_cross_entropy(model.forward(x), y)
+        with pytest.raises(nn.PerExampleGradientError, match="BatchNorm2d '0.1'"):
+            model.backward(dout, per_example=True)
+        assert all(p.grad is None for p in model.parameters())  # nothing was touched
 
 
 def test_inverted_residual_blocks_of_mcunet_tiny(backend_name):

@@ -62,6 +62,15 @@ def release_saved(layer: Layer) -> None:
         sub._output_shape = None
 
 
+def _refusal(layer: Layer) -> str | None:
+    """Why ``layer`` (or a sub-layer) has no per-example gradients after its last forward."""
+    for sub in _subtree(layer):
+        reason = sub._per_example_refusal()
+        if reason is not None:
+            return f"{layer_label(sub)} (recomputed by checkpointing): {reason}"
+    return None
+
+
 def _generators(layers: Iterable[Layer]) -> list[RandomState]:
     """Every numpy random generator held as an attribute of these layers (each once)."""
     found: dict[int, RandomState] = {}
@@ -134,6 +143,7 @@ class CheckpointedSequential(Sequential):
         self.boundaries = self._checked(boundaries)
         self._states: dict[int, list[tuple[RandomState, Any]]] = {}
         self._forward_train: bool | None = None
+        self._refusal: str | None = None
 
     @classmethod
     def wrap(
@@ -176,6 +186,7 @@ class CheckpointedSequential(Sequential):
         segments = self.segments()
         self._forward_train = self._requested_train
         self._states = {}
+        self._refusal = None
         for j, (lo, hi) in enumerate(segments):
             if j == len(segments) - 1:  # the last segment keeps its activations
                 for layer in layers[lo:hi]:
@@ -185,8 +196,14 @@ class CheckpointedSequential(Sequential):
             self._states[lo] = [(g, _get_state(g)) for g in _generators(layers[lo:hi])]
             for layer in layers[lo:hi]:
                 x = layer.forward(x, self._forward_train)
+                self._refusal = self._refusal or _refusal(layer)
                 release_saved(layer)
         return x
+
+    def _per_example_refusal(self) -> str | None:
+        """A dropped layer that cannot give per-example gradients (batchnorm in training
+        mode) is refused up front, before any gradient is touched, as without checkpointing."""
+        return self._refusal if self._output_shape is not None else None
 
     def _backward(self, dout: np.ndarray, per_example: bool) -> np.ndarray:
         layers = list(self._layers.values())
