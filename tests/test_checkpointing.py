@@ -259,7 +259,7 @@ def test_planner_prediction_matches_the_measured_peak(relu):
     x = np.random.default_rng(0).standard_normal((256, 32)).astype(np.float32)
     dout = np.random.default_rng(1).standard_normal((256, 32)).astype(np.float32)
     profile = profile_chain(nn.Sequential(linear_chain(12, 32, relu)), x)
-    for boundaries in [(), (6,), (3, 6, 9), (2, 4, 6, 8, 10), tuple(range(1, 12))]:
+    for boundaries in [(), (3, 6, 9), tuple(range(1, 12))]:
         model = CheckpointedSequential(linear_chain(12, 32, relu), boundaries=boundaries)
         measured = measure_backprop(model, x, dout).peak_bytes
         predicted = simulate_plan(profile, boundaries)

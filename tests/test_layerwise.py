@@ -219,20 +219,8 @@ def test_batchnorm_forward_memory_rule_matches_the_measurement():
         assert abs(predicted.phase_peaks["forward"] - measured) / measured < 0.02
 
 
-def test_stage_memory_prediction_matches_the_measurement(backend_name):
-    blocks = L.conv_blocks(seed=0)
-    heads = L.heads_for(blocks, SHAPE, seed=1)
-    x, y = batch(32)
-    for j in range(len(blocks)):
-        stage = L.stage_model(blocks, heads, j)
-        opt = nn.SGD(stage, lr=0.0, momentum=0.9)
-        measure_training_step(stage, opt, x, y)
-        measured = measure_training_step(stage, opt, x, y).total_peak_bytes
-        predicted = L.analytic_stage_memory(blocks, heads, j, SHAPE, 32, opt)
-        assert abs(predicted.total_peak_bytes - measured) / measured < 0.05, j
-
-
-def test_one_block_at_a_time_needs_less_memory_than_end_to_end():
+def test_one_block_at_a_time_needs_less_memory_as_predicted(backend_name):
+    """Measured (tracemalloc) against the analytic model, end to end and at every stage."""
     blocks = L.conv_blocks(seed=0)
     heads = L.heads_for(blocks, SHAPE, seed=1)
     x, y = batch(32)
@@ -240,11 +228,22 @@ def test_one_block_at_a_time_needs_less_memory_than_end_to_end():
     def measured(model):
         opt = nn.SGD(model, lr=0.0, momentum=0.9)
         measure_training_step(model, opt, x, y)
-        return measure_training_step(model, opt, x, y)
+        return measure_training_step(model, opt, x, y), opt
 
-    e2e = measured(L.end_to_end_model(blocks, heads[-1]))
-    stages = [measured(L.stage_model(blocks, heads, j)) for j in range(len(blocks))]
-    assert max(s.total_peak_bytes for s in stages) < 0.7 * e2e.total_peak_bytes
+    e2e, opt = measured(L.end_to_end_model(blocks, heads[-1]))
+    predicted = analytic_training_memory(L.end_to_end_model(blocks, heads[-1]), SHAPE, 32, opt)
+    assert abs(predicted.total_peak_bytes - e2e.total_peak_bytes) / e2e.total_peak_bytes < 0.05
+    stages = []
+    for j in range(len(blocks)):
+        report, opt = measured(L.stage_model(blocks, heads, j))
+        predicted = L.analytic_stage_memory(blocks, heads, j, SHAPE, 32, opt)
+        error = (predicted.total_peak_bytes - report.total_peak_bytes) / report.total_peak_bytes
+        assert abs(error) < 0.05, (j, error)
+        stages.append(report)
+    # The numpy backend's whole-batch im2col scratch (one conv's worth, needed by every
+    # stage too) takes a larger share of its peak, so the saving is smaller there.
+    share = 0.7 if backend_name == "cython" else 0.85
+    assert max(s.total_peak_bytes for s in stages) < share * e2e.total_peak_bytes
     # saved activations: one block (and a head) instead of four
     assert max(s.saved_new_bytes for s in stages) < 0.35 * e2e.saved_new_bytes
 

@@ -94,12 +94,19 @@ def bench_chain(
 
 
 def bench_deep_cnn(
-    depth: int, batch: int, fractions: list[float], repeats: int, seed: int
+    depth: int,
+    batch: int,
+    fractions: list[float],
+    repeats: int,
+    seed: int,
+    segment_counts: range = range(1, 9),
+    frontier_points: int = 60,
 ) -> tuple[list[dict[str, Any]], list[tuple[float, int]]]:
     """Plans for the deep CNN: k equal segments, DP plans and greedy plans for budgets.
 
     Returns the rows and the predicted frontier of the DP planner: ``(recompute fraction,
-    peak bytes)`` of its plans for 60 budgets between the lowest and the plain peak.
+    peak bytes)`` of its plans for ``frontier_points`` budgets between the lowest and the
+    plain peak.
     """
     from tinyodl.checkpointing import (
         CheckpointedSequential,
@@ -120,7 +127,7 @@ def bench_deep_cnn(
     plain = deep_cnn(depth, seed=seed)
     profile = profile_chain(plain, x)
     n = profile.n
-    plans = [evaluate_plan(profile, sqrt_segments(n, k), method="equal") for k in range(1, 9)]
+    plans = [evaluate_plan(profile, sqrt_segments(n, k), method="equal") for k in segment_counts]
     lowest, highest = min_peak_bytes(profile), simulate_plan(profile)
     for f in fractions:
         budget = int(lowest + f * (highest - lowest))
@@ -130,7 +137,7 @@ def bench_deep_cnn(
         except ValueError:
             pass  # no greedy plan within this budget; the DP row says one exists
     frontier = []
-    for budget in np.linspace(lowest, highest, 60).astype(int):
+    for budget in np.linspace(lowest, highest, frontier_points).astype(int):
         plan = plan_checkpoints(profile, int(budget))
         frontier.append((plan.recompute_fraction, plan.peak_bytes))
     rows = []
@@ -260,7 +267,10 @@ def main(args: Any) -> int:
         rows = bench_chain(False, 256 if quick else 1024, 64, [1, 2, 4, 8, 16], repeats, args.seed)
         rows += bench_chain(True, 256 if quick else 1024, 64, [1, 4], repeats, args.seed)
         fractions = [0.0, 0.5, 1.0] if quick else [0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0]
-        cnn_rows, frontier = bench_deep_cnn(16, 8 if quick else 32, fractions, repeats, args.seed)
+        if quick:
+            cnn_rows, frontier = bench_deep_cnn(16, 8, fractions, 0, args.seed, range(1, 5), 15)
+        else:
+            cnn_rows, frontier = bench_deep_cnn(16, 32, fractions, repeats, args.seed)
         rows += cnn_rows
     summary = summarize(rows)
     k4 = summary["chain16_k4"]

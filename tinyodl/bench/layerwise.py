@@ -36,10 +36,10 @@ def _data(quick: bool, path: str | None, seed: int):
     test_images, test_labels = load_mnist("test", path=path)
     x, y = to_float(images), labels.astype(np.int64)
     x_test, y_test = to_float(test_images), test_labels.astype(np.int64)
-    if quick:  # a stratified slice keeps every class
-        keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:2000])
+    if quick:  # a random slice (every class is in it)
+        keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:1000])
         x, y = x[keep], y[keep]
-        x_test, y_test = x_test[:1000], y_test[:1000]
+        x_test, y_test = x_test[:500], y_test[:500]
     x_tr, y_tr, x_val, y_val = train_val_split(x, y, 0.1, np.random.default_rng(seed))
     return x_tr, y_tr, x_val, y_val, x_test, y_test
 
@@ -145,8 +145,12 @@ def run(args: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if name == "head_only_random":
             blocks = L.conv_blocks(seed=seed + 7)
             body = L.end_to_end_model(blocks, heads[-1])["features"]
-            L.recalibrate_batchnorm(body, x_tr[:2000])
-            source = "random conv_blocks (seed + 7), batchnorm statistics from 2,000 images"
+            calibration = x_tr[:2000]
+            L.recalibrate_batchnorm(body, calibration)
+            source = (
+                f"random conv_blocks (seed + 7), batchnorm statistics from "
+                f"{len(calibration):,} images"
+            )
         else:
             body, source = L.pretrained_body(
                 x_tr, y_tr, epochs=epochs, batch_size=bs, seed=seed, lr=lr, progress=progress

@@ -25,7 +25,7 @@ import numpy as np
 
 from tinyodl.checkpointing.planner import ChainProfile
 from tinyodl.checkpointing.sequential import _generators, _get_state, _set_state, release_saved
-from tinyodl.memory import MemoryProbe, measure_peak
+from tinyodl.memory import MemoryProbe
 from tinyodl.memory.training import unique_nbytes
 from tinyodl.nn import Layer, Sequential
 
@@ -141,14 +141,18 @@ def profile_chain(
     children = list(seq.children().items())
     keys = ("inp", "out", "saved", "keeps", "cost", "work", "fwork")
     fields: dict[str, list] = {k: [] for k in keys}
-    with preserved_state(seq):
+    # One tracemalloc session for the whole chain: each measured call is a phase of it (a
+    # fresh measurement per call would garbage-collect the whole heap every time).
+    with preserved_state(seq), MemoryProbe() as probe:
         h = np.asarray(x, dtype=seq.dtype)
         for _, child in children:
             y = child.forward(h, train)  # warm-up: one-time costs, gradient buffers
             dout = rng.standard_normal(y.shape).astype(y.dtype)
             child.backward(dout)
-            forward = measure_peak(child.forward, h, train)
-            y = forward.result
+            del y
+            probe.checkpoint("setup")
+            y = child.forward(h, train)
+            forward = probe.checkpoint("forward")
             arrays = _saved_arrays(child)
             saved = unique_nbytes(arrays, exclude=[h])
             fields["inp"].append(h.nbytes)
@@ -156,11 +160,13 @@ def profile_chain(
             fields["saved"].append(saved)
             fields["keeps"].append(any(_root(a) is _root(h) for a in arrays))
             fields["cost"].append(forward_macs(child, h.shape))
-            fields["fwork"].append(max(0, forward.peak_bytes - y.nbytes - saved))
-            del forward, arrays
-            backward = measure_peak(child.backward, dout)
-            fields["work"].append(max(0, backward.peak_bytes - h.nbytes))
-            del backward
+            fields["fwork"].append(max(0, forward.transient_bytes - y.nbytes - saved))
+            del arrays
+            probe.checkpoint("bookkeeping")
+            dx = child.backward(dout)
+            backward = probe.checkpoint("backward")
+            fields["work"].append(max(0, backward.transient_bytes - dx.nbytes))
+            del dx, dout
             h = y
     return ChainProfile(
         input_bytes=fields["inp"],
