@@ -135,7 +135,8 @@ def profile_chain(
     Each child runs forward and backward twice (the first pass warms up); the model's
     running statistics, random generators and gradients are restored afterwards. An output
     that is a view of the input (``Flatten``) is counted as a new array, so the profile
-    errs on the safe side.
+    errs on the safe side. The measurement uses tracemalloc: do not call it inside another
+    :class:`~tinyodl.memory.MemoryProbe` (probes do not nest).
     """
     rng = np.random.default_rng(seed)
     children = list(seq.children().items())
