@@ -239,8 +239,8 @@ print(f"layer-wise: test accuracy {lw_acc:.4f} (end to end {e2e_acc:.4f})")
 
 # %% [markdown]
 # Later stages improve on earlier ones: block `j + 1` learns features from block `j`'s
-# output that a linear head classifies better (91.05, 95.85, 97.40 and 98.10% after blocks
-# 1-4 in the full run, against 98.35% end to end). The first block alone, with a linear head on
+# output that a linear head classifies better (91.10, 96.00, 97.40 and 98.10% after blocks
+# 1-4 in the full run, against 98.30% end to end). The first block alone, with a linear head on
 # its 2x2-pooled output, is a weak classifier — Belilovsky et al. found the same for shallow
 # auxiliary problems and used small convolutional auxiliary networks for the early blocks.
 # The price of greed: block `j` never adapts to what the blocks above it need, which is why
@@ -288,7 +288,7 @@ assert all(peak < 1.05 * stage_peak for _, peak, _ in forward_only.values())
 # %% [markdown]
 # A head on random features learns something (above chance; 88% in the full run of
 # `tinyodl bench layerwise`), but pretrained features — even from other digits — are better
-# (95.85% there): that is transfer learning (chapter 08). Training only a head keeps the
+# (96.05% there): that is transfer learning (chapter 08). Training only a head keeps the
 # least for its backward pass (the head's input), yet its peak is close to a layer-wise
 # stage's: the inference of the frozen body, one block at a time, now sets the peak.
 #
