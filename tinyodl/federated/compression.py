@@ -122,7 +122,7 @@ class TopK(Compressor):
     Ties are broken towards the lower index; indices are sent sorted.
     """
 
-    def __init__(self, fraction: float | None = 0.01, k: int | None = None) -> None:
+    def __init__(self, fraction: float | None = None, k: int | None = None) -> None:
         if (fraction is None) == (k is None):
             raise ValueError("TopK: give exactly one of fraction and k")
         if fraction is not None and not 0 < fraction <= 1:
