@@ -68,6 +68,7 @@ class RoundContext:
     selected: list[int]
     num_clients: int
     server: Any
+    clock: float = 0.0
 
 
 class Hook:
@@ -384,14 +385,13 @@ class FederatedServer:
         finally:
             self._workers.put((model, layout))
 
-    def run_round(
-        self, x_test: np.ndarray | None = None, y_test: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        """Run round ``round_ + 1``; return its record (also appended to ``history_``).
+    def begin_round(self) -> tuple[RoundContext, dict[str, int]]:
+        """Select the clients of round ``round_ + 1`` and run the round-start hooks.
 
-        Raises :class:`RoundFailedError` (nothing changed) if too few clients report.
+        Returns the round context and the byte counters of selection probes. Used by
+        :meth:`run_round` and by the Flower strategy (``tinyodl.federated.flower``), which
+        trains the selected clients elsewhere and then calls :meth:`finish_round`.
         """
-        start = time.perf_counter()
         t = self.round_ + 1
         rng = np.random.default_rng([self.seed, 1, t])
         clock = (t - 1) * self.round_period if self.round_period else self.clock_
@@ -414,14 +414,68 @@ class FederatedServer:
         read_only = self.global_params_.view()
         read_only.flags.writeable = False
         ctx = RoundContext(t, read_only, rng, selected, len(self.clients), self)
+        ctx.clock = clock
         for hook in self.hooks:
             hook.on_round_start(self, ctx)
+        return ctx, probes
+
+    def client_update(self, cid: int, round: int, global_params: np.ndarray) -> ClientUpdate:
+        """Run one client's update on given global parameters, as a round would.
+
+        For running a client elsewhere (a Flower ClientApp): the same code path, the same
+        randomness (``default_rng([client.seed, round])``). The client's state
+        (``client_state_[cid]``) is updated.
+        """
+        global_params = np.asarray(global_params, dtype=np.float32)
+        if global_params.shape != self.global_params_.shape:
+            raise ValueError(
+                f"client_update: expected global parameters of shape "
+                f"{self.global_params_.shape}, got {global_params.shape}"
+            )
+        self.global_params_ = global_params.copy()
+        worker = self._workers.get()
+        try:
+            update, state, _ = self._run_client(int(cid), int(round), FaultPlan(), worker)
+        finally:
+            self._workers.put(worker)
+        self.client_state_[int(cid)] = state
+        return update
+
+    def run_round(
+        self, x_test: np.ndarray | None = None, y_test: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Run round ``round_ + 1``; return its record (also appended to ``history_``).
+
+        Raises :class:`RoundFailedError` (nothing changed) if too few clients report.
+        """
+        start = time.perf_counter()
+        ctx, probes = self.begin_round()
+        t, selected = ctx.round, ctx.selected
         plans = (
             self.faults.plan(selected, np.random.default_rng([self.seed, 2, t]))
             if self.faults
             else {}
         )
         results, failed = self._run_clients(selected, t, plans)
+        return self.finish_round(ctx, results, failed, probes, x_test, y_test, start)
+
+    def finish_round(
+        self,
+        ctx: RoundContext,
+        results: dict[int, tuple],
+        failed: dict[int, str],
+        probes: dict[str, int],
+        x_test: np.ndarray | None = None,
+        y_test: np.ndarray | None = None,
+        start: float | None = None,
+    ) -> dict[str, Any]:
+        """Check the minimum report, aggregate, commit and record round ``ctx.round``.
+
+        ``results`` maps each reporting cid to ``(ClientUpdate, new client state, extras)``;
+        ``failed`` maps the others to a reason.
+        """
+        start = time.perf_counter() if start is None else start
+        t, selected, clock = ctx.round, ctx.selected, ctx.clock
         required = self._required(len(selected))
         if len(results) < required:
             raise RoundFailedError(t, len(results), required, failed)
