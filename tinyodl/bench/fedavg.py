@@ -57,6 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-rounds-fedsgd", type=int, default=2500)
     parser.add_argument("--comm-target", type=float, default=0.97)
     parser.add_argument("--robust-rounds", type=int, default=50)
+    parser.add_argument("--algorithms", default="fedavg,fedsgd", help="part mcmahan: which")
+    parser.add_argument("--partitions", default="iid,pathological", help="part mcmahan: which")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="combine result files of separate runs (e.g. one per partition) into --json",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -206,8 +215,9 @@ def part_mcmahan(data, args) -> tuple[list[dict], dict]:
         ("fedavg", args.lrs_fedavg, args.max_rounds_fedavg),
         ("fedsgd", args.lrs_fedsgd, args.max_rounds_fedsgd),
     ]
+    plan = [p for p in plan if p[0] in args.algorithms.split(",")]
     for algorithm, lrs, cap in plan:
-        for partition in ("iid", "pathological"):
+        for partition in [p for p in ("iid", "pathological") if p in args.partitions.split(",")]:
             for lr in lrs:
                 row = run_one(
                     data,
@@ -406,7 +416,33 @@ def part_cnn(data, args) -> tuple[list[dict], dict]:
     return [row], {"rounds_to_target": row["rounds_to_target"], "lr": row["lr"]}
 
 
+def merge(paths: list[str], json_path: str | None) -> int:
+    """Concatenate the rows of result files and merge their summaries part by part."""
+    import json
+
+    rows, summary, sources = [], {}, []
+    for path in paths:
+        doc = json.loads(open(path, encoding="utf-8").read())
+        rows += doc["rows"]
+        sources.append({"file": str(path), "command": doc["command"], "machine": doc["machine"]})
+        for key, value in doc["summary"].items():
+            if isinstance(value, dict) and isinstance(summary.get(key), dict):
+                summary[key] = {**summary[key], **value}
+                if "seconds" in value:  # parts run side by side: total of their run times
+                    summary[key]["seconds"] = (
+                        summary[key].get("seconds_total", 0) + value["seconds"]
+                    )
+                    summary[key]["seconds_total"] = summary[key]["seconds"]
+            else:
+                summary[key] = value
+    summary["merged_from"] = sources
+    write_results(json_path, rows, summary, machine=sources[0]["machine"])
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.merge:
+        return merge(args.merge, args.json_path)
     parts = [p for p in args.only.split(",") if p]
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
