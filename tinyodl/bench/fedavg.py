@@ -426,13 +426,12 @@ def merge(paths: list[str], json_path: str | None) -> int:
         rows += doc["rows"]
         sources.append({"file": str(path), "command": doc["command"], "machine": doc["machine"]})
         for key, value in doc["summary"].items():
-            if isinstance(value, dict) and isinstance(summary.get(key), dict):
-                summary[key] = {**summary[key], **value}
-                if "seconds" in value:  # parts run side by side: total of their run times
-                    summary[key]["seconds"] = (
-                        summary[key].get("seconds_total", 0) + value["seconds"]
-                    )
-                    summary[key]["seconds_total"] = summary[key]["seconds"]
+            if isinstance(value, dict):
+                merged = summary.setdefault(key, {"seconds": 0.0})
+                merged.update({k: v for k, v in value.items() if k != "seconds"})
+                merged["seconds"] += value.get("seconds", 0.0)  # total over the runs
+            elif key == "seconds":
+                summary["seconds"] = summary.get("seconds", 0.0) + value
             else:
                 summary[key] = value
     summary["merged_from"] = sources
