@@ -88,7 +88,7 @@ from tinyodl.federated import (
 )
 
 QUICK = os.environ.get("TINYODL_QUICK") == "1"  # smaller runs under test; same code paths
-ROUNDS = 8 if QUICK else 40
+ROUNDS = 6 if QUICK else 40
 threadpool_limits(1)  # results are bit-reproducible; one BLAS thread is also fastest here
 SEED = 0
 start = time.perf_counter()
