@@ -443,3 +443,29 @@ def test_bad_federations_are_refused(data):
     server = FederatedServer(tiny_model(), x, y, clients, broken, selection=RandomSelection(1.0))
     with pytest.raises(RoundFailedError, match="delta of float32 \\(3,\\)"):
         server.run_round()
+
+
+def test_power_of_choice_trains_the_highest_loss_candidates_and_pays_for_it(data):
+    from tinyodl.federated import PoissonSelection, PowerOfChoice, SelectionContext
+
+    ctx = SelectionContext(
+        round=1,
+        rng=np.random.default_rng(0),
+        clients=make_clients(iid_partition(100, 20), seed=0),
+        clock=0.0,
+        deadline=None,
+        model_bytes=0,
+        local_loss=lambda cid: float((cid * 7) % 20),  # a known loss per client
+        estimate_seconds=lambda cid: 0.0,
+    )
+    chosen = PowerOfChoice(0.2, d=10).select(ctx)
+    rng = np.random.default_rng(0)
+    candidates = rng.choice(20, size=10, replace=False, p=np.full(20, 1 / 20))
+    expected = sorted(sorted(candidates, key=lambda c: -((c * 7) % 20))[:4])
+    assert chosen == [int(c) for c in expected]
+    server = _server(data, selection=PowerOfChoice(0.2, d=6))
+    record = server.run_round()
+    assert record["bytes_down"] == (2 + 6) * 4 * server.num_params  # 2 trained + 6 probed
+    assert record["bytes_up"] == 2 * 4 * server.num_params + 6 * 4
+    picks = [len(PoissonSelection(0.3).select(ctx)) for _ in range(200)]
+    assert 4 < np.mean(picks) < 8  # 0.3 x 20 = 6 on average
