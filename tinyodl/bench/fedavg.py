@@ -147,11 +147,11 @@ def run_one(
         **server_kwargs,
     )
     start = time.perf_counter()
-    _run_adaptive(server, data, max_rounds, target, progress)
+    diverged = _run_adaptive(server, data, max_rounds, target, progress)
     seconds = time.perf_counter() - start
     curve = server.accuracy_curve()
     reached = rounds_to_target(curve, target)
-    bytes_up = np.cumsum([r.get("bytes_up", 0) for r in server.history_])
+    bytes_up = np.cumsum([0] + [r.get("bytes_up", 0) for r in server.history_])[1:]
     return {
         "model": model_name,
         "algorithm": algorithm,
@@ -163,36 +163,48 @@ def run_one(
         "target": target,
         "rounds_to_target": reached,
         "rounds_run": server.round_,
-        "final_accuracy": curve[-1],
-        "best_accuracy": max(a for a in curve if a is not None),
-        "bytes_up": int(bytes_up[-1]),
+        "final_accuracy": next((a for a in reversed(curve) if a is not None), None),
+        "best_accuracy": max((a for a in curve if a is not None), default=0.0),
+        "bytes_up": int(bytes_up[-1]) if len(bytes_up) else 0,
         "bytes_up_to_target": None if reached is None else int(bytes_up[reached - 1]),
         "bytes_down": int(server.bytes_down_),
         "seconds": seconds,
         "curve": [None if a is None else round(a, 4) for a in curve],
+        "diverged": diverged,
     }
 
 
-def _run_adaptive(server, data, max_rounds: int, target: float, progress: bool) -> None:
+def _run_adaptive(server, data, max_rounds: int, target: float, progress: bool) -> str | None:
     """Run until ``target`` or ``max_rounds``, evaluating every 10 rounds while the accuracy
     is more than 2 points below the target and every round after that (so the round where
     the monotone-ised curve crosses the target is exact, at a fraction of the evaluations)."""
     from tqdm.auto import tqdm
 
-    best, last_eval = 0.0, 0
+    from tinyodl.federated import RoundFailedError
+
+    best, last_eval, diverged = 0.0, 0, None
     with tqdm(total=max_rounds, disable=not progress, leave=False) as bar:
         while server.round_ < max_rounds:
             t = server.round_ + 1
             close = best >= target - 0.02
-            if close or t - last_eval >= 10 or t == max_rounds:
-                record = server.run_round(data["x_test"], data["y_test"])
-                best, last_eval = max(best, record["test_accuracy"]), t
-                bar.set_postfix(acc=f"{record['test_accuracy']:.4f}")
-            else:
-                server.run_round()
+            try:
+                if close or t - last_eval >= 10 or t == max_rounds:
+                    record = server.run_round(data["x_test"], data["y_test"])
+                    best, last_eval = max(best, record["test_accuracy"]), t
+                    bar.set_postfix(acc=f"{record['test_accuracy']:.4f}")
+                else:
+                    server.run_round()
+            except (RoundFailedError, FloatingPointError) as err:  # every client diverged
+                diverged = f"round {t}: {str(err)[:200]}"
+                break
             bar.update(1)
             if best >= target:
                 break
+    if server.history_ and "test_accuracy" not in server.history_[-1]:
+        server.history_[-1]["test_loss"], server.history_[-1]["test_accuracy"] = server.evaluate(
+            data["x_test"], data["y_test"]
+        )
+    return diverged
 
 
 def _say(row: dict[str, Any]) -> None:
@@ -200,8 +212,9 @@ def _say(row: dict[str, Any]) -> None:
     print(
         f"  {row['algorithm']:7s} {row['partition']:12s} lr={row['lr']:<7g} "
         f"target={row['target']} reached_in={row['rounds_to_target']} "
-        f"final={row['final_accuracy']:.4f} ({row['rounds_run']} rounds, "
-        f"{row['seconds']:.0f} s) {extra or ''}",
+        f"final={row['final_accuracy']} ({row['rounds_run']} rounds, "
+        f"{row['seconds']:.0f} s) {extra or ''}"
+        + (f" diverged at {row['diverged']}" if row.get("diverged") else ""),
         flush=True,
     )
 
