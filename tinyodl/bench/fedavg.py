@@ -207,6 +207,20 @@ def _run_adaptive(server, data, max_rounds: int, target: float, progress: bool) 
     return diverged
 
 
+_DONE: list[dict[str, Any]] = []  # rows of the parts already finished in this process
+
+
+def _keep(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """Write the rows so far (``summary.partial``) so that a long run can stop at any time."""
+    if args.json_path and not args.quick:
+        write_results(
+            args.json_path,
+            _DONE + rows,
+            {"partial": True, "command_note": "interrupted or still running"},
+            machine=machine_info(threads=1),
+        )
+
+
 def _say(row: dict[str, Any]) -> None:
     extra = {k: row[k] for k in ("compressor", "aggregator", "attack") if k in row}
     print(
@@ -256,6 +270,7 @@ def part_mcmahan(data, args) -> tuple[list[dict], dict]:
                     fastest = min(fastest or cap, row["rounds_to_target"])
                 rows.append(row)
                 _say(row)
+                _keep(args, rows)
             runs = [r for r in rows if (r["algorithm"], r["partition"]) == (algorithm, partition)]
             winner = min(runs, key=_rank)
             winner["best_lr"] = True
@@ -310,6 +325,7 @@ def part_compression(data, args) -> tuple[list[dict], dict]:
         row.update(part="compression", compressor=name)
         rows.append(row)
         _say(row)
+        _keep(args, rows)
     base = rows[0]["bytes_up_to_target"]
     summary = {}
     for row in rows:
@@ -378,6 +394,7 @@ def part_robustness(data, args) -> tuple[list[dict], dict]:
             )
             rows.append(row)
             _say(row)
+            _keep(args, rows)
             summary.setdefault(name, {})["attacked" if attack else "clean"] = row["final_accuracy"]
     return rows, {"rounds": rounds, "malicious_fraction": 0.1, "by_aggregator": summary}
 
@@ -486,6 +503,7 @@ def main(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         part_rows, part_summary = runners[part](data, args)
         rows += part_rows
+        _DONE[:] = rows
         summary[part] = {**part_summary, "seconds": time.perf_counter() - t0}
         if args.json_path and part != parts[-1]:  # keep what is done if a later part fails
             write_results(
