@@ -238,7 +238,7 @@ def _say(row: dict[str, Any]) -> None:
 
 def part_mcmahan(data, args) -> tuple[list[dict], dict]:
     """The learning-rate search for each (algorithm, partition) and the best row of each."""
-    rows, best = [], {}
+    rows = []
     target = 0.9 if args.quick else 0.97
     plan = [
         ("fedavg", args.lrs_fedavg, args.max_rounds_fedavg),
@@ -271,17 +271,27 @@ def part_mcmahan(data, args) -> tuple[list[dict], dict]:
                 rows.append(row)
                 _say(row)
                 _keep(args, rows)
-            runs = [r for r in rows if (r["algorithm"], r["partition"]) == (algorithm, partition)]
-            winner = min(runs, key=_rank)
-            winner["best_lr"] = True
-            best[f"{algorithm}/{partition}"] = {
-                "lr": winner["lr"],
-                "rounds_to_target": winner["rounds_to_target"],
-                "final_accuracy": winner["final_accuracy"],
-                "paper_rounds": winner["paper_rounds"],
-                "lrs_tried": [r["lr"] for r in runs],
-            }
-    return rows, best
+    return rows, summarize_mcmahan(rows)
+
+
+def summarize_mcmahan(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best learning rate of each (algorithm, partition): fewest rounds to the target."""
+    best = {}
+    mc = [r for r in rows if r.get("part") == "mcmahan"]
+    for key in sorted({(r["algorithm"], r["partition"]) for r in mc}):
+        runs = [r for r in mc if (r["algorithm"], r["partition"]) == key]
+        winner = min(runs, key=_rank)
+        for r in runs:
+            r["best_lr"] = r is winner
+        best["/".join(key)] = {
+            "lr": winner["lr"],
+            "rounds_to_target": winner["rounds_to_target"],
+            "final_accuracy": winner["final_accuracy"],
+            "paper_rounds": winner["paper_rounds"],
+            "lrs_tried": [r["lr"] for r in runs],
+            "seconds": sum(r["seconds"] for r in runs),
+        }
+    return best
 
 
 def _rank(row: dict[str, Any]) -> tuple:
@@ -326,17 +336,26 @@ def part_compression(data, args) -> tuple[list[dict], dict]:
         rows.append(row)
         _say(row)
         _keep(args, rows)
-    base = rows[0]["bytes_up_to_target"]
+    return rows, summarize_compression(rows)
+
+
+def summarize_compression(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds and bytes up to the target per compressor, and the saving against float32."""
+    comp = [r for r in rows if r.get("part") == "compression"]
+    if not comp:
+        return {}
+    base = next((r["bytes_up_to_target"] for r in comp if r["compressor"] == "float32"), None)
     summary = {}
-    for row in rows:
+    for row in comp:
         b = row["bytes_up_to_target"]
         row["saving_at_target"] = None if (b is None or base is None) else base / b
         summary[row["compressor"]] = {
             "rounds_to_target": row["rounds_to_target"],
             "bytes_up_to_target": b,
             "saving": row["saving_at_target"],
+            "final_accuracy": row["final_accuracy"],
         }
-    return rows, {"target": target, "lr": lr, "by_compressor": summary}
+    return {"target": comp[0]["target"], "lr": comp[0]["lr"], "by_compressor": summary}
 
 
 class BoostedSignFlip:
@@ -380,7 +399,7 @@ def part_robustness(data, args) -> tuple[list[dict], dict]:
     if args.quick:
         aggregators = [aggregators[0], aggregators[3], aggregators[5]]
     malicious = set(range(0, 100, 10))  # 10% of the clients
-    rows, summary = [], {}
+    rows = []
     for name, make in aggregators:
         for attack in (False, True):
             update = LocalSGD(1, 10, 0.1)
@@ -395,8 +414,18 @@ def part_robustness(data, args) -> tuple[list[dict], dict]:
             rows.append(row)
             _say(row)
             _keep(args, rows)
-            summary.setdefault(name, {})["attacked" if attack else "clean"] = row["final_accuracy"]
-    return rows, {"rounds": rounds, "malicious_fraction": 0.1, "by_aggregator": summary}
+    return rows, summarize_robustness(rows)
+
+
+def summarize_robustness(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Final accuracy of each aggregator, clean and attacked."""
+    rob = [r for r in rows if r.get("part") == "robustness"]
+    summary: dict[str, dict[str, float]] = {}
+    for row in rob:
+        kind = "clean" if row["attack"] == "none" else "attacked"
+        summary.setdefault(row["aggregator"], {})[kind] = row["final_accuracy"]
+    rounds = rob[0]["rounds_run"] if rob else None
+    return {"rounds": rounds, "malicious_fraction": 0.1, "by_aggregator": summary}
 
 
 def _robust_run(data, args, rounds, aggregator, update_fn) -> dict[str, Any]:
@@ -460,20 +489,20 @@ def merge(paths: list[str], json_path: str | None) -> int:
     """Concatenate the rows of result files and merge their summaries part by part."""
     import json
 
-    rows, summary, sources = [], {}, []
+    rows, sources, seconds = [], [], 0.0
     for path in paths:
         doc = json.loads(open(path, encoding="utf-8").read())
         rows += doc["rows"]
         sources.append({"file": str(path), "command": doc["command"], "machine": doc["machine"]})
-        for key, value in doc["summary"].items():
-            if isinstance(value, dict):
-                merged = summary.setdefault(key, {"seconds": 0.0})
-                merged.update({k: v for k, v in value.items() if k != "seconds"})
-                merged["seconds"] += value.get("seconds", 0.0)  # total over the runs
-            elif key == "seconds":
-                summary["seconds"] = summary.get("seconds", 0.0) + value
-            else:
-                summary[key] = value
+        seconds += sum(r["seconds"] for r in doc["rows"])
+    summary: dict[str, Any] = {"data": "full MNIST", "seconds_all_runs": seconds}
+    for part, fn in (
+        ("mcmahan", summarize_mcmahan),
+        ("compression", summarize_compression),
+        ("robustness", summarize_robustness),
+    ):
+        if any(r.get("part") == part for r in rows):
+            summary[part] = fn(rows)
     summary["merged_from"] = sources
     write_results(json_path, rows, summary, machine=sources[0]["machine"])
     return 0
