@@ -46,3 +46,37 @@ def test_bench_fedavg_needs_full_mnist(monkeypatch, capsys):
     monkeypatch.delenv("TINYODL_MNIST_DIR", raising=False)
     assert main(["bench", "fedavg", "--no-progress"]) == 1
     assert "TINYODL_MNIST_DIR" in capsys.readouterr().err
+
+
+def test_merge_recomputes_the_summaries(tmp_path):
+    from tinyodl.bench._common import write_results
+
+    def row(part, **kw):
+        base = {"part": part, "seconds": 1.0, "target": 0.97, "lr": 0.1, "final_accuracy": 0.9}
+        return {**base, **kw}
+
+    a = [
+        row("mcmahan", algorithm="fedavg", partition="iid", lr=0.1, rounds_to_target=40,
+            best_accuracy=0.97, paper_rounds=87),
+        row("mcmahan", algorithm="fedavg", partition="iid", lr=0.2, rounds_to_target=30,
+            best_accuracy=0.97, paper_rounds=87),
+    ]  # fmt: skip
+    b = [
+        row("compression", compressor="float32", bytes_up_to_target=800, rounds_to_target=2),
+        row("compression", compressor="int8", bytes_up_to_target=200, rounds_to_target=2),
+        row("robustness", aggregator="mean", attack="none", rounds_run=5),
+    ]
+    write_results(tmp_path / "a.json", a, {"partial": True}, machine={}, command="A")
+    write_results(tmp_path / "b.json", b, {}, machine={}, command="B")
+    out = tmp_path / "all.json"
+    assert fedavg.merge([str(tmp_path / "a.json"), str(tmp_path / "b.json")], str(out)) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["rows"]) == 5
+    s = doc["summary"]
+    assert s["mcmahan"]["fedavg/iid"]["lr"] == 0.2 and s["mcmahan"]["fedavg/iid"]["lrs_tried"] == [
+        0.1,
+        0.2,
+    ]
+    assert s["compression"]["by_compressor"]["int8"]["saving"] == 4.0
+    assert s["robustness"]["by_aggregator"] == {"mean": {"clean": 0.9}}
+    assert [m["command"] for m in s["merged_from"]] == ["A", "B"]
