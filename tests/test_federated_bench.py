@@ -32,7 +32,7 @@ def test_bench_fedavg_quick(tmp_path, capsys):
         assert 0.1 < r["final_accuracy"] <= 1
         assert (r["B"] == "inf") == (r["algorithm"] == "fedsgd")
     best = doc["summary"]["mcmahan"]
-    assert best["fedavg/iid"]["rounds_to_target"] is not None  # FedAvg IID reaches 85% in a few rounds
+    assert best["fedavg/iid"]["rounds_to_target"] is not None  # 85% in a few IID rounds
     comp = {r["compressor"]: r for r in rows if r["part"] == "compression"}
     assert comp["float32"]["saving_at_target"] == 1.0
     assert comp["int8"]["bytes_up"] < comp["float32"]["bytes_up"] / 3.9 * (
