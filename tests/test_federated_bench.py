@@ -12,6 +12,7 @@ from tinyodl.federated import rounds_to_target
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~20 s of CPU; generous for a loaded shared machine
 def test_bench_fedavg_quick(tmp_path, capsys):
     out = tmp_path / "fedavg.json"
     assert main(["bench", "fedavg", "--quick", "--no-progress", "--json", str(out)]) == 0
