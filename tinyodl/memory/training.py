@@ -267,6 +267,7 @@ def measure_training_step(
     y: np.ndarray,
     loss: str | LossFn = "cross_entropy",
     zero_grad: bool = True,
+    train: bool | None = True,
 ) -> TrainingMemoryReport:
     """Run one training step and measure its memory, phase by phase.
 
@@ -286,6 +287,9 @@ def measure_training_step(
     zero_grad : bool, default True
         Call ``optimizer.zero_grad()`` first (fill existing gradients with 0, keeping the
         buffers), as :func:`tinyodl.train.fit` does.
+    train : bool or None, default True
+        Passed to ``model.forward``: True forces training mode everywhere; None follows each
+        layer's own mode (e.g. fine-tuning with batchnorm statistics frozen, chapter 08).
 
     Returns
     -------
@@ -309,7 +313,7 @@ def measure_training_step(
     resident = params + buffers + x.nbytes + y.nbytes + grads_before + state_before
 
     with MemoryProbe() as probe:
-        logits = model.forward(x, train=True)
+        logits = model.forward(x, train=train)
         probe.checkpoint("forward")
         # read the sizes now and keep no reference: backward must be free to release them
         saved = saved_arrays(model)

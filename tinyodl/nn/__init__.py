@@ -33,6 +33,7 @@ from tinyodl.nn.norm import BatchNorm2d, fold_batchnorm
 from tinyodl.nn.optim import SGD, Adam, Optimizer
 from tinyodl.nn.parameter import Parameter
 from tinyodl.nn.state import parameters_to_vector, vector_to_parameters
+from tinyodl.nn.upsample import BilinearUpsample
 
 __all__ = [
     "LAYER_TYPES",
@@ -41,6 +42,7 @@ __all__ = [
     "AvgPool2d",
     "BackwardError",
     "BatchNorm2d",
+    "BilinearUpsample",
     "Conv2d",
     "DepthwiseConv2d",
     "Dropout",
