@@ -293,11 +293,9 @@ def training_memory(
 
     work = copy.deepcopy(model)
     opt = optimizer(work)
-    measure_training_step(work, opt, x, y, train=None)  # warm-up: gradients and state exist
-    measured = measure_training_step(work, opt, x, y, train=None)
-    predicted = analytic_training_memory(
-        work, x.shape[1:], len(x), optimizer=opt, dtype=x.dtype, train=False
-    )
+    measure_training_step(work, opt, x, y)  # warm-up: gradients and state exist
+    measured = measure_training_step(work, opt, x, y)  # each layer in its own mode
+    predicted = analytic_training_memory(work, x.shape[1:], len(x), optimizer=opt, dtype=x.dtype)
     return {
         "batch_size": len(x),
         "measured": measured.total_peak_bytes,
