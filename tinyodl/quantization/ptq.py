@@ -303,6 +303,7 @@ def quantize_model(
     percentile: float = 99.99,
     input_range: tuple[float, float] = UNIT_INTERVAL,
     output_range: tuple[float, float] | None = None,
+    rounding: str = "double",
 ) -> QuantizedModel:
     """Post-training quantization of a float model: fold, calibrate, convert.
 
@@ -321,6 +322,8 @@ def quantize_model(
         Use this range for the logits instead of the calibrated one -- for a freshly
         initialised head, whose calibrated range (a few tenths) would clamp the logits as
         soon as training makes them grow (and a clamped logit passes no gradient).
+    rounding : {"double", "single"}
+        Requantization rounding (see :class:`~tinyodl.quantization.QConv`).
 
     Returns
     -------
@@ -332,7 +335,7 @@ def quantize_model(
         ranges[units[-1].name] = tuple(float(v) for v in output_range)
     input_q = _qparams(*input_range)
     ops, _ = _convert(units, ranges, input_q)
-    return QuantizedModel(ops, input_q)
+    return QuantizedModel(ops, input_q).set_rounding(rounding)
 
 
 def float_nbytes(model: nn.Layer) -> int:

@@ -76,6 +76,9 @@ class QConv:
     bounds ``act_min, act_max``. Multipliers and clamp bounds are derived in
     :meth:`refresh`; call it after changing a scale.
 
+    ``rounding`` is the requantization's rounding: ``"double"`` (TFLite's reference kernels,
+    the default) or ``"single"`` (``TFLITE_SINGLE_ROUNDING``, XNNPACK; GUIDE section 3).
+
     For training: ``weight_trainable`` / ``bias_trainable``, the accumulated gradients
     ``weight_grad`` / ``bias_grad`` (float32, in integer units) and ``saved``.
     """
@@ -91,6 +94,7 @@ class QConv:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
+    rounding: str = "double"
     weight_trainable: bool = True
     bias_trainable: bool = True
     weight_grad: np.ndarray | None = field(default=None, repr=False)
@@ -135,18 +139,15 @@ class QConv:
         """Integer forward: int8 in, int8 out, through :mod:`tinyodl.ops`."""
         rq = (self.multiplier, self.shift)
         zi, zo = self.input.zero_point, self.output.zero_point
+        clamp = (self.act_min, self.act_max, self.rounding)
         if self.kind == "linear":
-            y = ops.linear_s8(xq, self.weight, self.bias, zi, zo, *rq, self.act_min, self.act_max)
+            y = ops.linear_s8(xq, self.weight, self.bias, zi, zo, *rq, *clamp)
         elif self.kind == "depthwise":
-            y = ops.depthwise_conv2d_s8(
-                xq, self.weight, self.bias, zi, zo, *rq, self.stride, self.padding,
-                self.act_min, self.act_max,
-            )  # fmt: skip
+            geometry = (self.stride, self.padding)
+            y = ops.depthwise_conv2d_s8(xq, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp)
         else:
-            y = ops.conv2d_s8(
-                xq, self.weight, self.bias, zi, zo, *rq, self.stride, self.padding, self.groups,
-                self.act_min, self.act_max,
-            )  # fmt: skip
+            geometry = (self.stride, self.padding, self.groups)
+            y = ops.conv2d_s8(xq, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp)
         if save:
             self.saved = {"y": y, "x_shape": xq.shape}
             if self.weight_trainable:  # x_q is needed only for dW_q
@@ -211,6 +212,7 @@ class QConv:
             "input": (self.input.scale, self.input.zero_point),
             "output": (self.output.scale, self.output.zero_point),
             "act_range": (self.act_min, self.act_max),
+            "rounding": self.rounding,
         }
 
 
@@ -390,6 +392,14 @@ class QuantizedModel:
     def zero_grad(self) -> None:
         for _, conv in self.named_convs():
             conv.zero_grad()
+
+    def set_rounding(self, rounding: str) -> QuantizedModel:
+        """Use ``"double"`` (TFLite reference) or ``"single"`` rounding in every layer."""
+        if rounding not in ("double", "single"):
+            raise ValueError(f"set_rounding: expected 'double' or 'single', got {rounding!r}")
+        for _, conv in self.named_convs():
+            conv.rounding = rounding
+        return self
 
     # -- inspection
     def describe(self, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:
