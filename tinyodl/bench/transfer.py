@@ -26,7 +26,7 @@ LR = {
     "A": {m: 0.01 for m in METHODS},
     "B": {m: 0.01 for m in METHODS},
 }
-GRID = [0.003, 0.01, 0.03]
+GRID = [0.003, 0.01, 0.03, 0.1]
 EPOCHS = {"A": 10, "B": 25}
 BATCH_SIZE = 8
 MEMORY_BATCHES = (1, 8)
