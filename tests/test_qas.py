@@ -130,8 +130,16 @@ def test_int8_training_with_qas_tracks_fp32_and_adam_trains_too():
     model, x, y = _pretrained_toy()
     y_new = (y + 1) % 3  # adapt to a relabelling
     fp32 = Q.fold_model(model).train()
-    history = train.fit(fp32, nn.SGD(fp32, lr=0.01, momentum=0.9), x, y_new, epochs=20,
-                        batch_size=16, seed=0, progress=False)  # fmt: skip
+    history = train.fit(
+        fp32,
+        nn.SGD(fp32, lr=0.01, momentum=0.9),
+        x,
+        y_new,
+        epochs=20,
+        batch_size=16,
+        seed=0,
+        progress=False,
+    )
     final = {"fp32": np.mean(history.step_loss[-6:])}
     for kind, lr, use_qas in (("sgd", 0.01, True), ("sgd", 0.01, False), ("adam", 0.3, False)):
         qmodel = Q.quantize_model(model, x)

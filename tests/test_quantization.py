@@ -106,14 +106,23 @@ def test_quantized_layers_hold_int8_weights_int32_biases_and_tflite_qparams():
     assert qmodel.input.scale == pytest.approx(1 / 255) and qmodel.input.zero_point == -128
     for name, conv in qmodel.named_convs():
         assert conv.weight.dtype == np.int8 and conv.bias.dtype == np.int32
-        assert conv.weight.min() >= -127 and np.all(np.abs(conv.weight).max(axis=tuple(
-            range(1, conv.weight.ndim))) == 127), name  # fmt: skip
+        assert conv.weight.min() >= -127 and np.all(
+            np.abs(conv.weight).max(axis=tuple(range(1, conv.weight.ndim))) == 127
+        ), name
         if conv.activation == "relu6":  # the fused ReLU6 is the clamp [q(0), q(6)]
             assert conv.act_min == conv.output.zero_point
             assert conv.act_max == min(127, conv.output.quantize(6.0))
     rows = qmodel.describe((1, 2, 6, 6))
-    assert [r["type"] for r in rows] == ["QConv", "QResidual", "QConv", "QConv", "QConv", "QAdd",
-                                         "QGlobalAvgPool", "QConv"]  # fmt: skip
+    assert [r["type"] for r in rows] == [
+        "QConv",
+        "QResidual",
+        "QConv",
+        "QConv",
+        "QConv",
+        "QAdd",
+        "QGlobalAvgPool",
+        "QConv",
+    ]
     assert rows[-1]["output_shape"] == (1, 3)
     assert sum(r["nbytes"] for r in rows) == qmodel.nbytes()
 
@@ -173,10 +182,16 @@ def test_the_float_twin_agrees_within_one_lsb(pretrained_b):
     for op, layer in zip(qmodel.ops, layers, strict=True):
         y = op.forward(h)
         if isinstance(op, Q.QConv | Q.QResidual | Q.QGlobalAvgPool):
-            in_q = {Q.QConv: lambda o: o.input, Q.QResidual: lambda o: o.add.b,
-                    Q.QGlobalAvgPool: lambda o: o.qparams}[type(op)](op)  # fmt: skip
-            out_q = op.add.output if isinstance(op, Q.QResidual) else (
-                op.qparams if isinstance(op, Q.QGlobalAvgPool) else op.output)  # fmt: skip
+            in_q = {
+                Q.QConv: lambda o: o.input,
+                Q.QResidual: lambda o: o.add.b,
+                Q.QGlobalAvgPool: lambda o: o.qparams,
+            }[type(op)](op)
+            out_q = (
+                op.add.output
+                if isinstance(op, Q.QResidual)
+                else (op.qparams if isinstance(op, Q.QGlobalAvgPool) else op.output)
+            )
             y_twin = layer.forward(in_q.dequantize(h).astype(np.float64))
             assert np.abs(out_q.quantize(y_twin).astype(int) - y).max() <= 1, op.name
         h = y

@@ -50,8 +50,9 @@ def test_tinytl_bias_keeps_no_layer_input_for_dw(batch):
     head = model["classifier.0"].saved["x"].nbytes
     # measured: the activations a step keeps are exactly the 1-byte masks (+ tiny vectors)
     mem = transfer.training_memory(model, x[:8], y[:8], lambda m: nn.SGD(m, lr=0.01))
-    full = transfer.training_memory(_prepared("finetune_full"), x[:8], y[:8],
-                                    lambda m: nn.SGD(m, lr=0.01))  # fmt: skip
+    full = transfer.training_memory(
+        _prepared("finetune_full"), x[:8], y[:8], lambda m: nn.SGD(m, lr=0.01)
+    )
     assert mem["saved_bytes"] == 2 * (masks + head) + stats  # batch 8 vs the 4 above
     assert full["saved_bytes"] > 8 * mem["saved_bytes"]
 
@@ -124,8 +125,9 @@ def test_bilinear_upsample_and_group_conv_gradcheck():
     assert max(errors.values()) < 1e-6, errors
     branch = transfer.lite_residual_branch(4, 6, (6, 6), seed=0).astype("float64")
     branch["bn"].params["weight"].data[:] = 0.5  # a live branch
-    errors = nn.check_layer_gradients(branch.eval(), rng.standard_normal((2, 4, 6, 6)),
-                                      train=False, num_checks=10)  # fmt: skip
+    errors = nn.check_layer_gradients(
+        branch.eval(), rng.standard_normal((2, 4, 6, 6)), train=False, num_checks=10
+    )
     assert max(errors.values()) < 1e-5, errors
 
 

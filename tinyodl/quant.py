@@ -276,8 +276,9 @@ def quantize_add_params(
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise ValueError(f"quantize_add_params: scales must be positive, got {scales.tolist()}")
     twice_max = 2.0 * max(scales[0], scales[1])
-    real = np.array([scales[0] / twice_max, scales[1] / twice_max,
-                     twice_max / (2.0**left_shift * scales[2])])  # fmt: skip
+    real = np.array(
+        [scales[0] / twice_max, scales[1] / twice_max, twice_max / (2.0**left_shift * scales[2])]
+    )
     m0, shift = quantize_multiplier(real)
     names = ("a", "b", "output")
     out = {f"{n}_multiplier": int(m) for n, m in zip(names, m0, strict=True)}

@@ -75,11 +75,25 @@ class TaskSpec:
 
 #: The two on-device tasks, by name.
 TASKS: dict[str, TaskSpec] = {
-    "A": TaskSpec("A", "new classes: pretrain on 0-4, adapt to 5-9", tuple(range(5)),
-                  tuple(range(5, 10)), 100, False, True),
-    "B": TaskSpec("B", "a new writer: all digits under a fixed writer shift", tuple(range(10)),
-                  tuple(range(10)), 20, True, False),
-}  # fmt: skip
+    "A": TaskSpec(
+        "A",
+        "new classes: pretrain on 0-4, adapt to 5-9",
+        tuple(range(5)),
+        tuple(range(5, 10)),
+        100,
+        False,
+        True,
+    ),
+    "B": TaskSpec(
+        "B",
+        "a new writer: all digits under a fixed writer shift",
+        tuple(range(10)),
+        tuple(range(10)),
+        20,
+        True,
+        False,
+    ),
+}
 
 #: Folder of the shipped pretrained weights.
 PRETRAINED_DIR = shipped_dir() / "pretrained"

@@ -102,16 +102,25 @@ def lite_residual_branch(
     branch = nn.Sequential(
         {
             "pool": nn.AvgPool2d(2, dtype=dtype),
-            "group_conv": nn.Conv2d(in_channels, in_channels, 5, padding=2, groups=2,
-                                    bias=False, seed=int(rng.integers(2**31)), dtype=dtype),
+            "group_conv": nn.Conv2d(
+                in_channels,
+                in_channels,
+                5,
+                padding=2,
+                groups=2,
+                bias=False,
+                seed=int(rng.integers(2**31)),
+                dtype=dtype,
+            ),
             "group_bn": nn.BatchNorm2d(in_channels, dtype=dtype),
             "act": nn.ReLU6(dtype=dtype),
-            "pointwise": nn.Conv2d(in_channels, out_channels, 1, bias=False,
-                                   seed=int(rng.integers(2**31)), dtype=dtype),
+            "pointwise": nn.Conv2d(
+                in_channels, out_channels, 1, bias=False, seed=int(rng.integers(2**31)), dtype=dtype
+            ),
             "bn": nn.BatchNorm2d(out_channels, dtype=dtype),
             "upsample": nn.BilinearUpsample(output_size, dtype=dtype),
         }
-    )  # fmt: skip
+    )
     branch["bn"].params["weight"].data[:] = 0.0  # the branch starts as the zero function
     return branch
 

@@ -38,9 +38,14 @@ from tinyodl.quantization.qmodel import (
 
 
 def fake_quantize(
-    x: np.ndarray, scale, zero_point, qmin: int, qmax: int, axis: int | None = None,
+    x: np.ndarray,
+    scale,
+    zero_point,
+    qmin: int,
+    qmax: int,
+    axis: int | None = None,
     rounding: bool = True,
-):  # fmt: skip
+):
     """``(s * (clamp(round(x / s) + zp, qmin, qmax) - zp), pass-mask)`` in ``x``'s dtype.
 
     The mask is True where ``qmin < q < qmax`` (the straight-through estimator's support).
@@ -94,11 +99,20 @@ class FakeQuantConv(nn.Layer):
     """
 
     def __init__(
-        self, kind: str, weight_shape: tuple[int, ...], input_scale: float,
-        output_scale: float, output_zero_point: int, act_min: int = -128, act_max: int = 127,
-        stride=(1, 1), padding=(0, 0), groups: int = 1, activation: str | None = None,
+        self,
+        kind: str,
+        weight_shape: tuple[int, ...],
+        input_scale: float,
+        output_scale: float,
+        output_zero_point: int,
+        act_min: int = -128,
+        act_max: int = 127,
+        stride=(1, 1),
+        padding=(0, 0),
+        groups: int = 1,
+        activation: str | None = None,
         dtype: str = "float32",
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(dtype)
         self.kind, self.weight_shape = kind, tuple(int(s) for s in weight_shape)
         self.input_scale = float(input_scale)
@@ -112,12 +126,19 @@ class FakeQuantConv(nn.Layer):
 
     def config(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "weight_shape": self.weight_shape,
-            "input_scale": self.input_scale, "output_scale": self.output_scale,
-            "output_zero_point": self.output_zero_point, "act_min": self.act_min,
-            "act_max": self.act_max, "stride": self.stride, "padding": self.padding,
-            "groups": self.groups, "activation": self.activation, "dtype": self.dtype.name,
-        }  # fmt: skip
+            "kind": self.kind,
+            "weight_shape": self.weight_shape,
+            "input_scale": self.input_scale,
+            "output_scale": self.output_scale,
+            "output_zero_point": self.output_zero_point,
+            "act_min": self.act_min,
+            "act_max": self.act_max,
+            "stride": self.stride,
+            "padding": self.padding,
+            "groups": self.groups,
+            "activation": self.activation,
+            "dtype": self.dtype.name,
+        }
 
     def quantized_parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(W~, b~, s_W)``: the weights and bias on their grids, and the weight scales."""
@@ -148,9 +169,13 @@ class FakeQuantConv(nn.Layer):
         else:
             acc, _ = F.conv2d_forward(x, w_fq, b_fq, self.stride, self.padding, self.groups)
         y, mask = fake_quantize(
-            acc, self.output_scale, self.output_zero_point, self.act_min, self.act_max,
+            acc,
+            self.output_scale,
+            self.output_zero_point,
+            self.act_min,
+            self.act_max,
             rounding=self.rounding,
-        )  # fmt: skip
+        )
         self._x_shape = x.shape
         self._save(mask=mask, w_fq=w_fq)
         if self.params["weight"].trainable:  # x is needed only for dW
@@ -187,8 +212,12 @@ class FakeQuantAdd(nn.Layer):
         return {"body": self.body}
 
     def config(self):
-        return {"body": nn.layer_spec(self.body), "scale": self.scale,
-                "zero_point": self.zero_point, "dtype": self.dtype.name}  # fmt: skip
+        return {
+            "body": nn.layer_spec(self.body),
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "dtype": self.dtype.name,
+        }
 
     def output_shape(self, input_shape):
         return self.body.output_shape(input_shape)
@@ -231,9 +260,18 @@ class FakeQuantGlobalAvgPool(nn.GlobalAvgPool):
 
 def _conv_to_layer(op: QConv) -> FakeQuantConv:
     layer = FakeQuantConv(
-        op.kind, op.weight.shape, op.input.scale, op.output.scale, op.output.zero_point,
-        op.act_min, op.act_max, op.stride, op.padding, op._groups(), op.activation,
-    )  # fmt: skip
+        op.kind,
+        op.weight.shape,
+        op.input.scale,
+        op.output.scale,
+        op.output.zero_point,
+        op.act_min,
+        op.act_max,
+        op.stride,
+        op.padding,
+        op._groups(),
+        op.activation,
+    )
     s_w = op.weight_scale.reshape((-1,) + (1,) * (op.weight.ndim - 1))
     layer.params["weight"].data[...] = op.weight * s_w
     layer.params["bias"].data[...] = op.bias * (op.input.scale * op.weight_scale)

@@ -126,9 +126,14 @@ def analytic_int8_training_memory(
         released += saved
     peak = max(forward_peak, backward_peak, gradients + 2 * 4 * max(trainable, 1))
     return Int8StepMemory(
-        params + trainable * per_element + inputs, peak, params, trainable * per_element,
-        inputs, activations, gradients,
-    )  # fmt: skip
+        params + trainable * per_element + inputs,
+        peak,
+        params,
+        trainable * per_element,
+        inputs,
+        activations,
+        gradients,
+    )
 
 
 def _walk(op, shape, steps, first: bool) -> tuple[int, ...]:

@@ -171,9 +171,14 @@ class QConv:
                 dw = ops.linear_s8_backward_weight(g_acc, x, self.input.zero_point)
             else:
                 dw = ops.conv2d_s8_backward_weight(
-                    g_acc, x, self.input.zero_point, self.weight.shape, self.stride,
-                    self.padding, self._groups(),
-                )  # fmt: skip
+                    g_acc,
+                    x,
+                    self.input.zero_point,
+                    self.weight.shape,
+                    self.stride,
+                    self.padding,
+                    self._groups(),
+                )
             self.weight_grad = dw if self.weight_grad is None else self.weight_grad + dw
         if self.bias_trainable:
             db = g_acc.sum(axis=0 if self.kind == "linear" else (0, 2, 3))
@@ -232,10 +237,19 @@ class QAdd:
     def forward(self, aq: np.ndarray, bq: np.ndarray, save: bool = False) -> np.ndarray:
         p = self.params
         y = ops.add_s8(
-            aq, bq, self.a.zero_point, p["a_multiplier"], p["a_shift"], self.b.zero_point,
-            p["b_multiplier"], p["b_shift"], self.output.zero_point, p["output_multiplier"],
-            p["output_shift"], p["left_shift"],
-        )  # fmt: skip
+            aq,
+            bq,
+            self.a.zero_point,
+            p["a_multiplier"],
+            p["a_shift"],
+            self.b.zero_point,
+            p["b_multiplier"],
+            p["b_shift"],
+            self.output.zero_point,
+            p["output_multiplier"],
+            p["output_shift"],
+            p["left_shift"],
+        )
         if save:
             self.saved = {"y": y}
         return y
@@ -423,9 +437,17 @@ class QuantizedModel:
             inner = shape
             for child in op.body:
                 inner = self._describe(child, inner, rows)
-            rows.append({"name": op.add.name, "type": "QAdd", "input_shape": inner,
-                         "output_shape": out, "num_params": 0, "nbytes": 0,
-                         "config": {k: v for k, v in op.add.params.items()}})  # fmt: skip
+            rows.append(
+                {
+                    "name": op.add.name,
+                    "type": "QAdd",
+                    "input_shape": inner,
+                    "output_shape": out,
+                    "num_params": 0,
+                    "nbytes": 0,
+                    "config": {k: v for k, v in op.add.params.items()},
+                }
+            )
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -92,10 +92,16 @@ def add_s8(
     int8 array, same shape
     """
     a, b, zps, ms, ss, lo, hi = add_args(
-        "add_s8", a, b, (a_zero_point, b_zero_point, output_zero_point),
-        (a_multiplier, b_multiplier, output_multiplier), (a_shift, b_shift, output_shift),
-        left_shift, act_min, act_max,
-    )  # fmt: skip
+        "add_s8",
+        a,
+        b,
+        (a_zero_point, b_zero_point, output_zero_point),
+        (a_multiplier, b_multiplier, output_multiplier),
+        (a_shift, b_shift, output_shift),
+        left_shift,
+        act_min,
+        act_max,
+    )
     scale = np.int64(1) << int(left_shift)
     a_part = multiply_by_quantized_multiplier((a.astype(np.int64) - zps[0]) * scale, ms[0], ss[0])
     b_part = multiply_by_quantized_multiplier((b.astype(np.int64) - zps[1]) * scale, ms[1], ss[1])

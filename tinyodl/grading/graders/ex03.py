@@ -118,9 +118,12 @@ def _ties(rng, f: int) -> np.ndarray:
 
 @task(
     "Task 1: per-channel weight quantization",
-    checks={"returns int8 q and float64 scales of the right shapes": 0.5, "scales": 0.5,
-            "values (round half away, clamp)": 1.0},
-)  # fmt: skip
+    checks={
+        "returns int8 q and float64 scales of the right shapes": 0.5,
+        "scales": 0.5,
+        "values (round half away, clamp)": 1.0,
+    },
+)
 def weights(t):
     rng = np.random.default_rng(31)
     w = rng.standard_normal((5, 3, 3, 3)) * np.array([0.1, 1, 3, 0.01, 2]).reshape(-1, 1, 1, 1)
@@ -139,24 +142,29 @@ def weights(t):
         check_equal("q", np.asarray(q, dtype=np.int64), want_q)
         tie = _ties(rng, 3)
         q2, _ = _items(t.call("quantize_weights_per_channel", tie), 2, "(q, scales)")
-        check_equal("q of weights with exact .5 ties", np.asarray(q2, np.int64),
-                    oracle_weights(tie)[0])  # fmt: skip
+        check_equal(
+            "q of weights with exact .5 ties", np.asarray(q2, np.int64), oracle_weights(tie)[0]
+        )
 
 
 # -- Task 2 -----------------------------------------------------------------------------------
 
 
-@task("Task 2: activation qparams and quantize",
-      checks={"choose_activation_qparams": 1.0, "quantize": 1.0})  # fmt: skip
+@task(
+    "Task 2: activation qparams and quantize",
+    checks={"choose_activation_qparams": 1.0, "quantize": 1.0},
+)
 def activations(t):
     with t.check("choose_activation_qparams"):
         for lo, hi in [(-1.0, 3.0), (0.0, 6.0), (0.5, 2.0), (-4.0, -1.0), (-0.3, 0.2), (0, 0)]:
             got = _items(t.call("choose_activation_qparams", lo, hi), 2, "(scale, zero_point)")
             s, zp = oracle_qparams(lo, hi)
             check_close(f"scale for range [{lo}, {hi}]", got[0], s, 1e-12, 0)
-            check_true(f"zero_point for range [{lo}, {hi}]",
-                       isinstance(got[1], int) and got[1] == zp,
-                       f"expected the int {zp}, got {got[1]!r}")  # fmt: skip
+            check_true(
+                f"zero_point for range [{lo}, {hi}]",
+                isinstance(got[1], int) and got[1] == zp,
+                f"expected the int {zp}, got {got[1]!r}",
+            )
     with t.check("quantize"):
         rng = np.random.default_rng(32)
         x = rng.uniform(-2, 2, (4, 7))
@@ -172,9 +180,13 @@ def activations(t):
 # -- Task 3 -----------------------------------------------------------------------------------
 
 
-@task("Task 3: fold_batchnorm",
-      checks={"folded conv equals conv then batchnorm": 0.5,
-              "without a conv bias; inputs unchanged": 0.5})  # fmt: skip
+@task(
+    "Task 3: fold_batchnorm",
+    checks={
+        "folded conv equals conv then batchnorm": 0.5,
+        "without a conv bias; inputs unchanged": 0.5,
+    },
+)
 def folding(t):
     rng = np.random.default_rng(33)
     w, b = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
@@ -186,19 +198,22 @@ def folding(t):
         conv = _conv(x, w, bias)
         shape = (1, -1, 1, 1)
         return gamma.reshape(shape) * (conv - mean.reshape(shape)) / np.sqrt(
-            var.reshape(shape) + 1e-3) + beta.reshape(shape)  # fmt: skip
+            var.reshape(shape) + 1e-3
+        ) + beta.reshape(shape)
 
     with t.check("folded conv equals conv then batchnorm"):
-        wf, bf = _items(t.call("fold_batchnorm", w, b, gamma, beta, mean, var, 1e-3), 2,
-                        "(w_folded, b_folded)")  # fmt: skip
+        wf, bf = _items(
+            t.call("fold_batchnorm", w, b, gamma, beta, mean, var, 1e-3), 2, "(w_folded, b_folded)"
+        )
         check_array("w_folded", wf, w.shape)
         check_array("b_folded", bf, (4,))
         check_close("conv with the folded weights", _conv(x, wf, bf), reference(b), 1e-9, 1e-9)
     with t.check("without a conv bias; inputs unchanged"):
         outcome = t.run("fold_batchnorm", w, None, gamma, beta, mean, var, 1e-3)
         wf, bf = _items(outcome.value, 2, "(w_folded, b_folded)")
-        check_close("conv (b=None) with the folded weights", _conv(x, wf, bf), reference(None),
-                    1e-9, 1e-9)  # fmt: skip
+        check_close(
+            "conv (b=None) with the folded weights", _conv(x, wf, bf), reference(None), 1e-9, 1e-9
+        )
         names = ("w", "b", "gamma", "beta", "mean", "var")
         values = (w, None, gamma, beta, mean, var)
         for i, (name, value) in enumerate(zip(names, values, strict=True)):
@@ -209,8 +224,10 @@ def folding(t):
 # -- Task 4 -----------------------------------------------------------------------------------
 
 
-@task("Task 4: the fixed-point multiplier",
-      checks={"quantize_multiplier": 1.0, "multiply_by_quantized_multiplier": 1.0})  # fmt: skip
+@task(
+    "Task 4: the fixed-point multiplier",
+    checks={"quantize_multiplier": 1.0, "multiply_by_quantized_multiplier": 1.0},
+)
 def multiplier(t):
     rng = np.random.default_rng(34)
     m = np.concatenate([rng.uniform(1e-4, 0.9, 12), [0.0, 0.5, 1.0, 1.5, 0.99999999999]])
@@ -229,8 +246,11 @@ def multiplier(t):
             got = t.call("multiply_by_quantized_multiplier", x, m0, shift)
             check_array(f"result (multiplier {mult})", got, x.shape)
             want = np.array([oracle_mbqm(int(v), m0, shift) for v in x])
-            check_equal(f"multiply_by_quantized_multiplier (multiplier {mult})",
-                        np.asarray(got, np.int64), want)  # fmt: skip
+            check_equal(
+                f"multiply_by_quantized_multiplier (multiplier {mult})",
+                np.asarray(got, np.int64),
+                want,
+            )
         # values where single rounding and double rounding differ
         m0, shift = oracle_multiplier(1 / 256)
         ties = np.arange(-1000, 1000) * 2 + 1  # odd numbers: x/256 hits .5 after SRDHM
@@ -254,8 +274,7 @@ def _linear_case(rng, n, k, f, zp_in, zp_out):
     return x, w, b, zp_in, zp_out, m0, shift
 
 
-@task("Task 5: linear_s8",
-      checks={"shape and dtype": 0.5, "values": 1.0, "fused clamp": 0.5})  # fmt: skip
+@task("Task 5: linear_s8", checks={"shape and dtype": 0.5, "values": 1.0, "fused clamp": 0.5})
 def linear(t):
     rng = np.random.default_rng(35)
     case = _linear_case(rng, 3, 20, 4, -7, 3)
@@ -266,27 +285,38 @@ def linear(t):
         check_equal("linear_s8", np.asarray(got, np.int64), oracle_linear(*case, -128, 127))
     with t.check("fused clamp"):
         got = t.call("linear_s8", *case, act_min=3, act_max=40)
-        check_equal("linear_s8 with act_min=3, act_max=40", np.asarray(got, np.int64),
-                    oracle_linear(*case, 3, 40))  # fmt: skip
+        check_equal(
+            "linear_s8 with act_min=3, act_max=40",
+            np.asarray(got, np.int64),
+            oracle_linear(*case, 3, 40),
+        )
 
 
-@task("Task 5 (hidden): linear_s8 with long rows and extreme zero points",
-      checks={"long rows, zero point -128 and 127": 1.0}, hidden=True)  # fmt: skip
+@task(
+    "Task 5 (hidden): linear_s8 with long rows and extreme zero points",
+    checks={"long rows, zero point -128 and 127": 1.0},
+    hidden=True,
+)
 def linear_hidden(t):
     rng = np.random.default_rng(36)
     with t.check("long rows, zero point -128 and 127"):
         for zp_in in (-128, 127):
             case = _linear_case(rng, 2, 300, 3, zp_in, -20)
             got = t.call("linear_s8", *case)
-            check_equal(f"linear_s8 (K=300, zp_in={zp_in})", np.asarray(got, np.int64),
-                        oracle_linear(*case, -128, 127))  # fmt: skip
+            check_equal(
+                f"linear_s8 (K=300, zp_in={zp_in})",
+                np.asarray(got, np.int64),
+                oracle_linear(*case, -128, 127),
+            )
 
 
 # -- Task 6 -----------------------------------------------------------------------------------
 
 
-@task("Task 6: fake quantization and the straight-through estimator",
-      checks={"forward": 0.5, "mask and backward": 0.5})  # fmt: skip
+@task(
+    "Task 6: fake quantization and the straight-through estimator",
+    checks={"forward": 0.5, "mask and backward": 0.5},
+)
 def fake_quant(t):
     rng = np.random.default_rng(37)
     x = rng.uniform(-3, 3, (5, 6)).astype(np.float32)

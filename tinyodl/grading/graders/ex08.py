@@ -43,9 +43,12 @@ def oracle_upsample(x: np.ndarray, size) -> np.ndarray:
         y0, y1, fy = coords(r, size[0], h)
         for q in range(size[1]):
             x0, x1, fx = coords(q, size[1], w)
-            out[:, :, r, q] = ((1 - fy) * (1 - fx) * x[:, :, y0, x0] + (1 - fy) * fx
-                               * x[:, :, y0, x1] + fy * (1 - fx) * x[:, :, y1, x0]
-                               + fy * fx * x[:, :, y1, x1])  # fmt: skip
+            out[:, :, r, q] = (
+                (1 - fy) * (1 - fx) * x[:, :, y0, x0]
+                + (1 - fy) * fx * x[:, :, y0, x1]
+                + fy * (1 - fx) * x[:, :, y1, x0]
+                + fy * fx * x[:, :, y1, x1]
+            )
     return out
 
 
@@ -57,15 +60,17 @@ def _conv(x, w, padding):
     out = np.zeros((x.shape[0], f, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            out[:, :, i, j] = np.tensordot(xp[:, :, i : i + kh, j : j + kw], w,
-                                           axes=([1, 2, 3], [1, 2, 3]))  # fmt: skip
+            out[:, :, i, j] = np.tensordot(
+                xp[:, :, i : i + kh, j : j + kw], w, axes=([1, 2, 3], [1, 2, 3])
+            )
     return out
 
 
 def oracle_group_conv(x, w, groups, padding):
     cg, fg = x.shape[1] // groups, w.shape[0] // groups
-    parts = [_conv(x[:, g * cg : (g + 1) * cg], w[g * fg : (g + 1) * fg], padding)
-             for g in range(groups)]  # fmt: skip
+    parts = [
+        _conv(x[:, g * cg : (g + 1) * cg], w[g * fg : (g + 1) * fg], padding) for g in range(groups)
+    ]
     return np.concatenate(parts, axis=1)
 
 
@@ -128,9 +133,11 @@ NET = [
 def kept(t):
     with t.check("returns one int per layer"):
         got = t.call("kept_bytes", NET, 2)
-        check_true("kept_bytes(net, 2)", isinstance(got, list) and len(got) == len(NET)
-                   and all(isinstance(v, int) for v in got),
-                   f"expected a list of {len(NET)} ints")  # fmt: skip
+        check_true(
+            "kept_bytes(net, 2)",
+            isinstance(got, list) and len(got) == len(NET) and all(isinstance(v, int) for v in got),
+            f"expected a list of {len(NET)} ints",
+        )
     with t.check("bytes"):
         for n in (1, 8):
             got = t.call("kept_bytes", NET, n)
@@ -145,32 +152,51 @@ def kept(t):
 # -- Task 3 -----------------------------------------------------------------------------------
 
 NAMES = [
-    "features.0.weight", "features.1.weight", "features.1.bias", "features.3.expand.weight",
-    "features.3.expand_bn.weight", "features.3.expand_bn.bias", "features.10.weight",
-    "features.11.weight", "features.11.bias", "features.12.weight", "features.12.bias",
-    "classifier.0.weight", "classifier.0.bias",
-]  # fmt: skip
+    "features.0.weight",
+    "features.1.weight",
+    "features.1.bias",
+    "features.3.expand.weight",
+    "features.3.expand_bn.weight",
+    "features.3.expand_bn.bias",
+    "features.10.weight",
+    "features.11.weight",
+    "features.11.bias",
+    "features.12.weight",
+    "features.12.bias",
+    "classifier.0.weight",
+    "classifier.0.bias",
+]
 STAGES = ["features.0", "features.1", "features.3", "features.10", "features.12"]
 
 
-@task("Task 3: trainable_names",
-      checks={"feature_extraction and finetune_full": 0.5, "finetune_last_k": 1.0,
-              "tinytl_bias": 0.5})  # fmt: skip
+@task(
+    "Task 3: trainable_names",
+    checks={
+        "feature_extraction and finetune_full": 0.5,
+        "finetune_last_k": 1.0,
+        "tinytl_bias": 0.5,
+    },
+)
 def trainable(t):
     def expect(keep):
         return [n for n in NAMES if keep(n)]
 
     head = lambda n: n.startswith("classifier.")  # noqa: E731
     with t.check("feature_extraction and finetune_full"):
-        check_equal("feature_extraction", t.call("trainable_names", NAMES, "feature_extraction",
-                                                 STAGES, 2), expect(head))  # fmt: skip
-        check_equal("finetune_full", t.call("trainable_names", NAMES, "finetune_full", STAGES),
-                    list(NAMES))  # fmt: skip
+        check_equal(
+            "feature_extraction",
+            t.call("trainable_names", NAMES, "feature_extraction", STAGES, 2),
+            expect(head),
+        )
+        check_equal(
+            "finetune_full", t.call("trainable_names", NAMES, "finetune_full", STAGES), list(NAMES)
+        )
     with t.check("finetune_last_k"):
         for k in (1, 2, 4):
             last = STAGES[-k:]
-            want = expect(lambda n, last=last: head(n) or n.split(".")[0] + "." + n.split(".")[1]
-                          in last)  # fmt: skip
+            want = expect(
+                lambda n, last=last: head(n) or n.split(".")[0] + "." + n.split(".")[1] in last
+            )
             got = t.call("trainable_names", NAMES, "finetune_last_k", STAGES, k)
             check_equal(f"finetune_last_k with k={k}", got, want)
     with t.check("tinytl_bias"):
@@ -187,31 +213,50 @@ def group_conv(t):
     x = rng.standard_normal((2, 4, 6, 5))
     w = rng.standard_normal((6, 2, 5, 5))
     with t.check("shape and dtype"):
-        check_array("group_conv2d(x, w, 2, 2)", t.call("group_conv2d", x, w, 2, 2),
-                    (2, 6, 6, 5), np.float64)  # fmt: skip
+        check_array(
+            "group_conv2d(x, w, 2, 2)", t.call("group_conv2d", x, w, 2, 2), (2, 6, 6, 5), np.float64
+        )
     with t.check("values"):
-        check_close("group_conv2d (2 groups, padding 2)", t.call("group_conv2d", x, w, 2, 2),
-                    oracle_group_conv(x, w, 2, 2), 1e-9, 1e-9)  # fmt: skip
+        check_close(
+            "group_conv2d (2 groups, padding 2)",
+            t.call("group_conv2d", x, w, 2, 2),
+            oracle_group_conv(x, w, 2, 2),
+            1e-9,
+            1e-9,
+        )
         w4 = rng.standard_normal((4, 1, 3, 3))
-        check_close("group_conv2d (depthwise: 4 groups)", t.call("group_conv2d", x, w4, 4, 1),
-                    oracle_group_conv(x, w4, 4, 1), 1e-9, 1e-9)  # fmt: skip
+        check_close(
+            "group_conv2d (depthwise: 4 groups)",
+            t.call("group_conv2d", x, w4, 4, 1),
+            oracle_group_conv(x, w4, 4, 1),
+            1e-9,
+            1e-9,
+        )
         w1 = rng.standard_normal((3, 4, 3, 3))
-        check_close("group_conv2d (1 group)", t.call("group_conv2d", x, w1, 1, 0),
-                    oracle_group_conv(x, w1, 1, 0), 1e-9, 1e-9)  # fmt: skip
+        check_close(
+            "group_conv2d (1 group)",
+            t.call("group_conv2d", x, w1, 1, 0),
+            oracle_group_conv(x, w1, 1, 0),
+            1e-9,
+            1e-9,
+        )
 
 
 # -- Task 5 -----------------------------------------------------------------------------------
 
 
-@task("Task 5: interpolation_matrix and bilinear_upsample",
-      checks={"interpolation_matrix": 1.0, "bilinear_upsample": 1.0})  # fmt: skip
+@task(
+    "Task 5: interpolation_matrix and bilinear_upsample",
+    checks={"interpolation_matrix": 1.0, "bilinear_upsample": 1.0},
+)
 def upsample(t):
     rng = np.random.default_rng(85)
     with t.check("interpolation_matrix"):
         for in_size, out_size in [(2, 4), (3, 4), (4, 4), (3, 7)]:
             a = t.call("interpolation_matrix", in_size, out_size)
-            check_array(f"interpolation_matrix({in_size}, {out_size})", a, (out_size, in_size),
-                        np.float64)  # fmt: skip
+            check_array(
+                f"interpolation_matrix({in_size}, {out_size})", a, (out_size, in_size), np.float64
+            )
             eye = np.eye(in_size).reshape(1, 1, in_size, in_size)
             want = oracle_upsample(eye, (out_size, in_size))[0, 0]  # rows: A @ I
             check_close(f"interpolation_matrix({in_size}, {out_size})", a, want, 1e-12, 1e-12)
@@ -223,16 +268,20 @@ def upsample(t):
             check_close(f"bilinear_upsample(x, {size})", y, oracle_upsample(x, size), 1e-12, 1e-12)
 
 
-@task("Task 5 (hidden): bilinear_upsample when shrinking",
-      checks={"output smaller than the input": 1.0}, hidden=True)  # fmt: skip
+@task(
+    "Task 5 (hidden): bilinear_upsample when shrinking",
+    checks={"output smaller than the input": 1.0},
+    hidden=True,
+)
 def upsample_hidden(t):
     rng = np.random.default_rng(86)
     with t.check("output smaller than the input"):
         x = rng.standard_normal((1, 2, 7, 9))
         for size in [(3, 4), (2, 2), (5, 9)]:
             y = t.call("bilinear_upsample", x, size)
-            check_close(f"bilinear_upsample(x of 7x9, {size})", y, oracle_upsample(x, size),
-                        1e-12, 1e-12)  # fmt: skip
+            check_close(
+                f"bilinear_upsample(x of 7x9, {size})", y, oracle_upsample(x, size), 1e-12, 1e-12
+            )
 
 
 # -- Task 6 -----------------------------------------------------------------------------------
@@ -244,8 +293,12 @@ def upsample_backward(t):
     in_hw, size = (3, 5), (6, 7)
     dout = rng.standard_normal((2, 2, *size))
     with t.check("shape"):
-        check_array("bilinear_upsample_backward", t.call("bilinear_upsample_backward", dout, in_hw),
-                    (2, 2, *in_hw), np.float64)  # fmt: skip
+        check_array(
+            "bilinear_upsample_backward",
+            t.call("bilinear_upsample_backward", dout, in_hw),
+            (2, 2, *in_hw),
+            np.float64,
+        )
     with t.check("adjoint of the forward"):
         dx = t.call("bilinear_upsample_backward", dout, in_hw)
         check_array("dx", dx, (2, 2, *in_hw))
