@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_quantization import small_model
 
-from tinyodl import nn, qas, train
+from tinyodl import nn, qas, tasks, train
 from tinyodl import quantization as Q
 
 
@@ -188,3 +188,29 @@ def test_bad_optimizer_arguments_are_named():
         qas.Int8Optimizer(qmodel, "lars")
     with pytest.raises(ValueError, match="store must be one of"):
         qas.Int8Optimizer(qmodel, store="fp16")
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "cython"])
+def test_analytic_int8_training_memory_is_within_ten_percent(backend_name):
+    from tinyodl import backend
+    from tinyodl.quantization.memory import (
+        analytic_int8_training_memory,
+        measure_int8_training_step,
+    )
+
+    if backend_name == "cython" and not backend.cython_available():
+        pytest.skip("kernels not built")
+    task = tasks.load_task("B", per_class=2)
+    model, x, y = task.pretrained(), task.x_train, task.y_train
+    with backend.use_backend(backend_name):
+        for kind, store in (("sgd", "shadow"), ("adam", "int8")):
+            qmodel = Q.quantize_model(model, tasks.calibration_images("B", 32))
+            opt = qas.Int8Optimizer(qmodel, kind, lr=0.01, store=store)
+            qas.int8_train_step(qmodel, opt, x[:16], y[:16])  # the optimizer state exists
+            measured = measure_int8_training_step(qmodel, opt, x[:16], y[:16])
+            predicted = analytic_int8_training_memory(
+                qmodel, 16, x.shape[1:], kind, store=store, backend=backend_name
+            )
+            assert predicted.resident_bytes == measured.resident_bytes
+            total = measured.total_peak_bytes
+            assert abs(predicted.total_peak_bytes - total) <= 0.1 * total, (kind, store)

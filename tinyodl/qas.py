@@ -129,7 +129,7 @@ class Int8Optimizer:
                 return grad
             buf = slots.get("momentum_buffer")
             if buf is None:
-                buf = slots["momentum_buffer"] = grad.astype(np.float32)
+                buf = slots["momentum_buffer"] = np.array(grad, dtype=np.float32)
             else:
                 buf *= np.float32(self.momentum)
                 buf += grad
@@ -144,7 +144,9 @@ class Int8Optimizer:
         v *= np.float32(b2)
         v += np.float32(1 - b2) * grad * grad
         t = self.step_count
-        return (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + self.eps)
+        denom = np.sqrt(v / np.float32(1 - b2**t))
+        denom += np.float32(self.eps)
+        return (m / np.float32(1 - b1**t)) / denom
 
     def _apply(self, key: str, current: np.ndarray, delta: np.ndarray, lo: int, hi: int):
         """New integer tensor after adding ``delta`` (integer units) in the chosen store."""
@@ -154,25 +156,28 @@ class Int8Optimizer:
         if "shadow" not in slots:
             slots["shadow"] = current.astype(np.float32)
         shadow = slots["shadow"]
-        shadow += delta.astype(np.float32)
+        shadow += delta
         np.clip(shadow, lo, hi, out=shadow)
-        return round_half_away(shadow)
+        rounded = shadow + np.copysign(np.float32(0.5), shadow)  # half away from zero
+        return np.trunc(rounded, out=rounded)
 
     def step(self) -> None:
         """Update every trainable int8 weight and int32 bias that has a gradient."""
         self.step_count += 1
         for name, conv in self.layers.items():
-            w_factor, b_factor = qas_gradient_scales(conv) if self.qas else (1.0, 1.0)
+            w_factor, b_factor = np.float32(1.0), np.float32(1.0)
+            if self.qas:
+                w_factor, b_factor = (f.astype(np.float32) for f in qas_gradient_scales(conv))
             if conv.weight_trainable and conv.weight_grad is not None:
-                grad = (conv.weight_grad * w_factor).astype(np.float32)
-                delta = -self.lr * self._direction(f"{name}.weight", grad)
+                grad = conv.weight_grad * w_factor
+                delta = np.float32(-self.lr) * self._direction(f"{name}.weight", grad)
                 new = self._apply(f"{name}.weight", conv.weight, delta, -127, 127)
                 new = new.astype(np.int8)
                 self.moved[name] |= new != conv.weight
                 conv.weight = new
             if conv.bias_trainable and conv.bias_grad is not None:
-                grad = (conv.bias_grad * b_factor).astype(np.float32)
-                delta = -self.lr * self._direction(f"{name}.bias", grad)
+                grad = conv.bias_grad * b_factor
+                delta = np.float32(-self.lr) * self._direction(f"{name}.bias", grad)
                 new = self._apply(f"{name}.bias", conv.bias, delta, -(2**31), 2**31 - 1)
                 conv.bias = new.astype(np.int32)
 

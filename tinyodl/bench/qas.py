@@ -61,7 +61,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", nargs="+", default=["A", "B"], choices=sorted(tasks.TASKS))
     parser.add_argument("--data", default=None, help="full MNIST folder (test split)")
     parser.add_argument("--tune", action="store_true", help="choose each method's lr first")
-    parser.add_argument("--progress", action="store_true", help="progress bars")
 
 
 # ----------------------------------------------------------------------------- one run

@@ -122,6 +122,7 @@ class QConv:
         )
         # M = s_in s_w / s_out: d y_q / d acc, used by backward (float, not fixed point)
         self.real_multiplier = self.input.scale * self.weight_scale / self.output.scale
+        self._multiplier32 = self.real_multiplier.astype(np.float32)
 
     @property
     def out_channels(self) -> int:
@@ -164,7 +165,7 @@ class QConv:
         y = self.saved.pop("y")
         g = ops.ste_clamp_backward(np.asarray(g, dtype=np.float32), y, self.act_min, self.act_max)
         channel = (1, -1) if self.kind == "linear" else (1, -1, 1, 1)
-        g_acc = (g * self.real_multiplier.reshape(channel)).astype(np.float32)
+        g_acc = g * self._multiplier32.reshape(channel)  # float32 throughout
         x, x_shape = self.saved.pop("x", None), self.saved.pop("x_shape")
         if self.weight_trainable and x is not None:
             if self.kind == "linear":
