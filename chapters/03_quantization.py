@@ -300,6 +300,33 @@ print(f"{'(before)':<14} task B accuracy {100 * before:.2f}%")
 assert results["int8_sgdm_qas"] > results["int8_sgdm"]  # the same lr: only QAS learns
 
 # %% [markdown]
+# For comparison, **fake-quant QAT**: the float-simulated twin trained in floating point
+# (straight-through estimator), then converted to integers (`Q.to_quantized`). It needs the
+# float weights on the device -- it is the baseline the real int8 graph is measured against.
+
+# %%
+from tinyodl import schedules
+from tinyodl.train import fit
+
+twin_b = Q.to_fake_quant(Q.quantize_model(model, calib)).train()
+steps = EPOCHS * -(-len(task_b.y_train) // 16)
+fit(
+    twin_b,
+    nn.SGD(twin_b, lr=0.01, momentum=0.9),
+    task_b.x_train,
+    task_b.y_train,
+    epochs=EPOCHS,
+    batch_size=16,
+    seed=0,
+    schedule=schedules.Cosine(0.01, steps),
+    progress=False,
+)
+qat_int8 = Q.to_quantized(twin_b.eval())
+results["qat"] = evaluate(qat_int8, task_b.x_test[:N_TEST], task_b.y_test[:N_TEST])[1]
+print(f"{'QAT -> int8':<14} task B accuracy {100 * results['qat']:.2f}%")
+assert results["qat"] > before
+
+# %% [markdown]
 # ## 5. Where the weights live: an fp32 shadow, or int8 only
 #
 # With an fp32 shadow copy, each update goes into the copy and the int8 weights are rounded
