@@ -47,7 +47,7 @@ LR = {
 #: units (about ``lr`` per step whatever the gradient's scale).
 GRID = {
     "fp32_sgdm": [0.003, 0.01, 0.03],
-    "int8_sgdm": [10.0, 100.0, 1000.0],
+    "int8_sgdm": [10.0, 100.0, 1000.0, 10000.0],
     "int8_adam": [0.03, 0.1, 0.3],
     "int8_sgdm_qas": [0.003, 0.01, 0.03],
 }
