@@ -157,16 +157,16 @@ class LayerUpdate:
         return self.channels is not None
 
 
-def top_l2_channels(weight: np.ndarray, ratio: float) -> np.ndarray:
-    """The ``ceil(ratio * F)`` output channels with the largest weight L2 norm, sorted.
+def top_l2_channels(conv: QConv, ratio: float) -> np.ndarray:
+    """The ``ceil(ratio * F)`` output channels of largest real-weight L2 norm, sorted.
 
-    The paper's rule for a partial-channel update (Lin et al. 2022, section 2.2).
+    The paper's rule for a partial-channel update (Lin et al. 2022, section 2.2); the same
+    choice as :func:`tinyodl.sparse_update.select_channels` (which this calls), so the
+    engine and chapter 04's sparse update train the same channels.
     """
-    f = weight.shape[0]
-    k = min(f, max(1, int(np.ceil(ratio * f))))
-    norms = np.sqrt((weight.reshape(f, -1).astype(np.float64) ** 2).sum(axis=1))
-    order = np.argsort(-norms, kind="stable")
-    return np.sort(order[:k]).astype(np.int64)
+    from tinyodl.sparse_update import select_channels
+
+    return select_channels(conv, ratio)
 
 
 def resolve_scheme(graph: Graph, scheme: Any = None) -> dict[str, LayerUpdate]:
@@ -179,7 +179,8 @@ def resolve_scheme(graph: Graph, scheme: Any = None) -> dict[str, LayerUpdate]:
         ``bias_depth`` (the biases of the last k conv/linear layers train), ``weights``
         (layer name -> channel ratio in (0, 1]; channels by weight L2 norm unless the
         scheme has a ``channels`` dict name -> indices, as TinyTrain's does). None: the
-        layers' own ``weight_trainable`` / ``bias_trainable`` flags (all channels).
+        layers' own ``weight_trainable`` / ``bias_trainable`` flags and
+        ``update_channels`` (as :func:`tinyodl.sparse_update.apply_scheme` sets them).
 
     Raises
     ------
@@ -191,7 +192,10 @@ def resolve_scheme(graph: Graph, scheme: Any = None) -> dict[str, LayerUpdate]:
     if scheme is None:
         for node in convs:
             conv = node.op
-            ch = np.arange(conv.out_channels, dtype=np.int64) if conv.weight_trainable else None
+            ch = getattr(conv, "update_channels", None)
+            if ch is None:
+                ch = np.arange(conv.out_channels, dtype=np.int64)
+            ch = np.asarray(ch, dtype=np.int64) if conv.weight_trainable else None
             updates[node.name] = LayerUpdate(ch, bool(conv.bias_trainable))
     else:
         names = [n.name for n in convs]
@@ -211,8 +215,10 @@ def resolve_scheme(graph: Graph, scheme: Any = None) -> dict[str, LayerUpdate]:
             ch = None
             if node.name in chosen:
                 ch = np.unique(np.asarray(chosen[node.name], dtype=np.int64))
+            elif ratio >= 1:
+                ch = np.arange(node.op.out_channels, dtype=np.int64)
             elif ratio > 0:
-                ch = top_l2_channels(node.op.weight, ratio)
+                ch = top_l2_channels(node.op, ratio)
             updates[node.name] = LayerUpdate(ch, i >= len(convs) - depth)
     for node in convs:
         u = updates[node.name]
