@@ -188,7 +188,8 @@ def main(args) -> int:
     task, qmodel = starting_qmodel(args.seed)
     n = args.batch_size
     rows = memory_breakdown(qmodel, task.x_train[:n], task.y_train[:n])
-    rows += memory_breakdown(qmodel, task.x_train[:n], task.y_train[:n], store="int8")
+    if not args.quick:  # the pure-int8 store (no fp32 shadow) too
+        rows += memory_breakdown(qmodel, task.x_train[:n], task.y_train[:n], store="int8")
     for r in rows:
         log(
             f"{r['config']:18s} store={r['store']:6s} "
@@ -205,7 +206,7 @@ def main(args) -> int:
         "training_kb_int8": {r["config"]: r["measured_training_bytes"] / 1024 for r in pure},
         "step_peak_ratios": _ratios(shadow, "measured_step_peak_bytes"),
         "training_ratios_shadow": _ratios(shadow, "measured_training_bytes"),
-        "training_ratios_int8": _ratios(pure, "measured_training_bytes"),
+        "training_ratios_int8": _ratios(pure, "measured_training_bytes") if pure else None,
         "max_abs_plan_error": max(abs(r["plan_error"]) for r in rows),
     }
     if not args.skip_selection:
