@@ -52,10 +52,48 @@ def k_quantize(plan, step, env):
     return {"a:input": plan.graph.qmodel.quantize_input(env["x"])}
 
 
+def _conv_forward(conv, x: np.ndarray, limit: int | None) -> np.ndarray:
+    """``conv.forward(x)``, a few output channels at a time when its scratch is large.
+
+    Per output channel the int8 kernel's scratch holds the weight row packed to int16 and
+    transposed (3 bytes per weight) and an int32 accumulator per output value; computing
+    ``limit // that`` output channels per call bounds it. Integer arithmetic: the result is
+    exactly ``conv.forward(x)``.
+    """
+    out_shape = conv.output_shape(x.shape)
+    per_channel = 3 * conv.weight[0].size + 4 * int(np.prod(out_shape)) // conv.out_channels
+    if limit is None or per_channel * conv.out_channels <= limit or conv.kind == "linear":
+        return conv.forward(x)
+    if conv.kind == "conv" and conv.groups != 1:
+        return conv.forward(x)
+    step = max(1, int(limit) // per_channel)
+    y = np.empty(out_shape, dtype=np.int8)
+    zi, zo = conv.input.zero_point, conv.output.zero_point
+    clamp = (conv.act_min, conv.act_max, conv.rounding)
+    for f0 in range(0, conv.out_channels, step):
+        sl = slice(f0, min(f0 + step, conv.out_channels))
+        rq = (conv.multiplier[sl], conv.shift[sl])
+        if conv.kind == "depthwise":
+            xs = np.ascontiguousarray(x[:, sl])
+            geometry = (conv.stride, conv.padding)
+            y[:, sl] = ops.depthwise_conv2d_s8(
+                xs, conv.weight[sl], conv.bias[sl], zi, zo, *rq, *geometry, *clamp
+            )
+        else:
+            geometry = (conv.stride, conv.padding, 1)
+            y[:, sl] = ops.conv2d_s8(
+                x, conv.weight[sl], conv.bias[sl], zi, zo, *rq, *geometry, *clamp
+            )
+    return y
+
+
 def k_forward(plan, step, env):
     node = plan.nodes[step.node]
     args = [env[f"a:{t}"] for t in node.inputs]
-    y = node.op.forward(*args) if node.kind == "add" else node.op.forward(args[0])
+    if node.kind == "conv":
+        y = _conv_forward(node.op, args[0], plan.scratch_limit)
+    else:
+        y = node.op.forward(*args) if node.kind == "add" else node.op.forward(args[0])
     out = {f"a:{node.output}": y}
     mask = f"m:{node.output}"
     if mask in step.allocs:  # 1 bit per value: did the output sit strictly inside the clamp?
@@ -88,15 +126,50 @@ def k_bwd_mask(plan, step, env):
     return {}
 
 
+def _dx_chunks(conv, limit: int | None) -> list[slice]:
+    """Input-channel slices whose float32 weight copy stays under ``limit`` bytes.
+
+    The int8 backward kernels convert the weight they are given to float32 (4 bytes per
+    weight); given all of it, that copy is the largest scratch of a sparse step. An input
+    channel's gradient needs only the weights that read it (``W[:, c]``; a depthwise
+    layer's ``W[c]``), so the engine asks for ``dL/dx`` a few input channels at a time.
+    """
+    c_in = conv.weight.shape[1] if conv.kind != "depthwise" else conv.weight.shape[0]
+    if limit is None or (conv.kind == "conv" and conv.groups != 1):
+        return [slice(0, c_in)]
+    per_channel = 4 * (conv.weight.size // c_in)
+    step = max(1, int(limit) // per_channel)
+    return [slice(c, min(c + step, c_in)) for c in range(0, c_in, step)]
+
+
 def k_bwd_dx(plan, step, env):
     node = plan.nodes[step.node]
     conv, g = node.op, env[step.reads[0]]
-    if conv.kind == "linear":
-        dx = ops.linear_s8_backward_input(g, conv.weight)
-    else:
+    chunks = _dx_chunks(conv, plan.scratch_limit)
+    if len(chunks) == 1:
+        if conv.kind == "linear":
+            return {step.allocs[0]: ops.linear_s8_backward_input(g, conv.weight)}
         dx = ops.conv2d_s8_backward_input(
             g, conv.weight, node.in_shapes[0], conv.stride, conv.padding, conv._groups()
         )
+        return {step.allocs[0]: dx}
+    dx = np.empty(node.in_shapes[0], dtype=np.float32)
+    for sl in chunks:
+        if conv.kind == "linear":
+            dx[:, sl] = ops.linear_s8_backward_input(g, conv.weight[:, sl])
+            continue
+        n, _, h, w = node.in_shapes[0]
+        shape = (n, sl.stop - sl.start, h, w)
+        if conv.kind == "depthwise":
+            part = ops.conv2d_s8_backward_input(
+                np.ascontiguousarray(g[:, sl]), conv.weight[sl], shape,
+                conv.stride, conv.padding, shape[1],
+            )  # fmt: skip
+        else:
+            part = ops.conv2d_s8_backward_input(
+                g, conv.weight[:, sl], shape, conv.stride, conv.padding, 1
+            )
+        dx[:, sl] = part
     return {step.allocs[0]: dx}
 
 
@@ -290,6 +363,7 @@ class TrainingPlan:
         self.factors = {}
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self.last_loss = float("nan")
+        self.scratch_limit: int | None = None
         for name, u in updates.items():
             conv = self.nodes[name].op
             w, b = qas_gradient_scales(conv) if optimizer.qas else (np.ones(1), np.ones(1))
@@ -449,6 +523,7 @@ def compile_training(
     store: str = "shadow",
     reorder: bool = True,
     profile: bool = True,
+    scratch_limit: int | None = 16 * 1024,
     seed: int = 0,
 ) -> TrainingPlan:
     """Compile one training step of an int8 model: trace, derive backward, prune, reorder, plan.
@@ -470,6 +545,11 @@ def compile_training(
     reorder : bool, default True
         Apply each update as soon as its gradient exists and free it (TTE's operator
         reordering); False: all updates after the backward.
+    scratch_limit : int or None, default 16 KiB
+        Bound the kernels' scratch: the forward computes a few output channels at a time
+        (its int32 accumulators) and ``dL/dx`` a few input channels at a time (the float32
+        copy of the weight), each under this many bytes (None: whole layers at once). The
+        results are the same either way (tested bit-equal on both backends).
     profile : bool, default True
         Measure each step's kernel workspace once (on a random batch drawn from ``seed``;
         weights restored) and include it in the planned peak. False: buffers only.
@@ -500,6 +580,7 @@ def compile_training(
         graph, updates, steps, memory_plan, SGDConfig(lr, momentum, qas, store), reorder
     )
     plan._sizes = {b.name: b.nbytes for b in memory_plan.buffers}
+    plan.scratch_limit = scratch_limit
     if profile:
         rng = np.random.default_rng(seed)
         x = rng.random(graph.input_shape, dtype=np.float32)
