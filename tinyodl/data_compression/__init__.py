@@ -13,10 +13,17 @@ of bytes there are three ways to keep more (or better) training signal:
   packed, down to 1-bit (binarised) images.
 
 The notebook (``chapters/07_data_compression.py``) and ``tinyodl bench data_compression``
-train the same small CNN on what each method keeps at the same byte budget and plot test
-accuracy against the bytes of stored training data.
+train the same small CNN on what each method keeps at the same byte budget
+(:func:`keep_within_budget`) and plot test accuracy against the bytes of stored training
+data.
 """
 
+from tinyodl.data_compression.budget import (
+    METHODS,
+    Kept,
+    bytes_per_example,
+    keep_within_budget,
+)
 from tinyodl.data_compression.dictionary import SparseCodeStore, ista, learn_dictionary, omp
 from tinyodl.data_compression.lowbit import (
     LowBitImages,
@@ -36,6 +43,10 @@ from tinyodl.data_compression.selection import (
 )
 
 __all__ = [
+    "METHODS",
+    "Kept",
+    "bytes_per_example",
+    "keep_within_budget",
     "LowBitImages",
     "SparseCodeStore",
     "covering_radius",
