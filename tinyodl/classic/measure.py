@@ -58,7 +58,12 @@ class UpdateMemory:
     peak_bytes : ndarray of int (n_updates,)
         Highest traced memory during the call, above what existed before it.
     retained_bytes : ndarray of int (n_updates,)
-        Memory the call left allocated (the model, on the first call).
+        Memory the call left allocated (the model, on the first call). Only the young
+        garbage is collected after each call, so a few hundred bytes of interpreter free
+        lists (floats, tuples) can show up here.
+    stream_retained_bytes : int
+        Memory still allocated after all updates but the first, once everything is
+        collected: 0 for a constant-memory learner.
     batch_size : int
     model_bytes : int
         :func:`model_bytes` after the last update.
@@ -66,6 +71,7 @@ class UpdateMemory:
 
     peak_bytes: np.ndarray
     retained_bytes: np.ndarray
+    stream_retained_bytes: int
     batch_size: int
     model_bytes: int
 
@@ -107,26 +113,33 @@ def measure_update_memory(
     UpdateMemory
     """
     X, y = np.asarray(X), np.asarray(y)
-    peaks, kept = [], []
+    batches = list(_batches(X, y, batch_size, n_updates))  # views, made before tracing
+    peaks = np.zeros(len(batches), dtype=np.int64)
+    kept = np.zeros(len(batches), dtype=np.int64)
     started = not tracemalloc.is_tracing()
-    gc.collect()  # once: old garbage must not be freed in the middle of a measurement
+    gc.collect()  # old garbage must not be freed in the middle of a measurement
     if started:
         tracemalloc.start()
     try:
-        for xb, yb in _batches(X, y, batch_size, n_updates):
+        for i, (xb, yb) in enumerate(batches):
+            if i == 1:  # the model exists now: the rest of the stream must not add to it
+                gc.collect()
+                after_first = tracemalloc.get_traced_memory()[0]
             before = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
             estimator.partial_fit(xb, yb, classes=classes)
-            gc.collect(0)  # young garbage only (fast): what remains is kept by the estimator
+            gc.collect(0)  # young garbage only (fast)
             current, peak = tracemalloc.get_traced_memory()
-            peaks.append(peak - before)
-            kept.append(current - before)
+            peaks[i], kept[i] = peak - before, current - before
+        gc.collect()  # also empties the interpreter's free lists
+        stream = tracemalloc.get_traced_memory()[0] - after_first if len(batches) > 1 else 0
     finally:
         if started:
             tracemalloc.stop()
     return UpdateMemory(
-        peak_bytes=np.array(peaks, dtype=np.int64),
-        retained_bytes=np.array(kept, dtype=np.int64),
+        peak_bytes=peaks,
+        retained_bytes=kept,
+        stream_retained_bytes=int(stream),
         batch_size=batch_size,
         model_bytes=model_bytes(estimator),
     )
