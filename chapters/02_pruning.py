@@ -47,6 +47,7 @@ QUICK = os.environ.get("TINYODL_QUICK") == "1"  # smaller runs under test; same 
 N_TRAIN = 3000 if QUICK else 12000
 EPOCHS = 3 if QUICK else 10
 FINETUNE_EPOCHS = 2 if QUICK else 8
+LENET_FINETUNE_EPOCHS = 1 if QUICK else 3
 SEED = 0
 SHAPE = (1, 28, 28)
 threadpool_limits(1)
@@ -195,7 +196,7 @@ for wrapped in (False, True):
 # $$s_t = s_f + (s_i - s_f)\left(1 - \frac{t - t_0}{n\,\Delta t}\right)^3$$
 #
 # `pruning.prune_and_finetune` runs it with `fit`: the masks are recomputed every `dt`
-# steps during the first 60% of the training steps (a pruned weight has magnitude 0, so it
+# steps during the first half of the training steps (a pruned weight has magnitude 0, so it
 # is the first to go again: masks only lose entries), then training goes on at the final
 # sparsity with the masks held.
 
@@ -210,7 +211,7 @@ ax.set(xlabel="training step", ylabel="target sparsity", title="Zhu & Gupta's cu
 ax.grid(alpha=0.3)
 
 sparse = copy.deepcopy(dense)
-opt = nn.SGD(sparse, lr=0.02, momentum=0.9, nesterov=True)
+opt = nn.SGD(sparse, lr=0.05, momentum=0.9, nesterov=True)
 pruner, history = pruning.prune_and_finetune(
     sparse,
     opt,
@@ -220,7 +221,8 @@ pruner, history = pruning.prune_and_finetune(
     epochs=FINETUNE_EPOCHS,
     batch_size=64,
     seed=SEED + 1,
-    schedule=schedules.Cosine(0.02, steps),
+    prune_fraction=0.5,
+    schedule=schedules.Cosine(0.05, steps),
 )
 sparse_acc = accuracy(sparse)
 print(f"pruning events: {len(pruner.history)}; final sparsity {pruning.sparsity(sparse):.3f}")
@@ -375,19 +377,20 @@ for frac in [0.5] if QUICK else [0.25, 0.5, 0.75]:
     ch = pruning.channel_prune(lenet, frac, SHAPE)
     removed = 1 - ch.num_params() / lenet.num_params()
     ch_one_shot = accuracy(ch)
-    train(ch, x, y, FINETUNE_EPOCHS, 0.02, SEED + 2)
+    train(ch, x, y, LENET_FINETUNE_EPOCHS, 0.05, SEED + 2)
     mag = copy.deepcopy(lenet)
-    steps = FINETUNE_EPOCHS * int(np.ceil(N_TRAIN / 64))
+    steps = LENET_FINETUNE_EPOCHS * int(np.ceil(N_TRAIN / 64))
     pruning.prune_and_finetune(
         mag,
-        nn.SGD(mag, lr=0.02, momentum=0.9, nesterov=True),
+        nn.SGD(mag, lr=0.05, momentum=0.9, nesterov=True),
         x,
         y,
         final_sparsity=removed,
-        epochs=FINETUNE_EPOCHS,
+        epochs=LENET_FINETUNE_EPOCHS,
         batch_size=64,
         seed=SEED + 2,
-        schedule=schedules.Cosine(0.02, steps),
+        prune_fraction=0.5,
+        schedule=schedules.Cosine(0.05, steps),
     )
     x_bench = x_time[:64]
     t_ratio = pruning.inference_time(lenet, x_bench, 3) / pruning.inference_time(ch, x_bench, 3)
