@@ -125,6 +125,8 @@ def schedule(t):
             got = t.call("gradual_sparsity", step, 0.9, 10, 110)
             check_close(f"gradual_sparsity({step}, 0.9, 10, 110)", got,
                         oracle_gradual(step, 0.9, 10, 110), 1e-12)  # fmt: skip
+        got = t.call("gradual_sparsity", 110, 0.9, 10, 110, frequency=30)
+        check_close("gradual_sparsity(110, 0.9, 10, 110, frequency=30) (at the end)", got, 0.9)
     with t.check("the cubic curve"):
         for step in (11, 35, 60, 87, 109):
             got = t.call("gradual_sparsity", step, 0.75, 10, 110)
