@@ -63,7 +63,7 @@ def _config(quick: bool) -> dict[str, Any]:
         finetune_epochs=8,
         lenet_finetune_epochs=3,
         lenet_epochs=6,
-        sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.98),
+        sparsities=(0.5, 0.8, 0.9, 0.95, 0.98),
         channel_fractions=(0.25, 0.5, 0.75),
         repeats=7,
         time_batch=256,
