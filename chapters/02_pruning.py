@@ -336,8 +336,9 @@ assert diff < 1e-4 and small.num_params() < 0.6 * mcu.num_params()
 # %% [markdown]
 # Now prune half the channels of every group by the L1 norm of their filters (Li et al.
 # 2017) and *measure* what it buys: parameters and multiply-accumulates from the shapes, and
-# the forward time as a ratio of two timings taken in this process (the absolute times
-# depend on the machine and its load; the notebook may share the machine with other work).
+# the forward time as a ratio of two timings taken in this process, the two models timed in
+# alternation and each keeping its fastest round (`pruning.speedup`; absolute times depend
+# on the machine and its load, and the notebook may share the machine with other work).
 
 # %%
 x_time = rng.random((64 if QUICK else 256, *SHAPE)).astype(np.float32)
@@ -345,9 +346,7 @@ speed = {}
 for name in ("lenet5", "mcunet_tiny"):
     net = getattr(models, name)(seed=SEED)
     half = pruning.channel_prune(net, 0.5, SHAPE)
-    t_dense = pruning.inference_time(net, x_time, repeats=3)
-    t_half = pruning.inference_time(half, x_time, repeats=3)
-    speed[name] = t_dense / t_half
+    speed[name], t_dense, t_half = pruning.speedup(net, half, x_time, rounds=3 if QUICK else 7)
     print(
         f"{name:<12} params {net.num_params():>7,} -> {half.num_params():>7,}; MACs "
         f"{pruning.count_macs(net, SHAPE):>9,} -> {pruning.count_macs(half, SHAPE):>9,}; "
@@ -393,8 +392,8 @@ for frac in [0.5] if QUICK else [0.25, 0.5, 0.75]:
         schedule=schedules.Cosine(0.05, steps),
     )
     x_bench = x_time[:64]
-    t_ratio = pruning.inference_time(lenet, x_bench, 3) / pruning.inference_time(ch, x_bench, 3)
-    t_mag = pruning.inference_time(lenet, x_bench, 3) / pruning.inference_time(mag, x_bench, 3)
+    t_ratio = pruning.speedup(lenet, ch, x_bench, rounds=5)[0]
+    t_mag = pruning.speedup(lenet, mag, x_bench, rounds=5)[0]
     compare.append((removed, ch_one_shot, accuracy(ch), accuracy(mag), t_ratio, t_mag))
 print(f"LeNet-5 dense: {lenet_acc:.4f}")
 print(

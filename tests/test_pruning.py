@@ -400,3 +400,13 @@ def test_model_storage_at_90_percent():
     assert total["name"] == "total" and total["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert total["dense"] == 4 * (784 * 200 + 200 * 200 + 2000)
     assert total["bitmask"] < total["csr"] < total["dense"] / 3
+
+
+def test_speedup_alternates_and_restores_modes():
+    small = pruning.channel_prune(models.lenet5(seed=0), 0.5, SHAPE)
+    big = models.lenet5(seed=0)
+    big["features.1"].eval()
+    x = np.zeros((8, *SHAPE), dtype=np.float32)
+    ratio, t_big, t_small = pruning.speedup(big, small, x, rounds=2)
+    assert ratio == pytest.approx(t_big / t_small) and t_big > 0 and t_small > 0
+    assert big.training and not big["features.1"].training and small.training

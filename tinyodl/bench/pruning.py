@@ -11,7 +11,8 @@ Chapter 02's headline figures, on MNIST (the shipped subset, or ``--data FOLDER`
    channels, and magnitude-pruned to the same fraction of weights, each fine-tuned:
    accuracy against the fraction of weights removed.
 3. The measured speed-up of channel pruning: forward time of the dense model over the
-   pruned one (median of repeats, same process, one thread) for ``lenet5``, ``cnn_mcmahan``
+   pruned one (the two timed in alternation, best of 7 rounds each, same process, one
+   thread) for ``lenet5``, ``cnn_mcmahan``
    and ``mcunet_tiny`` (timings do not depend on the weights, so the last two are not
    trained), with the parameter and multiply-accumulate ratios.
 4. A sensitivity scan of the trained ``mlp_2nn`` (per-layer magnitude) and ``lenet5`` (per
@@ -248,8 +249,7 @@ def speed_experiment(trained_lenet, cfg: dict, seed: int) -> list[dict]:
     ]
     for name, dense in cases:
         pruned = pruning.channel_prune(dense, 0.5, SHAPE)
-        t_dense = pruning.inference_time(dense, x, repeats=cfg["repeats"])
-        t_pruned = pruning.inference_time(pruned, x, repeats=cfg["repeats"])
+        _, t_dense, t_pruned = pruning.speedup(dense, pruned, x, rounds=cfg["repeats"])
         rows.append(
             dict(
                 experiment="speed",

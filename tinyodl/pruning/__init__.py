@@ -22,7 +22,7 @@ McMahan et al. to 90% sparsity within a point of its dense accuracy, plot accura
 sparsity for both kinds, and measure the speed-up of channel pruning.
 """
 
-from tinyodl.pruning.cost import count_macs, inference_time
+from tinyodl.pruning.cost import count_macs, inference_time, speedup
 from tinyodl.pruning.magnitude import (
     MaskedOptimizer,
     apply_masks,
@@ -72,6 +72,7 @@ __all__ = [
     "prune_group",
     "sensitivity_scan",
     "sparsity",
+    "speedup",
     "storage_bytes",
     "to_bitmask",
     "to_csr",
