@@ -45,8 +45,8 @@ from tinyodl.nn import softmax
 from tinyodl.train import evaluate, fit
 
 QUICK = os.environ.get("TINYODL_QUICK") == "1"  # smaller runs under test; same code paths
-N_POOL = 2000 if QUICK else 12000  # what the device has seen
-N_TEST = 1000 if QUICK else 2000
+N_POOL = 1500 if QUICK else 12000  # what the device has seen
+N_TEST = 500 if QUICK else 2000
 SEED = 0
 threadpool_limits(1)
 
@@ -186,7 +186,7 @@ fig.suptitle("lowest and highest EL2N scores", fontsize=9)
 # %%
 X_pool = pool.reshape(len(pool), -1) / 255.0
 N_ATOMS, K = (16, 6) if QUICK else (32, 8)
-dictionary, errors = dc.learn_dictionary(X_pool, N_ATOMS, K, n_iter=3 if QUICK else 8, seed=SEED)
+dictionary, errors = dc.learn_dictionary(X_pool, N_ATOMS, K, n_iter=2 if QUICK else 8, seed=SEED)
 print("relative reconstruction error per iteration:", np.round(errors, 3))
 assert errors[-1] < errors[0]
 fig, axes = plt.subplots(2, 8, figsize=(8, 2.2))
@@ -249,7 +249,7 @@ axes[1, 0].set_ylabel(f"{K} atoms", fontsize=8)
 
 # %%
 BUDGETS = [16 * 1024, 64 * 1024] if QUICK else [16 * 1024, 64 * 1024, 256 * 1024]
-MIN_STEPS = 60 if QUICK else 400
+MIN_STEPS = 40 if QUICK else 400
 
 
 def train_and_test(kept):

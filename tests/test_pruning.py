@@ -163,31 +163,31 @@ def test_prune_and_finetune_keeps_accuracy_on_a_learnable_task():
     from tinyodl.train import evaluate, fit
 
     images, labels = load_mnist("train")
-    x, y = to_float(images[:3000]), labels[:3000]
+    x, y = to_float(images[:2000]), labels[:2000]
     model = models.mlp_2nn(seed=0)
     fit(
         model,
         nn.SGD(model, lr=0.05, momentum=0.9),
-        x[:2500],
-        y[:2500],
-        epochs=3,
+        x[:1500],
+        y[:1500],
+        epochs=2,
         batch_size=32,
         seed=0,
         progress=False,
     )
-    dense = evaluate(model, x[2500:], y[2500:])[1]
+    dense = evaluate(model, x[1500:], y[1500:])[1]
     pruner, _ = pruning.prune_and_finetune(
         model,
-        nn.SGD(model, lr=0.02, momentum=0.9),
-        x[:2500],
-        y[:2500],
+        nn.SGD(model, lr=0.05, momentum=0.9),
+        x[:1500],
+        y[:1500],
         final_sparsity=0.9,
         epochs=2,
         batch_size=32,
         seed=1,
     )
     assert pruning.sparsity(model) == pytest.approx(0.9, abs=1e-6)
-    assert evaluate(model, x[2500:], y[2500:])[1] > dense - 0.03
+    assert evaluate(model, x[1500:], y[1500:])[1] > dense - 0.03
 
 
 # ----------------------------------------------------------------------------- channel pruning

@@ -50,13 +50,14 @@ def add_arguments(parser: Any) -> None:
 def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return dict(
-            n_pool=3000,
-            cloud=1000,
+            n_pool=1800,
+            cloud=600,
             extractor_epochs=1,
             reference_epochs=1,
-            eval_every=500,
-            n_test=1000,
-            memory_updates=3,
+            eval_every=400,
+            n_test=500,
+            memory_updates=2,
+            timing_rounds=2,
         )
     return dict(
         n_pool=None,
@@ -66,6 +67,7 @@ def _config(quick: bool) -> dict[str, Any]:
         eval_every=1000,
         n_test=None,
         memory_updates=5,
+        timing_rounds=5,
     )
 
 
@@ -204,7 +206,9 @@ def one_pass(d: dict, cfg: dict, extractor, extractor_model, seed: int) -> list[
     X, y, Xt, yt = d["X"], d["y"], d["Xt"], d["yt"]
     rows, cnn_seconds = [], None
     learners = make_learners(extractor, seed)
-    seconds_of = update_seconds(lambda: make_learners(extractor, seed), X, y)
+    seconds_of = update_seconds(
+        lambda: make_learners(extractor, seed), X, y, repeats=cfg["timing_rounds"]
+    )
     for name, learner in learners.items():
         _stream(learner, X, y)
         seconds = seconds_of[name]

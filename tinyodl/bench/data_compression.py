@@ -38,14 +38,14 @@ def add_arguments(parser: Any) -> None:
 def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return dict(
-            n_pool=2000,
+            n_pool=1500,
             budgets=[16 * 1024, 64 * 1024],
-            min_steps=60,
-            max_steps=120,
+            min_steps=40,
+            max_steps=80,
             n_atoms=16,
             n_nonzero=6,
             dict_iter=2,
-            n_test=1000,
+            n_test=500,
             repeats=1,
         )
     kib = [16, 32, 64, 256, 1024]

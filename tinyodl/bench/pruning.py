@@ -48,7 +48,8 @@ def add_arguments(parser: Any) -> None:
 def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return dict(
-            n_train=2000,
+            n_train=1500,
+            n_test=500,
             dense_epochs=2,
             finetune_epochs=1,
             lenet_finetune_epochs=1,
@@ -56,10 +57,11 @@ def _config(quick: bool) -> dict[str, Any]:
             sparsities=(0.5, 0.9),
             channel_fractions=(0.5,),
             repeats=2,
-            time_batch=64,
+            time_batch=32,
         )
     return dict(
         n_train=None,
+        n_test=None,
         dense_epochs=10,
         finetune_epochs=8,
         lenet_finetune_epochs=3,
@@ -341,6 +343,8 @@ def main(args: Any) -> int:
     start = time.perf_counter()
     with threadpool_limits(limits=1):
         d = load(args.data, cfg["n_train"], args.seed)
+        if cfg["n_test"]:
+            d["x_test"], d["y_test"] = d["x_test"][: cfg["n_test"]], d["y_test"][: cfg["n_test"]]
         mag_rows, mlp_summary, mlp = magnitude_experiment(d, cfg, args.seed)
         ch_rows, lenet = channel_experiment(d, cfg, args.seed)
         speed_rows = speed_experiment(lenet, cfg, args.seed)
