@@ -209,15 +209,18 @@ def main(args) -> int:
         "training_ratios_int8": _ratios(pure, "measured_training_bytes") if pure else None,
         "max_abs_plan_error": max(abs(r["plan_error"]) for r in rows),
     }
+    machine, command = machine_info(threads=1), command_line()
     if not args.skip_selection:
         seeds = [args.seed] if args.quick else [args.seed + i for i in range(args.seeds)]
-        sel = []
-        for s in seeds:
+        sel: list[dict[str, Any]] = []
+        for s in seeds:  # the results are written after every seed (a long run)
             sel += selection_comparison(args, s, args.quick, log)
+            summary["selection_accuracy"] = _mean_by(sel, "accuracy")
+            summary["selection_seconds"] = _mean_by(sel, "selection_seconds")
+            summary["budget_bytes"] = args.budget
+            summary["seeds_done"] = sorted({r["seed"] for r in sel})
+            write_results(args.json_path, rows + sel, summary, machine, command)
         rows += sel
-        summary["selection_accuracy"] = _mean_by(sel, "accuracy")
-        summary["selection_seconds"] = _mean_by(sel, "selection_seconds")
-        summary["budget_bytes"] = args.budget
     log(f"summary: {summary}")
-    write_results(args.json_path, rows, summary, machine_info(threads=1), command_line())
+    write_results(args.json_path, rows, summary, machine, command)
     return 0
