@@ -23,7 +23,9 @@ Transients ("scratch") modelled per backend, for one call:
 * numpy conv backward: the column gradient (same size as the columns) plus its matmul
   temporary, a padded dx, and for dW the columns again plus the per-example products
   ``N*F*K`` summed over the batch;
-* Cython conv: one image's columns ``C*KH*KW*OH*OW`` (none for 1x1/stride-1 or depthwise);
+* Cython conv: one image's columns ``C*KH*KW*OH*OW`` (none for 1x1/stride-1); depthwise
+  convs take one thread's phase planes and a virtual output plane (see ``_dw_scratch``);
+* Cython batchnorm (``kernels/norm.pyx``): no temporaries, only its results;
 * numpy max pooling: two padded copies, the windows and five int64 index arrays forward;
   the index buffer of ``np.add.at`` backward;
 * ``x * mask`` (ReLU, dropout) casts the bool mask through a ufunc buffer of at most
@@ -92,6 +94,21 @@ def _conv_kind(layer: Any, in_shape: Shape) -> str:
     return "gemm"
 
 
+def _dw_scratch(ctx: Context, layer: Any, out_shape: Shape, op: str) -> int:
+    """Bytes of one thread's scratch in the Cython depthwise kernels (kernels/simd/float_dw.h).
+
+    The phase planes (stride^2 planes of Hq x Wq) plus one "virtual" output plane
+    (OH x Wq); the weight gradient also keeps one such plane per filter tap.
+    """
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    oh, ow = out_shape[2], out_shape[3]
+    hq, wq = oh + (kh - 1) // sh + 1, ow + (kw - 1) // sw
+    elements = sh * sw * hq * wq + oh * wq
+    if op == "weight":
+        elements += kh * kw * oh * wq
+    return elements * ctx.itemsize
+
+
 def _im2col_numpy(ctx: Context, shape: Shape, kernel, padding, out_hw) -> Buf:
     """reference im2col: np.pad copy and the (N, C*KH*KW, P) columns; returns the columns."""
     n, c = shape[:2]
@@ -114,9 +131,12 @@ def conv_forward(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) ->
     f, p = out_shape[1], out_shape[2] * out_shape[3]
     kh, kw = layer.kernel_size
     if ctx.backend == "cython":
+        kind = _conv_kind(layer, in_shape)
         out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
-        if _conv_kind(layer, in_shape) == "gemm":
+        if kind == "gemm":
             ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        elif kind == "depthwise":
+            ctx.tape.spike(_dw_scratch(ctx, layer, out_shape, "forward"))
         return out
     cols = _im2col_numpy(ctx, in_shape, (kh, kw), layer.padding, p)
     out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
@@ -130,9 +150,12 @@ def conv_backward_input(ctx: Context, layer: Any, in_shape: Shape, out_shape: Sh
     p = out_shape[2] * out_shape[3]
     kh, kw = layer.kernel_size
     if ctx.backend == "cython":
+        kind = _conv_kind(layer, in_shape)
         dx = ctx.tape.new(ctx.nbytes(in_shape))
-        if _conv_kind(layer, in_shape) == "gemm":
+        if kind == "gemm":
             ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        elif kind == "depthwise":
+            ctx.tape.spike(_dw_scratch(ctx, layer, out_shape, "input"))
         return dx
     cols_bytes = n * c * kh * kw * p * ctx.itemsize
     dcols = ctx.tape.new(cols_bytes)
@@ -148,9 +171,12 @@ def conv_backward_weight(ctx: Context, layer: Any, in_shape: Shape, out_shape: S
     kh, kw = layer.kernel_size
     w_bytes = layer.params["weight"].data.size * ctx.itemsize
     if ctx.backend == "cython":
+        kind = _conv_kind(layer, in_shape)
         dw = ctx.tape.new(w_bytes)
-        if _conv_kind(layer, in_shape) == "gemm":
+        if kind == "gemm":
             ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        elif kind == "depthwise":
+            ctx.tape.spike(_dw_scratch(ctx, layer, out_shape, "weight"))
         return dw
     cols = _im2col_numpy(ctx, in_shape, (kh, kw), layer.padding, p)
     dw = ctx.tape.new(w_bytes)
@@ -371,6 +397,16 @@ def dropout_backward(ctx, name, layer, dout, in_shape, out_shape):
 
 def batchnorm_forward(ctx, name, layer, x, in_shape, out_shape, train):
     tape, nbytes, c = ctx.tape, ctx.nbytes(in_shape), in_shape[1]
+    if ctx.backend == "cython":  # kernels/norm.pyx: the results only, no temporaries
+        out = tape.new(nbytes, "activations")
+        x_hat = tape.new(nbytes, "activations")
+        inv_std = tape.new(c * ctx.itemsize, "activations")
+        _save(ctx, name, "inv_std", inv_std, (c,), layer.dtype.name)
+        if train or layer.params["weight"].trainable:
+            _save(ctx, name, "x_hat", x_hat, in_shape, layer.dtype.name)
+        else:
+            tape.drop(x_hat)
+        return out
     if train:
         tape.spike(nbytes)  # x.var(): x - mean
     x_hat = tape.chain(nbytes, 2, "activations")  # (x - mean) * inv_std
@@ -389,6 +425,12 @@ def batchnorm_backward(ctx, name, layer, dout, in_shape, out_shape):
     keys = {key for key, *_ in ctx.saved.get(name, [])}
     dbeta = tape.new(c * ctx.itemsize)
     dgamma = None
+    if ctx.backend == "cython":  # one pass for the sums, one writes dx
+        if "x_hat" in keys:
+            dgamma = tape.new(c * ctx.itemsize)
+        dx = tape.new(nbytes)
+        _finish_backward(ctx, name, layer, dgamma, dbeta)
+        return dx
     if "x_hat" in keys:
         tape.spike(nbytes)  # (dout * x_hat).sum()
         dgamma = tape.new(c * ctx.itemsize)
