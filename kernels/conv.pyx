@@ -64,6 +64,20 @@ def set_num_threads(int n):
 # im2col / col2im of one image, one channel per prange iteration
 # ---------------------------------------------------------------------------------------
 
+cdef extern from "float_gemm.h" nogil:
+    enum:
+        TOD_HAVE_SGEMM
+        TOD_SMR
+        TOD_SNR
+    void tod_pack_filters_f32(const float* w, Py_ssize_t F, Py_ssize_t K, float* apack)
+    Py_ssize_t tod_conv_cblock(Py_ssize_t KH, Py_ssize_t KW)
+    void tod_conv_same_f32(const float* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+                           Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t PH,
+                           Py_ssize_t PW, const float* apack, Py_ssize_t F, const float* bias,
+                           float* out, Py_ssize_t pan0, Py_ssize_t pan1, float* bpanel,
+                           float* tile)
+
+
 cdef extern from "float_rows.h" nogil:
     void tod_im2col_row_f32(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
                             Py_ssize_t n, Py_ssize_t sw)
@@ -297,6 +311,45 @@ cdef void _col2im_batch(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x
 # general (grouped) convolution: im2col + one GEMM per image and group
 # ---------------------------------------------------------------------------------------
 
+def _use_implicit_gemm(x, groups, g):
+    """float32, no groups, stride 1, OH = H and OW = W, a SIMD build: kernels/simd/float_gemm.h."""
+    return (TOD_HAVE_SGEMM and x.dtype == np.float32 and groups == 1 and g.SH == 1
+            and g.SW == 1 and g.OH == g.H and g.OW == g.W and g.KH <= 16 and g.KW <= 16
+            and g.C * g.KH * g.KW >= 64)  # a few taps (first layers): im2col + BLAS is faster
+
+
+def _conv_same(x, w, b, ph, pw):
+    """conv2d of float32 x (N, C, H, W) with w (F, C, KH, KW), stride 1, output H x W."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], KH = w.shape[2], KW = w.shape[3], K = C * KH * KW
+    cdef Py_ssize_t panels = (N * H * W + TOD_SNR - 1) // TOD_SNR, pan, tid
+    cdef Py_ssize_t PH = ph, PW = pw
+    out = np.empty((N, F, H, W), dtype=np.float32)
+    apack = np.empty(((F + TOD_SMR - 1) // TOD_SMR) * K * TOD_SMR, dtype=np.float32)
+    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[:, :, :, ::1] wv = w
+    cdef float[::1] av = apack
+    cdef float[:, :, :, ::1] ov = out
+    cdef const float* bp = NULL
+    cdef const float[::1] bv
+    if b is not None:
+        bv = b
+        bp = &bv[0]
+    # per thread: one block of an implicit-im2col panel (KC x NR) and the F x NR tiles
+    cdef Py_ssize_t kc = tod_conv_cblock(KH, KW) * KH * KW
+    cdef Py_ssize_t tiles = (F + TOD_SMR - 1) // TOD_SMR * TOD_SMR * TOD_SNR
+    scratch = np.empty((_num_threads, kc * TOD_SNR + tiles), dtype=np.float32)
+    cdef float[:, ::1] sv = scratch
+    tod_pack_filters_f32(&wv[0, 0, 0, 0], F, K, &av[0])
+    with nogil:
+        for pan in prange(panels, num_threads=_num_threads, schedule="static"):
+            tid = threadid()
+            tod_conv_same_f32(&xv[0, 0, 0, 0], N, C, H, W, KH, KW, PH, PW, &av[0], F, bp,
+                              &ov[0, 0, 0, 0], pan, pan + 1, &sv[tid, 0],
+                              &sv[tid, kc * TOD_SNR])
+    return out
+
+
 cdef void _forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                         const floating[::1] b, bint has_bias, floating[:, :, :, ::1] out,
                         int groups, const Geom* g) noexcept:
@@ -506,6 +559,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1):
             _dw_forward[float](x, w, b, out, &geo)
         else:
             _dw_forward[double](x, w, b, out, &geo)
+    elif _use_implicit_gemm(x, g.groups, g):
+        return _conv_same(x, w, b if has_bias else None, g.PH, g.PW)
     elif single:
         _forward_gemm[float](x, w, b, has_bias, out, g.groups, &geo)
     else:
@@ -533,6 +588,11 @@ def conv2d_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
             _dw_backward_input[float](dout, w, dx, &geo)
         else:
             _dw_backward_input[double](dout, w, dx, &geo)
+    elif _use_implicit_gemm(dout, g.groups, g) and g.C >= TOD_SMR:  # C filters of dx
+        # stride 1, same size: dx is the convolution of dout with the flipped, transposed
+        # filters (W'[c, f, i, j] = W[f, c, KH-1-i, KW-1-j]) and the same padding
+        wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        return _conv_same(dout, wt, None, g.KH - 1 - g.PH, g.KW - 1 - g.PW)
     elif single:
         _backward_input_gemm[float](dout, w, dx, g.groups, &geo)
     else:
