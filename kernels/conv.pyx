@@ -576,11 +576,20 @@ def conv2d_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
     x_shape = check_shape4(fn, "x_shape", x_shape)
     g = conv_geometry(fn, x_shape, w.shape, stride, padding, groups)
     check_dout(fn, dout, g)
-    dout = np.ascontiguousarray(dout)
-    w = np.ascontiguousarray(w)
+    return _backward_input(np.ascontiguousarray(dout), np.ascontiguousarray(w), g)
+
+
+def _backward_input(dout, w, g):
+    """conv2d_backward_input on validated, contiguous arrays (also used by int8_backward)."""
+    x_shape = (g.N, g.C, g.H, g.W)
+    if g.N * g.C * g.H * g.W == 0 or g.F == 0:
+        return np.zeros(x_shape, dtype=dout.dtype)
+    if not _is_depthwise(g) and _use_implicit_gemm(dout, g.groups, g) and g.C >= TOD_SMR:
+        # stride 1, same size: dx is the convolution of dout with the flipped, transposed
+        # filters (W'[c, f, i, j] = W[f, c, KH-1-i, KW-1-j]) and the same padding
+        wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        return _conv_same(dout, wt, None, g.KH - 1 - g.PH, g.KW - 1 - g.PW)
     dx = np.zeros(x_shape, dtype=dout.dtype)
-    if dx.size == 0 or g.F == 0:
-        return dx
     cdef Geom geo = _geom(g)
     single = dout.dtype == np.float32
     if _is_depthwise(g):
@@ -588,11 +597,6 @@ def conv2d_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
             _dw_backward_input[float](dout, w, dx, &geo)
         else:
             _dw_backward_input[double](dout, w, dx, &geo)
-    elif _use_implicit_gemm(dout, g.groups, g) and g.C >= TOD_SMR:  # C filters of dx
-        # stride 1, same size: dx is the convolution of dout with the flipped, transposed
-        # filters (W'[c, f, i, j] = W[f, c, KH-1-i, KW-1-j]) and the same padding
-        wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        return _conv_same(dout, wt, None, g.KH - 1 - g.PH, g.KW - 1 - g.PW)
     elif single:
         _backward_input_gemm[float](dout, w, dx, g.groups, &geo)
     else:
@@ -608,8 +612,11 @@ def conv2d_backward_weight(dout, x, w_shape, stride=1, padding=0, groups=1):
     w_shape = check_shape4(fn, "w_shape", w_shape)
     g = conv_geometry(fn, x.shape, w_shape, stride, padding, groups)
     check_dout(fn, dout, g)
-    dout = np.ascontiguousarray(dout)
-    x = np.ascontiguousarray(x)
+    return _backward_weight(np.ascontiguousarray(dout), np.ascontiguousarray(x), w_shape, g)
+
+
+def _backward_weight(dout, x, w_shape, g):
+    """conv2d_backward_weight on validated, contiguous arrays (also used by int8_backward)."""
     dw = np.zeros(w_shape, dtype=dout.dtype)
     if dw.size == 0 or g.N == 0:
         return dw

@@ -82,6 +82,12 @@ static inline int64_t tod_dw_tap_offset(const tod_dw_geom *g, int64_t i, int64_t
             if (u >= g->Hq) break;                                                          \
             T *row = planes + (r % g->SH) * g->SW * plane + u * g->Wq;                      \
             const int8_t *src = x + h * g->W;                                               \
+            if (g->SW == 1) { /* one contiguous run: vectorized conversion */               \
+                const int64_t n = g->W < g->Wq - g->PW ? g->W : g->Wq - g->PW;              \
+                T *restrict dst = row + g->PW;                                              \
+                for (int64_t w = 0; w < n; w++) dst[w] = (T)(src[w] - zp);                  \
+                continue;                                                                   \
+            }                                                                               \
             for (int64_t b = 0; b < g->SW; b++) {                                           \
                 T *dst = row + b * plane;                                                   \
                 int64_t v = 0, w = b - g->PW;                                               \
