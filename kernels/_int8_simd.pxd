@@ -16,12 +16,12 @@ cdef extern from "int8_simd.h" nogil:
     ctypedef void (*tod_requant_row_fn)(const int32_t* acc, int64_t n, int64_t bias, int32_t m0,
                                         int32_t shift, int single, int32_t zp, int32_t lo,
                                         int32_t hi, int8_t* out)
-    ctypedef void (*tod_requant_cols_fn)(const int32_t* acc, int64_t n, int32_t row_corr,
-                                         const int32_t* bias32, const int64_t* bias,
-                                         const int32_t* m0,
+    ctypedef void (*tod_requant_tile_fn)(const int32_t* acc, int64_t ldt, int64_t rows,
+                                         int64_t width, const int32_t* bias32,
+                                         const int64_t* bias, const int32_t* m0,
                                          const int32_t* left, const int32_t* right,
                                          int single, int32_t zp, int32_t lo, int32_t hi,
-                                         int8_t* out)
+                                         int8_t* out, int64_t ldo)
     ctypedef void (*tod_dw_tap_fn)(int32_t* acc, const int16_t* xs, int64_t n, int32_t w)
     ctypedef void (*tod_rowsum_fn)(const int8_t* a, int64_t rows, int64_t k, int64_t ld,
                                    int64_t* out)
@@ -36,11 +36,12 @@ cdef extern from "int8_simd.h" nogil:
         tod_ukr_fn ukr_bsafe
         tod_ukr_fn ukr_vsafe
         tod_ukr_fn ukr_any
+        tod_ukr_fn ukr_bu8
 
     ctypedef struct tod_int8_path:
         tod_gemm_path gemm
         tod_requant_row_fn requant_row
-        tod_requant_cols_fn requant_cols
+        tod_requant_tile_fn requant_tile
         tod_dw_tap_fn dw_tap
         tod_rowsum_fn rowsum
         tod_colsum_fn colsum
@@ -53,6 +54,8 @@ cdef extern from "int8_simd.h" nogil:
     tod_gemm_path tod_gemm_path_of(int isa)
     tod_int8_path tod_int8_path_of(int isa)
 
+    void tod_copy_rows_xor(const int8_t* src, int64_t rows, int64_t k, int64_t ld,
+                           uint8_t mask, int64_t kp, uint8_t* dst)
     void tod_pack_rows(const int8_t* src, int64_t cols, int64_t k, int64_t ld, int nr,
                        uint8_t xor_mask, int64_t kq, uint8_t* dst)
     void tod_pack_cols(const int8_t* src, int64_t cols, int64_t k, int64_t ld, int nr,

@@ -55,6 +55,7 @@ from _int8_simd cimport (
     TOD_ISA_PORTABLE,
     tod_best_isa,
     tod_conv_geom,
+    tod_copy_rows_xor,
     tod_dw_phase_planes_s8,
     tod_gemm_path,
     tod_int8_path,
@@ -130,6 +131,92 @@ def _init_simd_path():
 _init_simd_path()
 
 
+# ---------------------------------------------------------------------------------------
+# Fast argument checks. The numpy reference's checks (tinyodl/reference/_int8_checks.py) are
+# the specification and produce every error message; they cost tens of microseconds, which
+# is most of the call on a small layer. These C-level tests accept only the plain, valid
+# case (contiguous arrays of the exact dtypes, Python ints); anything else goes through the
+# reference checks, which raise the same errors on both backends.
+# ---------------------------------------------------------------------------------------
+
+cdef inline bint _is_int(v, long lo, long hi):
+    return type(v) is int and lo <= v <= hi
+
+
+cdef inline bint _array(a, int typenum, int ndim):
+    return (isinstance(a, cnp.ndarray) and cnp.PyArray_TYPE(a) == typenum
+            and cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(a))
+
+
+cdef bint _weights_ok(w):
+    """int8 weights, C-contiguous, none below -127."""
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(w)
+    cdef const int8_t* p = <const int8_t*>cnp.PyArray_DATA(w)
+    cdef int8_t lo = 0
+    with nogil:
+        for i in range(n):
+            lo = p[i] if p[i] < lo else lo
+    return lo >= -127
+
+
+cdef object _fast_requant(Py_ssize_t channels, multiplier, shift, zp_out, act_min, act_max,
+                          rounding):
+    """RequantArgs for int32 (F,) multiplier/shift and plain ints, else None."""
+    if not (_array(multiplier, cnp.NPY_INT32, 1) and _array(shift, cnp.NPY_INT32, 1)):
+        return None
+    if multiplier.shape[0] != channels or shift.shape[0] != channels:
+        return None
+    if not (_is_int(zp_out, -128, 127) and _is_int(act_min, -128, 127)
+            and _is_int(act_max, -128, 127) and act_min <= act_max):
+        return None
+    if rounding != "double" and rounding != "single":
+        return None
+    cdef const int32_t* m = <const int32_t*>cnp.PyArray_DATA(multiplier)
+    cdef const int32_t* sh = <const int32_t*>cnp.PyArray_DATA(shift)
+    cdef Py_ssize_t i
+    for i in range(channels):
+        if m[i] < 0 or sh[i] < -31 or sh[i] > 30:
+            return None
+    return chk.RequantArgs(multiplier, shift, zp_out, act_min, act_max,
+                           0 if rounding == "double" else 1)
+
+
+cdef object _fast_bias(bias, Py_ssize_t channels):
+    if bias is None:
+        return np.zeros(channels, dtype=np.int32)
+    if _array(bias, cnp.NPY_INT32, 1) and bias.shape[0] == channels:
+        return bias
+    return None
+
+
+cdef object _fast_conv_args(x, w, bias, zp_in, zp_out, multiplier, shift, stride, padding,
+                            groups, act_min, act_max, rounding):
+    """Int8ConvArgs for the plain valid case (int stride/padding/groups), else None."""
+    if not (_array(x, cnp.NPY_INT8, 4) and _array(w, cnp.NPY_INT8, 4)
+            and _is_int(zp_in, -128, 127) and type(stride) is int and type(padding) is int
+            and type(groups) is int and stride >= 1 and padding >= 0 and groups >= 1):
+        return None
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], Cg = w.shape[1], KH = w.shape[2], KW = w.shape[3]
+    if KH < 1 or KW < 1 or C % groups or F % groups or Cg * groups != C:
+        return None
+    if Cg * KH * KW * 255 * 127 >= 2**31:
+        return None
+    cdef Py_ssize_t OH = (H + 2 * padding - KH) // stride + 1
+    cdef Py_ssize_t OW = (W + 2 * padding - KW) // stride + 1
+    if H + 2 * padding < KH or W + 2 * padding < KW or OH < 1 or OW < 1:
+        return None
+    if not _weights_ok(w):
+        return None
+    b = _fast_bias(bias, F)
+    rq = _fast_requant(F, multiplier, shift, zp_out, act_min, act_max, rounding)
+    if b is None or rq is None:
+        return None
+    geom = chk.ConvGeometry(N, C, H, W, F, KH, KW, stride, stride, padding, padding, OH, OW,
+                            groups)
+    return chk.Int8ConvArgs(x, w, b, zp_in, geom, rq)
+
+
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
 
@@ -173,14 +260,6 @@ def requantize(acc, multiplier, shift, output_zero_point, act_min=-128, act_max=
             p.requant_row(&a[row // f, c, 0], s, 0, m0[c], sh[c], single, zp, lo, hi,
                           &o[row // f, c, 0])
     return out.reshape(acc.shape)
-
-
-def _shift_split(rq):
-    """Per-channel (left, right) shifts for double rounding, (31 - shift, 0) for single."""
-    sh = rq.shift.astype(np.int32)
-    if rq.rounding:
-        return np.ascontiguousarray(31 - sh), np.zeros_like(sh)
-    return np.maximum(sh, 0).astype(np.int32), np.maximum(-sh, 0).astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,47 +339,78 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
               act_min=-128, act_max=127, rounding="double"):
     """Int8 fully connected layer, int8 (N, F). See the reference."""
     fn = "linear_s8"
-    x, w, bias, zp_in = chk.linear_args(fn, x, w, bias, input_zero_point)
-    rq = chk.requant_args(fn, w.shape[0], multiplier, shift, output_zero_point, act_min,
-                          act_max, rounding)
+    rq = b32 = None
+    if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and x.shape[1] == w.shape[1]
+            and w.shape[1] * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
+            and _weights_ok(w)):
+        b32 = _fast_bias(bias, w.shape[0])
+        rq = _fast_requant(w.shape[0], multiplier, shift, output_zero_point, act_min, act_max,
+                           rounding)
+    if rq is None or b32 is None:
+        x, w, bias, input_zero_point = chk.linear_args(fn, x, w, bias, input_zero_point)
+        rq = chk.requant_args(fn, w.shape[0], multiplier, shift, output_zero_point, act_min,
+                              act_max, rounding)
+    else:
+        bias = b32
+    cdef int zp_in = input_zero_point
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1], f = w.shape[0]
     out = np.empty((n, f), dtype=np.int8)
     if n == 0 or f == 0:
         return out
     cdef tod_int8_path path = _path
     cdef tod_gemm_path p = path.gemm
+    # VNNI and portable: x is the unsigned operand (u8 = x ^ 0x80 = x + 128, a copy padded to
+    # whole groups of 4) and the weights stay signed: acc = sum (x + 128) w, one correction
+    # per output channel. AVX2: both stay signed (the weights are the safe operand).
+    cdef bint bu8 = p.ukr_bu8 != NULL
+    cdef tod_ukr_fn ukr = p.ukr_bu8 if bu8 else p.ukr_vsafe
     cdef Py_ssize_t kq = _cdiv(k, 4), nr = p.nr, mr = p.mr, panels = _cdiv(f, nr)
-    cdef int64_t off = 128 if p.xor_mask else 0
-    x_pad = _padded_rows(x, 4 * kq)
+    cdef int64_t off = 128 if bu8 else 0
+    cdef const int8_t[:, ::1] xsrc = x
+    cdef int8_t[:, ::1] xv
+    if bu8 or 4 * kq != k:
+        xv = np.empty((n, max(4 * kq, 1)), dtype=np.int8)
+        tod_copy_rows_xor(&xsrc[0, 0] if k else NULL, n, k, k, 0x80 if bu8 else 0, 4 * kq,
+                          <uint8_t*>&xv[0, 0])
+    else:
+        xv = x
     wpack = np.empty(max(panels * kq * nr * 4, 1), dtype=np.uint8)
-    cdef const int8_t[:, ::1] xv = x_pad
     cdef const int8_t[:, ::1] wv = w
     cdef uint8_t[::1] wp = wpack
     if kq:
-        tod_pack_rows(&wv[0, 0], f, k, k, nr, p.xor_mask, kq, &wp[0])
-    # acc = sum x (w ^ xor) = xw + off rowsum(x);  sum (x - zp) w = xw - zp rowsum(w)
-    # (the per-row correction is applied modulo 2^32, see kernels/simd/int8_epilogue.h)
-    rowsum_x = np.empty(n, dtype=np.int64)
-    rowsum_w = np.empty(f, dtype=np.int64)
-    cdef int64_t[::1] rsx = rowsum_x
-    cdef int64_t[::1] rsw = rowsum_w
-    path.rowsum(&xv[0, 0], n, 4 * kq, 4 * kq, &rsx[0])
-    path.rowsum(&wv[0, 0], f, k, k, &rsw[0])
-    cdef const int32_t[::1] rowc = (-off * rowsum_x).astype(np.int32)
-    colb64 = bias.astype(np.int64) - zp_in * rowsum_w
-    cdef const int64_t[::1] colb = colb64
-    fits = colb64.min() >= -2**31 and colb64.max() < 2**31
-    cdef const int32_t[::1] colb32 = colb64.astype(np.int32)
-    cdef const int32_t* colb32_ptr = &colb32[0] if fits else NULL
-    left, right = _shift_split(rq)
-    cdef const int32_t[::1] lv = left
-    cdef const int32_t[::1] rv = right
-    cdef const int32_t[::1] m0 = rq.multiplier
+        tod_pack_rows(&wv[0, 0], f, k, k, nr, 0, kq, &wp[0])
+    # sum_k (x - zp) w = acc - (off + zp) rowsum(w): with the bias, one int64 per channel;
+    # beside it the split shifts of the requantization (see kernels/simd/int8_epilogue.h)
     cdef int single = rq.rounding, zp = rq.zp_out, lo = rq.act_min, hi = rq.act_max
+    rowsum = np.empty(f, dtype=np.int64)
+    per_col = np.empty((3, f), dtype=np.int32)   # bias32, left, right
+    colb64 = np.empty(f, dtype=np.int64)
+    cdef int64_t[::1] rs = rowsum
+    cdef int32_t[:, ::1] pc = per_col
+    cdef int64_t[::1] colb = colb64
+    cdef const int32_t[::1] bv = bias
+    cdef const int32_t[::1] m0 = rq.multiplier
+    cdef const int32_t[::1] shv = rq.shift
+    cdef bint fits = True
+    cdef Py_ssize_t t
+    path.rowsum(&wv[0, 0], f, k, k, &rs[0])
+    for t in range(f):
+        colb[t] = bv[t] - (zp_in + off) * rs[t]
+        fits = fits and -2**31 <= colb[t] < 2**31
+        pc[0, t] = <int32_t>colb[t]
+        if single:
+            pc[1, t] = 31 - shv[t]
+            pc[2, t] = 0
+        else:
+            pc[1, t] = shv[t] if shv[t] > 0 else 0
+            pc[2, t] = -shv[t] if shv[t] < 0 else 0
+    cdef const int32_t* colb32_ptr = &pc[0, 0] if fits else NULL
+    cdef const int32_t* lv = &pc[1, 0]
+    cdef const int32_t* rv = &pc[2, 0]
     tiles = np.empty((_num_threads, mr * nr), dtype=np.int32)
     cdef int32_t[:, ::1] tv = tiles
     cdef int8_t[:, ::1] o = out
-    cdef Py_ssize_t item, items = panels * _cdiv(n, mr), pan, i0, r, width, rows, col0
+    cdef Py_ssize_t item, items = panels * _cdiv(n, mr), pan, i0, width, rows, col0
     cdef int32_t* tile
     with nogil:
         for item in prange(items, num_threads=_num_threads, schedule="static"):
@@ -311,14 +421,13 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
             width = f - col0 if f - col0 < nr else nr
             tile = &tv[threadid(), 0]
             if kq:
-                p.ukr_vsafe(kq, &xv[i0, 0], 4 * kq, rows, &wp[pan * kq * nr * 4], tile, 0)
+                ukr(kq, &xv[i0, 0], 4 * kq, rows, &wp[pan * kq * nr * 4], tile, 0)
             else:
                 memset(tile, 0, mr * nr * sizeof(int32_t))
-            for r in range(rows):
-                path.requant_cols(tile + r * nr, width, rowc[i0 + r],
-                                  colb32_ptr + col0 if colb32_ptr != NULL else NULL,
-                                  &colb[col0], &m0[col0], &lv[col0], &rv[col0], single, zp, lo,
-                                  hi, &o[i0 + r, col0])
+            path.requant_tile(tile, nr, rows, width,
+                              colb32_ptr + col0 if colb32_ptr != NULL else NULL, &colb[col0],
+                              &m0[col0], lv + col0, rv + col0, single, zp, lo, hi,
+                              &o[i0, col0], f)
     return out
 
 
@@ -329,8 +438,11 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
 def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift, stride=1,
               padding=0, groups=1, act_min=-128, act_max=127, rounding="double"):
     """Int8 2-D convolution, int8 (N, F, OH, OW). See the reference."""
-    a = chk.conv_args("conv2d_s8", x, w, bias, input_zero_point, output_zero_point, multiplier,
-                      shift, stride, padding, groups, act_min, act_max, rounding)
+    a = _fast_conv_args(x, w, bias, input_zero_point, output_zero_point, multiplier, shift,
+                        stride, padding, groups, act_min, act_max, rounding)
+    if a is None:
+        a = chk.conv_args("conv2d_s8", x, w, bias, input_zero_point, output_zero_point,
+                          multiplier, shift, stride, padding, groups, act_min, act_max, rounding)
     g = a.geom
     if g.groups > 1 and g.groups == g.C == g.F:
         return _depthwise(a)
@@ -420,10 +532,16 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
 def depthwise_conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift,
                         stride=1, padding=0, act_min=-128, act_max=127, rounding="double"):
     """Int8 depthwise convolution (depth multiplier 1), int8 (N, C, OH, OW). See the reference."""
-    return _depthwise(chk.depthwise_args(
-        "depthwise_conv2d_s8", x, w, bias, input_zero_point, output_zero_point, multiplier,
-        shift, stride, padding, act_min, act_max, rounding,
-    ))
+    a = None
+    if (isinstance(x, cnp.ndarray) and isinstance(w, cnp.ndarray) and x.ndim == 4
+            and w.ndim == 4 and w.shape[1] == 1 and w.shape[0] == x.shape[1]):
+        a = _fast_conv_args(x, w, bias, input_zero_point, output_zero_point, multiplier, shift,
+                            stride, padding, x.shape[1], act_min, act_max, rounding)
+    if a is None:
+        a = chk.depthwise_args("depthwise_conv2d_s8", x, w, bias, input_zero_point,
+                               output_zero_point, multiplier, shift, stride, padding, act_min,
+                               act_max, rounding)
+    return _depthwise(a)
 
 
 cdef object _depthwise(a):

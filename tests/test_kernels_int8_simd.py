@@ -88,7 +88,7 @@ def test_linear_every_path(path, rounding):
     for n, k, f in [(1, 3, 1), (5, 17, 15), (8, 64, 32), (13, 100, 47), (40, 7, 70)]:
         x, w = s8(rng, (n, k)), s8(rng, (f, k), -127)
         bias = rng.integers(-(10**6), 10**6, f).astype(np.int32)
-        m0, shift = requant(rng, f)
+        m0, shift = requant(rng, f, 1e-5, 4.0)  # shifts of both signs (left shift or not)
         for zp_in, zp_out, lo, hi in [(0, 0, -128, 127), (-128, 7, -20, 100), (127, -5, -128, 0)]:
             args = (x, w, bias, zp_in, zp_out, m0, shift, lo, hi, rounding)
             assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args)), (path, n, k, f)
@@ -117,7 +117,7 @@ def random_conv(rng, depthwise=False):
     x = s8(rng, (n, c, h, w))
     wt = s8(rng, (f, c // groups, kh, kw), -127)
     bias = rng.integers(-(10**5), 10**5, f).astype(np.int32)
-    m0, shift = requant(rng, f, 1e-4, 0.3)
+    m0, shift = requant(rng, f, 1e-4, 3.0 if rng.random() < 0.3 else 0.3)
     return x, wt, bias, m0, shift, stride, padding, groups
 
 

@@ -47,39 +47,40 @@ TOD_TARGET static void TOD_SUFFIX(tod_requant_row)(const int32_t *restrict acc, 
     }
 }
 
-/* Linear layers: channel parameters change along the row. Per channel j the caller passes
- * left[j] = max(shift, 0) and right[j] = max(-shift, 0) for double rounding, or
+/* Linear layers: a tile of rows x width accumulators (row stride ldt) whose channel
+ * parameters change along the row (column j is output channel j). Per channel the caller
+ * passes left[j] = max(shift, 0) and right[j] = max(-shift, 0) for double rounding, or
  * left[j] = 31 - shift (the total right shift) for single rounding, so that the loop body
- * has no branch. row_corr is a per-row correction added modulo 2^32: the micro-kernel's
- * int32 sum may wrap (sum_k x (w + 128) can exceed 2^31 where sum_k x w cannot), and
- * wrapping arithmetic gives the exact result as long as the corrected sum fits in int32,
- * which the accumulator bound K * 255 * 127 < 2^31 guarantees. */
-TOD_TARGET static void TOD_SUFFIX(tod_requant_cols)(
-    const int32_t *restrict acc, int64_t n, int32_t row_corr, const int64_t *restrict bias,
-    const int32_t *restrict m0, const int32_t *restrict left, const int32_t *restrict right,
-    int single, int32_t zp, int32_t lo, int32_t hi, int8_t *restrict out) {
-    if (single) {
-        for (int64_t j = 0; j < n; j++) {
-            int64_t v = (int64_t)(int32_t)((uint32_t)acc[j] + (uint32_t)row_corr) + bias[j];
+ * has no branch. out has row stride ldo. */
+TOD_TARGET static void TOD_SUFFIX(tod_requant_tile)(
+    const int32_t *restrict acc, int64_t ldt, int64_t rows, int64_t width,
+    const int64_t *restrict bias, const int32_t *restrict m0, const int32_t *restrict left,
+    const int32_t *restrict right, int single, int32_t zp, int32_t lo, int32_t hi,
+    int8_t *restrict out, int64_t ldo) {
+    for (int64_t r = 0; r < rows; r++, acc += ldt, out += ldo) {
+        if (single) {
+            for (int64_t j = 0; j < width; j++) {
+                int64_t v = (int64_t)acc[j] + bias[j];
+                v = v < INT32_MIN ? INT32_MIN : (v > INT32_MAX ? INT32_MAX : v);
+                const int total = left[j];
+                int64_t y = (v * m0[j] + ((int64_t)1 << (total - 1))) >> total;
+                y = (y < INT32_MIN ? INT32_MIN : (y > INT32_MAX ? INT32_MAX : y)) + zp;
+                out[j] = (int8_t)(y < lo ? lo : (y > hi ? hi : y));
+            }
+            continue;
+        }
+        for (int64_t j = 0; j < width; j++) {
+            int64_t v = (int64_t)acc[j] + bias[j];
             v = v < INT32_MIN ? INT32_MIN : (v > INT32_MAX ? INT32_MAX : v);
-            const int total = left[j];
-            int64_t y = (v * m0[j] + ((int64_t)1 << (total - 1))) >> total;
-            y = (y < INT32_MIN ? INT32_MIN : (y > INT32_MAX ? INT32_MAX : y)) + zp;
+            v = (int64_t)((uint64_t)v << left[j]);
+            int32_t x = (int32_t)(v < INT32_MIN ? INT32_MIN : (v > INT32_MAX ? INT32_MAX : v));
+            int32_t h = (int32_t)(uint32_t)((uint64_t)((int64_t)x * m0[j] + ((int64_t)1 << 30)) >> 31);
+            int32_t rr = right[j];
+            int32_t mask = (int32_t)(((uint32_t)1 << rr) - 1u);
+            int32_t y = (h >> rr) + ((h & mask) > (mask >> 1) + (h < 0));
+            y = (y < -512 ? -512 : (y > 512 ? 512 : y)) + zp;
             out[j] = (int8_t)(y < lo ? lo : (y > hi ? hi : y));
         }
-        return;
-    }
-    for (int64_t j = 0; j < n; j++) {
-        int64_t v = (int64_t)(int32_t)((uint32_t)acc[j] + (uint32_t)row_corr) + bias[j];
-        v = v < INT32_MIN ? INT32_MIN : (v > INT32_MAX ? INT32_MAX : v);
-        v = (int64_t)((uint64_t)v << left[j]);
-        int32_t x = (int32_t)(v < INT32_MIN ? INT32_MIN : (v > INT32_MAX ? INT32_MAX : v));
-        int32_t h = (int32_t)(uint32_t)((uint64_t)((int64_t)x * m0[j] + ((int64_t)1 << 30)) >> 31);
-        int32_t r = right[j];
-        int32_t mask = (int32_t)(((uint32_t)1 << r) - 1u);
-        int32_t y = (h >> r) + ((h & mask) > (mask >> 1) + (h < 0));
-        y = (y < -512 ? -512 : (y > 512 ? 512 : y)) + zp;
-        out[j] = (int8_t)(y < lo ? lo : (y > hi ? hi : y));
     }
 }
 

@@ -37,29 +37,31 @@
 typedef void (*tod_requant_row_fn)(const int32_t *, int64_t, int64_t, int32_t, int32_t, int,
                                    int32_t, int32_t, int32_t, int8_t *);
 /* bias32: the same biases as int32, or NULL if one of them does not fit */
-typedef void (*tod_requant_cols_fn)(const int32_t *acc, int64_t n, int32_t row_corr,
-                                    const int32_t *bias32, const int64_t *bias,
+typedef void (*tod_requant_tile_fn)(const int32_t *acc, int64_t ldt, int64_t rows,
+                                    int64_t width, const int32_t *bias32, const int64_t *bias,
                                     const int32_t *m0, const int32_t *left,
                                     const int32_t *right, int single, int32_t zp, int32_t lo,
-                                    int32_t hi, int8_t *out);
+                                    int32_t hi, int8_t *out, int64_t ldo);
 typedef void (*tod_dw_tap_fn)(int32_t *, const int16_t *, int64_t, int32_t);
 typedef void (*tod_rowsum_fn)(const int8_t *, int64_t, int64_t, int64_t, int64_t *);
 typedef void (*tod_colsum_fn)(const int8_t *, int64_t, int64_t, int64_t, int32_t *, int64_t *);
 
-static void tod_requant_cols_portablex(const int32_t *acc, int64_t n, int32_t row_corr,
-                                       const int32_t *bias32, const int64_t *bias,
-                                       const int32_t *m0, const int32_t *left,
-                                       const int32_t *right, int single, int32_t zp,
-                                       int32_t lo, int32_t hi, int8_t *out) {
+static void tod_requant_tile_portablex(const int32_t *acc, int64_t ldt, int64_t rows,
+                                       int64_t width, const int32_t *bias32,
+                                       const int64_t *bias, const int32_t *m0,
+                                       const int32_t *left, const int32_t *right, int single,
+                                       int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                                       int64_t ldo) {
     (void)bias32;
-    tod_requant_cols_portable(acc, n, row_corr, bias, m0, left, right, single, zp, lo, hi, out);
+    tod_requant_tile_portable(acc, ldt, rows, width, bias, m0, left, right, single, zp, lo, hi,
+                              out, ldo);
 }
 
 /* Everything that depends on the path, in one struct the drivers read. */
 typedef struct {
     tod_gemm_path gemm;
     tod_requant_row_fn requant_row;
-    tod_requant_cols_fn requant_cols;
+    tod_requant_tile_fn requant_tile;
     tod_dw_tap_fn dw_tap;
     tod_rowsum_fn rowsum;
     tod_colsum_fn colsum;
@@ -69,26 +71,39 @@ static inline tod_int8_path tod_int8_path_of(int isa) {
     tod_int8_path p;
     p.gemm = tod_gemm_path_of(isa);
     p.requant_row = tod_requant_row_portable;
-    p.requant_cols = tod_requant_cols_portablex;
+    p.requant_tile = tod_requant_tile_portablex;
     p.dw_tap = tod_dw_tap_s16_portable;
     p.rowsum = tod_rowsum_s8_portable;
     p.colsum = tod_colsum_s8_portable;
 #if TOD_X86
     if (p.gemm.isa == TOD_ISA_AVX2) {
         p.requant_row = tod_requant_row_avx2x;
-        p.requant_cols = tod_requant_cols_avx2x;
+        p.requant_tile = tod_requant_tile_avx2x;
         p.dw_tap = tod_dw_tap_s16_avx2;
         p.rowsum = tod_rowsum_s8_avx2;
         p.colsum = tod_colsum_s8_avx2;
     } else if (p.gemm.isa == TOD_ISA_AVX512_VNNI) {
         p.requant_row = tod_requant_row_vnnix;
-        p.requant_cols = tod_requant_cols_vnnix;
+        p.requant_tile = tod_requant_tile_vnnix;
         p.dw_tap = tod_dw_tap_s16_vnni;
         p.rowsum = tod_rowsum_s8_vnni;
         p.colsum = tod_colsum_s8_vnni;
     }
 #endif
     return p;
+}
+
+/* dst (rows, kp) = src (rows, k; row stride ld) XOR mask, zero-padded to kp columns: the
+ * broadcast operand of a linear layer, stored as u8 = x + 128 for the VNNI and portable
+ * paths (mask 0x80; the padding then holds the code of 0, i.e. mask). */
+static void tod_copy_rows_xor(const int8_t *src, int64_t rows, int64_t k, int64_t ld,
+                              uint8_t mask, int64_t kp, uint8_t *dst) {
+    for (int64_t r = 0; r < rows; r++) {
+        const int8_t *s = src + r * ld;
+        uint8_t *d = dst + r * kp;
+        for (int64_t i = 0; i < k; i++) d[i] = (uint8_t)s[i] ^ mask;
+        for (int64_t i = k; i < kp; i++) d[i] = mask;
+    }
 }
 
 /* ------------------------------------------------------------------------------------

@@ -94,6 +94,25 @@ static void tod_ukr_portable(int64_t kq, const int8_t *a, int64_t lda, int mr,
     TOD_STORE_TILE(tile, TOD_MR_PORTABLE, TOD_NR_PORTABLE, mr, c, accumulate);
 }
 
+/* The same tile with the roles of the signs swapped: the broadcast operand is unsigned
+ * (u8 = x + 128, a linear layer's activations) and the packed panel signed (its weights). */
+static void tod_ukr_portable_bu8(int64_t kq, const int8_t *a, int64_t lda, int mr,
+                                 const uint8_t *b, int32_t *c, int accumulate) {
+    uint32_t tile[TOD_MR_PORTABLE][TOD_NR_PORTABLE];
+    memset(tile, 0, sizeof(tile));
+    for (int64_t q = 0; q < kq; q++) {
+        const int8_t *bq = (const int8_t *)b + q * TOD_NR_PORTABLE * 4;
+        for (int r = 0; r < mr; r++) {
+            const uint8_t *ar = (const uint8_t *)a + r * lda + 4 * q;
+            int32_t a0 = ar[0], a1 = ar[1], a2 = ar[2], a3 = ar[3];
+            for (int j = 0; j < TOD_NR_PORTABLE; j++)
+                tile[r][j] += (uint32_t)(a0 * bq[4 * j] + a1 * bq[4 * j + 1] +
+                                         a2 * bq[4 * j + 2] + a3 * bq[4 * j + 3]);
+        }
+    }
+    TOD_STORE_TILE(tile, TOD_MR_PORTABLE, TOD_NR_PORTABLE, mr, c, accumulate);
+}
+
 #if TOD_X86
 /* ------------------------------------------------------------------------------------
  * AVX2: 4 x 16 tile, two ymm of 8 int32 lanes per row
@@ -194,6 +213,14 @@ TOD_AVX2_TARGET static void tod_ukr_avx2_vsafe(int64_t kq, const int8_t *a, int6
 #define TOD_VNNI_TARGET \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,bmi,bmi2,popcnt,lzcnt,f16c,movbe")))
 
+#define TOD_VNNI_ROW_BU8(r)                                              \
+    do {                                                                 \
+        const __m512i av = _mm512_set1_epi32(tod_load_i32(a##r)); /* u8 x 4 */ \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                  \
+        c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                  \
+        a##r += 4;                                                       \
+    } while (0)
+
 #define TOD_VNNI_ROW(r)                                                  \
     do {                                                                 \
         const __m512i av = _mm512_set1_epi32(tod_load_i32(a##r)); /* s8 x 4 */ \
@@ -221,6 +248,39 @@ TOD_VNNI_TARGET static void tod_ukr_vnni(int64_t kq, const int8_t *a, int64_t ld
         TOD_VNNI_ROW(5);
         TOD_VNNI_ROW(6);
         TOD_VNNI_ROW(7);
+    }
+    __m512i t[TOD_MR_VNNI][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                                 {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+    for (int r = 0; r < mr; r++) {
+        int32_t *row = c + r * TOD_NR_VNNI;
+        if (accumulate) {
+            t[r][0] = _mm512_add_epi32(t[r][0], _mm512_loadu_si512(row));
+            t[r][1] = _mm512_add_epi32(t[r][1], _mm512_loadu_si512(row + 16));
+        }
+        _mm512_storeu_si512(row, t[r][0]);
+        _mm512_storeu_si512(row + 16, t[r][1]);
+    }
+}
+/* Broadcast operand unsigned, panel signed (see tod_ukr_portable_bu8). */
+TOD_VNNI_TARGET static void tod_ukr_vnni_bu8(int64_t kq, const int8_t *a, int64_t lda, int mr,
+                                         const uint8_t *b, int32_t *c, int accumulate) {
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
+            c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00,
+            c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    TOD_ROW_POINTERS4(a, lda, mr);
+    const int8_t *a4 = a + (mr > 4 ? 4 : 0) * lda, *a5 = a + (mr > 5 ? 5 : 0) * lda,
+                 *a6 = a + (mr > 6 ? 6 : 0) * lda, *a7 = a + (mr > 7 ? 7 : 0) * lda;
+    for (int64_t q = 0; q < kq; q++, b += 128) {
+        const __m512i b0 = _mm512_loadu_si512((const void *)b); /* s8: 16 columns x 4 k */
+        const __m512i b1 = _mm512_loadu_si512((const void *)(b + 64));
+        TOD_VNNI_ROW_BU8(0);
+        TOD_VNNI_ROW_BU8(1);
+        TOD_VNNI_ROW_BU8(2);
+        TOD_VNNI_ROW_BU8(3);
+        TOD_VNNI_ROW_BU8(4);
+        TOD_VNNI_ROW_BU8(5);
+        TOD_VNNI_ROW_BU8(6);
+        TOD_VNNI_ROW_BU8(7);
     }
     __m512i t[TOD_MR_VNNI][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                                  {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
@@ -266,6 +326,7 @@ typedef struct {
     tod_ukr_fn ukr_bsafe;  /* broadcast operand in [-127, 127] */
     tod_ukr_fn ukr_vsafe;  /* vector operand in [-127, 127] */
     tod_ukr_fn ukr_any;    /* no restriction (NULL on AVX2) */
+    tod_ukr_fn ukr_bu8;    /* broadcast operand u8 = x ^ 0x80, panel raw s8 (NULL on AVX2) */
 } tod_gemm_path;
 
 static inline tod_gemm_path tod_gemm_path_of(int isa) {
@@ -274,16 +335,19 @@ static inline tod_gemm_path tod_gemm_path_of(int isa) {
     if (isa == TOD_ISA_AVX512_VNNI) {
         p.isa = isa; p.mr = TOD_MR_VNNI; p.nr = TOD_NR_VNNI; p.xor_mask = 0x80;
         p.ukr_bsafe = p.ukr_vsafe = p.ukr_any = tod_ukr_vnni;
+        p.ukr_bu8 = tod_ukr_vnni_bu8;
         return p;
     }
     if (isa == TOD_ISA_AVX2) {
         p.isa = isa; p.mr = TOD_MR_AVX2; p.nr = TOD_NR_AVX2; p.xor_mask = 0x00;
         p.ukr_bsafe = tod_ukr_avx2_bsafe; p.ukr_vsafe = tod_ukr_avx2_vsafe; p.ukr_any = NULL;
+        p.ukr_bu8 = NULL;
         return p;
     }
 #endif
     p.isa = TOD_ISA_PORTABLE; p.mr = TOD_MR_PORTABLE; p.nr = TOD_NR_PORTABLE; p.xor_mask = 0x80;
     p.ukr_bsafe = p.ukr_vsafe = p.ukr_any = tod_ukr_portable;
+    p.ukr_bu8 = tod_ukr_portable_bu8;
     return p;
 }
 

@@ -15,7 +15,7 @@
 
 Every timing is the median of interleaved repeats (:func:`tinyodl._timing.interleaved_times`)
 after a warm-up, single-threaded (OpenMP, BLAS and PyTorch set to one thread) unless stated.
-Each row keeps wall-clock milliseconds and thread CPU milliseconds; ratios are from the
+Each row keeps wall-clock seconds and thread CPU seconds (``*_cpu_s``); ratios are from the
 wall clock (``vs_*``) and from CPU time (``vs_*_cpu``, steadier on a shared machine).
 """
 
@@ -105,8 +105,9 @@ def _linear_args(rng: np.random.Generator, m: int, k: int, n: int) -> tuple:
     return x, w, bias, -3, 5, m0, shift
 
 
-def _ms(t: dict[str, float]) -> tuple[float, float]:
-    return 1e3 * t["wall"], 1e3 * t["cpu"]
+def _s(t: dict[str, float]) -> tuple[float, float]:
+    """(wall, cpu) seconds of one timing."""
+    return t["wall"], t["cpu"]
 
 
 def _ratio_fields(prefix: str, base: dict[str, float], ours: dict[str, float]) -> dict:
@@ -139,17 +140,15 @@ def gemm_row(
     lin, gem, sg = times[:3]
     row: dict[str, Any] = dict(
         m=m, k=k, n=n, backend=name, simd_path=used,
-        linear_s8_ms=_ms(lin)[0], linear_s8_cpu_ms=_ms(lin)[1], gemm_s8_ms=_ms(gem)[0],
-        sgemm_ms=_ms(sg)[0], sgemm_cpu_ms=_ms(sg)[1],
+        linear_s8_s=_s(lin)[0], linear_s8_cpu_s=_s(lin)[1], gemm_s8_s=_s(gem)[0],
+        sgemm_s=_s(sg)[0], sgemm_cpu_s=_s(sg)[1],
         linear_s8_gops=ops / lin["wall"] / 1e9, gemm_s8_gops=ops / gem["wall"] / 1e9,
         sgemm_gflops=ops / sg["wall"] / 1e9,
         **_ratio_fields("vs_sgemm", sg, lin), **_ratio_fields("gemm_s8_vs_sgemm", sg, gem),
     )  # fmt: skip
     if has_torch:
         fb = times[3]
-        row.update(
-            fbgemm_ms=_ms(fb)[0], fbgemm_cpu_ms=_ms(fb)[1], fbgemm_gops=ops / fb["wall"] / 1e9
-        )
+        row.update(fbgemm_s=_s(fb)[0], fbgemm_cpu_s=_s(fb)[1], fbgemm_gops=ops / fb["wall"] / 1e9)
         row.update(_ratio_fields("vs_fbgemm", fb, lin))
     return row
 
@@ -234,13 +233,13 @@ def bench_conv_int8(
         row: dict[str, Any] = dict(
             layer=layer["name"], batch=layer["batch"], backend=name,
             simd_path=getattr(kernels, "get_simd_path", lambda: name)(), macs=macs,
-            int8_ms=_ms(times[0])[0], int8_cpu_ms=_ms(times[0])[1],
+            int8_s=_s(times[0])[0], int8_cpu_s=_s(times[0])[1],
             int8_gops=2 * macs / times[0]["wall"] / 1e9,
             input_bytes=int(x.nbytes), output_bytes=int(out.nbytes),
             scratch_bytes=scratch_bytes(run),
         )  # fmt: skip
         if has_torch:
-            row.update(torch_qconv_ms=_ms(times[1])[0], torch_qconv_cpu_ms=_ms(times[1])[1])
+            row.update(torch_qconv_s=_s(times[1])[0], torch_qconv_cpu_s=_s(times[1])[1])
             row.update(_ratio_fields("vs_torch_qconv", times[1], times[0]))
         rows.append(row)
     return rows
@@ -300,8 +299,8 @@ def bench_int8_backward(
             with single_thread():
                 tq, tf = interleaved_times([q_fn, f_fn], repeats)
             rows.append(dict(
-                layer=layer["name"], op=op, int8_ms=_ms(tq)[0], int8_cpu_ms=_ms(tq)[1],
-                float32_ms=_ms(tf)[0], float32_cpu_ms=_ms(tf)[1],
+                layer=layer["name"], op=op, int8_s=_s(tq)[0], int8_cpu_s=_s(tq)[1],
+                float32_s=_s(tf)[0], float32_cpu_s=_s(tf)[1],
                 **_ratio_fields("vs_float32", tf, tq),
             ))  # fmt: skip
     return rows
@@ -327,7 +326,7 @@ def bench_gemm_steps(n: int = 512, repeats: int = 3, seed: int = 0) -> list[dict
     rows, ops = [], 2.0 * n**3
     for i, (name, t) in enumerate(zip(steps.STEPS, times, strict=True)):
         rows.append(dict(
-            step=i, name=name, n=n, ms=1e3 * t["wall"], cpu_ms=1e3 * t["cpu"],
+            step=i, name=name, n=n, seconds=t["wall"], cpu_seconds=t["cpu"],
             gops=ops / t["wall"] / 1e9, gops_cpu=ops / t["cpu"] / 1e9,
             vs_previous=(times[i - 1]["wall"] / t["wall"]) if i else 1.0,
             vs_reference=times[0]["wall"] / t["wall"],
@@ -359,7 +358,7 @@ def bench_threads(n: int = 512, repeats: int = 9, seed: int = 0) -> dict[str, An
     with threadpool_limits(limits=1):
         one, two = interleaved_times([with_threads(1), with_threads(2)], repeats)
     return dict(
-        n=n, backend=name, one_thread_ms=1e3 * one["wall"], two_threads_ms=1e3 * two["wall"],
+        n=n, backend=name, one_thread_s=one["wall"], two_threads_s=two["wall"],
         int8_gemm_speedup=one["wall"] / two["wall"], cores=os.cpu_count(),
         load_average_before=load_before, load_average_after=os.getloadavg()[0],
     )  # fmt: skip

@@ -16,7 +16,7 @@ Chapters 00 and 03. Groups of rows (``rows[].group``) and the summary keys they 
   ``threads2.int8_gemm_speedup`` (needs both cores idle: the load average is recorded).
 
 Single-threaded unless stated (OpenMP, BLAS via threadpoolctl, PyTorch). Ratios are > 1
-when tinyodl is faster; every row keeps wall-clock and thread-CPU milliseconds.
+when tinyodl is faster; every row keeps wall-clock and thread-CPU seconds.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
         rows += [{"group": "int8_conv", **r} for r in conv]
         summary["int8_conv"] = [
             {"layer": r["layer"], "batch": r["batch"], "vs_torch_qconv": r.get("vs_torch_qconv"),
-             "vs_torch_qconv_cpu": r.get("vs_torch_qconv_cpu"), "int8_ms": r["int8_ms"],
+             "vs_torch_qconv_cpu": r.get("vs_torch_qconv_cpu"), "int8_s": r["int8_s"],
              "scratch_bytes": r["scratch_bytes"], "input_bytes": r["input_bytes"]}
             for r in conv
         ]  # fmt: skip

@@ -5,7 +5,7 @@ For each (model, batch) of :data:`CONFIGS` this times one full step -- forward,
 cross-entropy, backward, SGD with momentum 0.9 -- of the tinyodl model on the Cython backend
 and, with torch installed, of its PyTorch twin (:func:`tinyodl.bench._torch.torch_model`),
 interleaved in one process, single-threaded. Rows: ``train[].vs_torch`` (> 1: tinyodl is
-faster), samples/s, wall-clock and thread-CPU milliseconds; ``--numpy`` adds the numpy
+faster), samples/s, wall-clock and thread-CPU seconds; ``--numpy`` adds the numpy
 backend. ``--threads2`` also times ``cnn_mcmahan`` (batch 32) on two threads against one
 (OpenMP and BLAS): summary ``threads2.train_speedup``, with the load average, since it
 needs both cores.
@@ -105,15 +105,15 @@ def bench_train(
             times = interleaved_times(fns, repeats, warmup=2)
         ours = times[0]
         row: dict[str, Any] = dict(
-            model=model, batch=batch, backend=names[0], tinyodl_ms=1e3 * ours["wall"],
-            tinyodl_cpu_ms=1e3 * ours["cpu"], samples_per_s=batch / ours["wall"],
+            model=model, batch=batch, backend=names[0], tinyodl_s=ours["wall"],
+            tinyodl_cpu_s=ours["cpu"], samples_per_s=batch / ours["wall"],
         )  # fmt: skip
         if numpy_backend and len(names) > 1:
-            row.update(numpy_ms=1e3 * times[1]["wall"], vs_numpy=times[1]["wall"] / ours["wall"])
+            row.update(numpy_s=times[1]["wall"], vs_numpy=times[1]["wall"] / ours["wall"])
         if has_torch:
             tt = times[-1]
             row.update(
-                torch_ms=1e3 * tt["wall"], torch_cpu_ms=1e3 * tt["cpu"],
+                torch_s=tt["wall"], torch_cpu_s=tt["cpu"],
                 torch_samples_per_s=batch / tt["wall"], vs_torch=tt["wall"] / ours["wall"],
                 vs_torch_cpu=tt["cpu"] / ours["cpu"],
             )  # fmt: skip
@@ -150,8 +150,8 @@ def bench_train_threads(
     load_before = os.getloadavg()[0]
     times = interleaved_times(fns, repeats, warmup=2)
     out = dict(
-        model=model, batch=batch, one_thread_ms=1e3 * times[0]["wall"],
-        two_threads_ms=1e3 * times[1]["wall"], train_speedup=times[0]["wall"] / times[1]["wall"],
+        model=model, batch=batch, one_thread_s=times[0]["wall"],
+        two_threads_s=times[1]["wall"], train_speedup=times[0]["wall"] / times[1]["wall"],
         load_average_before=load_before, load_average_after=os.getloadavg()[0],
         cores=os.cpu_count(),
     )  # fmt: skip
