@@ -14,6 +14,7 @@ For development, ``TINYODL_ONLY=conv,pool`` restricts the build to some kernels 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -63,8 +64,9 @@ def arch_flags() -> list[str]:
 #: Modules that choose their SIMD path at run time (kernels/simd/): they are compiled for the
 #: baseline ISA, so that each path holds exactly its own instructions (the portable path runs
 #: on any x86-64 CPU, the AVX2 path on any AVX2 CPU) and the tests can run every path.
-#: (gemm_steps, the teaching version, is built like the other modules: for this CPU.)
-RUNTIME_DISPATCH = {"int8"}
+#: (gemm_steps, the teaching version, is built like the other modules: for this CPU.) Other
+#: CPUs (ARM) have only the portable path, so there it is built for the machine too.
+RUNTIME_DISPATCH = {"int8"} if platform.machine().lower() in ("x86_64", "amd64") else set()
 
 
 def make_extensions() -> list[Extension]:
