@@ -3,7 +3,8 @@
 The layer :class:`tinyodl.nn.BatchNorm2d` and :func:`tinyodl.nn.functional.batchnorm_forward`
 call these through :mod:`tinyodl.ops`; the compiled twin is ``kernels/norm.pyx`` (same
 signatures, same results up to float rounding). Statistics are taken over the batch and,
-for (N, C, H, W) inputs, over the spatial axes: one mean and variance per channel C.
+for (N, C, L) and (N, C, H, W) inputs, over the other axes: one mean and variance per
+channel C.
 """
 
 from __future__ import annotations
@@ -14,20 +15,20 @@ from tinyodl.reference._checks import check_float
 
 
 def _axes(x: np.ndarray) -> tuple[int, ...]:
-    """Axes a batchnorm averages over: the batch (and the spatial axes of NCHW)."""
-    return (0,) if x.ndim == 2 else (0, 2, 3)
+    """Axes a batchnorm averages over: all but the channel axis 1 (batch, length, H, W)."""
+    return (0, *range(2, x.ndim))
 
 
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
-    """View a (C,) vector so it broadcasts against (N, C) or (N, C, H, W)."""
-    return v.reshape(1, -1) if ndim == 2 else v.reshape(1, -1, 1, 1)
+    """View a (C,) vector so it broadcasts against (N, C), (N, C, L) or (N, C, H, W)."""
+    return v.reshape(1, -1, *([1] * (ndim - 2)))
 
 
 def check_batchnorm(fn: str, x, gamma, beta, train, running_mean, running_var):
     """Validate the arguments of :func:`batchnorm_forward` (shared by both backends)."""
-    if not isinstance(x, np.ndarray) or x.ndim not in (2, 4):
+    if not isinstance(x, np.ndarray) or x.ndim not in (2, 3, 4):
         got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
-        raise ValueError(f"{fn}: x must be (N, C) or (N, C, H, W), got {got}")
+        raise ValueError(f"{fn}: x must be (N, C), (N, C, L) or (N, C, H, W), got {got}")
     x = check_float(fn, "x", x, x.ndim)
     c = x.shape[1]
     for name, v in (("gamma", gamma), ("beta", beta)):
@@ -56,7 +57,7 @@ def batchnorm_forward(
 
     Parameters
     ----------
-    x : float array, shape (N, C) or (N, C, H, W)
+    x : float array, shape (N, C), (N, C, L) or (N, C, H, W)
     gamma, beta : arrays, shape (C,)
     eps : float
     train : bool
