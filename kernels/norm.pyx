@@ -95,7 +95,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, train=True, running_mean=None,
     x = check_batchnorm("batchnorm_forward", x, gamma, beta, train, running_mean, running_var)
     dtype = x.dtype
     n, c = x.shape[0], x.shape[1]
-    x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+    x3 = np.ascontiguousarray(x).reshape(n, c, int(np.prod(x.shape[2:], dtype=np.int64)))
     if train:
         mean64, var64 = np.empty(c), np.empty(c)
         if x3.size:
@@ -163,7 +163,7 @@ def batchnorm_backward(dout, x_hat, gamma, inv_std, train):
         raise ValueError("batchnorm_backward: training mode needs x_hat")
     dtype = dout.dtype
     n, c = dout.shape[0], dout.shape[1]
-    d3 = np.ascontiguousarray(dout).reshape(n, c, -1)
+    d3 = np.ascontiguousarray(dout).reshape(n, c, int(np.prod(dout.shape[2:], dtype=np.int64)))
     h3 = d3 if x_hat is None else np.ascontiguousarray(x_hat, dtype=dtype).reshape(d3.shape)
     dbeta64, dgamma64 = np.zeros(c), np.zeros(c)
     if d3.size:
