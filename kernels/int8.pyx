@@ -15,11 +15,12 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    side by side ([K/4][NR][4] bytes): the layout those instructions read. The "broadcast"
    operand is read in place, four bytes at a time.
 3. **Signs and zero points outside the loop.** ``vpdpbusd`` multiplies unsigned by signed
-   bytes, so the portable and VNNI paths store the vector operand as ``b + 128`` (b XOR
-   0x80) and subtract ``128 * sum_k a`` afterwards; the AVX2 path keeps int8 and uses the
-   sign trick (``|a| * (b * sign(a))``, exact because one operand is in [-127, 127]). The
-   zero points give ``sum_k (a - za)(b - zb) = sum ab - zb rowsum(a) - za colsum(b) +
-   K za zb``: both corrections are per-row or per-column constants, folded into the bias.
+   bytes, so the portable and VNNI paths store one operand as ``v + 128`` (v XOR 0x80) --
+   the activations: the panel of a convolution, the rows of a linear layer's input -- and
+   subtract ``128 * sum_k w`` afterwards, a per-channel constant; the AVX2 path keeps int8
+   and uses the sign trick (``|a| * (b * sign(a))``, exact because the weights are in
+   [-127, 127]). The zero points give ``sum_k (a - za)(b - zb) = sum ab - zb rowsum(a) -
+   za colsum(b) + K za zb``: per-row or per-column constants, folded into the bias.
 4. **Convolution = GEMM on the fly.** The input is copied once into a padded channels-last
    byte buffer (its border holds the packed input zero point, so padding taps contribute
    nothing), then im2col is done *one panel of NR output pixels at a time*, straight into
@@ -37,7 +38,9 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    (depthwise), ``set_num_threads(n)`` OpenMP threads (default 1).
 
 All scratch comes from numpy, so tracemalloc sees it (``docs/memory.md``) and a failed
-allocation raises ``MemoryError``.
+allocation raises ``MemoryError``. Arguments are checked in C for the plain valid case; any
+other case goes through the reference's checks (``tinyodl/reference/_int8_checks.py``), so
+both backends raise the same errors.
 """
 
 import os

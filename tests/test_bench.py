@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tinyodl import models
+from tinyodl import backend, models
 from tinyodl.bench import _int8, benchmark_names, load_benchmark
 from tinyodl.cli import main
 
@@ -76,9 +76,12 @@ def test_fbgemm_baselines_compute_the_same_layer():
 
 def test_bench_train_quick_writes_json(tmp_path, capsys):
     path = tmp_path / "train.json"
-    assert main(["bench", "train", "--quick", "--threads2", "--json", str(path)]) == 0
+    assert main(["bench", "train", "--quick", "--threads2", "--numpy", "--json", str(path)]) == 0
     results = json.loads(path.read_text())
     train = results["summary"]["train"]
+    rows = [r for r in results["rows"] if r["group"] == "train"]
+    if backend.cython_available():  # "tinyodl" is the compiled backend, numpy beside it
+        assert all(r["backend"] == "cython" and r["numpy_s"] > 0 for r in rows)
     assert [(r["model"], r["batch"]) for r in train] == [("cnn_mcmahan", 2), ("mcunet_tiny", 2)]
     assert all(r["samples_per_s"] > 0 for r in train)
     if "torch" in results["machine"]:

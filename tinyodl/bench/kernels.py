@@ -129,8 +129,10 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
                                             seed=seed)  # fmt: skip
         rows += [{"group": "gemm_steps", **r} for r in steps]
         summary["gemm_steps"] = [
-            {"step": r["name"], "gops": r["gops"], "vs_previous": r["vs_previous"]} for r in steps
-        ]
+            {"step": r["name"], "gops": r["gops"], "gops_cpu": r["gops_cpu"],
+             "vs_previous": r["vs_previous"], "threads": r["threads"]}
+            for r in steps
+        ]  # fmt: skip
     if "threads2" in groups:
         t2 = bench_int8.bench_threads(n=128 if quick else 512, repeats=repeats, seed=seed)
         rows.append({"group": "threads2", **t2})

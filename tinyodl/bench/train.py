@@ -93,7 +93,9 @@ def bench_train(
     from tinyodl.bench import _torch
 
     has_torch = _torch.torch_or_none() is not None
-    names = [b for b in backend.available_backends() if b == "cython" or numpy_backend]
+    # the compiled backend first (it is "tinyodl" in the rows); numpy after it if asked for
+    names = [b for b in ("cython", "numpy") if b in backend.available_backends()]
+    names = names if numpy_backend else names[:1]
     rows = []
     for model, batch in configs or CONFIGS:
         x, y = batch_of(batch, seed)
