@@ -78,6 +78,13 @@ cdef extern from "float_gemm.h" nogil:
                            float* tile)
 
 
+cdef extern from "float_linear.h" nogil:
+    void tod_sgemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
+                         Py_ssize_t ars, Py_ssize_t aks, const float* b, Py_ssize_t bks,
+                         float* c, Py_ssize_t ldc, int transposed, int accumulate,
+                         Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t pan0, Py_ssize_t pan1)
+
+
 cdef extern from "float_rows.h" nogil:
     void tod_im2col_row_f32(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
                             Py_ssize_t n, Py_ssize_t sw)
@@ -311,6 +318,11 @@ cdef void _col2im_batch(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x
 # general (grouped) convolution: im2col + one GEMM per image and group
 # ---------------------------------------------------------------------------------------
 
+#: (available, MR, NR, rows of a K block) of the float32 micro-kernel of
+#: kernels/simd/float_gemm.h; tinyodl/memory/_rules.py reads it to size the scratch.
+SGEMM_TILE = (bool(TOD_HAVE_SGEMM), TOD_SMR, TOD_SNR, 256)
+
+
 def _use_implicit_gemm(x, groups, g):
     """float32, no groups, stride 1, OH = H and OW = W, a SIMD build: kernels/simd/float_gemm.h."""
     return (TOD_HAVE_SGEMM and x.dtype == np.float32 and groups == 1 and g.SH == 1
@@ -348,6 +360,48 @@ def _conv_same(x, w, b, ph, pw):
                               &ov[0, 0, 0, 0], pan, pan + 1, &sv[tid, 0],
                               &sv[tid, kc * TOD_SNR])
     return out
+
+
+def _weight_grad_tiled(dout, x, w_shape, g):
+    """dW of a float32 convolution without groups on the register tiles of float_linear.h.
+
+    Per image: im2col (K x P), dout transposed (P x F, small), then
+    dW^T (K x F) += cols . dout^T with the im2col rows read in place as the broadcast
+    operand; the K x F sum is transposed into dW at the end. Blocks of MR rows of K are
+    shared among the OpenMP threads.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w_shape[0]
+    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW, n, f, p, item
+    cdef Py_ssize_t rows = (K + TOD_SMR - 1) // TOD_SMR, panels = (F + TOD_SNR - 1) // TOD_SNR
+    cdef Geom geo = _geom(g)
+    cdef bint direct = _is_pointwise(&geo)
+    cdef int nt = _num_threads
+    cols = np.empty((K, P), dtype=np.float32) if not direct else None
+    dout_t = np.empty((P, F), dtype=np.float32)
+    dw_t = np.zeros((K, F), dtype=np.float32)
+    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[:, :, ::1] dv = dout.reshape(N, F, P)
+    cdef float[:, ::1] cv
+    if not direct:
+        cv = cols
+    cdef float[:, ::1] tv = dout_t
+    cdef float[:, ::1] wv = dw_t
+    cdef const float* a
+    with nogil:
+        for n in range(N):
+            if direct:
+                a = &xv[n, 0, 0, 0]  # (C, P) is already the column matrix
+            else:
+                _im2col_image(&xv[n, 0, 0, 0], &cv[0, 0], C, &geo, nt)
+                a = &cv[0, 0]
+            for f in range(F):
+                for p in range(P):
+                    tv[p, f] = dv[n, f, p]
+            for item in prange(rows * panels, num_threads=nt, schedule="static"):
+                tod_sgemm_block(K, F, P, a, P, 1, &tv[0, 0], F, &wv[0, 0], F, 0, 1,
+                                (item // panels) * TOD_SMR, (item // panels + 1) * TOD_SMR,
+                                item % panels, item % panels + 1)
+    return np.ascontiguousarray(dw_t.T).reshape(w_shape)
 
 
 cdef void _forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -627,6 +681,9 @@ def _backward_weight(dout, x, w_shape, g):
             _dw_backward_weight[float](dout, x, dw, &geo)
         else:
             _dw_backward_weight[double](dout, x, dw, &geo)
+    elif (TOD_HAVE_SGEMM and single and g.groups == 1 and g.F >= TOD_SNR // 2
+            and g.C * g.KH * g.KW >= 256):  # enough rows of K to pay for transposing dout
+        return _weight_grad_tiled(dout, x, w_shape, g)
     elif single:
         _backward_weight_gemm[float](dout, x, dw, g.groups, &geo)
     else:

@@ -27,8 +27,8 @@ cdef extern from "float_linear.h" nogil:
         TOD_SNR
     void tod_sgemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
                          Py_ssize_t ars, Py_ssize_t aks, const float* b, Py_ssize_t bks,
-                         float* c, Py_ssize_t ldc, int transposed, Py_ssize_t i0,
-                         Py_ssize_t i1, Py_ssize_t pan0, Py_ssize_t pan1)
+                         float* c, Py_ssize_t ldc, int transposed, int accumulate,
+                         Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t pan0, Py_ssize_t pan1)
 
 from tinyodl.reference._checks import check_linear, check_linear_dout_w, check_linear_dout_x
 
@@ -75,6 +75,8 @@ cdef void _backward_weight(const floating[:, ::1] dout, const floating[:, ::1] x
 
 #: batches up to this size use the register-tiled GEMM (float32, SIMD builds)
 SMALL_BATCH = 128
+#: (available, MR, NR) of that GEMM, for tinyodl/memory/_rules.py
+SGEMM_TILE = (bool(TOD_HAVE_SGEMM), TOD_SMR, TOD_SNR)
 
 
 cdef void _tiled(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a, Py_ssize_t ars,
@@ -85,7 +87,7 @@ cdef void _tiled(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a, Py_ss
     cdef Py_ssize_t rows = (M + TOD_SMR - 1) // TOD_SMR, panels = (N + TOD_SNR - 1) // TOD_SNR
     cdef Py_ssize_t item
     for item in prange(rows * panels, num_threads=_num_threads, schedule="static"):
-        tod_sgemm_block(M, N, K, a, ars, aks, b, bks, c, ldc, transposed,
+        tod_sgemm_block(M, N, K, a, ars, aks, b, bks, c, ldc, transposed, 0,
                         (item // panels) * TOD_SMR, (item // panels + 1) * TOD_SMR,
                         item % panels, item % panels + 1)
 

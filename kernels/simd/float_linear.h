@@ -5,8 +5,9 @@
  * at this shape that copy of the whole weight matrix costs as much as the arithmetic. The
  * products need no copy of W here, because the micro-kernel of float_gemm.h only needs,
  * per step k, MR scalars of A (any strides) and one contiguous row of NR values of B. The
- * forward pass reads W along its rows and gains the most (conv.pyx and linear.pyx use
- * tod_sgemm_block for it); the layouts of the three products are:
+ * forward pass reads W along its rows and gains the most (linear.pyx uses tod_sgemm_block
+ * for it; conv.pyx for the weight gradient of a convolution, dW^T = cols . dout^T, with
+ * the im2col rows read in place and dout transposed per image); the layouts are:
  *
  *   forward      out^T (F x N) = W (F x K) . x^T      A = W rows; B = x^T (the batch is
  *                                                      packed once, K x N: small)
@@ -28,7 +29,8 @@
 /* C[i][j] = sum_k A(i, k) B(k, j) for i < mr, j < nr (one tile): A(i, k) = a[i ars + k aks],
  * B(k, j) = b[k bks + j]. Stored at c[i ldc + j], or at c[j ldc + i] when transposed. */
 static void tod_sgemm_tile(int64_t K, const float *a, int64_t ars, int64_t aks, const float *b,
-                           int64_t bks, int mr, int nr, float *c, int64_t ldc, int transposed) {
+                           int64_t bks, int mr, int nr, float *c, int64_t ldc, int transposed,
+                           int accumulate) {
     const float *ar[TOD_SMR];
     for (int r = 0; r < TOD_SMR; r++) ar[r] = a + (r < mr ? r : 0) * ars;
     float tile[TOD_SMR * TOD_SNR];
@@ -54,6 +56,10 @@ static void tod_sgemm_tile(int64_t K, const float *a, int64_t ars, int64_t aks, 
     }
     if (!transposed && mr == TOD_SMR) { /* rows straight from the registers */
 #define TOD_LSTORE(r)                                                            \
+    if (accumulate) {                                                            \
+        c##r##0 = _mm512_add_ps(c##r##0, _mm512_maskz_loadu_ps(m0, c + r * ldc)); \
+        c##r##1 = _mm512_add_ps(c##r##1, _mm512_maskz_loadu_ps(m1, c + r * ldc + 16)); \
+    }                                                                            \
     _mm512_mask_storeu_ps(c + r * ldc, m0, c##r##0);                             \
     _mm512_mask_storeu_ps(c + r * ldc + 16, m1, c##r##1);
         TOD_LSTORE(0) TOD_LSTORE(1) TOD_LSTORE(2) TOD_LSTORE(3)
@@ -94,6 +100,11 @@ static void tod_sgemm_tile(int64_t K, const float *a, int64_t ars, int64_t aks, 
     }
     if (!transposed && mr == TOD_SMR) { /* rows straight from the registers */
 #define TOD_LSTORE(r)                                                            \
+    if (accumulate) {                                                            \
+        c##r##0 = _mm256_add_ps(c##r##0, _mm256_maskload_ps(c + r * ldc, m0));    \
+        c##r##1 = _mm256_add_ps(c##r##1, _mm256_maskload_ps(c + r * ldc + 8, m1)); \
+        c##r##2 = _mm256_add_ps(c##r##2, _mm256_maskload_ps(c + r * ldc + 16, m2)); \
+    }                                                                            \
     _mm256_maskstore_ps(c + r * ldc, m0, c##r##0);                               \
     _mm256_maskstore_ps(c + r * ldc + 8, m1, c##r##1);                           \
     _mm256_maskstore_ps(c + r * ldc + 16, m2, c##r##2);
@@ -108,10 +119,8 @@ static void tod_sgemm_tile(int64_t K, const float *a, int64_t ars, int64_t aks, 
 #endif
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
-            if (transposed)
-                c[j * ldc + i] = tile[i * TOD_SNR + j];
-            else
-                c[i * ldc + j] = tile[i * TOD_SNR + j];
+            float *dst = transposed ? c + j * ldc + i : c + i * ldc + j;
+            *dst = accumulate ? *dst + tile[i * TOD_SNR + j] : tile[i * TOD_SNR + j];
         }
 }
 
@@ -119,14 +128,15 @@ static void tod_sgemm_tile(int64_t K, const float *a, int64_t ars, int64_t aks, 
  * panels [pan0, pan1) (NR columns each). */
 static void tod_sgemm_block(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars,
                             int64_t aks, const float *b, int64_t bks, float *c, int64_t ldc,
-                            int transposed, int64_t i0, int64_t i1, int64_t pan0, int64_t pan1) {
+                            int transposed, int accumulate, int64_t i0, int64_t i1,
+                            int64_t pan0, int64_t pan1) {
     for (int64_t p = pan0; p < pan1; p++) {
         const int64_t j0 = p * TOD_SNR, nr = N - j0 < TOD_SNR ? N - j0 : TOD_SNR;
         for (int64_t i = i0; i < i1 && i < M; i += TOD_SMR) {
             const int64_t mr = M - i < TOD_SMR ? M - i : TOD_SMR;
             float *cij = transposed ? c + j0 * ldc + i : c + i * ldc + j0;
             tod_sgemm_tile(K, a + i * ars, ars, aks, b + j0, bks, (int)mr, (int)nr, cij, ldc,
-                           transposed);
+                           transposed, accumulate);
         }
     }
 }
@@ -134,8 +144,9 @@ static void tod_sgemm_block(int64_t M, int64_t N, int64_t K, const float *a, int
 #else
 static void tod_sgemm_block(int64_t M, int64_t N, int64_t K, const float *a, int64_t ars,
                             int64_t aks, const float *b, int64_t bks, float *c, int64_t ldc,
-                            int transposed, int64_t i0, int64_t i1, int64_t pan0, int64_t pan1) {
-    (void)M; (void)N; (void)K; (void)a; (void)ars; (void)aks; (void)b; (void)bks; (void)c;
+                            int transposed, int accumulate, int64_t i0, int64_t i1,
+                            int64_t pan0, int64_t pan1) {
+    (void)M; (void)accumulate; (void)N; (void)K; (void)a; (void)ars; (void)aks; (void)b; (void)bks; (void)c;
     (void)ldc; (void)transposed; (void)i0; (void)i1; (void)pan0; (void)pan1;
 }
 #endif /* TOD_HAVE_SGEMM */
