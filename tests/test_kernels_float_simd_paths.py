@@ -102,3 +102,21 @@ def test_linear_tiled_forward_matches_reference(batch, threads):
         assert_close(cy.linear_forward(xt, w, b), ref.linear_forward(x, w, b))
     finally:
         cy.linear.set_num_threads(1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 2, 2)])
+def test_maxpool_2x2_branch_free_path_matches_reference(shape, dtype):
+    """kernels/pool.pyx scans 2x2 / stride-2 windows without branches: same winner (ties to
+    the first pixel, the first NaN wins) as the reference, odd sizes dropping the last row."""
+    ref, cy = load_float_kernels("numpy"), load_float_kernels("cython")
+    rng = np.random.default_rng(sum(shape))
+    x = np.round(rng.standard_normal(shape) * 2).astype(dtype)  # many ties
+    x[rng.random(shape) < 0.15] = np.nan  # some windows with two NaNs
+    out, argmax = ref.maxpool2d_forward(x, 2, 2, 0)
+    out_c, argmax_c = cy.maxpool2d_forward(x, 2, 2, 0)
+    np.testing.assert_array_equal(out_c, out)
+    assert np.array_equal(argmax_c, argmax)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    assert_close(cy.maxpool2d_backward(dout, argmax_c, shape),
+                 ref.maxpool2d_backward(dout, argmax, shape))  # fmt: skip
