@@ -603,9 +603,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1):
         b = np.zeros(g.F, dtype=x.dtype)
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
-    out = np.empty((g.N, g.F, g.OH, g.OW), dtype=x.dtype)
     if g.N == 0 or g.F == 0:
-        return out
+        return np.empty((g.N, g.F, g.OH, g.OW), dtype=x.dtype)
+    if not _is_depthwise(g) and _use_implicit_gemm(x, g.groups, g):
+        return _conv_same(x, w, b if has_bias else None, g.PH, g.PW)  # allocates its output
+    out = np.empty((g.N, g.F, g.OH, g.OW), dtype=x.dtype)
     cdef Geom geo = _geom(g)
     single = x.dtype == np.float32
     if _is_depthwise(g):
@@ -613,8 +615,6 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1):
             _dw_forward[float](x, w, b, out, &geo)
         else:
             _dw_forward[double](x, w, b, out, &geo)
-    elif _use_implicit_gemm(x, g.groups, g):
-        return _conv_same(x, w, b if has_bias else None, g.PH, g.PW)
     elif single:
         _forward_gemm[float](x, w, b, has_bias, out, g.groups, &geo)
     else:

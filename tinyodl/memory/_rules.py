@@ -176,8 +176,8 @@ def conv_forward(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) ->
     if ctx.backend == "cython":
         kind = _conv_kind(layer, in_shape)
         out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
-        if kind == "gemm" and _implicit_same(ctx, layer, in_shape, out_shape):
-            apack, scratch = _implicit_scratch(ctx, f, c, (kh, kw))
+        if kind != "depthwise" and _implicit_same(ctx, layer, in_shape, out_shape):
+            apack, scratch = _implicit_scratch(ctx, f, c, (kh, kw))  # 1x1 with C >= 64 too
             ctx.tape.spike(apack + scratch)  # packed filters, one panel block and the tiles
         elif kind == "gemm":
             ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
@@ -199,7 +199,7 @@ def conv_backward_input(ctx: Context, layer: Any, in_shape: Shape, out_shape: Sh
         kind = _conv_kind(layer, in_shape)
         f = out_shape[1]
         if (
-            kind == "gemm" and _implicit_same(ctx, layer, in_shape, out_shape)
+            kind != "depthwise" and _implicit_same(ctx, layer, in_shape, out_shape)
             and c >= _sgemm_tile()[1]
         ):  # fmt: skip  # the same conv of dout with flipped filters (a copy of w first)
             wt = ctx.tape.new(layer.params["weight"].data.size * ctx.itemsize)
