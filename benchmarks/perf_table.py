@@ -5,7 +5,11 @@ benchmark code on the kernels of commit 992be85), ``run_kernels.sh`` / ``run_tra
 (``results/kernels.json``, ``results/train.json``) and ``run_threads.sh``
 (``results/threads2_*.json``)::
 
-    python benchmarks/perf_table.py            # the table for README.md and benchmarks/README.md
+    python benchmarks/perf_table.py            # print the table (Markdown)
+    python benchmarks/perf_table.py --write    # replace it in README.md and benchmarks/README.md
+
+(``--write`` rewrites what lies between the ``<!-- perf-table ... -->`` and
+``<!-- /perf-table -->`` lines of both files.)
 
 Each ratio is "wall / cpu": the median wall-clock ratio and the median thread-CPU-time
 ratio of the same interleaved runs (> 1: tinyodl is faster). On a shared machine the CPU
@@ -14,11 +18,16 @@ ratio is the steadier of the two (it leaves out the time other processes held th
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import statistics
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOCS = [RESULTS.parent.parent / "README.md", RESULTS.parent / "README.md"]
+BEGIN, END = "<!-- perf-table", "<!-- /perf-table -->"
 
 
 def load(name: str) -> dict | None:
@@ -127,5 +136,22 @@ def main() -> None:
             print(f"(median training ratio, CPU time: {statistics.median(ratios):.2f})")
 
 
+def write(table: str) -> None:
+    """Put ``table`` between the perf-table markers of README.md and benchmarks/README.md."""
+    for doc in DOCS:
+        lines = doc.read_text().splitlines()
+        begin = next(i for i, line in enumerate(lines) if line.startswith(BEGIN))
+        end = next(i for i, line in enumerate(lines) if line.startswith(END))
+        lines[begin + 1 : end] = ["", *table.strip().splitlines(), ""]
+        doc.write_text("\n".join(lines) + "\n")
+        print(f"wrote the table into {doc}")
+
+
 if __name__ == "__main__":
-    main()
+    if "--write" in sys.argv[1:]:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            main()
+        write(buffer.getvalue())
+    else:
+        main()
