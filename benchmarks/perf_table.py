@@ -111,6 +111,11 @@ def main() -> None:
                 f"| 5. two threads over one (wall clock) | {name} | >= 1.7 | - | "
                 f"{s[key]:.2f} | load average {s['load_average_before']:.2f} |"
             )
+        else:  # only meaningful with both cores idle (benchmarks/run_threads.sh waits for it)
+            out.append(
+                f"| 5. two threads over one (wall clock) | {name} | >= 1.7 | - | "
+                "not measured: no idle machine | `benchmarks/run_threads.sh` |"
+            )
     print("\n".join(out))
     steps = rows_of(after_k, "gemm_steps")
     if steps:
