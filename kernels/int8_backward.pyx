@@ -13,7 +13,11 @@ im2col + BLAS otherwise, direct loops for depthwise layers):
   ``kernels/simd/float_dw.h`` are built from ``x_q - zp`` (``tod_dw_planes_s8_f32``), so the
   int8 layer moves a quarter of the float layer's input bytes;
 * ``dW`` of other convolutions converts the input once (``x_q - zp`` as float32: one pass,
-  a small fraction of the im2col and GEMM work) and runs the float ``conv2d_backward_weight``.
+  a small fraction of the im2col and GEMM work) and runs the float ``conv2d_backward_weight``;
+* linear layers (SIMD builds): ``dx = dout . W_q`` and ``dW = dout^T . (x_q - zp)`` on the
+  register tiles of ``kernels/simd/float_s8b.h``, which widen the int8 matrix one column
+  panel at a time into an L1-sized buffer (no float copy of the matrix; a quarter of the
+  bytes BLAS would read). Other builds convert once and call BLAS.
 
 Results match the float64 reference to float32 rounding.
 """
@@ -34,6 +38,14 @@ from _float_dw cimport (
     tod_dw_weight_accumulate_f32,
     tod_dw_weight_reduce_f32,
 )
+
+cdef extern from "float_s8b.h" nogil:
+    cdef enum:
+        TOD_HAVE_SGEMM_S8B
+        TOD_SNR
+    void tod_sgemm_panel_s8b(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
+                             Py_ssize_t ars, Py_ssize_t aks, const int8_t* b, Py_ssize_t bks,
+                             int zp, float* c, Py_ssize_t ldc, Py_ssize_t pan, float* buf)
 
 from tinyodl._kernels import conv as _conv
 from tinyodl.reference import _int8_checks as chk
@@ -125,6 +137,24 @@ cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
     return dw
 
 
+#: the linear backward passes read int8 operands in place (kernels/simd/float_s8b.h)
+INT8_OPERAND_GEMM = bool(TOD_HAVE_SGEMM_S8B)
+
+
+def _gemm_s8b(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float[::1] a, Py_ssize_t ars,
+              Py_ssize_t aks, const int8_t[::1] b, int zp, float[::1] c):
+    """C (M x N) = A . (B - zp), B int8 (K x N): one column panel per OpenMP work item, each
+    widened once into its thread's buffer (K x NR floats, from numpy: tracemalloc sees it)."""
+    cdef Py_ssize_t panels = (N + TOD_SNR - 1) // TOD_SNR, pan
+    cdef int nt = _num_threads
+    buf = np.empty((nt, K * TOD_SNR), dtype=np.float32)
+    cdef float[:, ::1] bv = buf
+    with nogil:
+        for pan in prange(panels, num_threads=nt, schedule="static"):
+            tod_sgemm_panel_s8b(M, N, K, &a[0], ars, aks, &b[0], N, zp, &c[0], N, pan,
+                                &bv[threadid(), 0])
+
+
 def linear_s8_backward_input(dout, w):
     """``dx = dout @ float(w_q)``: float32 (N, K). See the reference."""
     fn = "linear_s8_backward_input"
@@ -132,6 +162,11 @@ def linear_s8_backward_input(dout, w):
     n_rows = dout.shape[0] if isinstance(dout, np.ndarray) and dout.ndim == 2 else -1
     dout = chk.check_float_grad(fn, "dout", dout, (n_rows, w.shape[0]))
     cdef Py_ssize_t n = dout.shape[0], f = w.shape[0], k = w.shape[1]
+    if TOD_HAVE_SGEMM_S8B and n * k and f:
+        # dx (N x K) = dout (N x F) . W_q (F x K): A = dout rows, B = the int8 rows of W
+        dx = np.empty((n, k), dtype=np.float32)
+        _gemm_s8b(n, k, f, dout.reshape(-1), f, 1, w.reshape(-1), 0, dx.reshape(-1))
+        return dx
     dx = np.zeros((n, k), dtype=np.float32)
     if dx.size == 0:
         return dx
@@ -153,6 +188,11 @@ def linear_s8_backward_weight(dout, x, input_zero_point):
     f_cols = dout.shape[1] if isinstance(dout, np.ndarray) and dout.ndim == 2 else -1
     dout = chk.check_float_grad(fn, "dout", dout, (x.shape[0], f_cols))
     cdef Py_ssize_t n = x.shape[0], f = dout.shape[1], k = x.shape[1]
+    if TOD_HAVE_SGEMM_S8B and f * k and n:
+        # dW (F x K) = dout^T (F x N) . (x_q - zp) (N x K): A(f, n) = dout[n, f]
+        dw = np.empty((f, k), dtype=np.float32)
+        _gemm_s8b(f, k, n, dout.reshape(-1), 1, f, x.reshape(-1), zp, dw.reshape(-1))
+        return dw
     dw = np.zeros((f, k), dtype=np.float32)
     if dw.size == 0 or n == 0:
         return dw

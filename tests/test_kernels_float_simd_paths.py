@@ -120,3 +120,31 @@ def test_maxpool_2x2_branch_free_path_matches_reference(shape, dtype):
     dout = rng.standard_normal(out.shape).astype(dtype)
     assert_close(cy.maxpool2d_backward(dout, argmax_c, shape),
                  ref.maxpool2d_backward(dout, argmax, shape))  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n, f, k", [(64, 256, 512), (13, 37, 70), (1, 10, 160), (130, 9, 33)])
+def test_int8_linear_backward_on_int8_operand_tiles(n, f, k, threads):
+    """kernels/simd/float_s8b.h: dx = dout . W_q and dW = dout^T . (x_q - zp) with the int8
+    matrix widened panel by panel, against the reference (ragged row blocks and panels)."""
+    ib = pytest.importorskip("tinyodl._kernels.int8_backward")
+    from tinyodl.reference import int8_backward as rb
+
+    if not ib.INT8_OPERAND_GEMM:
+        pytest.skip("build without the SIMD float32 GEMM")
+    rng = np.random.default_rng(n + f + k)
+    w = rng.integers(-127, 128, (f, k)).astype(np.int8)
+    x = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    dout = rng.standard_normal((n, f)).astype(np.float32)
+    try:
+        ib.set_num_threads(threads)
+        dx, dw = ib.linear_s8_backward_input(dout, w), ib.linear_s8_backward_weight(dout, x, -5)
+    finally:
+        ib.set_num_threads(1)
+    assert dx.dtype == dw.dtype == np.float32
+    want_dx, want_dw = (
+        rb.linear_s8_backward_input(dout, w),
+        rb.linear_s8_backward_weight(dout, x, -5),
+    )
+    np.testing.assert_allclose(dx, want_dx, rtol=2e-5, atol=2e-5 * np.abs(want_dx).max())
+    np.testing.assert_allclose(dw, want_dw, rtol=2e-5, atol=2e-5 * np.abs(want_dw).max())
