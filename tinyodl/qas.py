@@ -169,12 +169,20 @@ class Int8Optimizer:
             if self.qas:
                 w_factor, b_factor = (f.astype(np.float32) for f in qas_gradient_scales(conv))
             if conv.weight_trainable and conv.weight_grad is not None:
+                sel = conv.update_channels  # sparse update: the gradient of these rows only
+                if sel is not None and self.qas:
+                    w_factor = w_factor[sel]
+                current = conv.weight if sel is None else conv.weight[sel]
                 grad = conv.weight_grad * w_factor
                 delta = np.float32(-self.lr) * self._direction(f"{name}.weight", grad)
-                new = self._apply(f"{name}.weight", conv.weight, delta, -127, 127)
+                new = self._apply(f"{name}.weight", current, delta, -127, 127)
                 new = new.astype(np.int8)
-                self.moved[name] |= new != conv.weight
-                conv.weight = new
+                if sel is None:
+                    self.moved[name] |= new != conv.weight
+                    conv.weight = new
+                else:
+                    self.moved[name][sel] |= new != current
+                    conv.weight[sel] = new  # in place: only the selected rows change
             if conv.bias_trainable and conv.bias_grad is not None:
                 grad = conv.bias_grad * b_factor
                 delta = np.float32(-self.lr) * self._direction(f"{name}.bias", grad)
@@ -224,12 +232,14 @@ def fit_int8(
     seed: int,
     schedule: Callable[[int], float] | None = None,
     progress: bool = False,
+    step_fn: Callable[..., tuple[float, np.ndarray]] | None = None,
 ) -> list[float]:
     """Train the int8 graph with mini-batches in the order :func:`tinyodl.train.fit` uses.
 
     The batches come from :class:`tinyodl.data.BatchSampler` with the same seed, so an
     fp32 run through ``fit`` and an int8 run here see identical batches. Returns the
     per-step losses; raises ``FloatingPointError`` naming the step if the loss is not finite.
+    ``step_fn`` replaces :func:`int8_train_step` (e.g. the sparse update's pruned step).
     """
     sampler = BatchSampler(len(x), batch_size, seed)
     losses: list[float] = []
@@ -241,7 +251,7 @@ def fit_int8(
             for idx in sampler:
                 if schedule is not None:
                     optimizer.lr = schedule(len(losses))
-                loss, _ = int8_train_step(qmodel, optimizer, x[idx], y[idx])
+                loss, _ = (step_fn or int8_train_step)(qmodel, optimizer, x[idx], y[idx])
                 if not np.isfinite(loss):
                     raise FloatingPointError(
                         f"fit_int8: the loss is not finite at step {len(losses)}"

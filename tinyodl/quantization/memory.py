@@ -55,23 +55,32 @@ def _resident(qmodel: QuantizedModel, optimizer: Any, x: np.ndarray, y: np.ndarr
 
 
 def measure_int8_training_step(
-    qmodel: QuantizedModel, optimizer: Any, x: np.ndarray, y: np.ndarray
+    qmodel: QuantizedModel, optimizer: Any, x: np.ndarray, y: np.ndarray, step_fn: Any = None
 ) -> Int8StepMemory:
-    """Run one :func:`tinyodl.qas.int8_train_step` under tracemalloc (a real update).
+    """Run one :func:`tinyodl.qas.int8_train_step` (or ``step_fn``, same signature) under
+    tracemalloc (a real update).
 
     Run one step before measuring so the optimizer state exists (the steady state).
     """
     from tinyodl.memory import MemoryProbe
     from tinyodl.qas import int8_train_step
 
+    int8_train_step = step_fn or int8_train_step  # noqa: N806
     params, state, inputs = _resident(qmodel, optimizer, x, y)
     with MemoryProbe() as probe:
         int8_train_step(qmodel, optimizer, x, y)
     return Int8StepMemory(params + state + inputs, probe.peak_bytes, params, state, inputs)
 
 
+def _weight_elements(conv: QConv) -> int:
+    """Elements of the weight that train (only the selected rows under a sparse update)."""
+    sel = conv.update_channels
+    per_row = conv.weight.size // conv.weight.shape[0]
+    return conv.weight.size if sel is None else len(sel) * per_row
+
+
 def _trainable_elements(conv: QConv) -> int:
-    return (conv.weight.size if conv.weight_trainable else 0) + (
+    return (_weight_elements(conv) if conv.weight_trainable else 0) + (
         conv.bias.size if conv.bias_trainable else 0
     )
 
@@ -84,6 +93,7 @@ def analytic_int8_training_memory(
     momentum: float = 0.9,
     store: str = "shadow",
     backend: str | None = None,
+    start: int = 0,
 ) -> Int8StepMemory:
     """Predict the memory of one int8 training step (steady state) from shapes alone.
 
@@ -103,6 +113,9 @@ def analytic_int8_training_memory(
     kind, momentum, store : as in :class:`tinyodl.qas.Int8Optimizer`
     backend : {"numpy", "cython"}, optional
         Whose kernel scratch to model (default: the active backend).
+    start : int, default 0
+        First operation on the backward path: the operations before it keep nothing and
+        backward stops there (:func:`tinyodl.sparse_update.sparse_train_step`).
 
     Returns
     -------
@@ -123,8 +136,11 @@ def analytic_int8_training_memory(
     x = tape.new(n_in)
     shapes = [(n, *input_shape)]
     outs, h = [], x
-    for op in qmodel.ops:
+    for i, op in enumerate(qmodel.ops):
         out = ctx.forward(op, h, shapes[-1])
+        if i < start:  # run as at inference: nothing kept
+            for key in list(ctx.saved):
+                tape.drop(*ctx.saved.pop(key))
         shapes.append(ctx.shape)
         tape.drop(h)  # the caller's reference; saved tensors keep their own
         outs.append(out)
@@ -136,8 +152,8 @@ def analytic_int8_training_memory(
     g = tape.new(4 * logits)
     tape.drop(h)
     tape.set_phase("backward")
-    for i in reversed(range(len(qmodel.ops))):
-        g_in = ctx.backward(qmodel.ops[i], g, shapes[i], input_grad=i > 0)
+    for i in reversed(range(start, len(qmodel.ops))):
+        g_in = ctx.backward(qmodel.ops[i], g, shapes[i], input_grad=i > start)
         tape.drop(g)
         g = g_in
     tape.drop(g)
@@ -146,7 +162,7 @@ def analytic_int8_training_memory(
     extra = {"sgd": 0, "adam": 12}[kind]  # Adam: the two bias corrections and the ratio
     for conv in (c for _, c in qmodel.named_convs()):
         for size, trains in (
-            (conv.weight.size, conv.weight_trainable),
+            (_weight_elements(conv), conv.weight_trainable),
             (conv.bias.size, conv.bias_trainable),
         ):
             if trains:  # scaled gradient, -lr * direction, the rounding, the int copy, moved
@@ -185,7 +201,9 @@ class _Replay:
                 tape.spike(cols, 8 * cols, 8 * cols)
             out = tape.new(int(np.prod(out_shape)))
             keep = [tape.ref(out)]
-            if op.weight_trainable:
+            if op.weight_trainable and op.kind == "depthwise" and op.update_channels is not None:
+                keep.append(tape.new(x.nbytes * len(op.update_channels) // shape[1]))
+            elif op.weight_trainable:
                 keep.append(tape.ref(x))
             self.saved[id(op)] = keep
             self.shape = out_shape
@@ -222,7 +240,7 @@ class _Replay:
             tape.drop(masked)
             saved = self.saved.pop(id(op))
             if op.weight_trainable:
-                self.grads.append(tape.new(4 * op.weight.size))
+                self.grads.append(tape.new(4 * _weight_elements(op)))
                 tape.spike(*self._scratch(op, shape, k, p))
             if op.bias_trainable:
                 self.grads.append(tape.new(4 * op.bias.size))

@@ -81,6 +81,9 @@ class QConv:
 
     For training: ``weight_trainable`` / ``bias_trainable``, the accumulated gradients
     ``weight_grad`` / ``bias_grad`` (float32, in integer units) and ``saved``.
+    ``update_channels`` (sparse update, chapter 04: sorted int64 output channels, or None
+    for all) restricts the weight gradient to those channels: ``weight_grad`` then has shape
+    ``(len(update_channels), ...)`` and a depthwise layer keeps only their input.
     """
 
     name: str
@@ -100,6 +103,7 @@ class QConv:
     weight_grad: np.ndarray | None = field(default=None, repr=False)
     bias_grad: np.ndarray | None = field(default=None, repr=False)
     saved: dict[str, Any] = field(default_factory=dict, repr=False)
+    update_channels: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("conv", "depthwise", "linear"):
@@ -152,7 +156,9 @@ class QConv:
         if save:
             self.saved = {"y": y, "x_shape": xq.shape}
             if self.weight_trainable:  # x_q is needed only for dW_q
-                self.saved["x"] = xq
+                sel = self.update_channels
+                partial_dw = sel is not None and self.kind == "depthwise"
+                self.saved["x"] = np.ascontiguousarray(xq[:, sel]) if partial_dw else xq
         return y
 
     def backward(self, g: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -168,17 +174,17 @@ class QConv:
         g_acc = g * self._multiplier32.reshape(channel)  # float32 throughout
         x, x_shape = self.saved.pop("x", None), self.saved.pop("x_shape")
         if self.weight_trainable and x is not None:
+            sel = self.update_channels
+            g_w = g_acc if sel is None else np.ascontiguousarray(g_acc[:, sel])
+            w_shape = self.weight.shape if sel is None else (len(sel), *self.weight.shape[1:])
+            groups = self._groups()
+            if sel is not None and self.kind == "depthwise":
+                groups = len(sel)
             if self.kind == "linear":
-                dw = ops.linear_s8_backward_weight(g_acc, x, self.input.zero_point)
+                dw = ops.linear_s8_backward_weight(g_w, x, self.input.zero_point)
             else:
                 dw = ops.conv2d_s8_backward_weight(
-                    g_acc,
-                    x,
-                    self.input.zero_point,
-                    self.weight.shape,
-                    self.stride,
-                    self.padding,
-                    self._groups(),
+                    g_w, x, self.input.zero_point, w_shape, self.stride, self.padding, groups
                 )
             self.weight_grad = dw if self.weight_grad is None else self.weight_grad + dw
         if self.bias_trainable:
