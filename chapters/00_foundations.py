@@ -496,6 +496,12 @@ if "cython" in BACKENDS:
 # training images for validation and train the "2NN" of the federated-learning paper
 # (784-200-200-10, ReLU) with SGD and momentum. `fit` shuffles with its own seed, so the run
 # is reproducible.
+#
+# As in PyTorch, every layer has a training mode and an evaluation mode (`model.train()`,
+# `model.eval()`; `model.forward(x)` follows the mode). They differ for batchnorm (batch
+# statistics and updated running averages, or the fixed running averages) and dropout (on or
+# off). `fit` trains in training mode; `evaluate` and `predict` always run in evaluation mode,
+# so measuring accuracy never changes the model.
 
 # %%
 images, labels = load_mnist("train")
@@ -748,16 +754,15 @@ print(
 # %%
 head_net = models.lenet5(seed=SEED)
 body, head = head_net["features"], head_net["classifier"]
+body.eval()  # inference mode, as in PyTorch: fixed batchnorm statistics, no dropout
 
 
 def extract_features(images):
     """The body's output, one image at a time (nothing is kept for a backward pass)."""
-    return np.concatenate(
-        [body.forward(images[i : i + 1], train=False) for i in range(len(images))]
-    )
+    return np.concatenate([body.forward(images[i : i + 1]) for i in range(len(images))])
 
 
-body_whole = measure_peak(body.forward, batch_x, train=False)
+body_whole = measure_peak(body.forward, batch_x)
 body_single = measure_peak(extract_features, batch_x)
 features = body_single.result
 assert np.allclose(features, body_whole.result, atol=1e-6)

@@ -3,8 +3,11 @@
 
 Direct loops over one ``H x W`` plane per ``prange`` iteration (``N*C`` planes in all);
 no im2col. Windows are clipped to the image, which is the same as padding with ``-inf``
-(max pooling: padding never wins) or with zeros (average pooling: divisor ``KH*KW``).
-Ties in max pooling go to the first pixel in row-major window order, as in the reference.
+(max pooling: padding never wins) or with zeros (average pooling). Ties in max pooling go
+to the first pixel in row-major window order, and the first NaN of a window wins it, as in
+the reference. The average divides by ``KH*KW`` cut at the end of the padding
+(``count_include_pad``) or by the number of real pixels; ``ceil_mode`` only changes the
+output size (``pool_geometry``), the clipping does the rest.
 """
 
 import numpy as np
@@ -36,7 +39,7 @@ cdef inline Py_ssize_t _clip(Py_ssize_t v, Py_ssize_t lo, Py_ssize_t hi) noexcep
 cdef void _max_plane(const floating* xc, floating* oc, int64_t* ac,
                      const Geom* g) noexcept nogil:
     cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, best_i
-    cdef floating best
+    cdef floating best, v
     for oh in range(g.OH):
         h0 = _clip(oh * g.SH - g.PH, 0, g.H)
         h1 = _clip(oh * g.SH - g.PH + g.KH, 0, g.H)
@@ -47,8 +50,10 @@ cdef void _max_plane(const floating* xc, floating* oc, int64_t* ac,
             best = xc[best_i]
             for ih in range(h0, h1):
                 for iw in range(w0, w1):
-                    if xc[ih * g.W + iw] > best:
-                        best = xc[ih * g.W + iw]
+                    v = xc[ih * g.W + iw]
+                    # a NaN wins (the first one): once best is NaN nothing compares greater
+                    if v > best or (v != v and best == best):
+                        best = v
                         best_i = ih * g.W + iw
             oc[oh * g.OW + ow] = best
             ac[oh * g.OW + ow] = best_i
@@ -62,10 +67,25 @@ cdef void _max_backward_plane(const floating* dc, const int64_t* ac, floating* d
         dxc[ac[p]] += dc[p]
 
 
-cdef void _avg_plane(const floating* xc, floating* oc, const Geom* g) noexcept nogil:
+cdef inline Py_ssize_t _span(Py_ssize_t start, Py_ssize_t k, Py_ssize_t size,
+                             Py_ssize_t pad) noexcept nogil:
+    """Length of the window [start, start + k) cut at the end of the padding, size + pad."""
+    return (size + pad if start + k > size + pad else start + k) - start
+
+
+cdef inline double _divisor(const Geom* g, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t h0,
+                            Py_ssize_t h1, Py_ssize_t w0, Py_ssize_t w1,
+                            bint include_pad) noexcept nogil:
+    if include_pad:
+        return <double>(_span(oh * g.SH - g.PH, g.KH, g.H, g.PH)
+                        * _span(ow * g.SW - g.PW, g.KW, g.W, g.PW))
+    return <double>((h1 - h0) * (w1 - w0))
+
+
+cdef void _avg_plane(const floating* xc, floating* oc, const Geom* g,
+                     bint include_pad) noexcept nogil:
     cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1
     cdef double acc
-    cdef double inv = 1.0 / (g.KH * g.KW)
     for oh in range(g.OH):
         h0 = _clip(oh * g.SH - g.PH, 0, g.H)
         h1 = _clip(oh * g.SH - g.PH + g.KH, 0, g.H)
@@ -76,13 +96,14 @@ cdef void _avg_plane(const floating* xc, floating* oc, const Geom* g) noexcept n
             for ih in range(h0, h1):
                 for iw in range(w0, w1):
                     acc = acc + xc[ih * g.W + iw]
-            oc[oh * g.OW + ow] = <floating>(acc * inv)
+            oc[oh * g.OW + ow] = <floating>(acc / _divisor(g, oh, ow, h0, h1, w0, w1,
+                                                           include_pad))
 
 
-cdef void _avg_backward_plane(const floating* dc, floating* dxc, const Geom* g) noexcept nogil:
+cdef void _avg_backward_plane(const floating* dc, floating* dxc, const Geom* g,
+                              bint include_pad) noexcept nogil:
     cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1
     cdef floating share
-    cdef floating inv = 1.0 / (g.KH * g.KW)
     memset(dxc, 0, g.H * g.W * sizeof(floating))
     for oh in range(g.OH):
         h0 = _clip(oh * g.SH - g.PH, 0, g.H)
@@ -90,7 +111,8 @@ cdef void _avg_backward_plane(const floating* dc, floating* dxc, const Geom* g) 
         for ow in range(g.OW):
             w0 = _clip(ow * g.SW - g.PW, 0, g.W)
             w1 = _clip(ow * g.SW - g.PW + g.KW, 0, g.W)
-            share = dc[oh * g.OW + ow] * inv
+            share = <floating>(dc[oh * g.OW + ow]
+                               / _divisor(g, oh, ow, h0, h1, w0, w1, include_pad))
             for ih in range(h0, h1):
                 for iw in range(w0, w1):
                     dxc[ih * g.W + iw] += share
@@ -118,28 +140,30 @@ cdef void _max_backward(const floating[:, :, :, ::1] dout, const int64_t[:, :, :
 
 
 cdef void _avg_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
-                       const Geom* g) noexcept:
+                       const Geom* g, bint include_pad) noexcept:
     cdef Py_ssize_t C = x.shape[1], i
     cdef int nt = _num_threads
     with nogil:
         for i in prange(x.shape[0] * C, num_threads=nt, schedule="static"):
-            _avg_plane(&x[i // C, i % C, 0, 0], &out[i // C, i % C, 0, 0], g)
+            _avg_plane(&x[i // C, i % C, 0, 0], &out[i // C, i % C, 0, 0], g, include_pad)
 
 
 cdef void _avg_backward(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
-                        const Geom* g) noexcept:
+                        const Geom* g, bint include_pad) noexcept:
     cdef Py_ssize_t C = dx.shape[1], i
     cdef int nt = _num_threads
     with nogil:
         for i in prange(dx.shape[0] * C, num_threads=nt, schedule="static"):
-            _avg_backward_plane(&dout[i // C, i % C, 0, 0], &dx[i // C, i % C, 0, 0], g)
+            _avg_backward_plane(&dout[i // C, i % C, 0, 0], &dx[i // C, i % C, 0, 0], g,
+                                include_pad)
 
 
-def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
+def maxpool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     """Max pooling; see ``tinyodl.reference.pool.maxpool2d_forward``."""
     fn = "maxpool2d_forward"
     x = check_float(fn, "x", x, 4)
-    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x.shape, kernel_size, stride, padding)
+    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x.shape, kernel_size, stride, padding,
+                                                   ceil_mode)
     n, c, h, w = x.shape
     x = np.ascontiguousarray(x)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
@@ -172,11 +196,14 @@ def maxpool2d_backward(dout, argmax, x_shape):
     return dx
 
 
-def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
-    """Average pooling (padding counts as zeros); see ``tinyodl.reference.pool``."""
+def avgpool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                      count_include_pad=True):
+    """Average pooling; see ``tinyodl.reference.pool.avgpool2d_forward``."""
     fn = "avgpool2d_forward"
     x = check_float(fn, "x", x, 4)
-    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x.shape, kernel_size, stride, padding)
+    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x.shape, kernel_size, stride, padding,
+                                                   ceil_mode)
+    cdef bint include_pad = bool(count_include_pad)
     n, c, h, w = x.shape
     x = np.ascontiguousarray(x)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
@@ -184,19 +211,21 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
     if out.size == 0:
         return out
     if x.dtype == np.float32:
-        _avg_forward[float](x, out, &geo)
+        _avg_forward[float](x, out, &geo, include_pad)
     else:
-        _avg_forward[double](x, out, &geo)
+        _avg_forward[double](x, out, &geo, include_pad)
     return out
 
 
-def avgpool2d_backward(dout, x_shape, kernel_size, stride=None, padding=0):
+def avgpool2d_backward(dout, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                       count_include_pad=True):
     """Spread gradients evenly over each window; see ``tinyodl.reference.pool``."""
     fn = "avgpool2d_backward"
     dout = check_float(fn, "dout", dout, 4)
     n, c, h, w = check_shape4(fn, "x_shape", x_shape)
     kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, (n, c, h, w), kernel_size, stride,
-                                                   padding)
+                                                   padding, ceil_mode)
+    cdef bint include_pad = bool(count_include_pad)
     if dout.shape != (n, c, oh, ow):
         raise ValueError(f"{fn}: dout must have shape {(n, c, oh, ow)}, got {dout.shape}")
     dout = np.ascontiguousarray(dout)
@@ -205,7 +234,7 @@ def avgpool2d_backward(dout, x_shape, kernel_size, stride=None, padding=0):
     if dx.size == 0:
         return dx
     if dout.dtype == np.float32:
-        _avg_backward[float](dout, dx, &geo)
+        _avg_backward[float](dout, dx, &geo, include_pad)
     else:
-        _avg_backward[double](dout, dx, &geo)
+        _avg_backward[double](dout, dx, &geo, include_pad)
     return dx

@@ -90,36 +90,68 @@ def test_frozen_parameters_get_no_per_example_gradient():
     assert "0.bias" not in grads and "4.weight" not in grads and "0.weight" in grads
 
 
-def test_batchnorm_in_training_mode_is_refused_naming_the_layer():
-    model = nn.Sequential(
+def _bn_model():
+    return nn.Sequential(
         {
             "features": nn.Sequential([nn.Conv2d(1, 2, 3, seed=0), nn.BatchNorm2d(2), nn.ReLU()]),
             "classifier": nn.Sequential([nn.Flatten(), nn.Linear(2 * 4 * 4, 3, seed=1)]),
         }
-    )
-    x = np.random.default_rng(0).standard_normal((4, 1, 6, 6)).astype(np.float32)
+    ).astype(np.float64)
+
+
+def test_batchnorm_in_training_mode_is_refused_naming_the_layer():
+    model = _bn_model()
+    x = np.random.default_rng(0).standard_normal((4, 1, 6, 6))
     y = np.array([0, 1, 2, 0])
     for clipping in privacy.CLIPPING_METHODS:
         with pytest.raises(privacy.UnsupportedLayerError, match=r"'features\.1'.*[Ff]reeze"):
-            privacy.DPSGD(
-                model,
-                nn.SGD(model, lr=0.1),
-                clip_norm=1.0,
-                noise_multiplier=1.0,
-                expected_batch_size=4,
-                clipping=clipping,
-            )
+            privacy.DPSGD(model, nn.SGD(model, lr=0.1), clip_norm=1.0, noise_multiplier=1.0,
+                          expected_batch_size=4, clipping=clipping)  # fmt: skip
     model.freeze("features.1")
-    with pytest.raises(privacy.UnsupportedLayerError, match="training mode"):
+    with pytest.raises(nn.PerExampleGradientError, match="training mode"):
         privacy.per_example_gradients(model, x, y)  # frozen but still mixing the examples
     model["features.1"].eval()  # running statistics: a per-channel affine map
     _, grads = privacy.per_example_gradients(model, x, y)
-    assert set(grads) == {
-        "features.0.weight",
-        "features.0.bias",
-        "classifier.1.weight",
-        "classifier.1.bias",
-    }
+    assert set(grads) == {"features.0.weight", "features.0.bias", "classifier.1.weight",
+                          "classifier.1.bias"}  # fmt: skip
+
+
+def test_batchnorm_in_evaluation_mode_trains_with_per_example_clipping_only():
+    model = _bn_model()
+    model["features.1"].eval()
+    x = np.random.default_rng(1).standard_normal((5, 1, 6, 6))
+    y = np.array([0, 1, 2, 0, 1])
+    expected = loop_oracle(model, x, y)
+    _, grads = privacy.per_example_gradients(model, x, y)
+    assert "features.1.weight" in grads  # the affine map's per-example gradients
+    for name, g in grads.items():
+        np.testing.assert_allclose(g, expected[name], rtol=1e-9, atol=1e-12)
+    with pytest.raises(privacy.UnsupportedLayerError, match=r"'features\.1'.*ghost"):
+        privacy.validate_model(model, "ghost")
+
+
+def test_a_layer_that_mixes_examples_is_refused_by_both_clippings():
+    class BatchCentre(nn.Layer):  # subtracts the batch mean: mixes the examples
+        def _forward(self, x, train):
+            return x - x.mean(axis=0, keepdims=True)
+
+        def _backward(self, dout, per_example):
+            return dout - dout.mean(axis=0, keepdims=True)
+
+        def _per_example_refusal(self):
+            return None if self._output_shape is None else "the batch mean mixes the examples"
+
+    model = nn.Sequential([nn.Linear(3, 4, seed=0), BatchCentre(), nn.Linear(4, 2, seed=1)])
+    x, y = np.ones((3, 3), np.float32), np.array([0, 1, 0])
+    for clipping in privacy.CLIPPING_METHODS:
+        dp = privacy.DPSGD(model, nn.SGD(model, lr=0.1), clip_norm=1.0, noise_multiplier=0.0,
+                           expected_batch_size=3, clipping=clipping)  # fmt: skip
+        with pytest.raises(privacy.UnsupportedLayerError, match="BatchCentre.*mixes"):
+            dp.step(x, y)
+        model.zero_grad(set_to_none=True)
+        for layer in [model, *(lay for _, lay in model.named_layers())]:
+            layer.saved.clear()
+            layer._output_shape = None
 
 
 @settings(max_examples=25, deadline=None)

@@ -56,3 +56,18 @@ def conv_output_shape(
         conv_output_size(int(x_shape[2]), kh, sh, ph),
         conv_output_size(int(x_shape[3]), kw, sw, pw),
     )
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """Output length of a pooling window along one axis (PyTorch's rule).
+
+    ``floor`` (or with ``ceil_mode`` ``ceil``) of ``(size + 2 * padding - kernel) / stride``,
+    plus one. In ceil mode a last window that would start in the right padding is dropped,
+    so every window starts on a pixel or in the left padding.
+    """
+    out = conv_output_size(size, kernel, stride, padding)
+    if ceil_mode and (size + 2 * padding - kernel) % stride:
+        out += 1
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+    return out

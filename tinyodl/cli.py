@@ -13,8 +13,11 @@ Each sub-command imports its module only when it runs, so ``tinyodl --help`` is 
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 
@@ -84,12 +87,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit code after Ctrl-C (SIGINT), as shells report a process killed by signal 2: 128 + 2.
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in the ``tinyodl`` command.
+
+    A subclass, raised by the command's own SIGINT handler: CPython remembers a *plain*
+    ``KeyboardInterrupt`` that escaped code run through ``PyRun_String`` (some extension
+    modules import that way) and then kills the process with SIGINT at exit, even after the
+    exception was handled -- the exit code would be -2 instead of 130.
+    """
+
+
+class _CtrlC:
+    """The command's Ctrl-C handling, installed by :func:`main` for one run.
+
+    * SIGINT raises :class:`Interrupted`, which :func:`main` turns into one line and 130;
+    * an interrupt that lands in a finalizer (``__del__``, a weakref or gc callback) cannot
+      propagate -- Python would print "Exception ignored in ..." and carry on -- so the
+      unraisable hook stays silent for it and delivers it again to the main thread a moment
+      later, from a timer thread, once the finalizer has returned.
+    """
+
+    #: Seconds after which an interrupt swallowed by a finalizer is delivered again.
+    REDELIVER_AFTER = 0.05
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self._previous_handler = None
+        self._previous_hook = sys.unraisablehook
+        self._timers: list[threading.Timer] = []
+
+    def __enter__(self) -> _CtrlC:
+        if self.active:
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            sys.unraisablehook = self._on_unraisable
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            for timer in self._timers:
+                timer.cancel()
+            signal.signal(signal.SIGINT, self._previous_handler)
+            sys.unraisablehook = self._previous_hook
+
+    @staticmethod
+    def _on_sigint(signum, frame):
+        raise Interrupted
+
+    def _on_unraisable(self, unraisable) -> None:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            timer = threading.Timer(self.REDELIVER_AFTER, _thread.interrupt_main, (signal.SIGINT,))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+        else:
+            self._previous_hook(unraisable)
+
+    def quiet(self) -> None:
+        """Ignore further Ctrl-C while the command reports the interruption and exits."""
+        if self.active:
+            for timer in self._timers:
+                timer.cancel()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tinyodl`` console script; returns the exit code.
 
     Errors a user can fix (a missing or corrupt data file, a diverging run, an unknown
-    backend) are printed as one line, ``tinyodl: error: ...``, with exit code 1.
+    backend) are printed as one line, ``tinyodl: error: ...``, with exit code 1. Ctrl-C
+    prints ``tinyodl: interrupted`` and exits with code 130, in every sub-command.
     """
+    with _CtrlC() as ctrl_c:
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            ctrl_c.quiet()
+            print("tinyodl: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tinyodl.backend import BackendError
     from tinyodl.checkpoint import CheckpointError

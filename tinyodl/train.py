@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from tinyodl.checkpoint import load_checkpoint, pack_state, save_checkpoint, unpack_state
+from tinyodl.checkpoint import (
+    CheckpointError,
+    check_writable,
+    load_checkpoint,
+    pack_state,
+    save_checkpoint,
+    unpack_state,
+)
 from tinyodl.data.batching import BatchSampler
 from tinyodl.history import History
 from tinyodl.schedules import Constant, Cosine, LinearWarmup, Schedule, StepDecay
@@ -207,31 +214,97 @@ def _save(path: Path, model, optimizer, sampler: BatchSampler, run: dict) -> Non
     save_checkpoint(path, {**model_arrays, **optim_arrays}, metadata)
 
 
-def _restore(path: Path, model, optimizer, sampler: BatchSampler, seed: int) -> dict:
-    arrays, meta = load_checkpoint(path)
+#: What a checkpoint of :func:`fit` holds in its metadata, and the JSON type of each entry.
+_META_TYPES = {
+    "kind": str,
+    "step": int,
+    "sampler": dict,
+    "accum": list,
+    "elapsed": (int, float),
+    "history": dict,
+    "model": dict,
+    "optim": dict,
+    "generators": dict,
+}
+_SAMPLER_KEYS = ("n", "batch_size", "seed", "shuffle", "drop_last", "epoch", "position")
+
+
+def _check_metadata(path: Path, meta: dict) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` unless ``meta`` has fit's layout."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"fit: {path}: {what}; not a checkpoint of tinyodl.train.fit")
+
     if meta.get("kind") != "tinyodl.train.fit":
-        raise ValueError(f"fit: {path} is not a checkpoint written by tinyodl.train.fit")
+        raise bad(f"kind is {meta.get('kind')!r}")
+    for key, kind in _META_TYPES.items():
+        if key not in meta:
+            raise bad(f"metadata has no {key!r}")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise bad(f"metadata {key!r} is a {type(meta[key]).__name__}")
+    for key in _SAMPLER_KEYS:
+        if not isinstance(meta["sampler"].get(key), int):
+            raise bad(f"sampler state has no integer {key!r}")
+    if len(meta["accum"]) != 3:
+        raise bad(f"'accum' has {len(meta['accum'])} entries, expected 3")
+
+
+def _validated_state(path: Path, model, optimizer, sampler, seed: int) -> tuple[dict, dict]:
+    """Read the checkpoint and check that every part fits, without changing anything.
+
+    Returns the metadata and the unpacked states. Raises :class:`CheckpointError` naming the
+    file (or ``ValueError`` for a different seed) before anything was written.
+    """
+    arrays, meta = load_checkpoint(path)
+    _check_metadata(path, meta)
     if meta["sampler"]["seed"] != seed:
         raise ValueError(
             f"fit: {path} was written with seed={meta['sampler']['seed']}, resumed with "
             f"seed={seed}; use the same seed for an exact resume"
         )
+    states = {
+        "model": unpack_state(arrays, meta["model"], path),
+        "optim": unpack_state(arrays, meta["optim"], path),
+    }
+    try:
+        states["history"] = History.from_dict(meta["history"])
+        for key in ("n", "batch_size"):
+            if meta["sampler"][key] != getattr(sampler, key):
+                raise ValueError(
+                    f"it was written for {key}={meta['sampler'][key]}, this run has "
+                    f"{getattr(sampler, key)} (same data and batch size needed)"
+                )
+        if hasattr(model, "check_state_dict"):
+            model.check_state_dict(states["model"])
+        if hasattr(optimizer, "check_state_dict"):
+            optimizer.check_state_dict(states["optim"])
+        generators = _layer_generators(model)
+        if generators.keys() != meta["generators"].keys():
+            raise ValueError(
+                f"it holds random generators {sorted(meta['generators'])}, the model has "
+                f"{sorted(generators)}"
+            )
+        for key, state in meta["generators"].items():  # try each state on a throwaway copy
+            type(generators[key].bit_generator)().state = state
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"fit: {path} does not fit this run: {err}") from err
+    return meta, states
+
+
+def _restore(path: Path, model, optimizer, sampler: BatchSampler, seed: int) -> dict:
+    """Resume from ``path``: validate everything first, then write (all or nothing)."""
+    meta, states = _validated_state(path, model, optimizer, sampler, seed)
     sampler.load_state_dict(meta["sampler"])
-    model.load_state_dict(unpack_state(arrays, meta["model"]))
-    optimizer.load_state_dict(unpack_state(arrays, meta["optim"]))
+    model.load_state_dict(states["model"])
+    optimizer.load_state_dict(states["optim"])
     generators = _layer_generators(model)
-    if generators.keys() != meta["generators"].keys():
-        raise ValueError(
-            f"fit: {path} holds random generators {sorted(meta['generators'])}, the model "
-            f"has {sorted(generators)}"
-        )
     for key, state in meta["generators"].items():
         generators[key].bit_generator.state = state
     return {
         "step": meta["step"],
         "accum": meta["accum"],
         "t0": time.perf_counter() - meta["elapsed"],
-        "history": History.from_dict(meta["history"]),
+        "history": states["history"],
     }
 
 
@@ -318,12 +391,18 @@ def fit(
     schedule : callable, optional
         ``step -> lr`` (see :mod:`tinyodl.schedules`); default: keep ``optimizer.lr``.
     checkpoint_path : path-like, optional
-        Where to write checkpoints: every ``checkpoint_every`` steps, at the end of every
-        epoch, and when training stops.
+        Where to write checkpoints: every ``checkpoint_every`` steps and when training
+        stops. Its folder must exist: ``fit`` checks it (and that it is writable) before the
+        first step and raises :class:`~tinyodl.checkpoint.CheckpointError` otherwise; it
+        never creates folders, so a mistyped path fails at once instead of after training.
     checkpoint_every : int, optional
         Steps between checkpoints.
     resume : bool
         Continue from ``checkpoint_path`` if it exists (same data, batch size and seed).
+        Everything in the checkpoint is validated against the model, optimizer and data
+        before anything is written: a checkpoint that does not fit raises
+        :class:`~tinyodl.checkpoint.CheckpointError` naming the file and leaves the model
+        and optimizer untouched.
     progress : bool
         Show a tqdm progress bar.
     max_steps : int, optional
@@ -352,6 +431,8 @@ def fit(
         model.train()
     sampler = BatchSampler(len(x_train), batch_size, seed)
     path = None if checkpoint_path is None else Path(checkpoint_path)
+    if path is not None:
+        check_writable(path, "fit")
     run = {"step": 0, "accum": [0.0, 0, 0], "t0": time.perf_counter(), "history": History()}
     if resume and path is not None and path.exists():
         run = _restore(path, model, optimizer, sampler, seed)

@@ -16,6 +16,7 @@ Files ending in ``.gz`` are gzip-compressed. Chapter 00 (foundations).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -34,6 +35,10 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+
+
+#: Most dimensions a numpy array (hence an IDX file tinyodl can read) may have.
+MAX_DIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
 
 
 class DataFormatError(ValueError):
@@ -73,7 +78,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ------
     DataFormatError
         If the file is missing, the gzip stream is truncated or corrupt, the magic number is
-        wrong, the type code is unknown, or the data length does not match the header.
+        wrong, the type code is unknown, the header declares more dimensions than numpy
+        allows (:data:`MAX_DIMS`), or the data length does not match the header (sizes are
+        multiplied exactly, so a corrupt header with huge dimensions is reported, not
+        overflowed).
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -88,6 +96,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
         raise DataFormatError(f"read_idx: {path}: unknown type code 0x{code:02X}; known: {known}")
+    if ndim > MAX_DIMS:
+        raise DataFormatError(
+            f"read_idx: {path}: header declares {ndim} dimensions; numpy arrays have at most "
+            f"{MAX_DIMS} (is the file corrupt?)"
+        )
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
         raise DataFormatError(
@@ -96,7 +109,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         )
     shape = struct.unpack(f">{ndim}I", data[4:header_len])
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: no int64 overflow on corrupt headers
     actual = len(data) - header_len
     if actual != expected:
         raise DataFormatError(

@@ -47,7 +47,7 @@ def forward(ctx: _rules.Context, name: str, layer: Any, x: Buf, shape: tuple) ->
     rules = _local_rules(layer)
     if rules is not None:
         before = tape.start_local()
-        out = rules[0](ctx, name, layer, x, shape, out_shape, ctx.train)
+        out = rules[0](ctx, name, layer, x, shape, out_shape, ctx.mode(layer))
         ctx.rows[name]["forward_peak"] = tape.local_peak - before
         return out
     if type(layer).__name__ == "Add":

@@ -11,8 +11,9 @@ layer              saved for backward
 Linear, Conv2d     the input ``x`` -- only if the weight is trainable (needed for dW only)
 ReLU, ReLU6        a bool mask of the input shape (1 byte per element)
 MaxPool2d          the int64 argmax of every window (output shape)
-BatchNorm2d        ``inv_std`` (C,); ``x_hat`` (input shape) in training or if gamma trains
+BatchNorm1d/2d     ``inv_std`` (C,); ``x_hat`` (input shape) in training or if gamma trains
 Dropout            a bool keep-mask (input shape), in training with p > 0
+Softmax            its output (input shape)
 Flatten, pools...  nothing but shapes (AvgPool2d, GlobalAvgPool, Identity)
 =================  =====================================================================
 
@@ -58,13 +59,17 @@ class Context:
     backend: str
     itemsize: int
     grads_resident: bool
-    train: bool = True
+    train: bool | None = None  # None: each layer follows its own mode (layer.training)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     saved: dict[str, list[Buf]] = field(default_factory=dict)
     new_grads: list[Buf] = field(default_factory=list)
 
     def nbytes(self, shape: Shape) -> int:
         return numel(shape) * self.itemsize
+
+    def mode(self, layer: Any) -> bool:
+        """The mode ``layer.forward`` runs in: the forced one, else the layer's own."""
+        return bool(getattr(layer, "training", True)) if self.train is None else self.train
 
     def accumulate(self, param: Any, grad_tmp: Buf) -> None:
         """``Parameter.accumulate_grad``: copy on first use, ``+=`` afterwards."""
@@ -162,6 +167,14 @@ def conv_backward_weight(ctx: Context, layer: Any, in_shape: Shape, out_shape: S
     return dw
 
 
+def _pool_extra(in_shape: Shape, out_shape: Shape, kernel, stride, padding) -> tuple[int, int]:
+    """Rows/columns the last window of a ceil-mode pool reaches past the padding (else 0)."""
+    return tuple(  # type: ignore[return-value]
+        max(0, (out_shape[2 + a] - 1) * stride[a] + kernel[a] - in_shape[2 + a] - 2 * padding[a])
+        for a in (0, 1)
+    )
+
+
 def maxpool_forward(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) -> tuple[Buf, Buf]:
     """Returns the output and the int64 argmax (which the layer saves)."""
     n, c = in_shape[:2]
@@ -172,16 +185,24 @@ def maxpool_forward(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape)
         out = tape.new(ctx.nbytes(out_shape), "activations")
         return out, tape.new(idx, "activations")
     kh, kw = layer.kernel_size
-    xpad = tape.new(_pad_bytes(ctx, in_shape, layer.padding))  # np.pad with -inf
-    padded = (n, c, in_shape[2] + 2 * layer.padding[0], in_shape[3] + 2 * layer.padding[1])
+    eh, ew = _pool_extra(in_shape, out_shape, layer.kernel_size, layer.stride, layer.padding)
+    padded = (
+        n,
+        c,
+        in_shape[2] + 2 * layer.padding[0] + eh,
+        in_shape[3] + 2 * layer.padding[1] + ew,
+    )
+    xpad = tape.new(ctx.nbytes(padded))  # np.pad with -inf
     cols = _im2col_numpy(ctx, padded, (kh, kw), (0, 0), p)  # im2col pads (by 0) again
     k = tape.new(idx)  # windows.argmax(axis=2)
     out = tape.new(ctx.nbytes(out_shape), "activations")  # take_along_axis
     ih = tape.chain(idx, 3)  # r*sh + k//kw - ph
     iw = tape.chain(idx, 3)  # s*sw + k%kw - pw
+    outside = tape.new(n * c * p * BOOL)  # (ih < 0) | (ih >= H) | ...: bool temporaries
+    tape.spike(n * c * p * BOOL, n * c * p * BOOL)
     flat = tape.chain(idx, 2)  # ih*W + iw
     argmax = tape.new(idx, "activations")  # .astype(int64) copies
-    tape.drop(flat, ih, iw, k, cols, xpad)
+    tape.drop(flat, outside, ih, iw, k, cols, xpad)
     return out, argmax
 
 
@@ -192,24 +213,40 @@ def maxpool_backward(ctx: Context, in_shape: Shape, out_shape: Shape) -> Buf:
     return dx
 
 
-def avgpool_forward(ctx: Context, in_shape: Shape, out_shape: Shape, kernel, padding) -> Buf:
+def avgpool_forward(
+    ctx: Context, in_shape: Shape, out_shape: Shape, kernel, padding, stride=(1, 1)
+) -> Buf:
     if ctx.backend == "cython":
         return ctx.tape.new(ctx.nbytes(out_shape), "activations")
-    cols = _im2col_numpy(ctx, in_shape, kernel, padding, out_shape[2] * out_shape[3])
-    out = ctx.tape.chain(ctx.nbytes(out_shape), 2, "activations")  # sum / (KH*KW)
-    ctx.tape.drop(cols)
+    eh, ew = _pool_extra(in_shape, out_shape, kernel, stride, padding)
+    shape, ext = in_shape, None
+    if eh or ew:  # ceil mode: np.pad past the bottom/right padding first
+        shape = (*in_shape[:2], in_shape[2] + eh, in_shape[3] + ew)
+        ext = ctx.tape.new(ctx.nbytes(shape))
+    cols = _im2col_numpy(ctx, shape, kernel, padding, out_shape[2] * out_shape[3])
+    out = ctx.tape.chain(ctx.nbytes(out_shape), 2, "activations")  # sum / divisor
+    ctx.tape.drop(cols, ext)
     return out
 
 
-def avgpool_backward(ctx: Context, in_shape: Shape, out_shape: Shape, kernel, padding) -> Buf:
+def avgpool_backward(
+    ctx: Context, in_shape: Shape, out_shape: Shape, kernel, padding, stride=(1, 1)
+) -> Buf:
     if ctx.backend == "cython":
         return ctx.tape.new(ctx.nbytes(in_shape))
-    share = ctx.tape.new(ctx.nbytes(out_shape))  # dout / (KH*KW)
+    share = ctx.tape.new(ctx.nbytes(out_shape))  # dout / divisor
     n, c = in_shape[:2]
     dcols = ctx.tape.new(n * c * kernel[0] * kernel[1] * out_shape[2] * out_shape[3] * ctx.itemsize)
     ctx.tape.drop(share)
-    dx = _col2im_numpy(ctx, in_shape, padding)
+    eh, ew = _pool_extra(in_shape, out_shape, kernel, stride, padding)
+    if not (eh or ew):
+        dx = _col2im_numpy(ctx, in_shape, padding)
+        ctx.tape.drop(dcols)
+        return dx
+    ext = _col2im_numpy(ctx, (n, c, in_shape[2] + eh, in_shape[3] + ew), padding)
     ctx.tape.drop(dcols)
+    dx = ctx.tape.new(ctx.nbytes(in_shape))  # the crop, made contiguous
+    ctx.tape.drop(ext)
     return dx
 
 
@@ -325,11 +362,13 @@ def maxpool2d_backward(ctx, name, layer, dout, in_shape, out_shape):
 
 
 def avgpool2d_forward(ctx, name, layer, x, in_shape, out_shape, train):
-    return avgpool_forward(ctx, in_shape, out_shape, layer.kernel_size, layer.padding)
+    geometry = (layer.kernel_size, layer.padding, layer.stride)
+    return avgpool_forward(ctx, in_shape, out_shape, *geometry)
 
 
 def avgpool2d_backward(ctx, name, layer, dout, in_shape, out_shape):
-    return avgpool_backward(ctx, in_shape, out_shape, layer.kernel_size, layer.padding)
+    geometry = (layer.kernel_size, layer.padding, layer.stride)
+    return avgpool_backward(ctx, in_shape, out_shape, *geometry)
 
 
 def gap_forward(ctx, name, layer, x, in_shape, out_shape, train):
@@ -348,6 +387,24 @@ def view_forward(ctx, name, layer, x, in_shape, out_shape, train):
 
 def view_backward(ctx, name, layer, dout, in_shape, out_shape):
     return ctx.tape.ref(dout)
+
+
+def softmax_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    nbytes = ctx.nbytes(in_shape)
+    z = ctx.tape.new(nbytes)  # x - max
+    e = ctx.tape.new(nbytes)  # exp(z)
+    out = ctx.tape.new(nbytes, "activations")  # e / sum(e)
+    ctx.tape.drop(z, e)
+    _save(ctx, name, "out", ctx.tape.ref(out), in_shape, layer.dtype.name)
+    return out
+
+
+def softmax_backward(ctx, name, layer, dout, in_shape, out_shape):
+    nbytes = ctx.nbytes(in_shape)
+    ctx.tape.spike(nbytes)  # (dout * s).sum(axis)
+    dx = ctx.tape.chain(nbytes, 2)  # s * (dout - sum)
+    _release_saved(ctx, name)
+    return dx
 
 
 def dropout_forward(ctx, name, layer, x, in_shape, out_shape, train):
@@ -392,7 +449,7 @@ def batchnorm_backward(ctx, name, layer, dout, in_shape, out_shape):
     if "x_hat" in keys:
         tape.spike(nbytes)  # (dout * x_hat).sum()
         dgamma = tape.new(c * ctx.itemsize)
-    if not ctx.train:
+    if not ctx.mode(layer):
         dx = tape.new(nbytes)  # dout * scale
     else:
         t1 = tape.chain(nbytes, 2)  # m * dout - dbeta
@@ -421,5 +478,7 @@ LEAF_RULES = {
     "Flatten": (view_forward, view_backward),
     "Identity": (view_forward, view_backward),
     "Dropout": (dropout_forward, dropout_backward),
+    "Softmax": (softmax_forward, softmax_backward),
     "BatchNorm2d": (batchnorm_forward, batchnorm_backward),
+    "BatchNorm1d": (batchnorm_forward, batchnorm_backward),
 }

@@ -131,7 +131,7 @@ def analytic_training_memory(
     loss: str = "cross_entropy",
     backend: str | None = None,
     steady_state: bool = True,
-    train: bool = True,
+    train: bool | None = None,
 ) -> AnalyticMemory:
     """Predict the memory of one training step of ``model``, layer by layer.
 
@@ -154,8 +154,11 @@ def analytic_training_memory(
         Gradients and optimizer state already exist (every step after the first in
         :func:`tinyodl.train.fit`, which zero-fills gradients). False models the first step
         of a fresh model and optimizer, which allocates them during the step.
-    train : bool, default True
-        Training-mode forward (batchnorm batch statistics, dropout active).
+    train : bool, optional
+        None (the default) follows each layer's mode (``layer.training``), as
+        :func:`~tinyodl.memory.measure_training_step` and :func:`tinyodl.train.fit` do;
+        True/False forces training mode (batchnorm batch statistics, dropout active) or
+        evaluation mode for every layer.
 
     Returns
     -------

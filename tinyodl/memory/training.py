@@ -267,6 +267,7 @@ def measure_training_step(
     y: np.ndarray,
     loss: str | LossFn = "cross_entropy",
     zero_grad: bool = True,
+    train: bool | None = None,
 ) -> TrainingMemoryReport:
     """Run one training step and measure its memory, phase by phase.
 
@@ -286,6 +287,10 @@ def measure_training_step(
     zero_grad : bool, default True
         Call ``optimizer.zero_grad()`` first (fill existing gradients with 0, keeping the
         buffers), as :func:`tinyodl.train.fit` does.
+    train : bool, optional
+        Passed to ``model.forward``: None (the default) follows the layers' modes, as
+        :func:`tinyodl.train.fit` does, so a batchnorm put in evaluation mode (fixed
+        statistics while fine-tuning) is measured as it runs; True/False forces the mode.
 
     Returns
     -------
@@ -309,7 +314,7 @@ def measure_training_step(
     resident = params + buffers + x.nbytes + y.nbytes + grads_before + state_before
 
     with MemoryProbe() as probe:
-        logits = model.forward(x, train=True)
+        logits = model.forward(x, train)
         probe.checkpoint("forward")
         # read the sizes now and keep no reference: backward must be free to release them
         saved = saved_arrays(model)

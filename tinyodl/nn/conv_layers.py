@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyodl._shapes import conv_output_shape, pair
+from tinyodl._shapes import conv_output_shape, pair, pool_output_size
 from tinyodl.nn import functional as F
 from tinyodl.nn.errors import LayerShapeError
 from tinyodl.nn.init import initialize
@@ -131,14 +131,22 @@ class Conv2d(Layer):
 
 
 class DepthwiseConv2d(Conv2d):
-    """Depthwise convolution: one ``KH x KW`` filter per channel (``groups = channels``).
+    """Depthwise convolution: ``channel_multiplier`` ``KH x KW`` filters per input channel.
+
+    ``groups = channels``, ``F = channels * channel_multiplier`` (PyTorch:
+    ``Conv2d(C, C*m, k, groups=C)``; TensorFlow: ``DepthwiseConv2D(depth_multiplier=m)``).
+    Output channel ``c*m + j`` is filter ``j`` of input channel ``c``.
 
     Parameters
     ----------
     channels : int
+        Input channels C.
     kernel_size, stride, padding, bias, seed, init, dtype : as in :class:`Conv2d`
+    channel_multiplier : int, default 1
+        Filters per input channel m (MobileNet's depth multiplier inside the layer).
 
-    ``weight`` has shape (C, 1, KH, KW).
+    ``weight`` has shape (C*m, 1, KH, KW). With m = 1 the Cython backend takes its direct
+    depthwise loops; m > 1 runs the generic grouped convolution (im2col per group).
     """
 
     def __init__(
@@ -151,25 +159,36 @@ class DepthwiseConv2d(Conv2d):
         seed: SeedLike = 0,
         init: str = "kaiming_normal",
         dtype: str = "float32",
+        channel_multiplier: int = 1,
     ) -> None:
+        m = int(channel_multiplier)
+        if m < 1 or m != channel_multiplier:
+            raise ValueError(
+                f"DepthwiseConv2d: channel_multiplier must be a positive int, "
+                f"got {channel_multiplier!r}"
+            )
+        self.channel_multiplier = m
         super().__init__(
-            channels, channels, kernel_size, stride, padding, channels, bias, seed, init, dtype
+            channels, channels * m, kernel_size, stride, padding, channels, bias, seed, init, dtype
         )
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
         del cfg["in_channels"], cfg["out_channels"], cfg["groups"]
-        return {"channels": self.in_channels, **cfg}
+        return {"channels": self.in_channels, **cfg, "channel_multiplier": self.channel_multiplier}
 
 
 class _Pool2d(Layer):
     """Shared constructor and shape logic of the two pooling layers."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dtype: str = "float32") -> None:
+    def __init__(
+        self, kernel_size, stride=None, padding=0, dtype: str = "float32", *, ceil_mode=False
+    ) -> None:
         super().__init__(dtype)
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
         self.padding = pair(padding, "padding")
+        self.ceil_mode = bool(ceil_mode)
         self._cache: dict = {}
 
     def config(self) -> dict[str, Any]:
@@ -178,20 +197,38 @@ class _Pool2d(Layer):
             "stride": self.stride,
             "padding": self.padding,
             "dtype": self.dtype.name,
+            "ceil_mode": self.ceil_mode,
         }
 
     def output_shape(self, input_shape):
         check_shape(self, "input", input_shape, (None, None, None, None), "(N, C, H, W)")
         oh, ow = _window_output(self, input_shape, self.kernel_size, self.stride, self.padding)
+        if self.ceil_mode:
+            oh = pool_output_size(
+                int(input_shape[2]), self.kernel_size[0], self.stride[0], self.padding[0], True
+            )
+            ow = pool_output_size(
+                int(input_shape[3]), self.kernel_size[1], self.stride[1], self.padding[1], True
+            )
         return (int(input_shape[0]), int(input_shape[1]), oh, ow)
 
 
 class MaxPool2d(_Pool2d):
-    """Max pooling; saves the int64 argmax of each window (``stride`` defaults to the window)."""
+    """Max pooling; saves the int64 argmax of each window (``stride`` defaults to the window).
+
+    Parameters
+    ----------
+    kernel_size, stride, padding : int or (int, int); padding at most half the window
+    dtype : default "float32"
+    ceil_mode : bool, default False
+        Round the output size up (PyTorch's ``ceil_mode``).
+    """
 
     def _forward(self, x, train):
         self.output_shape(x.shape)
-        y, cache = F.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        y, cache = F.maxpool2d_forward(
+            x, self.kernel_size, self.stride, self.padding, self.ceil_mode
+        )
         self._x_shape = x.shape
         self._save(argmax=cache["argmax"])
         return y
@@ -203,11 +240,45 @@ class MaxPool2d(_Pool2d):
 
 
 class AvgPool2d(_Pool2d):
-    """Average pooling (padding counts as zeros); saves nothing but the input shape."""
+    """Average pooling; saves nothing but the input shape.
+
+    Parameters
+    ----------
+    kernel_size, stride, padding : int or (int, int); padding at most half the window
+    dtype : default "float32"
+    ceil_mode : bool, default False
+        Round the output size up (PyTorch's ``ceil_mode``).
+    count_include_pad : bool, default True
+        Padding counts as zeros in the mean (PyTorch's default); False averages over the
+        real pixels of each window.
+    """
+
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        dtype: str = "float32",
+        *,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, dtype, ceil_mode=ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "count_include_pad": self.count_include_pad}
 
     def _forward(self, x, train):
         self.output_shape(x.shape)
-        y, self._cache = F.avgpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        y, self._cache = F.avgpool2d_forward(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+        )
         return y
 
     def _backward(self, dout, per_example):

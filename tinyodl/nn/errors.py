@@ -19,6 +19,16 @@ class BackwardError(RuntimeError):
     """``backward`` was called without a matching ``forward``."""
 
 
+class PerExampleGradientError(BackwardError):
+    """``backward(per_example=True)`` through a layer whose gradient mixes the examples
+    (a batchnorm in training mode): per-example gradients would be wrong, so they are refused."""
+
+
+class DtypeWarning(UserWarning):
+    """An input was cast to the layer's float type with a loss of precision (float64 data
+    given to a float32 model). Issued once per layer; filter it with ``warnings`` if wanted."""
+
+
 class _ReadableKeyError(KeyError):
     def __str__(self) -> str:  # KeyError would quote the message; keep it readable
         return str(self.args[0]) if self.args else ""

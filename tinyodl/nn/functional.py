@@ -138,8 +138,8 @@ def conv2d_per_example_grads(
     n, f = dout.shape[:2]
     kh, kw = w_shape[2], w_shape[3]
     cols = ops.im2col(x, (kh, kw), stride, padding)  # (N, C*KH*KW, L)
-    cols = cols.reshape(n, groups, -1, cols.shape[-1])  # (N, G, K, L)
-    d = dout.reshape(n, groups, f // groups, -1)  # (N, G, F/G, L)
+    cols = cols.reshape(n, groups, cols.shape[1] // groups, cols.shape[-1])  # (N, G, K, L)
+    d = dout.reshape(n, groups, f // groups, cols.shape[-1])  # (N, G, F/G, L)
     dw = np.einsum("ngfl,ngkl->ngfk", d, cols)
     return dw.reshape(n, *w_shape), dout.sum(axis=(2, 3))
 
@@ -169,26 +169,32 @@ def relu6_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
     return dout * cache["mask"]
 
 
-def softmax_forward(x: np.ndarray):
-    """Row-wise softmax of ``x`` (N, C), computed stably (subtract the row max)."""
-    z = x - x.max(axis=1, keepdims=True)
+def softmax_forward(x: np.ndarray, axis: int = 1):
+    """Softmax of ``x`` along ``axis`` (the classes of (N, C)), computed stably.
+
+    ``exp(x - max) / sum(exp(x - max))``; the cache keeps the output ``s``.
+    """
+    z = x - x.max(axis=axis, keepdims=True)
     e = np.exp(z)
-    out = e / e.sum(axis=1, keepdims=True)
-    return out, {"out": out}
+    out = e / e.sum(axis=axis, keepdims=True)
+    return out, {"out": out, "axis": axis}
 
 
 def softmax_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
-    """``dx = s * (dout - sum(dout * s))`` row by row, with ``s`` the softmax output."""
-    s = cache["out"]
-    return s * (dout - (dout * s).sum(axis=1, keepdims=True))
+    """``dx = s * (dout - sum(dout * s))`` along the softmax axis, ``s`` the output."""
+    s, axis = cache["out"], cache.get("axis", 1)
+    return s * (dout - (dout * s).sum(axis=axis, keepdims=True))
 
 
 # ----------------------------------------------------------------------------- pooling
 
 
-def maxpool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0):
-    """Max pooling; the cache keeps the argmax of each window (int64) and ``x.shape``."""
-    out, argmax = ops.maxpool2d_forward(x, kernel_size, stride, padding)
+def maxpool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """Max pooling; the cache keeps the argmax of each window (int64) and ``x.shape``.
+
+    ``ceil_mode`` rounds the output size up (PyTorch's rule). A NaN wins its window.
+    """
+    out, argmax = ops.maxpool2d_forward(x, kernel_size, stride, padding, ceil_mode)
     return out, {"argmax": argmax, "x_shape": x.shape}
 
 
@@ -197,18 +203,31 @@ def maxpool2d_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
     return ops.maxpool2d_backward(dout, cache["argmax"], cache["x_shape"])
 
 
-def avgpool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0):
-    """Average pooling (padding counts as zeros); the cache holds only the geometry."""
-    out = ops.avgpool2d_forward(x, kernel_size, stride, padding)
+def avgpool2d_forward(
+    x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+):
+    """Average pooling; the cache holds only the geometry.
+
+    ``count_include_pad=True`` (PyTorch's default) counts padding as zeros (divisor
+    ``KH*KW``); False divides by the number of real pixels in each window. ``ceil_mode``
+    rounds the output size up; window positions past the padding are never counted.
+    """
+    out = ops.avgpool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     cache = {"x_shape": x.shape, "kernel_size": kernel_size, "stride": stride}
-    cache["padding"] = padding
+    cache.update(padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
     return out, cache
 
 
 def avgpool2d_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
-    """Spread each output gradient evenly over its window."""
+    """Spread each output gradient evenly over its window (``dout / divisor``)."""
     return ops.avgpool2d_backward(
-        dout, cache["x_shape"], cache["kernel_size"], cache["stride"], cache["padding"]
+        dout,
+        cache["x_shape"],
+        cache["kernel_size"],
+        cache["stride"],
+        cache["padding"],
+        cache.get("ceil_mode", False),
+        cache.get("count_include_pad", True),
     )
 
 
@@ -229,13 +248,13 @@ def global_avgpool_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
 
 
 def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
-    """Axes a batchnorm averages over: the batch (and the spatial axes of NCHW)."""
-    return (0,) if x.ndim == 2 else (0, 2, 3)
+    """Axes a batchnorm averages over: all but the channel axis 1 (batch, length, H, W)."""
+    return (0, *range(2, x.ndim))
 
 
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
-    """View a (C,) vector so it broadcasts against (N, C) or (N, C, H, W)."""
-    return v.reshape(1, -1) if ndim == 2 else v.reshape(1, -1, 1, 1)
+    """View a (C,) vector so it broadcasts against (N, C), (N, C, L) or (N, C, H, W)."""
+    return v.reshape(1, -1, *([1] * (ndim - 2)))
 
 
 def batchnorm_forward(
@@ -247,7 +266,7 @@ def batchnorm_forward(
     running_mean: np.ndarray | None = None,
     running_var: np.ndarray | None = None,
 ):
-    """Batch normalisation (Ioffe & Szegedy 2015) over (N, C) or per channel of (N, C, H, W).
+    """Batch normalisation (Ioffe & Szegedy 2015) per channel of (N, C), (N, C, L), (N, C, H, W).
 
     ``y = gamma * (x - mean) / sqrt(var + eps) + beta``, with the batch mean and (biased)
     variance in training and the running statistics in evaluation. Updating the running
@@ -307,6 +326,29 @@ def batchnorm_backward(dout: np.ndarray, cache: Cache):
         - x_hat * _per_channel((dout * x_hat).sum(axis=axes), dout.ndim)
     )
     return dx, dgamma, dbeta
+
+
+def batchnorm_per_example_grads(dout: np.ndarray, cache: Cache):
+    """Per-example ``dgamma`` and ``dbeta`` of an *evaluation-mode* batchnorm (DP-SGD).
+
+    With the running statistics the layer is ``y = gamma * x_hat + beta`` per channel and
+    each example's gradient is its own sum over the non-batch axes. (In training mode the
+    batch statistics couple the examples and per-example gradients are not defined.)
+
+    Returns
+    -------
+    dgamma_sample : ndarray (N, C), or None when ``"x_hat"`` is not cached
+    dbeta_sample : ndarray (N, C)
+    """
+    if cache["train"]:
+        raise ValueError(
+            "batchnorm_per_example_grads: undefined in training mode (the batch statistics "
+            "mix the examples); use evaluation mode"
+        )
+    axes = tuple(range(2, dout.ndim))
+    x_hat = cache.get("x_hat")
+    dgamma = None if x_hat is None else (dout * x_hat).sum(axis=axes)
+    return dgamma, dout.sum(axis=axes)
 
 
 # ----------------------------------------------------------------------------- dropout

@@ -94,7 +94,7 @@ def check_layer_gradients(
     x: np.ndarray,
     seed: SeedLike = 0,
     h: float = 1e-6,
-    train: bool = True,
+    train: bool | None = None,
     num_checks: int | None = None,
 ) -> dict[str, float]:
     """Compare a layer's backward with central differences, in float64.
@@ -110,7 +110,9 @@ def check_layer_gradients(
     seed : int or Generator
         Draws ``dout``.
     h : float, default 1e-6
-    train : bool, default True
+    train : bool, optional
+        Passed to ``forward``: None (the default) follows the layers' modes (a new layer
+        is in training mode); True/False forces training or evaluation mode.
     num_checks : int, optional
         Probe only this many random entries of each tensor (CS231n's sparse check), for
         models too big to probe every weight; the relative error is over those entries.

@@ -18,13 +18,19 @@ every tree operation (named parameters, state dict, freezing, describe) works on
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from tinyodl.nn import state as _state
-from tinyodl.nn.errors import BackwardError, LayerShapeError
+from tinyodl.nn.errors import (
+    BackwardError,
+    DtypeWarning,
+    LayerShapeError,
+    PerExampleGradientError,
+)
 from tinyodl.nn.parameter import Parameter
 from tinyodl.nn.utils import as_float_input, join_name, layer_label
 
@@ -62,6 +68,7 @@ class Layer:
         self.last_output: np.ndarray | None = None
         self.last_grad_output: np.ndarray | None = None
         self._output_shape: tuple[int, ...] | None = None  # set by forward, cleared by backward
+        self._dtype_warned = False  # the precision-loss warning is given once per layer
 
     # ------------------------------------------------------------------ subclass API
     def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
@@ -85,6 +92,15 @@ class Layer:
         """Direct sub-layers by local name (empty for a leaf layer)."""
         return {}
 
+    def _per_example_refusal(self) -> str | None:
+        """Why this layer's last forward pass has no per-example gradients (None: it has).
+
+        A layer whose output for one example depends on the other examples of the batch
+        (batchnorm with batch statistics) overrides this; :meth:`backward` refuses
+        ``per_example=True`` through it before touching any gradient.
+        """
+        return None
+
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:
         """Compute the output and keep what backward needs in ``saved``.
@@ -92,7 +108,11 @@ class Layer:
         Parameters
         ----------
         x : ndarray
-            Converted to the layer's dtype (float32 unless :meth:`astype` was called).
+            Converted to the layer's dtype (float32 unless :meth:`astype` was called): the
+            parameters decide the compute type. A cast that loses precision (float64 data
+            into a float32 model) gives one :class:`~tinyodl.nn.DtypeWarning` per layer;
+            a lossless one (float32 into a float64 model) is silent. Integer arrays are
+            refused (see :func:`tinyodl.data.to_float`).
         train : bool, optional
             Training mode (batch statistics in batchnorm, dropout active) or evaluation.
             ``None`` (the default) follows the mode set by :meth:`train` / :meth:`eval`
@@ -101,7 +121,7 @@ class Layer:
             statistics fixed, as in PyTorch). An explicit value overrides the mode for this
             call and every sub-layer it reaches.
         """
-        x = as_float_input(self, x, self.dtype)
+        x = as_float_input(self, x, self.dtype, warn=self._warn_lossy_cast)
         self._requested_train = train  # containers pass the caller's request on to children
         y = self._forward(x, self.training if train is None else bool(train))
         self._output_shape = y.shape
@@ -111,6 +131,19 @@ class Layer:
 
     __call__ = forward
 
+    def _warn_lossy_cast(self, from_dtype: np.dtype) -> None:
+        """Warn (once for this layer) that an input of ``from_dtype`` loses precision."""
+        if self._dtype_warned:
+            return
+        self._dtype_warned = True
+        warnings.warn(
+            f"{layer_label(self)}: input of dtype {from_dtype} cast to the layer's dtype "
+            f"{self.dtype} (precision is lost; said once per layer). Convert the data "
+            f"(x.astype(np.{self.dtype})) or the model (model.astype('{from_dtype}'))",
+            DtypeWarning,
+            stacklevel=4,
+        )
+
     def backward(self, dout: np.ndarray, per_example: bool = False) -> np.ndarray:
         """Accumulate parameter gradients into ``param.grad`` and return ``dL/dx``.
 
@@ -119,8 +152,13 @@ class Layer:
         dout : ndarray
             Gradient of the loss w.r.t. the output of the last :meth:`forward`.
         per_example : bool, default False
-            Also fill ``param.grad_sample`` (N, *shape) for trainable Linear/Conv parameters.
+            Also fill ``param.grad_sample`` (N, *shape) for every trainable parameter
+            (Linear, Conv2d, and batchnorm in evaluation mode). Refused with
+            :class:`~tinyodl.nn.PerExampleGradientError`, before any gradient is touched,
+            when a layer's last forward mixed the examples (batchnorm in training mode).
         """
+        if per_example:
+            self._check_per_example()
         if self._output_shape is None:
             raise BackwardError(
                 f"{layer_label(self)}: backward called without a forward pass "
@@ -138,6 +176,12 @@ class Layer:
         self.saved.clear()
         self._output_shape = None
         return dx
+
+    def _check_per_example(self) -> None:
+        for layer in [self, *(child for _, child in self.named_layers())]:
+            reason = layer._per_example_refusal()
+            if reason is not None:
+                raise PerExampleGradientError(f"{layer_label(layer)}: {reason}")
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _param(self, name: str, data: np.ndarray) -> Parameter:
@@ -229,6 +273,7 @@ class Layer:
                 layer.buffers[key] = b.astype(dtype)
             layer.saved.clear()
             layer._output_shape = None
+            layer._dtype_warned = False
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -236,9 +281,18 @@ class Layer:
         return _state.state_dict(self)
 
     def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> Layer:
-        """Copy values from ``state`` into the parameters and buffers (shape-checked)."""
+        """Copy values from ``state`` into the parameters and buffers (shape-checked).
+
+        All or nothing: everything is validated before anything is written
+        (:class:`~tinyodl.nn.StateDictError` otherwise, with the model untouched).
+        """
         _state.load_state_dict(self, state, strict)
         return self
+
+    def check_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
+        """Raise :class:`~tinyodl.nn.StateDictError` if :meth:`load_state_dict` would fail;
+        write nothing."""
+        _state.check_state_dict(self, state, strict)
 
     def freeze(self, *targets: str | Callable[[str, Layer], bool], kind: str | None = None):
         """Make parameters non-trainable (their gradients are dropped).

@@ -1,4 +1,4 @@
-"""Dense and element-wise layers: Linear, ReLU, ReLU6, Flatten, Dropout (chapter 00).
+"""Dense and element-wise layers: Linear, ReLU, ReLU6, Softmax, Flatten, Dropout (chapter 00).
 
 Each layer is a thin class around a pair of :mod:`tinyodl.nn.functional` functions. What a
 layer saves for backward is chosen by what it will need (TinyTL, Cai et al. 2020): a Linear
@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from tinyodl.nn import functional as F
+from tinyodl.nn.errors import LayerShapeError
 from tinyodl.nn.init import initialize
 from tinyodl.nn.layer import Layer
-from tinyodl.nn.utils import SeedLike, as_generator, check_shape
+from tinyodl.nn.utils import SeedLike, as_generator, check_shape, layer_label
 
 
 class Linear(Layer):
@@ -123,6 +124,40 @@ class ReLU6(ReLU):
 
     def _backward(self, dout, per_example):
         return F.relu6_backward(dout, self.saved)
+
+
+class Softmax(Layer):
+    """Softmax along ``dim`` (default 1, the classes of (N, C) logits), as ``torch.nn.Softmax``.
+
+    Saves its output ``s`` (input shape), which its backward
+    ``dx = s * (dout - sum(dout * s, dim))`` needs. To train a classifier, feed the logits to
+    :func:`tinyodl.nn.softmax_cross_entropy` instead (stabler, and it saves nothing); this
+    layer is for models whose output must be probabilities (distillation, attention).
+    """
+
+    def __init__(self, dim: int = 1, dtype: str = "float32") -> None:
+        super().__init__(dtype)
+        self.dim = int(dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"dim": self.dim, "dtype": self.dtype.name}
+
+    def output_shape(self, input_shape):
+        if not -len(input_shape) <= self.dim < len(input_shape):
+            raise LayerShapeError(
+                f"{layer_label(self)}: expected an input with an axis dim={self.dim}, "
+                f"got shape {tuple(input_shape)}"
+            )
+        return tuple(int(s) for s in input_shape)
+
+    def _forward(self, x, train):
+        self.output_shape(x.shape)
+        y, cache = F.softmax_forward(x, self.dim)
+        self._save(out=cache["out"])
+        return y
+
+    def _backward(self, dout, per_example):
+        return F.softmax_backward(dout, {"out": self.saved["out"], "axis": self.dim})
 
 
 class Flatten(Layer):

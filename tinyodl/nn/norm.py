@@ -19,23 +19,12 @@ from tinyodl.nn.layer import Layer
 from tinyodl.nn.utils import check_shape, layer_label
 
 
-class BatchNorm2d(Layer):
-    """Per-channel batch normalisation of (N, C, H, W) inputs.
+class _BatchNorm(Layer):
+    """Shared code of :class:`BatchNorm1d` and :class:`BatchNorm2d` (channel axis 1)."""
 
-    Parameters
-    ----------
-    num_features : int
-        Number of channels C.
-    eps : float, default 1e-5
-    momentum : float, default 0.1
-        Weight of the batch statistics in the running averages.
-    dtype : default "float32"
-
-    Attributes
-    ----------
-    params : ``weight`` (gamma, ones) and ``bias`` (beta, zeros), shape (C,)
-    buffers : ``running_mean`` (zeros) and ``running_var`` (ones), shape (C,)
-    """
+    #: accepted input ranks and how the expected shape is shown in errors
+    _ranks: tuple[int, ...] = (4,)
+    _shape_text = "(N, {c}, H, W)"
 
     def __init__(
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype: str = "float32"
@@ -46,7 +35,8 @@ class BatchNorm2d(Layer):
         self._param("bias", np.zeros(self.num_features))
         self.buffers["running_mean"] = np.zeros(self.num_features, dtype=self.dtype)
         self.buffers["running_var"] = np.ones(self.num_features, dtype=self.dtype)
-        self._train = True
+        self._train = True  # the mode of the last forward pass
+        self.num_batches_tracked = 0  # training-mode batches seen (PyTorch's buffer; not saved)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -57,16 +47,27 @@ class BatchNorm2d(Layer):
         }
 
     def output_shape(self, input_shape):
-        c = self.num_features
-        check_shape(self, "input", input_shape, (None, c, None, None), f"(N, {c}, H, W)")
+        c, text = self.num_features, self._shape_text.format(c=self.num_features)
+        rank = len(input_shape) if len(input_shape) in self._ranks else self._ranks[0]
+        check_shape(self, "input", input_shape, (None, c) + (None,) * (rank - 2), text)
         return tuple(int(s) for s in input_shape)
+
+    def _per_example_refusal(self) -> str | None:
+        if self._output_shape is None or not self._train:
+            return None
+        return (
+            "per-example gradients are undefined in training mode, where the batch mean and "
+            "variance make every example's output depend on the others. Use evaluation mode "
+            "(layer.eval() or model.eval(): running statistics, a per-channel affine map, as "
+            "Opacus requires) or replace the batchnorm (e.g. fold_batchnorm for a trained model)"
+        )
 
     def _forward(self, x, train):
         self.output_shape(x.shape)
-        if train and x.size == x.shape[1]:
+        if train and x.size <= x.shape[1]:
             raise ValueError(
-                f"{layer_label(self)}: training mode needs more than one value per channel, "
-                f"got input {x.shape}"
+                f"{layer_label(self)}: training mode needs more than one value per channel "
+                f"(batch statistics), got input {x.shape}; use evaluation mode for this input"
             )
         gamma, beta = self.params["weight"], self.params["bias"]
         y, cache = F.batchnorm_forward(
@@ -80,6 +81,7 @@ class BatchNorm2d(Layer):
         )
         if train:
             self._update_running_stats(cache["mean"], cache["var"], x.size // x.shape[1])
+            self.num_batches_tracked += 1
         self._train = train
         self._save(inv_std=cache["inv_std"])
         if train or gamma.trainable:  # x_hat: for dx in training mode, for dgamma always
@@ -100,7 +102,46 @@ class BatchNorm2d(Layer):
         if dgamma is not None:
             gamma.accumulate_grad(dgamma)
         beta.accumulate_grad(dbeta)
+        if per_example:  # evaluation mode only (backward refused training mode before)
+            gamma.grad_sample, beta.grad_sample = F.batchnorm_per_example_grads(dout, cache)
+            if not gamma.trainable:
+                gamma.grad_sample = None
+            if not beta.trainable:
+                beta.grad_sample = None
         return dx
+
+
+class BatchNorm2d(_BatchNorm):
+    """Per-channel batch normalisation of (N, C, H, W) inputs (Ioffe & Szegedy 2015).
+
+    Parameters
+    ----------
+    num_features : int
+        Number of channels C.
+    eps : float, default 1e-5
+    momentum : float, default 0.1
+        Weight of the batch statistics in the running averages.
+    dtype : default "float32"
+
+    Attributes
+    ----------
+    params : ``weight`` (gamma, ones) and ``bias`` (beta, zeros), shape (C,)
+    buffers : ``running_mean`` (zeros) and ``running_var`` (ones), shape (C,)
+
+    Per-example gradients (``backward(dout, per_example=True)``) exist in evaluation mode
+    only; in training mode they are refused (see ``docs/architecture.md``).
+    """
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of features (N, C) or sequences (N, C, L), per channel C.
+
+    Parameters, attributes and modes as in :class:`BatchNorm2d` (PyTorch's
+    ``torch.nn.BatchNorm1d``): statistics over the batch (and L) for each of the C channels.
+    """
+
+    _ranks = (2, 3)
+    _shape_text = "(N, {c}) or (N, {c}, L)"
 
 
 def fold_batchnorm(conv: Conv2d, bn: BatchNorm2d) -> Conv2d:
@@ -119,7 +160,7 @@ def fold_batchnorm(conv: Conv2d, bn: BatchNorm2d) -> Conv2d:
     Conv2d
         A new convolution with a bias; the inputs are not modified.
     """
-    if not isinstance(conv, Conv2d) or not isinstance(bn, BatchNorm2d):
+    if not isinstance(conv, Conv2d) or type(bn) is not BatchNorm2d:
         raise TypeError(
             f"fold_batchnorm: expected (Conv2d, BatchNorm2d), got "
             f"({type(conv).__name__}, {type(bn).__name__})"

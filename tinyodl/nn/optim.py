@@ -1,4 +1,4 @@
-"""Optimizers: SGD (momentum, Nesterov, weight decay) and Adam (chapter 00).
+"""Optimizers: SGD (momentum, Nesterov, weight decay), Adam and AdamW (chapter 00).
 
 Both follow PyTorch's update rules, update ``param.data`` in place, skip frozen parameters
 and parameters without a gradient, and save their state as plain arrays (``state_dict``).
@@ -15,6 +15,10 @@ Adam (Kingma & Ba 2015), bias-corrected, with L2 weight decay added to the gradi
 
     m = b1 m + (1 - b1) g;    v = b2 v + (1 - b2) g^2
     w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+AdamW (Loshchilov & Hutter 2019) decouples the weight decay from the gradient: the moments
+see the raw gradient and the weights shrink directly, ``w -= lr * weight_decay * w``, before
+the Adam step -- so the decay is not rescaled by ``1 / sqrt(v)``.
 """
 
 from __future__ import annotations
@@ -85,25 +89,43 @@ class Optimizer:
                 out[f"{name}.{slot}"] = np.array(value, copy=True)
         return out
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore from :meth:`state_dict` (parameter names and shapes must match)."""
+    def check_state_dict(self, state: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        """Validate a :meth:`state_dict` without changing anything; return the slots.
+
+        Raises ``KeyError`` (missing ``lr``/``step``, unknown parameter or slot) or
+        ``ValueError`` (a slot whose shape differs from its parameter), naming the key.
+        """
+        cls = type(self).__name__
+        if not isinstance(state, dict):
+            raise TypeError(f"{cls}.load_state_dict: expected a dict, got {type(state).__name__}")
+        for key in ("lr", "step"):
+            if key not in state:
+                raise KeyError(f"{cls}.load_state_dict: missing key {key!r}")
         known = dict(self.params)
-        self.lr = float(state["lr"])
-        self.step_count = int(state["step"])
-        self.state = {}
+        slots: dict[str, dict[str, np.ndarray]] = {}
         for key, value in state.items():
             if key in ("lr", "step"):
                 continue
-            name, slot = key.rsplit(".", 1)
+            name, _, slot = key.rpartition(".")
             if name not in known or slot not in self._slots:
-                raise KeyError(f"{type(self).__name__}.load_state_dict: unexpected key {key!r}")
+                raise KeyError(f"{cls}.load_state_dict: unexpected key {key!r}")
             value = np.asarray(value)
             if slot != "step" and value.shape != known[name].shape:
                 raise ValueError(
-                    f"{type(self).__name__}.load_state_dict: {key!r} has shape {value.shape}, "
+                    f"{cls}.load_state_dict: {key!r} has shape {value.shape}, "
                     f"parameter has {known[name].shape}"
                 )
-            self.state.setdefault(name, {})[slot] = np.array(value, copy=True)
+            slots.setdefault(name, {})[slot] = np.array(value, copy=True)
+        return slots
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore from :meth:`state_dict` (parameter names and shapes must match).
+
+        All or nothing: on an error the optimizer keeps its current state.
+        """
+        slots = self.check_state_dict(state)
+        lr, step = float(state["lr"]), int(state["step"])
+        self.lr, self.step_count, self.state = lr, step, slots
 
 
 class SGD(Optimizer):
@@ -174,9 +196,13 @@ class Adam(Optimizer):
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
     def _update(self, name, p, grad):
-        b1, b2 = self.betas
-        if self.weight_decay:
+        if self.weight_decay:  # L2: the decay goes through the moments
             grad = grad + self.weight_decay * p.data
+        self._adam_step(name, p, grad)
+
+    def _adam_step(self, name: str, p: Parameter, grad: np.ndarray) -> None:
+        """The bias-corrected Adam update of ``p`` from ``grad`` (no weight decay)."""
+        b1, b2 = self.betas
         slots = self.state.setdefault(name, {})
         if "exp_avg" not in slots:
             slots["exp_avg"] = np.zeros_like(p.data)
@@ -191,3 +217,36 @@ class Adam(Optimizer):
         v += (1 - b2) * grad * grad
         denom = np.sqrt(v / (1 - b2**t)) + self.eps
         p.data -= (self.lr / (1 - b1**t)) * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019; ``torch.optim.AdamW``).
+
+    Each step first shrinks the weights, ``w *= 1 - lr * weight_decay``, then applies the
+    Adam update computed from the raw gradient (no decay term in the moments).
+
+    Parameters
+    ----------
+    params : see :class:`Optimizer`
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0.01 (PyTorch's default)
+
+    The state (``exp_avg``, ``exp_avg_sq``, ``step`` per parameter) is Adam's.
+    """
+
+    def __init__(
+        self,
+        params: object,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+    def _update(self, name, p, grad):
+        if self.weight_decay:  # decoupled: shrink the weights, not the gradient
+            p.data *= 1.0 - self.lr * self.weight_decay
+        self._adam_step(name, p, grad)

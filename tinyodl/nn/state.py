@@ -40,8 +40,19 @@ def state_dict(model) -> dict[str, np.ndarray]:
     return out
 
 
-def load_state_dict(model, state: dict[str, np.ndarray], strict: bool = True) -> None:
-    """Copy ``state`` into ``model`` in place, checking keys (if strict) and shapes."""
+def check_state_dict(
+    model, state: dict[str, np.ndarray], strict: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Validate ``state`` against ``model`` without writing anything.
+
+    Returns the ``(target, value)`` pairs that :func:`load_state_dict` copies. Raises
+    :class:`StateDictError` naming every missing/unexpected key (if strict), or the first
+    entry with a wrong shape or a non-numeric dtype.
+    """
+    if not isinstance(state, dict):
+        raise StateDictError(
+            f"load_state_dict: expected a dict name -> array, got {type(state).__name__}"
+        )
     entries = _entries(model)
     missing = [k for k in entries if k not in state]
     unexpected = [k for k in state if k not in entries]
@@ -50,6 +61,7 @@ def load_state_dict(model, state: dict[str, np.ndarray], strict: bool = True) ->
             f"load_state_dict: missing keys {missing}, unexpected keys {unexpected} "
             f"(the model has {list(entries)})"
         )
+    pairs = []
     for name, (kind, owner, local) in entries.items():
         if name not in state:
             continue
@@ -63,6 +75,17 @@ def load_state_dict(model, state: dict[str, np.ndarray], strict: bool = True) ->
             raise StateDictError(
                 f"load_state_dict: {name!r} must be a numeric array, got dtype {value.dtype}"
             )
+        pairs.append((target, value))
+    return pairs
+
+
+def load_state_dict(model, state: dict[str, np.ndarray], strict: bool = True) -> None:
+    """Copy ``state`` into ``model`` in place, checking keys (if strict) and shapes.
+
+    All or nothing: every entry is validated before the first one is written, so a state
+    that does not fit leaves the model untouched.
+    """
+    for target, value in check_state_dict(model, state, strict):
         np.copyto(target, value, casting="unsafe")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,11 +25,17 @@ def layer_label(layer: object) -> str:
     return f"{kind} {name!r}" if name else kind
 
 
-def as_float_input(layer: object, x: object, dtype: np.dtype) -> np.ndarray:
+def as_float_input(
+    layer: object,
+    x: object,
+    dtype: np.dtype,
+    warn: Callable[[np.dtype], None] | None = None,
+) -> np.ndarray:
     """Turn a floating-point ``x`` into an ndarray of the layer's dtype.
 
     Integer and boolean arrays are refused rather than cast: raw uint8 images (0..255) fed
     to a float model train badly without any error, which is the mistake this catches.
+    ``warn(x.dtype)`` is called when the cast loses precision (float64 -> float32).
     """
     x = np.asarray(x)
     if x.dtype.kind != "f":
@@ -37,6 +43,8 @@ def as_float_input(layer: object, x: object, dtype: np.dtype) -> np.ndarray:
         raise LayerDtypeError(
             f"{layer_label(layer)}: expected a floating-point array, got dtype {x.dtype}{hint}"
         )
+    if warn is not None and x.dtype != dtype and not np.can_cast(x.dtype, dtype, "safe"):
+        warn(x.dtype)
     return x.astype(dtype, copy=False)
 
 

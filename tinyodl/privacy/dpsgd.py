@@ -34,9 +34,10 @@ import numpy as np
 
 from tinyodl.history import History
 from tinyodl.nn.conv_layers import Conv2d
+from tinyodl.nn.errors import PerExampleGradientError
 from tinyodl.nn.layers import Linear
 from tinyodl.nn.losses import mse_loss, softmax_cross_entropy
-from tinyodl.nn.norm import BatchNorm2d
+from tinyodl.nn.norm import _BatchNorm
 from tinyodl.nn.utils import SeedLike, as_generator, layer_label
 from tinyodl.privacy import ghost
 from tinyodl.privacy.accountant import epsilon as _epsilon
@@ -61,8 +62,11 @@ CLIPPING_METHODS = ("per_example", "ghost")
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 
-class UnsupportedLayerError(ValueError):
-    """A layer for which DP-SGD cannot compute per-example gradients (the message names it)."""
+class UnsupportedLayerError(PerExampleGradientError, ValueError):
+    """A layer for which DP-SGD cannot compute per-example gradients (the message names it).
+
+    A :class:`tinyodl.nn.PerExampleGradientError` (what ``backward(per_example=True)`` raises
+    for such a layer), and a ``ValueError`` (a configuration the caller must change)."""
 
 
 def _sum_loss(loss: str | LossFn) -> LossFn:
@@ -110,13 +114,19 @@ def _leaves(model) -> list[tuple[str, Any]]:
     return [(name, layer) for name, layer in layers if not layer.children()]
 
 
+def _freeze_hint(name: str) -> str:
+    return f"freeze it (model.freeze({name!r}); model[{name!r}].eval()) or remove it"
+
+
 def validate_model(model, clipping: str = "per_example") -> None:
     """Refuse models DP-SGD cannot train, naming the layer (as Opacus's ModuleValidator).
 
-    * A :class:`~tinyodl.nn.BatchNorm2d` in training mode normalises each example with the
-      statistics of the whole lot, so an example's gradient depends on the others and its
-      per-example gradient does not exist -- even when the batchnorm itself is frozen,
-      because its backward mixes the examples for every layer below it.
+    * A batchnorm in training mode normalises each example with the statistics of the whole
+      lot, so an example's gradient depends on the others and its per-example gradient does
+      not exist -- even when the batchnorm itself is frozen, because its backward mixes the
+      examples for every layer below it. (``backward(per_example=True)`` refuses it too,
+      after the forward; this check says so before any computation.) In evaluation mode it
+      is a fixed per-channel affine map, and allowed.
     * With ``clipping="ghost"``, only Linear and Conv2d/DepthwiseConv2d may hold trainable
       parameters.
 
@@ -127,12 +137,12 @@ def validate_model(model, clipping: str = "per_example") -> None:
     if clipping not in CLIPPING_METHODS:
         raise ValueError(f"DP-SGD: clipping must be one of {CLIPPING_METHODS}, got {clipping!r}")
     for name, layer in _leaves(model):
-        if isinstance(layer, BatchNorm2d) and layer.training:
+        if isinstance(layer, _BatchNorm) and layer.training:
             raise UnsupportedLayerError(
                 f"DP-SGD: {layer_label(layer)} is in training mode: batch statistics mix the "
-                f"examples of a lot, so per-example gradients do not exist. Freeze it "
-                f"(model.freeze({name!r}); model[{name!r}].eval(), which uses its running "
-                f"statistics) or remove it"
+                f"examples of a lot, so per-example gradients do not exist; "
+                + _freeze_hint(name)
+                + " (evaluation mode uses its running statistics)"
             )
         trainable = [k for k, p in layer.params.items() if p.trainable]
         if clipping == "ghost" and trainable and not isinstance(layer, Linear | Conv2d):
@@ -141,6 +151,16 @@ def validate_model(model, clipping: str = "per_example") -> None:
                 f"{trainable} but ghost norms exist only for Linear and Conv2d; freeze it "
                 f"(model.freeze({name!r})) or use clipping='per_example'"
             )
+
+
+def _check_forward(model) -> None:
+    """After a forward: any layer that mixed the examples (``_per_example_refusal``, the
+    hook of ``tinyodl.nn``) is refused, naming it. Ghost clipping runs a plain backward,
+    which would not refuse by itself."""
+    for layer in [model, *(child for _, child in model.named_layers())]:
+        reason = layer._per_example_refusal()
+        if reason is not None:
+            raise UnsupportedLayerError(f"DP-SGD: {layer_label(layer)}: {reason}")
 
 
 def per_example_gradients(
@@ -162,7 +182,10 @@ def per_example_gradients(
     """
     validate_model(model, "per_example")
     value, dlogits = _sum_loss(loss)(model.forward(x), y)
-    model.backward(dlogits, per_example=True)
+    try:
+        model.backward(dlogits, per_example=True)
+    except PerExampleGradientError as err:  # a layer that mixed the examples
+        raise UnsupportedLayerError(f"DP-SGD: {err}") from err
     grads = {}
     for name, p in model.named_parameters():
         if not p.trainable:
@@ -235,6 +258,7 @@ def _ghost_clipped_sums(model, x, y, loss_fn, clip_norm) -> tuple[float, dict, n
         layer.capturing = True
     try:
         value, dlogits = loss_fn(model.forward(x), y)
+        _check_forward(model)
         model.backward(dlogits)
         sq = np.zeros(len(x))
         for _, layer in layers:

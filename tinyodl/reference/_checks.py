@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tinyodl._shapes import conv_output_shape, pair
+from tinyodl._shapes import conv_output_shape, pair, pool_output_size
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -111,21 +111,27 @@ def check_dout(fn: str, dout: np.ndarray, g: ConvGeometry) -> None:
         raise ValueError(f"{fn}: dout must have shape {expected}, got {dout.shape}")
 
 
-def pool_geometry(fn: str, x_shape: Sequence[int], kernel_size, stride, padding):
+def pool_geometry(
+    fn: str, x_shape: Sequence[int], kernel_size, stride, padding, ceil_mode: bool = False
+):
     """Window geometry of a pooling layer; ``stride=None`` means ``stride = kernel_size``.
 
     Like PyTorch, padding may be at most half the window, so that every window holds at
-    least one real pixel.
+    least one real pixel. ``ceil_mode`` rounds the output size up (see
+    :func:`tinyodl._shapes.pool_output_size`): the last windows may then reach past the
+    bottom/right padding.
     """
     if stride is None:
         stride = kernel_size
-    geom = window_geometry(fn, x_shape, kernel_size, stride, padding)
-    kh, kw, _, _, ph, pw, _, _ = geom
+    kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(fn, x_shape, kernel_size, stride, padding)
     if 2 * ph > kh or 2 * pw > kw:
         raise ValueError(
             f"{fn}: padding {(ph, pw)} must be at most half the kernel size {(kh, kw)}"
         )
-    return geom
+    if ceil_mode:
+        oh = pool_output_size(int(x_shape[2]), kh, sh, ph, True)
+        ow = pool_output_size(int(x_shape[3]), kw, sw, pw, True)
+    return kh, kw, sh, sw, ph, pw, oh, ow
 
 
 def check_argmax(fn: str, dout: np.ndarray, argmax: np.ndarray, x_shape) -> None:

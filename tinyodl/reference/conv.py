@@ -135,9 +135,10 @@ def conv2d_forward(
         if b.shape != (g.F,):
             raise ValueError(f"{fn}: b must have shape ({g.F},), got {b.shape}")
     fg = g.F // groups  # filters per group
+    k = (g.C // groups) * g.KH * g.KW  # explicit, not -1: an empty batch must work too
     cols = im2col(x, (g.KH, g.KW), (g.SH, g.SW), (g.PH, g.PW))
-    cols = cols.reshape(g.N, groups, -1, g.OH * g.OW)  # (N, groups, K, OH*OW)
-    w_mat = w.reshape(groups, fg, -1)  # (groups, F/groups, K)
+    cols = cols.reshape(g.N, groups, k, g.OH * g.OW)  # (N, groups, K, OH*OW)
+    w_mat = w.reshape(groups, fg, k)  # (groups, F/groups, K)
     out = np.empty((g.N, g.F, g.OH * g.OW), dtype=x.dtype)
     for k in range(groups):
         # (F/g, K) @ (N, K, P) -> (N, F/g, P), broadcast over the batch
@@ -182,7 +183,7 @@ def conv2d_backward_input(
     for k in range(groups):
         # (K, F/g) @ (N, F/g, P) -> (N, K, P)
         dcols[:, k] = w_mat[k].T @ dout_mat[:, k]
-    dcols = dcols.reshape(g.N, -1, g.OH * g.OW)
+    dcols = dcols.reshape(g.N, g.C * g.KH * g.KW, g.OH * g.OW)
     return col2im(dcols, x_shape, (g.KH, g.KW), (g.SH, g.SW), (g.PH, g.PW))
 
 
@@ -216,7 +217,7 @@ def conv2d_backward_weight(
     check_dout(fn, dout, g)
     fg = g.F // groups
     cols = im2col(x, (g.KH, g.KW), (g.SH, g.SW), (g.PH, g.PW))
-    cols = cols.reshape(g.N, groups, -1, g.OH * g.OW)  # (N, groups, K, P)
+    cols = cols.reshape(g.N, groups, (g.C // groups) * g.KH * g.KW, g.OH * g.OW)  # (N, G, K, P)
     dout_mat = dout.reshape(g.N, groups, fg, g.OH * g.OW)  # (N, groups, F/g, P)
     dw = np.empty((groups, fg, cols.shape[2]), dtype=dout.dtype)
     for k in range(groups):

@@ -5,11 +5,16 @@ Chapter 00 (foundations). A pooling window is a convolution window without weigh
 
 * max pooling keeps the largest entry of each window and remembers where it was
   (``argmax``, a flat index ``ih*W + iw`` into the unpadded ``H x W`` plane). Padding is
-  ``-inf`` so it never wins; ties go to the first position in row-major window order.
-  Backward sends each output gradient to its argmax pixel.
-* average pooling divides the window sum by ``KH*KW``; padding counts as zeros (PyTorch's
-  ``count_include_pad=True``). Backward spreads ``dout / (KH*KW)`` over the window, which is
-  ``col2im`` of the repeated gradient.
+  ``-inf`` so it never wins; ties go to the first position in row-major window order
+  (a window of ``-inf`` only picks its first pixel, never the padding). A NaN wins its
+  window (the first NaN), as in numpy's ``max`` and PyTorch. Backward sends each output
+  gradient to its argmax pixel.
+* average pooling divides the window sum by the window's *divisor*: with
+  ``count_include_pad=True`` (PyTorch's default) padding counts as zeros and the divisor is
+  ``KH*KW``; with ``False`` only the real pixels are counted. Backward spreads
+  ``dout / divisor`` over the window, which is ``col2im`` of the repeated gradient.
+* ``ceil_mode=True`` rounds the output size up (PyTorch's rule), so the last window may
+  reach past the bottom/right padding; positions beyond the padding are never counted.
 
 ``stride=None`` means ``stride = kernel_size``. Padding may be at most half the window.
 """
@@ -26,11 +31,17 @@ from tinyodl.reference.conv import col2im, im2col
 IntOrPair = int | Sequence[int]
 
 
+def _extra_padding(size: int, kernel: int, stride: int, padding: int, out: int) -> int:
+    """How far the last window reaches past ``size + padding`` (ceil mode), else 0."""
+    return max(0, (out - 1) * stride + kernel - size - 2 * padding)
+
+
 def maxpool2d_forward(
     x: np.ndarray,
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    ceil_mode: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling.
 
@@ -38,6 +49,8 @@ def maxpool2d_forward(
     ----------
     x : ndarray, shape (N, C, H, W)
     kernel_size, stride, padding : int or (int, int); ``stride=None`` -> ``kernel_size``
+    ceil_mode : bool, default False
+        Round the output size up instead of down.
 
     Returns
     -------
@@ -48,15 +61,21 @@ def maxpool2d_forward(
     fn = "maxpool2d_forward"
     x = check_float(fn, "x", x, 4)
     n, c, h, w = x.shape
-    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x.shape, kernel_size, stride, padding)
-    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    geom = pool_geometry(fn, x.shape, kernel_size, stride, padding, ceil_mode)
+    kh, kw, sh, sw, ph, pw, oh, ow = geom
+    eh, ew = _extra_padding(h, kh, sh, ph, oh), _extra_padding(w, kw, sw, pw, ow)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=-np.inf)
     windows = im2col(x_pad, (kh, kw), (sh, sw), 0).reshape(n, c, kh * kw, oh * ow)
-    k = windows.argmax(axis=2)  # position inside the window, (N, C, OH*OW)
+    k = windows.argmax(axis=2)  # position inside the window, (N, C, OH*OW); NaN wins
     out = np.take_along_axis(windows, k[:, :, None, :], axis=2)[:, :, 0]
     # window position (i, j) of output (r, s) is pixel (r*SH + i - PH, s*SW + j - PW)
     r, s = np.divmod(np.arange(oh * ow), ow)
     ih = r * sh + k // kw - ph
     iw = s * sw + k % kw - pw
+    outside = (ih < 0) | (ih >= h) | (iw < 0) | (iw >= w)
+    if outside.any():  # a window of -inf only: -inf padding tied with it; take the first pixel
+        ih = np.where(outside, np.maximum(r * sh - ph, 0), ih)
+        iw = np.where(outside, np.maximum(s * sw - pw, 0), iw)
     argmax = (ih * w + iw).astype(np.int64)
     return out.reshape(n, c, oh, ow), argmax.reshape(n, c, oh, ow)
 
@@ -81,8 +100,42 @@ def maxpool2d_backward(dout: np.ndarray, argmax: np.ndarray, x_shape: Sequence[i
     check_argmax(fn, dout, argmax, (n, c, h, w))
     dx = np.zeros((n * c, h * w), dtype=dout.dtype)
     plane = np.arange(n * c)[:, None]  # which (n, c) plane each output belongs to
-    np.add.at(dx, (plane, argmax.reshape(n * c, -1)), dout.reshape(n * c, -1))
+    p = dout.shape[2] * dout.shape[3]  # explicit, not -1: an empty batch must work too
+    np.add.at(dx, (plane, argmax.reshape(n * c, p)), dout.reshape(n * c, p))
     return dx.reshape(n, c, h, w)
+
+
+def _window_counts(size: int, kernel: int, stride: int, padding: int, out: int, pad: bool):
+    """Per output position along one axis: how many window positions are counted.
+
+    The window of output ``o`` spans ``[o*S - P, o*S - P + K)``, cut at the end of the
+    padding (``size + P``); without ``pad`` also cut to the pixels ``[0, size)``.
+    """
+    start = np.arange(out) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    if pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+def avgpool_divisor(
+    x_shape: Sequence[int], geom: tuple, count_include_pad: bool, dtype: np.dtype
+) -> float | np.ndarray:
+    """The divisor of every window: ``KH*KW`` when they are all full, else (OH*OW,) values.
+
+    Parameters
+    ----------
+    x_shape : (N, C, H, W)
+    geom : ``(KH, KW, SH, SW, PH, PW, OH, OW)`` from ``pool_geometry``
+    count_include_pad : bool
+    dtype : the float type of the result
+    """
+    kh, kw, sh, sw, ph, pw, oh, ow = geom
+    rows = _window_counts(int(x_shape[2]), kh, sh, ph, oh, count_include_pad)
+    cols = _window_counts(int(x_shape[3]), kw, sw, pw, ow, count_include_pad)
+    if (rows == kh).all() and (cols == kw).all():
+        return kh * kw
+    return np.outer(rows, cols).reshape(-1).astype(dtype)
 
 
 def avgpool2d_forward(
@@ -90,13 +143,20 @@ def avgpool2d_forward(
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> np.ndarray:
-    """Average pooling; padded positions count as zeros (divisor ``KH*KW``).
+    """Average pooling.
 
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
     kernel_size, stride, padding : int or (int, int); ``stride=None`` -> ``kernel_size``
+    ceil_mode : bool, default False
+        Round the output size up instead of down.
+    count_include_pad : bool, default True
+        Padded positions count as zeros in the mean (divisor ``KH*KW``); False averages
+        over the real pixels of each window only.
 
     Returns
     -------
@@ -104,10 +164,14 @@ def avgpool2d_forward(
     """
     fn = "avgpool2d_forward"
     x = check_float(fn, "x", x, 4)
-    n, c = x.shape[:2]
-    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x.shape, kernel_size, stride, padding)
+    n, c, h, w = x.shape
+    geom = pool_geometry(fn, x.shape, kernel_size, stride, padding, ceil_mode)
+    kh, kw, sh, sw, ph, pw, oh, ow = geom
+    eh, ew = _extra_padding(h, kh, sh, ph, oh), _extra_padding(w, kw, sw, pw, ow)
+    if eh or ew:  # ceil mode: zeros past the bottom/right padding (never counted)
+        x = np.pad(x, ((0, 0), (0, 0), (0, eh), (0, ew)))
     windows = im2col(x, (kh, kw), (sh, sw), (ph, pw)).reshape(n, c, kh * kw, oh * ow)
-    out = windows.sum(axis=2) / (kh * kw)
+    out = windows.sum(axis=2) / avgpool_divisor((n, c, h, w), geom, count_include_pad, x.dtype)
     return out.astype(x.dtype, copy=False).reshape(n, c, oh, ow)
 
 
@@ -117,14 +181,17 @@ def avgpool2d_backward(
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> np.ndarray:
-    """Spread each output gradient evenly (``/ KH*KW``) over its window.
+    """Spread each output gradient evenly (``/ divisor``) over its window.
 
     Parameters
     ----------
     dout : ndarray, shape (N, C, OH, OW)
     x_shape : (N, C, H, W)
-    kernel_size, stride, padding : as in :func:`avgpool2d_forward`
+    kernel_size, stride, padding, ceil_mode, count_include_pad : as in
+        :func:`avgpool2d_forward`
 
     Returns
     -------
@@ -133,9 +200,14 @@ def avgpool2d_backward(
     fn = "avgpool2d_backward"
     dout = check_float(fn, "dout", dout, 4)
     n, c, h, w = check_shape4(fn, "x_shape", x_shape)
-    kh, kw, sh, sw, ph, pw, oh, ow = pool_geometry(fn, x_shape, kernel_size, stride, padding)
+    geom = pool_geometry(fn, (n, c, h, w), kernel_size, stride, padding, ceil_mode)
+    kh, kw, sh, sw, ph, pw, oh, ow = geom
     if dout.shape != (n, c, oh, ow):
         raise ValueError(f"{fn}: dout must have shape {(n, c, oh, ow)}, got {dout.shape}")
-    share = dout.reshape(n, c, 1, oh * ow) / (kh * kw)
+    divisor = avgpool_divisor((n, c, h, w), geom, count_include_pad, dout.dtype)
+    share = dout.reshape(n, c, 1, oh * ow) / divisor
     dcols = np.broadcast_to(share, (n, c, kh * kw, oh * ow)).reshape(n, c * kh * kw, oh * ow)
-    return col2im(dcols.astype(dout.dtype, copy=False), (n, c, h, w), (kh, kw), (sh, sw), (ph, pw))
+    eh, ew = _extra_padding(h, kh, sh, ph, oh), _extra_padding(w, kw, sw, pw, ow)
+    dcols = dcols.astype(dout.dtype, copy=False)
+    dx = col2im(dcols, (n, c, h + eh, w + ew), (kh, kw), (sh, sw), (ph, pw))
+    return np.ascontiguousarray(dx[:, :, :h, :w]) if eh or ew else dx
