@@ -480,7 +480,9 @@ ax.grid(alpha=0.3)
 import json
 from pathlib import Path
 
-results_file = Path("..") / "benchmarks" / "results" / "dpsgd.json"
+import tinyodl
+
+results_file = Path(tinyodl.__file__).resolve().parents[1] / "benchmarks" / "results" / "dpsgd.json"
 if results_file.exists():
     full = json.loads(results_file.read_text())
     print(full["command"])

@@ -365,3 +365,17 @@ def test_dp_pca_finds_the_top_directions_and_noise_perturbs_them():
     noisy = privacy.dp_pca(x, 2, noise_multiplier=2.0, rng=1)
     overlap = np.linalg.norm(basis[:, :2].T @ noisy) ** 2
     assert 1.5 < overlap < 2.0 - 1e-6
+
+
+def test_ghost_step_after_an_evaluation_forward_of_another_size():
+    # an evaluation forward leaves the trainable layers' inputs in `saved` (no backward);
+    # the book-keeping pass must not pick them up
+    model = mixed_model()
+    x, y = batch(n=6)
+    model.forward(batch(n=9)[0], train=False)
+    dp = privacy.DPSGD(model, nn.SGD(model, lr=0.1), clip_norm=0.5, noise_multiplier=0.0,
+                       expected_batch_size=6, clipping="ghost")  # fmt: skip
+    sums, _, _ = dp.clipped_sum(x, y)
+    expected, _ = privacy.clip_and_sum(loop_oracle(mixed_model(), x, y), 0.5)
+    for name, value in expected.items():
+        np.testing.assert_allclose(sums[name], value, rtol=1e-9, atol=1e-12)

@@ -243,10 +243,30 @@ def gaussian_noise(
 # ----------------------------------------------------------------------------- the step
 
 
+def _bookkeeping_pass(model, layers, x, y, loss_fn) -> float:
+    """Forward and backward with the trainable layers keeping their input and output
+    gradient (``capturing``). Their parameters are frozen for the pass, so backward computes
+    only ``dx`` (the weight gradients come from the re-weighted sums instead) and saves
+    nothing a frozen layer does not need."""
+    trainable = [p for _, layer in layers for p in layer.params.values() if p.trainable]
+    for p in trainable:
+        p.trainable = False
+    for _, layer in layers:  # a forward without backward (evaluation) may have left an input
+        layer.saved.clear()  # here that a frozen layer's forward would not overwrite
+    try:
+        value, dlogits = loss_fn(model.forward(x), y)
+        _check_forward(model)
+        model.backward(dlogits)
+    finally:
+        for p in trainable:
+            p.trainable = True
+    return float(value)
+
+
 def _ghost_clipped_sums(model, x, y, loss_fn, clip_norm) -> tuple[float, dict, np.ndarray]:
-    """Clipped sums by ghost norms ("book-keeping", Bu et al. 2023): the trainable layers
-    keep their input and output gradient (``capturing``) through one forward/backward; the
-    norms come from them, then each layer re-weights its output gradient."""
+    """Clipped sums by ghost norms ("book-keeping", Bu et al. 2023): one forward/backward
+    keeps each trainable layer's input and output gradient; the norms come from them, then
+    each layer's weight gradient is computed once, from its re-weighted output gradient."""
     validate_model(model, "ghost")
     layers = [
         (name, layer)
@@ -257,9 +277,7 @@ def _ghost_clipped_sums(model, x, y, loss_fn, clip_norm) -> tuple[float, dict, n
     for _, layer in layers:  # only these: parameter-free layers keep nothing extra
         layer.capturing = True
     try:
-        value, dlogits = loss_fn(model.forward(x), y)
-        _check_forward(model)
-        model.backward(dlogits)
+        value = _bookkeeping_pass(model, layers, x, y, loss_fn)
         sq = np.zeros(len(x))
         for _, layer in layers:
             layer.last_output = None  # not needed: free it now
@@ -279,7 +297,7 @@ def _ghost_clipped_sums(model, x, y, loss_fn, clip_norm) -> tuple[float, dict, n
             layer.capturing = was
             if not was:
                 layer.last_input = layer.last_output = layer.last_grad_output = None
-    return float(value), sums, norms
+    return value, sums, norms
 
 
 @dataclass
