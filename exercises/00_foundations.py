@@ -29,10 +29,18 @@
 #
 # **How you are graded.** The autograder looks up your functions *by name*; keep the names
 # and signatures. You may add cells, split cells, and write helper functions. Each task is
-# graded in a fresh Python process with a time limit, so an infinite loop costs only that task.
-# Cells starting with `### grader: skip` (the self-checks) are not run by the grader. Some
-# tasks have an extra hidden test whose result you see after grades are published. Do not
-# import your solution from `tinyodl`: the point is to write it yourself.
+# graded in a fresh, sandboxed Python process with a time limit, so an infinite loop costs
+# only that task; the grader calls your functions on its own inputs and compares the results
+# in its own process. Each task has several checks worth part of its points (shown in the
+# feedback), so a partly right task earns part of its points. Cells starting with
+# `### grader: skip` (the self-checks and demos) are not run by the grader. While grading,
+# your code can import the standard library, numpy and scipy, but not `tinyodl` (the point
+# is to write it yourself) nor plotting libraries: put plots in `### grader: skip` cells.
+# Some tasks have an extra hidden test whose result you see after grades are published.
+#
+# The checks enforce exactly what the task text and the docstrings say: the shapes and
+# dtypes of what you return (float32 inputs give float32 outputs wherever a docstring says
+# "same dtype"), arrays updated in place where it says so, and inputs left as they were.
 #
 # Conventions (the same as PyTorch and tinyodl): images are `(N, C, H, W)`, convolution
 # weights `(F, C, KH, KW)`, linear weights `(out_features, in_features)`.
@@ -58,7 +66,9 @@ rng = np.random.default_rng(0)
 # the gradients agree; $10^{-2}$ or above means a bug.
 #
 # **Task 1 (2 points).** Implement `numerical_gradient(f, x, h)` (perturb one entry at a
-# time, in place, and put it back afterwards!) and `relative_error(a, b)`.
+# time, in place, and put it back afterwards!) and `relative_error(a, b)`. The gradient is a
+# float64 array of the shape of `x`, computed with the step `h` you are given, and `x` holds
+# its original values when the function returns.
 
 
 # %%
@@ -180,7 +190,7 @@ print("db", relative_error(db, numerical_gradient(loss_of_b, b)))
 #
 # **Task 4 (2 points).** `im2col`. **Task 5 (2 points + 1 hidden).** `conv2d_forward` using
 # your `im2col` and a matrix product. `kernel_size`, `stride` and `padding` are an int or an
-# `(h, w)` pair; use the helpers below.
+# `(h, w)` pair; use the helpers below. Both keep the dtype of `x` (float32 in, float32 out).
 
 
 # %%
@@ -217,7 +227,8 @@ def im2col(x, kernel_size, stride=1, padding=0):
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """2-D convolution (cross-correlation, as in PyTorch) via im2col.
 
-    x : (N, C, H, W); w : (F, C, KH, KW); b : (F,) or None. Returns (N, F, OH, OW).
+    x : (N, C, H, W); w : (F, C, KH, KW); b : (F,) or None. Returns (N, F, OH, OW),
+    same dtype as x.
     """
     ### BEGIN SOLUTION
     n, _, h, width = x.shape
@@ -259,7 +270,7 @@ def softmax_cross_entropy(logits, y):
     """Mean softmax cross-entropy and its gradient.
 
     logits : (N, K) float; y : (N,) int labels in [0, K). Returns ``(loss, dlogits)``:
-    a float and an array of shape (N, K).
+    a float and an array of shape (N, K), both finite even for logits of magnitude 1000.
     """
     ### BEGIN SOLUTION
     n = logits.shape[0]
@@ -292,7 +303,7 @@ print("large logits:", softmax_cross_entropy(1000 * z, labels)[0])
 # or $v$ (use `*=`, `+=`, `-=`, or `out=`).
 #
 # **Task 7 (1 point).** `sgd_momentum_step(w, grad, velocity, lr, momentum)`; update `w` and
-# `velocity` in place and return them.
+# `velocity` in place and return them (the same array objects you were given).
 
 
 # %%

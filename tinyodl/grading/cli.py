@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tinyodl.grading.grader import DEFAULT_TIMEOUT, grade_notebook
+from tinyodl.grading.engine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, grade_notebook
 from tinyodl.grading.release import release_all, release_exercise
+from tinyodl.grading.sandbox import SandboxConfig
+
+SOURCES_MISSING = (
+    "the exercise sources (exercises/NN_*.py, with solutions) are not part of the installed "
+    "package: students `pip install tinyodl`, instructors clone the repository and run "
+    "`tinyodl exercises release` from its root, or pass --source PATH"
+)
 
 
 def add_grade_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the arguments of ``tinyodl grade`` to ``parser``."""
+    defaults = SandboxConfig()
     parser.add_argument("notebook", help="student notebook (.ipynb or percent-format .py)")
     parser.add_argument(
         "--json", dest="json_path", metavar="PATH", help="write Gradescope results.json here"
@@ -30,6 +42,13 @@ def add_grade_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         metavar="S",
         help=f"seconds per task, loading included (default {DEFAULT_TIMEOUT:g})",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        metavar="S",
+        help=f"seconds for the whole notebook (default {DEFAULT_BUDGET:g})",
+    )
     parser.add_argument("--exercise", help="exercise id, e.g. 00_foundations (default: detect)")
     parser.add_argument(
         "--tests", metavar="MODULE_OR_PY", help="grader module or .py file (default: built in)"
@@ -37,6 +56,29 @@ def add_grade_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--task", action="append", help="grade only this task (repeatable)")
     parser.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="tasks graded in parallel (default 1)"
+    )
+    parser.add_argument(
+        "--sandbox-user",
+        metavar="NAME",
+        help="run student code as this unprivileged user (the grader must run as root)",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=defaults.memory_mb,
+        metavar="MB",
+        help=f"address-space limit of student code (default {defaults.memory_mb})",
+    )
+    parser.add_argument(
+        "--allow-package",
+        action="append",
+        metavar="NAME",
+        help="third-party package student code may import (repeatable; default numpy, scipy)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the grader's internal errors with tracebacks (instructors only)",
     )
     return parser
 
@@ -70,27 +112,78 @@ def format_report(results: dict) -> str:
         lines.append(f"[{mark}] {test['name']}: {test['score']:g}/{test['max_score']:g}")
         if test["status"] != "passed":
             detail = test["output"].split("\n", 1)[1:] or [""]
-            lines.extend("    " + line for line in detail[0].splitlines()[-12:])
+            lines.extend("    " + line for line in detail[0].splitlines()[-16:])
     return "\n".join(lines)
 
 
+def write_results(path: str | Path, results: dict) -> None:
+    """Write ``results.json`` atomically (a temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(results, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def grade_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
-    """``tinyodl grade NOTEBOOK [--json PATH] [--timeout S] [--exercise ID]``; returns 0."""
+    """``tinyodl grade NOTEBOOK [--json PATH] ...``: always writes results; 0 if graded."""
     args = _namespace(args, add_grade_arguments, "tinyodl grade")
-    results = grade_notebook(
-        args.notebook,
-        exercise=getattr(args, "exercise", None),
-        timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
-        grader=getattr(args, "tests", None),
-        tasks=getattr(args, "task", None),
-        jobs=getattr(args, "jobs", 1),
-    )
+    debug = getattr(args, "debug", False)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tinyodl grade: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("tinyodl.grading")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        handler.addFilter(_no_tracebacks)
+    try:
+        packages = getattr(args, "allow_package", None)
+        sandbox = SandboxConfig(
+            packages=("numpy", "scipy") if not packages else ("numpy", *packages),
+            memory_mb=getattr(args, "memory_mb", SandboxConfig.memory_mb),
+            user=getattr(args, "sandbox_user", None),
+        )
+        results = grade_notebook(
+            args.notebook,
+            exercise=getattr(args, "exercise", None),
+            timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
+            grader=getattr(args, "tests", None),
+            tasks=getattr(args, "task", None),
+            jobs=getattr(args, "jobs", 1),
+            budget=getattr(args, "budget", DEFAULT_BUDGET),
+            sandbox=sandbox,
+        )
+    except Exception as err:  # noqa: BLE001 - results.json is written whatever happens
+        logger.error("internal error: %r", err, exc_info=True)
+        results = {
+            "score": 0.0,
+            "output": "Could not grade this notebook: internal error of the grader.",
+            "visibility": "visible",
+            "stdout_visibility": "hidden",
+            "tests": [],
+            "extra_data": {"error": f"{type(err).__name__}: {err}"},
+        }
+    finally:
+        logger.removeHandler(handler)
     print(format_report(results))
     json_path = getattr(args, "json_path", None)
     if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_results(json_path, results)
         print(f"\nwrote {json_path}")
-    return 0
+    return 0 if results["tests"] else 1
+
+
+def _no_tracebacks(record: logging.LogRecord) -> bool:
+    record.exc_info = None
+    record.exc_text = None
+    return True
 
 
 def release_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
@@ -99,11 +192,14 @@ def release_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     source = Path(args.source) if args.source else Path("exercises")
     if not source.exists():
         raise FileNotFoundError(
-            f"tinyodl exercises release: {source} does not exist; run it from a tinyodl "
-            "checkout or pass --source exercises/"
+            f"tinyodl exercises release: {source} does not exist; {SOURCES_MISSING}"
         )
     solutions = not getattr(args, "no_solutions", False)
     if source.is_dir():
+        if not any(source.glob("[0-9][0-9]_*.py")):
+            raise FileNotFoundError(
+                f"tinyodl exercises release: no NN_*.py sources in {source}; {SOURCES_MISSING}"
+            )
         written = release_all(source, args.out, solutions)
     else:
         written = [release_exercise(source, args.out, solutions)]

@@ -121,29 +121,70 @@ def parse_percent(text: str) -> Notebook:
     return Notebook(cells, metadata)
 
 
+class NotebookError(ValueError):
+    """A file that is not a notebook tinyodl can read; the message says why, in one line."""
+
+
+MAX_NOTEBOOK_BYTES = 100 * 2**20
+
+
 def parse_ipynb(text: str) -> Notebook:
-    """Parse the JSON of a Jupyter notebook (nbformat 4) into a :class:`Notebook`."""
-    data = json.loads(text)
-    if not isinstance(data, dict) or "cells" not in data:
-        raise ValueError("not a Jupyter notebook: no 'cells' list in the JSON")
+    """Parse the JSON of a Jupyter notebook (nbformat 4) into a :class:`Notebook`.
+
+    Raises
+    ------
+    NotebookError
+        Not JSON, not a notebook (no ``cells`` list), another nbformat, malformed cells.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise NotebookError(f"the notebook is not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise NotebookError("not a Jupyter notebook: no 'cells' list in the JSON")
+    version = data.get("nbformat", 4)
+    if version != 4:
+        raise NotebookError(
+            f"notebook format {version!r} is not supported (expected 4); open and save it "
+            "with a current Jupyter"
+        )
     cells = []
-    for raw in data["cells"]:
+    for number, raw in enumerate(data["cells"], start=1):
+        if not isinstance(raw, dict):
+            raise NotebookError(f"cell {number} is not a JSON object")
         source = raw.get("source", "")
-        if isinstance(source, list):
+        if isinstance(source, list) and all(isinstance(x, str) for x in source):
             source = "".join(source)
-        cells.append(Cell(raw.get("cell_type", "code"), source, 0, raw.get("metadata", {})))
-    return Notebook(cells, data.get("metadata", {}))
+        if not isinstance(source, str):
+            raise NotebookError(f"cell {number}: its 'source' is not text")
+        kind = raw.get("cell_type", "code")
+        metadata = raw.get("metadata", {})
+        cells.append(
+            Cell(
+                kind if isinstance(kind, str) else "code",
+                source,
+                0,
+                metadata if isinstance(metadata, dict) else {},
+            )
+        )
+    metadata = data.get("metadata", {})
+    return Notebook(cells, metadata if isinstance(metadata, dict) else {})
 
 
 def read_notebook(path: str | Path) -> Notebook:
-    """Read a ``.ipynb`` or percent-format ``.py`` notebook."""
+    """Read a ``.ipynb`` or percent-format ``.py`` notebook (:class:`NotebookError` if bad)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    if path.suffix not in (".ipynb", ".py"):
+        raise NotebookError(f"expected a .ipynb or .py file, got {path.name!r}")
+    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+        raise NotebookError(f"the notebook is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise NotebookError(f"the notebook is not UTF-8 text ({err.reason})") from None
     if path.suffix == ".ipynb":
         return parse_ipynb(text)
-    if path.suffix == ".py":
-        return parse_percent(text)
-    raise ValueError(f"read_notebook: expected a .ipynb or .py file, got {path.name!r}")
+    return parse_percent(text)
 
 
 def _source_lines(source: str) -> list[str]:
@@ -192,3 +233,35 @@ def exercise_id(notebook: Notebook, path: str | Path | None = None) -> str | Non
         if re.match(r"\d\d(_|$)", stem):
             return stem
     return None
+
+
+SKIP_MARK = re.compile(r"\A\s*### grader: skip[ \t]*$", re.MULTILINE)
+_KEEP_CELL_MAGICS = {"time", "timeit", "capture", "prun"}
+
+
+def grading_cells(notebook: Notebook) -> list[tuple[int, str]]:
+    """The code the grader runs: ``(cell number, source)`` for each code cell.
+
+    Cell numbers are 1-based positions among all cells. Cells whose first line is
+    ``### grader: skip`` are left out (a pasted block that merely contains it is not).
+    IPython line magics and shell escapes (``%...``, ``!...``) become ``pass``; a cell magic
+    other than ``%%time``/``%%timeit``/``%%capture``/``%%prun`` drops the whole cell.
+    """
+    cells = []
+    for number, cell in enumerate(notebook.cells, start=1):
+        if cell.cell_type != "code" or SKIP_MARK.search(cell.source):
+            continue
+        lines = cell.source.split("\n")
+        first = lines[0].strip()
+        if first.startswith("%%"):
+            if first[2:].split(" ")[0] not in _KEEP_CELL_MAGICS:
+                continue
+            lines = lines[1:]
+        cleaned = []
+        for line in lines:
+            stripped = line.lstrip()
+            if stripped.startswith(("%", "!")):
+                line = line[: len(line) - len(stripped)] + "pass"
+            cleaned.append(line)
+        cells.append((number, "\n".join(cleaned)))
+    return cells
