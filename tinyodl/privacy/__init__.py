@@ -14,6 +14,7 @@ for neighbouring datasets D, D' and all output sets S,
   its inverses;
 * :mod:`~tinyodl.privacy.dpsgd` -- DP-SGD (Abadi et al. 2016): vectorized per-example
   gradients from ``backward(per_example=True)``, clipping, noise, Poisson sampling;
+  :mod:`~tinyodl.privacy.training` -- the training loop and averaging of the iterates;
 * :mod:`~tinyodl.privacy.ghost` and :mod:`~tinyodl.privacy.memory` -- ghost clipping and
   the measured/analytic memory of per-example gradients;
 * :mod:`~tinyodl.privacy.ftrl` -- DP-FTRL with tree aggregation (Kairouz et al. 2021);
@@ -35,10 +36,8 @@ from tinyodl.privacy.accountant import (
 from tinyodl.privacy.dpsgd import (
     CLIPPING_METHODS,
     DPSGD,
-    DPRun,
     UnsupportedLayerError,
     clip_and_sum,
-    fit_dpsgd,
     gaussian_noise,
     per_example_gradients,
     poisson_batches,
@@ -72,6 +71,7 @@ from tinyodl.privacy.rdp import (
     rdp_subsampled_gaussian,
     rdp_tree_aggregation,
 )
+from tinyodl.privacy.training import DPRun, ParameterAverage, fit_dpsgd
 
 __all__ = [
     "CLIPPING_METHODS",
@@ -81,6 +81,7 @@ __all__ = [
     "DPRun",
     "DPSGD",
     "RDPAccountant",
+    "ParameterAverage",
     "TreeAggregator",
     "UnsupportedLayerError",
     "clip_and_sum",

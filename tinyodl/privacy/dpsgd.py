@@ -19,20 +19,19 @@ per-example gradient is ever stored; the update is the same.
 
 Functions, in the order of the step: :func:`poisson_sample`, :func:`per_example_gradients`,
 :func:`clip_and_sum`, :func:`gaussian_noise`, all put together by :class:`DPSGD`;
-:func:`fit_dpsgd` is the training loop with the accountant. Tests hold the step equal to
-Opacus 1.6 on an identical PyTorch model given the same lot and the same noise.
+:func:`tinyodl.privacy.training.fit_dpsgd` is the training loop with the accountant. Tests
+hold the step equal to Opacus 1.6 on an identical PyTorch model given the same lot and the
+same noise.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tinyodl.history import History
 from tinyodl.nn.conv_layers import Conv2d
 from tinyodl.nn.errors import PerExampleGradientError
 from tinyodl.nn.layers import Linear
@@ -45,10 +44,8 @@ from tinyodl.privacy.accountant import epsilon as _epsilon
 __all__ = [
     "CLIPPING_METHODS",
     "DPSGD",
-    "DPRun",
     "UnsupportedLayerError",
     "clip_and_sum",
-    "fit_dpsgd",
     "gaussian_noise",
     "per_example_gradients",
     "poisson_batches",
@@ -437,110 +434,3 @@ class DPSGD:
             conversion=conversion,
             prior=self.prior,
         )
-
-
-@dataclass
-class DPRun:
-    """What :func:`fit_dpsgd` returns.
-
-    Attributes
-    ----------
-    history : History (per-epoch train/validation curves)
-    epsilons : list of float, epsilon at ``delta`` after each epoch
-    sample_rate, steps, noise_multiplier, delta, seconds
-    """
-
-    history: History
-    epsilons: list[float]
-    sample_rate: float
-    steps: int
-    noise_multiplier: float
-    delta: float
-    seconds: float
-
-
-def fit_dpsgd(
-    model,
-    optimizer,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    lot_size: int,
-    clip_norm: float,
-    noise_multiplier: float,
-    epochs: float,
-    delta: float,
-    seed: int,
-    schedule: Callable[[int], float] | None = None,
-    x_val: np.ndarray | None = None,
-    y_val: np.ndarray | None = None,
-    clipping: str = "per_example",
-    max_physical_batch_size: int | None = None,
-    progress: bool = False,
-    prior: Any = None,
-) -> DPRun:
-    """Train with DP-SGD: Poisson lots of expected size ``lot_size``, ``epochs * n / L`` steps.
-
-    The noise and the lots come from ``default_rng([seed, 0])`` and ``default_rng([seed, 1])``.
-    The run's privacy is ``epsilon(q=lot_size / n, noise_multiplier, steps, delta)`` (RDP,
-    improved conversion), plus whatever the accountant ``prior`` already holds; an epoch is
-    ``round(n / lot_size)`` steps.
-    """
-    from tinyodl.train import evaluate
-
-    n = len(x)
-    q = lot_size / n
-    steps_per_epoch = max(1, round(n / lot_size))
-    dp = DPSGD(
-        model,
-        optimizer,
-        clip_norm=clip_norm,
-        noise_multiplier=noise_multiplier,
-        expected_batch_size=lot_size,
-        sample_rate=q,
-        clipping=clipping,
-        max_physical_batch_size=max_physical_batch_size,
-        seed=np.random.default_rng([seed, 0]),
-        prior=prior,
-    )
-    lots = np.random.default_rng([seed, 1])
-    history, epsilons = History(), []
-    total_steps = int(round(epochs * steps_per_epoch))
-    t0 = time.perf_counter()
-    bar = _progress(progress, total_steps)
-    accum = [0.0, 0, 0]
-    for step in range(total_steps):
-        if schedule is not None:
-            optimizer.lr = float(schedule(step))
-        idx = poisson_sample(n, q, lots)
-        stats = dp.step(x[idx], y[idx])
-        accum[0] += 0.0 if not len(idx) else stats["loss"] * len(idx)
-        accum[2] += len(idx)
-        if bar is not None:
-            bar.update(1)
-        if (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps:
-            val = (None, None) if x_val is None else evaluate(model, x_val, y_val)
-            history.end_epoch(
-                train_loss=accum[0] / max(accum[2], 1),
-                train_accuracy=None,
-                val_loss=val[0],
-                val_accuracy=val[1],
-                wall_time=time.perf_counter() - t0,
-            )
-            epsilons.append(dp.epsilon(delta))
-            accum = [0.0, 0, 0]
-            if bar is not None:
-                bar.set_postfix(eps=f"{epsilons[-1]:.2f}", acc=val[1])
-    if bar is not None:
-        bar.close()
-    return DPRun(
-        history, epsilons, q, total_steps, noise_multiplier, delta, time.perf_counter() - t0
-    )
-
-
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="DP-SGD", unit="step")

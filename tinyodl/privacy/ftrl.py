@@ -37,7 +37,8 @@ from scipy import optimize
 from tinyodl.history import History
 from tinyodl.nn.utils import SeedLike, as_generator
 from tinyodl.privacy.accountant import RDPAccountant
-from tinyodl.privacy.dpsgd import DPSGD, DPRun, validate_model
+from tinyodl.privacy.dpsgd import DPSGD, validate_model
+from tinyodl.privacy.training import DPRun
 
 __all__ = ["DPFTRL", "TreeAggregator", "fit_dpftrl", "ftrl_epsilon", "ftrl_noise_for_epsilon"]
 

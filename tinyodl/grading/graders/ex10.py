@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 from scipy import optimize, special
+
 from tinyodl.grading.api import task
 from tinyodl.grading.checks import check_array, check_close, check_true
 
