@@ -379,3 +379,24 @@ def test_ghost_step_after_an_evaluation_forward_of_another_size():
     expected, _ = privacy.clip_and_sum(loop_oracle(mixed_model(), x, y), 0.5)
     for name, value in expected.items():
         np.testing.assert_allclose(sums[name], value, rtol=1e-9, atol=1e-12)
+
+
+def test_parameter_average_follows_its_recursion_and_swaps():
+    model = nn.Sequential([nn.Linear(3, 2, seed=0)]).astype(np.float64)
+    avg = privacy.ParameterAverage(model, decay=0.5)
+    w = model[0].params["weight"]
+    start, expected = w.data.copy(), w.data.copy()
+    for t in range(4):
+        w.data += 1.0
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * w.data
+        avg.update()
+    np.testing.assert_allclose(avg.average_[0], expected)
+    current = w.data.copy()
+    avg.swap()
+    np.testing.assert_allclose(w.data, expected)
+    avg.swap()
+    np.testing.assert_allclose(w.data, current)
+    assert not np.allclose(expected, start)
+    with pytest.raises(ValueError, match="decay"):
+        privacy.ParameterAverage(model, decay=1.0)

@@ -46,9 +46,10 @@ class DPRun:
 class ParameterAverage:
     """Exponential moving average of a model's trainable parameters.
 
-    ``avg <- decay * avg + (1 - decay) * w`` after every :meth:`update`, starting at the
-    weights given to the constructor; :meth:`swap` exchanges the model's weights with the
-    average (call it twice to swap back).
+    ``avg <- d_t * avg + (1 - d_t) * w`` after update t, starting at the weights given to
+    the constructor, with ``d_t = min(decay, (1 + t) / (10 + t))``: a short window at first
+    (the early iterates are far from the later ones), the full one later. :meth:`swap`
+    exchanges the model's weights with the average (call it twice to swap back).
 
     Parameters
     ----------
@@ -63,11 +64,14 @@ class ParameterAverage:
         self.decay = float(decay)
         self.params = [p for _, p in model.named_parameters() if p.trainable]
         self.average_ = [p.data.astype(np.float64) for p in self.params]
+        self.updates_ = 0
 
     def update(self) -> None:
+        d = min(self.decay, (1 + self.updates_) / (10 + self.updates_))
         for avg, p in zip(self.average_, self.params, strict=True):
-            avg *= self.decay
-            avg += (1.0 - self.decay) * p.data
+            avg *= d
+            avg += (1.0 - d) * p.data
+        self.updates_ += 1
 
     def swap(self) -> None:
         for i, p in enumerate(self.params):
