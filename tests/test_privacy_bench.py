@@ -62,3 +62,19 @@ def test_bench_dpmemory_quick(tmp_path):
     assert doc["summary"]["abadi_mlp"]["saving"] > 5
     layers = [r for r in doc["rows"] if r["kind"] == "layer"]
     assert {r["type"] for r in layers} >= {"Linear", "Conv2d", "DepthwiseConv2d"}
+
+
+def test_bench_dpfedavg_quick(tmp_path):
+    pytest.importorskip("tinyodl.federated")
+    path = tmp_path / "fed.json"
+    res = _cli("bench", "dpfedavg", "--quick", "--rounds", "3", "--json", str(path))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(path.read_text())
+    rows = {r["method"]: r for r in doc["rows"]}
+    assert rows["fedavg (non-private)"]["epsilon"] == float("inf")
+    adaptive = next(r for r in doc["rows"] if r["adaptive"])
+    assert adaptive["epsilon"] == pytest.approx(
+        privacy.dpfedavg_epsilon(doc["summary"]["sample_rate"], 1.0, 3, 1e-5)
+    )
+    assert len(adaptive["clip_curve"]) == 3 and adaptive["final_clip_norm"] != adaptive["clip_norm"]
+    assert adaptive["update_noise_multiplier"] > adaptive["noise_multiplier"]  # the split

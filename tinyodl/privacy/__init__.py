@@ -18,10 +18,13 @@ for neighbouring datasets D, D' and all output sets S,
 * :mod:`~tinyodl.privacy.ghost` and :mod:`~tinyodl.privacy.memory` -- ghost clipping and
   the measured/analytic memory of per-example gradients;
 * :mod:`~tinyodl.privacy.ftrl` -- DP-FTRL with tree aggregation (Kairouz et al. 2021);
+* :mod:`~tinyodl.privacy.fedavg` -- user-level DP-FedAvg with fixed or adaptive clipping
+  (McMahan et al. 2018; Andrew et al. 2021), a plug-in of the chapter 09 engine;
 * :mod:`~tinyodl.privacy.pca` -- DP-PCA for the Abadi et al. MNIST pipeline.
 
 The notebook is ``chapters/10_privacy.ipynb``; ``tinyodl bench dpsgd`` reproduces Abadi et
-al.'s MNIST figures and ``tinyodl bench dpmemory`` the memory comparison.
+al.'s MNIST figures, ``tinyodl bench dpmemory`` the memory comparison and ``tinyodl bench
+dpfedavg`` user-level DP-FedAvg.
 """
 
 from tinyodl.privacy.accountant import (
@@ -43,6 +46,12 @@ from tinyodl.privacy.dpsgd import (
     poisson_batches,
     poisson_sample,
     validate_model,
+)
+from tinyodl.privacy.fedavg import (
+    DPFedAvg,
+    PrivacyHook,
+    dpfedavg_epsilon,
+    split_noise_multiplier,
 )
 from tinyodl.privacy.ftrl import (
     DPFTRL,
@@ -78,14 +87,17 @@ __all__ = [
     "CONVERSIONS",
     "DEFAULT_ORDERS",
     "DPFTRL",
+    "DPFedAvg",
     "DPRun",
     "DPSGD",
     "RDPAccountant",
     "ParameterAverage",
+    "PrivacyHook",
     "TreeAggregator",
     "UnsupportedLayerError",
     "clip_and_sum",
     "dp_pca",
+    "dpfedavg_epsilon",
     "epsilon",
     "estimate_frequencies",
     "fit_dpftrl",
@@ -112,6 +124,7 @@ __all__ = [
     "rdp_to_delta",
     "rdp_to_epsilon",
     "rdp_tree_aggregation",
+    "split_noise_multiplier",
     "steps_for_budget",
     "validate_model",
 ]
