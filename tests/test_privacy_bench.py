@@ -28,11 +28,12 @@ def test_bench_dpsgd_quick_writes_rows_and_plot(tmp_path):
     doc = json.loads(path.read_text())
     assert doc["command"].startswith("tinyodl bench dpsgd --quick")
     methods = [r["method"] for r in doc["rows"]]
-    assert methods == ["dp-sgd", "dp-ftrl", "non-private"]
+    assert methods == ["non-private", "dp-sgd", "dp-ftrl"]
+    assert doc["summary"]["complete"] is True
     for row in doc["rows"]:
         assert {"epsilon", "delta", "noise_multiplier", "epochs", "accuracy", "seconds"} <= set(row)
         assert 0.0 <= row["accuracy"] <= 1.0
-    dp, ftrl = doc["rows"][0], doc["rows"][1]
+    dp, ftrl = doc["rows"][1], doc["rows"][2]
     assert dp["epsilon_spent"] <= 8.0 and ftrl["epsilon_spent"] <= 8.0
     assert dp["pca_noise_multiplier"] == dpsgd.pca_noise_for(8.0)
     # the accountant, DP-PCA included, reproduces the row's epsilon

@@ -295,7 +295,7 @@ def main(args) -> int:
     from threadpoolctl import threadpool_limits
 
     from tinyodl import backend
-    from tinyodl.bench._common import machine_info, write_results
+    from tinyodl.bench._common import machine_info
 
     backend.set_num_threads(1)
     threadpool_limits(1)
@@ -303,26 +303,48 @@ def main(args) -> int:
     t_all = time.perf_counter()
     features: dict[float, tuple] = {}  # one DP-PCA per noise level
     progress = not args.quick
-    rows = []
+    machine = machine_info(threads=1)
+    longest = max(e for _, e in runs)
+    # the (fast) non-private baseline first; the file is rewritten after every row so a
+    # long run that is stopped keeps what it finished (summary "complete": false)
+    rows = [
+        run_non_private(
+            args.data, args.quick, longest if args.quick else NON_PRIVATE_EPOCHS, args.seed
+        )
+    ]
+    print(_fmt(rows[-1]), flush=True)
+    source = "shipped subset" if args.quick else "full MNIST"
+    train_examples = None
+
+    def save(complete: bool) -> None:
+        _write(args.json_path, rows, source, train_examples, t_all, complete, machine)
+
+    save(False)
     for target, epochs in runs:
         pca_noise = args.pca_noise if args.pca_noise is not None else pca_noise_for(target)
         if pca_noise not in features:
             features[pca_noise] = load_features(args.data, args.quick, pca_noise, args.seed)
         xtr, ytr, xte, yte, prior, source = features[pca_noise]
+        train_examples = len(xtr)
         data = (xtr, ytr, xte, yte, prior)
         rows.append(run_dpsgd(data, target, epochs, pca_noise, args.seed, progress))
         print(_fmt(rows[-1]), flush=True)
+        save(False)
         if not args.no_ftrl:
             ftrl_epochs = args.ftrl_epochs or (epochs if args.quick else FTRL_EPOCHS)
             rows.append(run_ftrl(data, target, ftrl_epochs, pca_noise, args.seed, progress))
             print(_fmt(rows[-1]), flush=True)
-    longest = max(e for _, e in runs)
-    rows.append(
-        run_non_private(
-            args.data, args.quick, longest if args.quick else NON_PRIVATE_EPOCHS, args.seed
-        )
-    )
-    print(_fmt(rows[-1]), flush=True)
+            save(False)
+    save(True)
+    if args.plot:
+        plot(rows, args.plot)
+    return 0
+
+
+def _write(path, rows, source, train_examples, t_all, complete, machine) -> None:
+    """Write the rows with a summary (best DP-SGD accuracy within epsilon 2 and 8)."""
+    from tinyodl.bench._common import write_results
+
     dp = [r for r in rows if r["method"] == "dp-sgd"]
 
     def best(limit):
@@ -330,8 +352,9 @@ def main(args) -> int:
         return max(accs) if accs else None
 
     summary = {
+        "complete": complete,
         "data": source,
-        "train_examples": len(xtr),
+        "train_examples": train_examples,
         "pca": "DP-PCA fitted on the private training images (noise multiplier in each row's "
         "pca_noise_multiplier), its RDP composed into every epsilon",
         "best_accuracy_eps_le_2": best(2.0),
@@ -342,10 +365,7 @@ def main(args) -> int:
         "seconds": time.perf_counter() - t_all,
         "machine_note": "2-core machine shared with other jobs; seconds are wall-clock",
     }
-    write_results(args.json_path, rows, summary, machine=machine_info(threads=1))
-    if args.plot:
-        plot(rows, args.plot)
-    return 0
+    write_results(path, rows, summary, machine=machine)
 
 
 def _fmt(r: dict[str, Any]) -> str:
