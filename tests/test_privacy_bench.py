@@ -71,6 +71,7 @@ def test_bench_dpfedavg_quick(tmp_path):
     res = _cli("bench", "dpfedavg", "--quick", "--rounds", "3", "--json", str(path))
     assert res.returncode == 0, res.stderr
     doc = json.loads(path.read_text())
+    assert doc["summary"]["complete"] is True
     rows = {r["method"]: r for r in doc["rows"]}
     assert rows["fedavg (non-private)"]["epsilon"] == float("inf")
     adaptive = next(r for r in doc["rows"] if r["adaptive"])
