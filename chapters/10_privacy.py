@@ -488,6 +488,8 @@ results_file = Path(tinyodl.__file__).resolve().parents[1] / "benchmarks" / "res
 if results_file.exists():
     full = json.loads(results_file.read_text())
     print(full["command"])
+    if not full["summary"].get("complete", True):
+        print("(a partial run: the rows it finished)")
     for r in full["rows"]:
         paper = f"(paper {r['paper_accuracy']:.1%})" if r["paper_accuracy"] else ""
         print(
@@ -577,9 +579,23 @@ ax.legend(fontsize="small")
 ax.grid(alpha=0.3)
 
 # %% [markdown]
-# `tinyodl bench dpfedavg` runs this on the full MNIST with 6,000 users for 300 rounds, with
-# three fixed clipping norms beside adaptive clipping started from both ends (results in
-# `benchmarks/results/dpfedavg.json`).
+# `tinyodl bench dpfedavg --json benchmarks/results/dpfedavg.json` runs this on the full MNIST
+# with 6,000 users of 10 images (q = 0.02, 120 expected per round) for 300 rounds, with three
+# fixed clipping norms beside adaptive clipping started from both ends; its committed results
+# are printed below (if present).
+
+# %%
+fed_file = results_file.parent / "dpfedavg.json"
+if fed_file.exists():
+    fed = json.loads(fed_file.read_text())
+    print(fed["command"], "" if fed["summary"].get("complete", True) else "(partial run)")
+    for r in fed["rows"]:
+        clip = (
+            "" if r["clip_norm"] is None else f"C {r['clip_norm']:g} -> {r['final_clip_norm']:.3f}"
+        )
+        print(f"{r['method']:>30}  ε = {r['epsilon']:.2f}  {clip:18s} accuracy {r['accuracy']:.2%}")
+else:
+    print("no committed DP-FedAvg run found (run the command above)")
 
 # %%
 print(f"notebook ran in {time.perf_counter() - notebook_start:.0f} s")
