@@ -46,6 +46,30 @@ def test_bench_dpsgd_quick_writes_rows_and_plot(tmp_path):
     assert plot.stat().st_size > 0
 
 
+def test_printed_rows_read_back_and_replot(tmp_path):
+    rows = [
+        dpsgd._row("dp-sgd", 2.0, 1.987, 3.245, 8.0, 200, 20000, 0.9421, 1037.4),
+        dpsgd._row("dp-ftrl", 2.0, 1.999, 32.33, 8.0, 30, 3000, 0.913, 120.0),
+        dpsgd._row("non-private", float("inf"), float("inf"), 0.0, 0.0, 50, 5000, 0.97, 9.0),
+    ]
+    log = tmp_path / "run.log"
+    log.write_text("progress noise\n" + "\n".join(dpsgd._fmt(r) for r in rows) + "\n")
+    back = dpsgd.rows_from_log(log.read_text())
+    assert [r["method"] for r in back] == [r["method"] for r in rows]
+    for r, b in zip(rows, back, strict=True):
+        assert b["epsilon"] == r["epsilon"] and b["epochs"] == r["epochs"]
+        assert b["epsilon_spent"] == pytest.approx(r["epsilon_spent"], rel=1e-2)
+        assert b["accuracy"] == pytest.approx(r["accuracy"], abs=1e-4)
+    doc = tmp_path / "rows.json"
+    doc.write_text(json.dumps({"rows": rows[2:]}))
+    fig = tmp_path / "fig.png"
+    assert dpsgd.replot([str(doc), str(log)], str(fig)) == 0 and fig.stat().st_size > 0
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing here\n")
+    with pytest.raises(SystemExit, match="no result rows in"):
+        dpsgd.replot([str(empty)], str(fig))
+
+
 def test_bench_dpsgd_refuses_a_bad_runs_argument():
     res = _cli("bench", "dpsgd", "--quick", "--runs", "eight")
     assert res.returncode != 0 and "--runs must look like" in res.stderr

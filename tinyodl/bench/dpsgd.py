@@ -22,6 +22,7 @@ Full run: ``tinyodl bench dpsgd --json FILE --plot FIG`` on the full MNIST
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -65,6 +66,13 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--no-ftrl", action="store_true", help="skip the DP-FTRL comparison")
     parser.add_argument("--plot", default=None, help="write the privacy-utility plot here")
+    parser.add_argument(
+        "--replot",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="no training: draw --plot from the rows of these result JSONs and bench logs",
+    )
 
 
 def _abadi_model(seed: int):
@@ -291,8 +299,49 @@ def pca_noise_for(target: float) -> float:
     return max(8.0, 16.0 / target)
 
 
+def rows_from_log(text: str) -> list[dict[str, Any]]:
+    """The rows a run printed (:func:`_fmt` lines) read back from its output, for a run that
+    was stopped before it wrote its JSON; fields not printed are None."""
+    pattern = re.compile(
+        r"^\s*(dp-sgd|dp-ftrl|non-private)\s+eps (\S+) \(target (\S+)\)\s+sigma (\S+)\s+"
+        r"epochs (\d+)\s+accuracy (\S+)\s+(\S+) s$"
+    )
+    rows = []
+    for line in text.splitlines():
+        m = pattern.match(line)
+        if m:
+            method, spent, target, sigma, epochs, acc, seconds = m.groups()
+            row = _row(method, float(target), float(spent), float(sigma), None, int(epochs),
+                       None, float(acc), float(seconds))  # fmt: skip
+            if method == "non-private":
+                row["paper_accuracy"] = PAPER_NON_PRIVATE
+            rows.append(row)
+    return rows
+
+
+def replot(files: list[str], path: str | None) -> int:
+    """Draw the privacy-utility plot from result JSONs and printed logs (no training)."""
+    import json
+    from pathlib import Path
+
+    if not path:
+        raise SystemExit("tinyodl bench dpsgd: --replot needs --plot FIG")
+    rows: list[dict[str, Any]] = []
+    for name in files:
+        text = Path(name).read_text(encoding="utf-8")
+        found = json.loads(text)["rows"] if name.endswith(".json") else rows_from_log(text)
+        if not found:
+            raise SystemExit(f"tinyodl bench dpsgd: no result rows in {name}")
+        rows += found
+    plot(rows, path)
+    return 0
+
+
 def main(args) -> int:
     from threadpoolctl import threadpool_limits
+
+    if args.replot:
+        return replot(args.replot, args.plot)
 
     from tinyodl import backend
     from tinyodl.bench._common import machine_info
