@@ -65,6 +65,7 @@ def add_arguments(parser) -> None:
         "--ftrl-epochs", type=int, default=None, help="epochs of each DP-FTRL run (default 30)"
     )
     parser.add_argument("--no-ftrl", action="store_true", help="skip the DP-FTRL comparison")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the non-private baseline")
     parser.add_argument("--plot", default=None, help="write the privacy-utility plot here")
     parser.add_argument(
         "--replot",
@@ -356,12 +357,11 @@ def main(args) -> int:
     longest = max(e for _, e in runs)
     # the (fast) non-private baseline first; the file is rewritten after every row so a
     # long run that is stopped keeps what it finished (summary "complete": false)
-    rows = [
-        run_non_private(
-            args.data, args.quick, longest if args.quick else NON_PRIVATE_EPOCHS, args.seed
-        )
-    ]
-    print(_fmt(rows[-1]), flush=True)
+    rows = []
+    if not args.no_baseline:
+        baseline_epochs = longest if args.quick else NON_PRIVATE_EPOCHS
+        rows.append(run_non_private(args.data, args.quick, baseline_epochs, args.seed))
+        print(_fmt(rows[-1]), flush=True)
     source = "shipped subset" if args.quick else "full MNIST"
     train_examples = None
 
