@@ -475,8 +475,11 @@ ax.grid(alpha=0.3)
 #
 # `tinyodl bench dpsgd --json benchmarks/results/dpsgd.json --plot benchmarks/results/dpsgd.png`
 # runs the same pipeline on the full 60,000 MNIST images (q = 0.01) for the paper's grid of
-# budgets; its results are committed and drawn below (if present) beside the paper's 90 / 95 /
-# 97 % at ε = 0.5 / 2 / 8.
+# budgets. On this project's shared machine the full grid did not fit in one sitting, so the
+# committed results are three files (`benchmarks/README.md`): the non-private baseline
+# (`dpsgd_baseline.json`), the printed rows of an earlier run of the same code
+# (`dpsgd_run1.log`: ε = 0.5 and 2) and the ε = 8 run (`dpsgd.json`). All are drawn below
+# (if present) beside the paper's 90 / 95 / 97 % at ε = 0.5 / 2 / 8.
 
 # %%
 import json
@@ -484,23 +487,35 @@ from pathlib import Path
 
 import tinyodl
 
-results_file = Path(tinyodl.__file__).resolve().parents[1] / "benchmarks" / "results" / "dpsgd.json"
-if results_file.exists():
-    full = json.loads(results_file.read_text())
-    print(full["command"])
-    if not full["summary"].get("complete", True):
-        print("(a partial run: the rows it finished)")
-    for r in full["rows"]:
-        paper = f"(paper {r['paper_accuracy']:.1%})" if r["paper_accuracy"] else ""
-        print(
-            f"{r['method']:>11}  ε = {r['epsilon_spent']:.2f}  σ = {r['noise_multiplier']:6.2f}  "
-            f"epochs {r['epochs']:3d}  accuracy {r['accuracy']:.2%} {paper}"
-        )
-    abadi.plot(full["rows"], "privacy_utility.png")  # the same figure as the benchmark's
+results_dir = Path(tinyodl.__file__).resolve().parents[1] / "benchmarks" / "results"
+full_rows = []
+for name in ("dpsgd_baseline.json", "dpsgd_run1.log", "dpsgd.json"):
+    path = results_dir / name
+    if path.exists():
+        text = path.read_text()
+        if name.endswith(".json"):
+            doc = json.loads(text)
+            partial = (
+                "" if doc["summary"].get("complete", True) else " (stopped: its finished rows)"
+            )
+            print(f"{name}: {doc['command']}{partial}")
+            full_rows += doc["rows"]
+        else:
+            print(f"{name}: {text.splitlines()[0][2:100]}...")
+            full_rows += abadi.rows_from_log(text)
+for r in full_rows:
+    dp_sgd_paper = r["paper_accuracy"] and r["method"] != "dp-ftrl"  # the paper ran DP-SGD
+    paper = f"(paper {r['paper_accuracy']:.1%})" if dp_sgd_paper else ""
+    print(
+        f"{r['method']:>11}  ε = {r['epsilon_spent']:.2f}  σ = {r['noise_multiplier']:6.2f}  "
+        f"epochs {r['epochs']:3d}  accuracy {r['accuracy']:.2%} {paper}"
+    )
+if full_rows:
+    abadi.plot(full_rows, "privacy_utility.png")  # the same figure as the benchmark's
     from IPython.display import Image, display
 
     display(Image("privacy_utility.png"))
-    assert all(r["epsilon_spent"] <= r["epsilon"] for r in full["rows"])
+    assert all(r["epsilon_spent"] <= r["epsilon"] * 1.001 for r in full_rows)
 else:
     print("no committed full run found (run the command above)")
 
@@ -585,7 +600,7 @@ ax.grid(alpha=0.3)
 # are printed below (if present).
 
 # %%
-fed_file = results_file.parent / "dpfedavg.json"
+fed_file = results_dir / "dpfedavg.json"
 if fed_file.exists():
     fed = json.loads(fed_file.read_text())
     print(fed["command"], "" if fed["summary"].get("complete", True) else "(partial run)")
