@@ -274,6 +274,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         if r["method"] == "non-private":
             ax.axhline(r["accuracy"], color="grey", linestyle=":", label="non-private (tinyodl)")
     ax.set_xscale("log")
+    ax.set_xticks([0.5, 1, 2, 4, 8], ["0.5", "1", "2", "4", "8"])
+    ax.minorticks_off()
     ax.set_xlabel("epsilon (delta = 1e-5, DP-PCA included)")
     ax.set_ylabel("test accuracy")
     ax.set_title("MNIST, PCA-60 + 1000 ReLU, lot 600, C = 4")
