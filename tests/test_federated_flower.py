@@ -171,7 +171,7 @@ def test_flower_deployment_equals_the_simulation(tmp_path):
         submitted = _flwr(["run", str(app), "tinyodl"], env, app)
         assert submitted.get("success") is True, submitted
         run_id = str(submitted["run-id"])
-        status, deadline = "", time.monotonic() + 400
+        status, deadline = "", time.monotonic() + 520
         while time.monotonic() < deadline:  # `flwr run` exits 0 even if the ServerApp fails
             runs = _flwr(["ls", "tinyodl", "--run-id", run_id], env, app).get("runs", [])
             status = runs[0]["status"] if runs else ""
