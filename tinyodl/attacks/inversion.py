@@ -228,6 +228,9 @@ class DLG:
         Adam step on the dummy inputs (clipped to [0, 1] after each step).
     h : float, default 1e-3
         Weight nudge of :func:`gradient_matching_loss`.
+    restarts : int, default 1
+        Independent random initialisations; the one with the lowest final matching loss
+        is kept (the objective is not convex: a run can stall in a poor local minimum).
     seed : int or Generator
         Initial dummy inputs (uniform in [0, 1]).
 
@@ -239,10 +242,19 @@ class DLG:
     """
 
     def __init__(
-        self, model: Any, steps: int = 300, lr: float = 0.05, h: float = 1e-3, seed: Any = 0
+        self,
+        model: Any,
+        steps: int = 300,
+        lr: float = 0.05,
+        h: float = 1e-3,
+        restarts: int = 1,
+        seed: Any = 0,
     ) -> None:
         self.model = copy.deepcopy(model).astype("float64")
         self.steps, self.lr, self.h, self.seed = int(steps), float(lr), float(h), seed
+        self.restarts = int(restarts)
+        if self.restarts < 1 or self.steps < 1:
+            raise ValueError(f"DLG: steps and restarts must be >= 1, got {steps}, {restarts}")
 
     def reconstruct(
         self,
@@ -262,18 +274,27 @@ class DLG:
             labels = infer_labels(self._slice(observed, last_bias), batch_size)
         self.labels_ = np.asarray(labels, np.int64)
         rng = as_generator(self.seed)
-        x = rng.uniform(0, 1, size=(batch_size, *shape))
+        best = None
+        for _ in range(self.restarts):
+            x, losses = self._run(observed, rng.uniform(0, 1, size=(batch_size, *shape)))
+            if best is None or losses[-1] < best[1][-1]:
+                best = (x, losses)
+        self.losses_ = best[1]
+        return best[0].astype(np.float32)
+
+    def _run(self, observed: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """Adam on the dummy inputs from ``x``; returns them and the loss per step."""
         m, v = np.zeros_like(x), np.zeros_like(x)
         b1, b2 = 0.9, 0.999
-        self.losses_ = []
+        losses = []
         for t in range(1, self.steps + 1):
             loss, g = gradient_matching_loss(self.model, x, self.labels_, observed, self.h)
-            self.losses_.append(loss)
+            losses.append(loss)
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
             step = self.lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + 1e-8)
             x = np.clip(x - step, 0.0, 1.0)
-        return x.astype(np.float32)
+        return x, losses
 
     def _slice(self, observed: np.ndarray, name: str | None) -> np.ndarray:
         offset, found = 0, None

@@ -11,7 +11,9 @@ verified, shipped with the model):
   (:class:`PCADetector`) fitted on trusted features; an example labelled ``c`` is scored by
   its reconstruction error in class ``c``'s principal subspace (relative to the trusted
   error of that class), so a "7" labelled "1" scores high even though the image is clean.
-  A batch's statistic is its mean score. :class:`CUSUM` (Page 1954) accumulates small
+  A batch's statistic is the fraction of its examples scoring above the trusted 95th
+  percentile (about 5% on clean data whatever the batch, near 100% on a flipped batch;
+  a fraction is robust to the one odd clean example that would dominate a mean). :class:`CUSUM` (Page 1954) accumulates small
   shifts of that statistic, ``S_t = max(0, S_{t-1} + z_t - k)`` on the standardised
   ``z_t``, and raises an alarm while ``S_t > h``. :class:`StreamGuard` drops a batch
   before the update when its statistic exceeds the trusted threshold or the CUSUM is in
@@ -60,56 +62,83 @@ def _labels_check(who: str, y: np.ndarray | None, n: int) -> np.ndarray | None:
 
 
 class InputValidator:
-    """Reject inputs far (cosine distance) from the trusted class means; quarantine them.
+    """Reject inputs far (cosine distance) from the trusted data; quarantine them.
+
+    The score of an input is its mean cosine distance ``1 - cos(f, t)`` to its ``k``
+    nearest trusted examples ``t`` (of the claimed class when labels are given), in the
+    feature space of ``features``. ``reference="centroids"`` uses the distance to the
+    trusted class means instead: cheaper (K vectors instead of the trusted set), but one
+    mean per class is a coarse summary and lets more off-distribution inputs through.
 
     Parameters
     ----------
     features : callable, optional
-        ``x -> (N, F)`` features (default :func:`flatten_features`).
+        ``x -> (N, F)`` features (default :func:`flatten_features`, the raw pixels).
     quantile : float, default 0.99
-        The rejection threshold is this quantile of the trusted set's own distances.
+        Rejection threshold: this quantile of the trusted examples' own scores (each
+        scored against the *other* trusted examples, leave-one-out).
+    k : int, default 5
+        Neighbours averaged (``reference="neighbours"``).
+    reference : {"neighbours", "centroids"}
 
     Attributes
     ----------
-    centroids_ : ndarray (K, F)
-        Mean trusted feature of each class (classes ``classes_``).
+    reference_ : ndarray (M, F)
+        Unit-length trusted features (or class means); ``reference_labels_`` their classes.
     threshold_ : float
     quarantine_ : list of (x, y) pairs of rejected inputs, in arrival order
     """
 
-    def __init__(self, features: FeatureFn | None = None, quantile: float = 0.99) -> None:
+    def __init__(
+        self,
+        features: FeatureFn | None = None,
+        quantile: float = 0.99,
+        k: int = 5,
+        reference: str = "neighbours",
+    ) -> None:
         if not 0 < quantile <= 1:
             raise ValueError(f"InputValidator: quantile must be in (0, 1], got {quantile}")
+        if reference not in ("neighbours", "centroids") or k < 1:
+            raise ValueError(
+                f"InputValidator: reference must be 'neighbours' or 'centroids' and k >= 1, "
+                f"got {reference!r}, {k}"
+            )
         self.features = features or flatten_features
-        self.quantile = float(quantile)
+        self.quantile, self.k, self.reference = float(quantile), int(k), reference
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> InputValidator:
-        """Class means and threshold from trusted ``(x, y)``; returns self."""
+        """Trusted features (or class means) and the threshold; returns self."""
         y = _labels_check("InputValidator.fit", y, len(x))
         f = self.features(x)
-        self.classes_ = np.unique(y)
-        self.centroids_ = np.stack([f[y == c].mean(axis=0) for c in self.classes_])
-        self.threshold_ = float(np.quantile(self._distances(f, y), self.quantile))
+        if self.reference == "centroids":
+            classes = np.unique(y)
+            means = np.stack([f[y == c].mean(axis=0) for c in classes])
+            self.reference_, self.reference_labels_ = _unit(means), classes
+            trusted = self._scores(f, y)
+        else:
+            self.reference_, self.reference_labels_ = _unit(f), y
+            trusted = self._scores(f, y, leave_one_out=True)
+        self.threshold_ = float(np.quantile(trusted, self.quantile))
         self.quarantine_: list[tuple[np.ndarray, np.ndarray | None]] = []
         return self
 
-    def _distances(self, f: np.ndarray, y: np.ndarray | None) -> np.ndarray:
-        fn = f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12)
-        cn = self.centroids_ / (np.linalg.norm(self.centroids_, axis=1, keepdims=True) + 1e-12)
-        d = 1.0 - fn @ cn.T  # (N, K) cosine distances
-        if y is None:
-            return d.min(axis=1)
-        col = np.searchsorted(self.classes_, y)
-        col = np.clip(col, 0, len(self.classes_) - 1)
-        known = self.classes_[col] == y
-        return np.where(known, d[np.arange(len(y)), col], 2.0)  # unknown class: farthest
+    def _scores(self, f: np.ndarray, y: np.ndarray | None, leave_one_out: bool = False):
+        dist = 1.0 - _unit(f) @ self.reference_.T  # (N, M) cosine distances
+        if leave_one_out:
+            np.fill_diagonal(dist, np.inf)
+        if y is not None:  # only the claimed class's references count
+            dist = np.where(y[:, None] == self.reference_labels_[None, :], dist, np.inf)
+        k = 1 if self.reference == "centroids" else self.k
+        nearest = np.sort(dist, axis=1)[:, :k]
+        nearest = np.where(np.isfinite(nearest), nearest, 2.0)  # unknown class: farthest
+        return nearest.mean(axis=1)
 
     def score(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-        """Cosine distance (N,) to the claimed class's mean (to the nearest mean if no y)."""
-        return self._distances(self.features(x), _labels_check("InputValidator", y, len(x)))
+        """Cosine distance score (N,): higher is farther from the trusted data."""
+        return self._scores(self.features(x), _labels_check("InputValidator", y, len(x)))
 
     def validate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-        """Accepted (bool (N,)): distance at most ``threshold_``."""
+        """Accepted (bool (N,)): score at most ``threshold_``."""
         return self.score(x, y) <= self.threshold_
 
     def filter(self, x: np.ndarray, y: np.ndarray | None = None):
@@ -123,6 +152,11 @@ class InputValidator:
     def quarantined(self) -> int:
         """How many inputs have been quarantined."""
         return int(sum(len(q[0]) for q in self.quarantine_))
+
+
+def _unit(f: np.ndarray) -> np.ndarray:
+    f = np.asarray(f, np.float64)
+    return f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12)
 
 
 # ----------------------------------------------------------------------------- PCA
@@ -226,17 +260,19 @@ class StreamGuard:
     Parameters
     ----------
     features : callable, optional
-        ``x -> (N, F)`` (default :func:`flatten_features`; a frozen body works better).
+        ``x -> (N, F)`` (default :func:`flatten_features`; a frozen body also works).
     n_components : int, default 10
         Of the :class:`PCADetector`.
+    example_quantile : float, default 0.95
+        An example is suspicious above this quantile of the trusted scores.
     quantile : float, default 0.99
-        Batch threshold: this quantile of the statistic over trusted batches.
+        Batch threshold: this quantile of the statistic over resampled trusted batches.
     cusum : CUSUM or None, default CUSUM()
         Fitted on the trusted batch statistics; ``None`` disables it.
 
     Attributes
     ----------
-    threshold_ : float
+    example_threshold_, threshold_ : float
     log_ : list of dict
         One entry per batch seen: ``statistic``, ``admitted``, ``alarm``.
     """
@@ -245,26 +281,27 @@ class StreamGuard:
         self,
         features: FeatureFn | None = None,
         n_components: int = 10,
+        example_quantile: float = 0.95,
         quantile: float = 0.99,
         cusum: CUSUM | None | str = "default",
     ) -> None:
         self.features = features or flatten_features
         self.detector = PCADetector(n_components)
-        self.quantile = float(quantile)
+        self.example_quantile, self.quantile = float(example_quantile), float(quantile)
         self.cusum = CUSUM() if cusum == "default" else cusum
 
     def statistic(self, x: np.ndarray, y: np.ndarray) -> float:
-        """The batch statistic: mean relative PCA reconstruction error."""
-        return float(np.mean(self.detector.score(self.features(x), y)))
+        """The batch statistic: fraction of examples above ``example_threshold_``."""
+        return float(np.mean(self.detector.score(self.features(x), y) > self.example_threshold_))
 
     def fit(
-        self, x: np.ndarray, y: np.ndarray, batch_size: int, num_batches: int = 200, seed: int = 0
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, num_batches: int = 500, seed: int = 0
     ) -> StreamGuard:
         """Fit the detector on trusted data; calibrate on resampled trusted batches.
 
-        The trusted set is split in two halves: the PCA is fitted on one, and the batch
-        statistics for the threshold and the CUSUM come from batches drawn from the other
-        (so the threshold is not set on the data the subspaces were fitted to).
+        The trusted set is split in two halves: the PCA is fitted on one; the example
+        threshold and the batch statistics (for the batch threshold and the CUSUM) come
+        from the other, so no threshold is set on the data the subspaces were fitted to.
         """
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(x))
@@ -272,8 +309,10 @@ class StreamGuard:
         f = self.features(x)
         self.detector.fit(f[fit_idx], y[fit_idx])
         scores = self.detector.score(f[cal_idx], y[cal_idx])
+        self.example_threshold_ = float(np.quantile(scores, self.example_quantile))
+        high = scores > self.example_threshold_
         stats = [
-            float(scores[rng.choice(len(cal_idx), size=batch_size, replace=True)].mean())
+            float(high[rng.choice(len(cal_idx), size=batch_size, replace=True)].mean())
             for _ in range(num_batches)
         ]
         self.threshold_ = float(np.quantile(stats, self.quantile))
