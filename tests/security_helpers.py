@@ -29,7 +29,9 @@ def blobs(n: int = 90, seed: int = 0, classes: int = 3) -> tuple[np.ndarray, np.
     return np.clip(x, 0, 1).reshape(n, 1, 4, 4).astype(np.float32), y.astype(np.int64)
 
 
-def trained_tiny(seed: int = 0, dtype: str = "float32") -> tuple[nn.Sequential, np.ndarray, np.ndarray]:
+def trained_tiny(
+    seed: int = 0, dtype: str = "float32"
+) -> tuple[nn.Sequential, np.ndarray, np.ndarray]:
     """A tiny MLP trained to fit :func:`blobs` (a few hundred SGD steps)."""
     x, y = blobs(seed=seed)
     model = tiny_mlp(seed, dtype)
@@ -43,7 +45,16 @@ def _mnist_mlp_state() -> tuple[dict, np.ndarray, np.ndarray]:
     xi, yi = load_mnist("train")
     x, y = to_float(xi), yi.astype(np.int64)
     model = models.mlp_2nn(seed=0)
-    fit(model, nn.SGD(model, lr=0.1, momentum=0.9), x, y, epochs=1, batch_size=64, seed=0, progress=False)
+    fit(
+        model,
+        nn.SGD(model, lr=0.1, momentum=0.9),
+        x,
+        y,
+        epochs=1,
+        batch_size=64,
+        seed=0,
+        progress=False,
+    )
     return model.state_dict(), x, y
 
 

@@ -183,12 +183,14 @@ def test_nes_comparable_to_art_square_attack(pair):
     model, clf, counting = pair
     x, y = mnist_test(10)
     counting.count = 0
-    x_sq = ArtSquare(clf, norm=np.inf, eps=0.2, max_iter=300, nb_restarts=1, verbose=False).generate(
-        x, _onehot(y)
-    )
+    x_sq = ArtSquare(
+        clf, norm=np.inf, eps=0.2, max_iter=300, nb_restarts=1, verbose=False
+    ).generate(x, _onehot(y))
     budget = counting.count / len(x)
     art_success = np.mean(clf.predict(x_sq).argmax(1) != y)
-    nes = NES(model, eps=0.2, eps_step=0.02, samples=10, momentum=0.9, max_queries=int(budget), seed=0)
+    nes = NES(
+        model, eps=0.2, eps_step=0.02, samples=10, momentum=0.9, max_queries=int(budget), seed=0
+    )
     nes.generate(x, y)
     assert nes.queries_.max() <= budget
     assert nes.success_.mean() >= art_success - 0.35 and nes.success_.mean() >= 0.5

@@ -16,7 +16,9 @@ def test_margin_sign_and_targeted_form():
     y = np.array([0, 0])
     m = margin(logp, y)
     np.testing.assert_allclose(m, [np.log(0.7 / 0.2), np.log(0.2 / 0.5)])
-    np.testing.assert_allclose(margin(logp, np.array([2, 2]), targeted=True), [np.log(7), np.log(5 / 3)])
+    np.testing.assert_allclose(
+        margin(logp, np.array([2, 2]), targeted=True), [np.log(7), np.log(5 / 3)]
+    )
 
 
 def test_margin_objective_gradient_matches_finite_differences():

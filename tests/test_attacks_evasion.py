@@ -165,7 +165,9 @@ def test_fgm_l2_step_has_length_eps_before_clipping():
 def test_fgsm_without_labels_attacks_the_prediction_and_targeted_needs_labels():
     model, x, y = trained_tiny()
     pred = Classifier(model).predict_labels(x)
-    np.testing.assert_array_equal(FGSM(model, eps=0.1).generate(x), FGSM(model, eps=0.1).generate(x, pred))
+    np.testing.assert_array_equal(
+        FGSM(model, eps=0.1).generate(x), FGSM(model, eps=0.1).generate(x, pred)
+    )
     with pytest.raises(ValueError, match="target"):
         FGSM(model, targeted=True).generate(x)
 
@@ -193,7 +195,13 @@ def test_pgd_stays_in_the_ball_and_the_valid_range(eps, steps, norm, restarts, s
     model = tiny_mlp(seed % 5)
     x, y = blobs(12, seed)
     attack = PGD(
-        model, norm=norm, eps=eps, eps_step=eps / 2, max_iter=steps, num_random_init=restarts, seed=seed
+        model,
+        norm=norm,
+        eps=eps,
+        eps_step=eps / 2,
+        max_iter=steps,
+        num_random_init=restarts,
+        seed=seed,
     )
     adv = attack.generate(x, y)
     d = (adv - x).reshape(len(x), -1).astype(np.float64)
@@ -225,7 +233,9 @@ def test_restarts_keep_an_example_that_was_already_fooled():
     model, x, y = trained_tiny()
     attack = PGD(model, eps=0.2, eps_step=0.05, max_iter=3, num_random_init=4, seed=0)
     adv = attack.generate(x, y)
-    single = PGD(model, eps=0.2, eps_step=0.05, max_iter=3, num_random_init=1, seed=0).generate(x, y)
+    single = PGD(model, eps=0.2, eps_step=0.05, max_iter=3, num_random_init=1, seed=0).generate(
+        x, y
+    )
     fooled_single = attack.success(single, y)
     # the first restart is the single run; whatever it fooled stays fooled
     assert np.all(attack.success(adv, y)[fooled_single])

@@ -94,7 +94,9 @@ def test_gradient_matching_gradient_matches_finite_differences():
     observed = model_gradient(model, x, y) + 0.05  # something to match
     dummy = np.random.default_rng(0).uniform(size=x.shape)
     loss, g = gradient_matching_loss(model, dummy, y, observed, h=1e-4)
-    num = nn.numerical_gradient(lambda z: gradient_matching_loss(model, z, y, observed)[0], dummy, h=1e-6)
+    num = nn.numerical_gradient(
+        lambda z: gradient_matching_loss(model, z, y, observed)[0], dummy, h=1e-6
+    )
     assert nn.rel_error(g, num) < 1e-4 and loss > 0
 
 
@@ -151,7 +153,16 @@ def test_dp_advantage_bounds():
 
 def _overfit_mlp(x, y, seed):
     model = models.mlp_2nn(seed=seed)
-    fit(model, nn.SGD(model, lr=0.1, momentum=0.9), x, y, epochs=30, batch_size=20, seed=seed, progress=False)
+    fit(
+        model,
+        nn.SGD(model, lr=0.1, momentum=0.9),
+        x,
+        y,
+        epochs=30,
+        batch_size=20,
+        seed=seed,
+        progress=False,
+    )
     model.eval()
     return model
 
@@ -186,10 +197,21 @@ def test_model_extraction_agrees_with_the_victim():
     queries = to_float(xi[-2000:])
 
     def train(student, xq, t):
-        fit(student, nn.SGD(student, lr=0.1, momentum=0.9), xq, t, epochs=3, batch_size=50, seed=0, progress=False)
+        fit(
+            student,
+            nn.SGD(student, lr=0.1, momentum=0.9),
+            xq,
+            t,
+            epochs=3,
+            batch_size=50,
+            seed=0,
+            progress=False,
+        )
 
     student, used = extract_model(victim, models.mlp_2nn(seed=7), queries, train)
     x, _ = mnist_test(500)
     assert used == 2000 and agreement(victim, student, x) > 0.85
-    soft, used = extract_model(victim, models.mlp_2nn(seed=7), queries[:500], train, output="scores")
+    soft, used = extract_model(
+        victim, models.mlp_2nn(seed=7), queries[:500], train, output="scores"
+    )
     assert used == 500 and agreement(victim, soft, x) > 0.7

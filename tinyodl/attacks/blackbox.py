@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyodl.attacks.estimator import BlackBox, Classifier, as_classifier
+from tinyodl.attacks.estimator import BlackBox, as_classifier
 from tinyodl.attacks.evasion import ProjectedGradientDescent, projection
 from tinyodl.nn.utils import as_generator
 
@@ -167,9 +167,7 @@ class NES(_QueryAttack):
     def _margin(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return margin(np.log(np.maximum(self.victim.scores(x), 1e-300)), y, self.targeted)
 
-    def estimate_gradient(
-        self, x: np.ndarray, y: int, rng: np.random.Generator
-    ) -> np.ndarray:
+    def estimate_gradient(self, x: np.ndarray, y: int, rng: np.random.Generator) -> np.ndarray:
         """NES/SPSA estimate of ``d margin / dx`` at one example ``x`` (2 * samples queries)."""
         shape = (self.samples, *x.shape)
         if self.sampling == "gaussian":
@@ -260,14 +258,24 @@ class TransferPriorAttack:
     ) -> None:
         self.surrogate = as_classifier(surrogate)
         self.nes = NES(
-            victim, eps=eps, eps_step=eps_step, sigma=sigma, samples=samples,
-            max_queries=max_queries, targeted=targeted, prior=self.surrogate,
-            prior_weight=prior_weight, seed=seed,
-        )  # fmt: skip
-        self.pgd = ProjectedGradientDescent(
-            self.surrogate, eps=eps, eps_step=2.5 * eps / pgd_steps, max_iter=pgd_steps,
+            victim,
+            eps=eps,
+            eps_step=eps_step,
+            sigma=sigma,
+            samples=samples,
+            max_queries=max_queries,
             targeted=targeted,
-        )  # fmt: skip
+            prior=self.surrogate,
+            prior_weight=prior_weight,
+            seed=seed,
+        )
+        self.pgd = ProjectedGradientDescent(
+            self.surrogate,
+            eps=eps,
+            eps_step=2.5 * eps / pgd_steps,
+            max_iter=pgd_steps,
+            targeted=targeted,
+        )
 
     @property
     def victim(self) -> BlackBox:

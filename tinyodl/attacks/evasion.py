@@ -300,7 +300,9 @@ class ProjectedGradientDescent(EvasionAttack):
             noise = random_ball(x.shape, self.eps, self.norm, rng)
             x_adv = self.estimator.clip((x + noise).astype(x.dtype))
         for _ in range(self.max_iter):
-            x_adv = self.estimator.clip(x_adv + self.eps_step * self._direction(x_adv, y, self.norm))
+            x_adv = self.estimator.clip(
+                x_adv + self.eps_step * self._direction(x_adv, y, self.norm)
+            )
             x_adv = (x + projection(x_adv - x, self.eps, self.norm)).astype(x.dtype)
         return x_adv
 

@@ -123,9 +123,7 @@ def attack_features(model: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``[log p_y, max_j log p_j, entropy]`` (N, 3): what a shadow attack model sees."""
     logp = log_softmax(as_classifier(model, clip_values=None).predict(x).astype(np.float64))
     p = np.exp(logp)
-    return np.stack(
-        [logp[np.arange(len(y)), y], logp.max(axis=1), -(p * logp).sum(axis=1)], axis=1
-    )
+    return np.stack([logp[np.arange(len(y)), y], logp.max(axis=1), -(p * logp).sum(axis=1)], axis=1)
 
 
 class ShadowModelAttack:
@@ -225,7 +223,9 @@ def extract_model(
     """
     box = victim if isinstance(victim, BlackBox) else BlackBox(victim, output)
     before = box.queries_
-    targets = box.labels(x_queries) if output == "labels" else box.scores(x_queries).astype(np.float32)
+    targets = (
+        box.labels(x_queries) if output == "labels" else box.scores(x_queries).astype(np.float32)
+    )
     train_fn(student, x_queries, targets)
     return student, box.queries_ - before
 

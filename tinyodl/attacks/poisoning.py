@@ -91,9 +91,7 @@ def flip_labels(
     return out, flipped
 
 
-def fake_inputs(
-    n: int, kind: str, like: np.ndarray, seed: SeedLike = 0
-) -> np.ndarray:
+def fake_inputs(n: int, kind: str, like: np.ndarray, seed: SeedLike = 0) -> np.ndarray:
     """``n`` fake inputs shaped like ``like``'s examples (float, in [0, 1]).
 
     ``"noise"``: uniform random pixels. ``"pixelated"``: real images of ``like`` averaged

@@ -58,7 +58,9 @@ def robust_cnn(seed: int | np.random.Generator = 0, num_classes: int = 10) -> Se
             Flatten(),
         ]
     )
-    classifier = Sequential([Linear(32 * 7 * 7, 100, seed=s[2]), ReLU(), Linear(100, num_classes, seed=s[3])])
+    classifier = Sequential(
+        [Linear(32 * 7 * 7, 100, seed=s[2]), ReLU(), Linear(100, num_classes, seed=s[3])]
+    )
     return Sequential({"features": features, "classifier": classifier})
 
 
@@ -130,6 +132,10 @@ def adversarial_fit(
     schedule: Callable[[int], float] | None = None,
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
+    x_check: np.ndarray | None = None,
+    y_check: np.ndarray | None = None,
+    check_steps: int = 10,
+    restore_best: bool = True,
     progress: bool = True,
     max_steps: int | None = None,
 ) -> History:
@@ -158,6 +164,15 @@ def adversarial_fit(
         ``step -> lr``.
     x_val, y_val : ndarray, optional
         Clean validation accuracy after every epoch.
+    x_check, y_check : ndarray, optional
+        A small held-out set for Wong et al.'s guard against *catastrophic overfitting*
+        (the model learns to defeat the one-step attack only, and its accuracy under PGD
+        collapses within an epoch): after every epoch, accuracy under PGD-``check_steps``
+        (random start, step ``eps / 4``) is measured on it and stored in
+        ``history.check_accuracy``; when it falls more than 0.2 below its best, training
+        stops. With ``restore_best`` the weights of the best epoch are put back at the end.
+    check_steps : int, default 10
+    restore_best : bool, default True
     progress : bool
         tqdm progress bar.
     max_steps : int, optional
@@ -178,6 +193,8 @@ def adversarial_fit(
     model.train()
     sampler = BatchSampler(len(x_train), batch_size, seed)
     history, step, t0 = History(), 0, time.perf_counter()
+    history.check_accuracy = []  # PGD accuracy on the check set, per epoch
+    best = (-1.0, None)
     total = epochs * len(sampler) if max_steps is None else min(max_steps, epochs * len(sampler))
     bar = _bar(progress, total)
     try:
@@ -187,7 +204,9 @@ def adversarial_fit(
                 if max_steps is not None and step >= max_steps:
                     break
                 xb, yb = x_train[idx], y_train[idx]
-                attack.eps = eps * min(1.0, (step + 1) / eps_warmup_steps) if eps_warmup_steps else eps
+                attack.eps = (
+                    eps * min(1.0, (step + 1) / eps_warmup_steps) if eps_warmup_steps else eps
+                )
                 if method == "fgsm_rs" and eps_step is None:
                     attack.eps_step = 1.25 * attack.eps
                 x_adv = attack.generate(xb, yb) if attack.eps > 0 else xb
@@ -199,8 +218,10 @@ def adversarial_fit(
                 if not np.isfinite(value):
                     raise DivergenceError(
                         f"adversarial_fit: loss is {value} at step {step} (epoch {epoch})",
-                        step, epoch, "loss",
-                    )  # fmt: skip
+                        step,
+                        epoch,
+                        "loss",
+                    )
                 model.backward(dlogits)
                 optimizer.step()
                 history.step_loss.append(float(value))
@@ -218,11 +239,31 @@ def adversarial_fit(
                 val_accuracy=val[1],
                 wall_time=time.perf_counter() - t0,
             )
+            if x_check is not None:
+                acc = _check_accuracy(model, x_check, y_check, eps, check_steps, seed + epoch)
+                history.check_accuracy.append(acc)
+                if acc > best[0]:
+                    best = (acc, {k: v.copy() for k, v in model.state_dict().items()})
+                elif acc < best[0] - 0.2:
+                    break  # catastrophic overfitting: the one-step attack no longer teaches
             if max_steps is not None and step >= max_steps:
                 break
     finally:
         bar.close()
+    if restore_best and best[1] is not None:
+        model.load_state_dict(best[1])
     return history
+
+
+def _check_accuracy(model, x, y, eps: float, steps: int, seed: int) -> float:
+    from tinyodl.attacks.evasion import adversarial_accuracy
+
+    attack = ProjectedGradientDescent(
+        model, eps=eps, eps_step=eps / 4, max_iter=steps, num_random_init=1, seed=seed
+    )
+    accuracy = adversarial_accuracy(model, attack, x, y)
+    model.train()
+    return accuracy
 
 
 def _bar(enabled: bool, total: int):

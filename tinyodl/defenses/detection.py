@@ -13,9 +13,9 @@ verified, shipped with the model):
   error of that class), so a "7" labelled "1" scores high even though the image is clean.
   A batch's statistic is the fraction of its examples scoring above the trusted 95th
   percentile (about 5% on clean data whatever the batch, near 100% on a flipped batch;
-  a fraction is robust to the one odd clean example that would dominate a mean). :class:`CUSUM` (Page 1954) accumulates small
-  shifts of that statistic, ``S_t = max(0, S_{t-1} + z_t - k)`` on the standardised
-  ``z_t``, and raises an alarm while ``S_t > h``. :class:`StreamGuard` drops a batch
+  a fraction is robust to the one odd clean example that would dominate a mean).
+  :class:`CUSUM` (Page 1954) accumulates small shifts of that statistic,
+  ``S_t = max(0, S_{t-1} + z_t - k)`` on the standardised ``z_t``, and raises an alarm while ``S_t > h``. :class:`StreamGuard` drops a batch
   before the update when its statistic exceeds the trusted threshold or the CUSUM is in
   alarm; :func:`train_on_stream` is the guarded on-device training loop.
 
@@ -43,7 +43,9 @@ def model_features(model: Any, part: str = "features", batch_size: int = 500) ->
     body = model[part]
 
     def fn(x: np.ndarray) -> np.ndarray:
-        out = [body.forward(x[i : i + batch_size], train=False) for i in range(0, len(x), batch_size)]
+        out = [
+            body.forward(x[i : i + batch_size], train=False) for i in range(0, len(x), batch_size)
+        ]
         return np.concatenate(out).reshape(len(x), -1).astype(np.float64)
 
     return fn
@@ -174,7 +176,7 @@ class PCADetector:
     ----------
     means_, components_ : dict class -> (F,), (k, F)
     scale_ : dict class -> float
-        Mean trusted reconstruction error of the class (scores are relative to it).
+        Median trusted reconstruction error of the class (scores are relative to it).
     """
 
     def __init__(self, n_components: int = 10) -> None:
@@ -182,8 +184,19 @@ class PCADetector:
             raise ValueError(f"PCADetector: n_components must be >= 1, got {n_components}")
         self.n_components = int(n_components)
 
-    def fit(self, f: np.ndarray, y: np.ndarray) -> PCADetector:
-        """Fit on trusted features (N, F) and labels (N,); returns self."""
+    def fit(
+        self,
+        f: np.ndarray,
+        y: np.ndarray,
+        f_cal: np.ndarray | None = None,
+        y_cal: np.ndarray | None = None,
+    ) -> PCADetector:
+        """Fit on trusted features (N, F) and labels (N,); returns self.
+
+        ``scale_`` (each class's typical error) is the median error of held-out trusted
+        examples ``f_cal, y_cal`` when given -- in-sample errors are too small, since the
+        subspace was fitted to them -- else of the fitting examples.
+        """
         y = _labels_check("PCADetector.fit", y, len(f))
         self.means_, self.components_, self.scale_ = {}, {}, {}
         for c in np.unique(y):
@@ -195,7 +208,14 @@ class PCADetector:
             self.means_[int(c)] = mu
             self.components_[int(c)] = vt[: min(self.n_components, len(fc) - 1)]
             self.scale_[int(c)] = 1.0
-            self.scale_[int(c)] = float(self.score(fc, np.full(len(fc), c)).mean()) or 1.0
+        if f_cal is None:
+            f_cal, y_cal = f, y
+        y_cal = _labels_check("PCADetector.fit", y_cal, len(f_cal))
+        raw = self.score(f_cal, y_cal)
+        for c in self.means_:
+            errors = raw[y_cal == c]
+            self.scale_[c] = float(np.median(errors)) if len(errors) else 1.0
+            self.scale_[c] = self.scale_[c] or 1.0
         return self
 
     def score(self, f: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -307,7 +327,7 @@ class StreamGuard:
         order = rng.permutation(len(x))
         fit_idx, cal_idx = order[: len(x) // 2], order[len(x) // 2 :]
         f = self.features(x)
-        self.detector.fit(f[fit_idx], y[fit_idx])
+        self.detector.fit(f[fit_idx], y[fit_idx], f[cal_idx], y[cal_idx])
         scores = self.detector.score(f[cal_idx], y[cal_idx])
         self.example_threshold_ = float(np.quantile(scores, self.example_quantile))
         high = scores > self.example_threshold_
@@ -322,10 +342,16 @@ class StreamGuard:
         return self
 
     def admit(self, x: np.ndarray, y: np.ndarray) -> bool:
-        """Whether to train on this batch (logged in ``log_``)."""
+        """Whether to train on this batch (logged in ``log_``).
+
+        A batch above the threshold is dropped outright and does not enter the CUSUM (it
+        would keep the chart in alarm long after an isolated poisoned batch); the CUSUM
+        accumulates the batches that pass, to catch a drift too small for the threshold.
+        """
         s = self.statistic(x, y)
-        alarm = self.cusum.update(s) if self.cusum is not None else False
-        ok = s <= self.threshold_ and not alarm
+        over = s > self.threshold_
+        alarm = self.cusum.update(s) if (self.cusum is not None and not over) else False
+        ok = not over and not alarm
         self.log_.append({"statistic": s, "admitted": ok, "alarm": alarm})
         return ok
 
