@@ -15,9 +15,10 @@ verified, shipped with the model):
   percentile (about 5% on clean data whatever the batch, near 100% on a flipped batch;
   a fraction is robust to the one odd clean example that would dominate a mean).
   :class:`CUSUM` (Page 1954) accumulates small shifts of that statistic,
-  ``S_t = max(0, S_{t-1} + z_t - k)`` on the standardised ``z_t``, and raises an alarm while ``S_t > h``. :class:`StreamGuard` drops a batch
-  before the update when its statistic exceeds the trusted threshold or the CUSUM is in
-  alarm; :func:`train_on_stream` is the guarded on-device training loop.
+  ``S_t = max(0, S_{t-1} + z_t - k)`` on the standardised ``z_t``, and raises an alarm
+  while ``S_t > h``. :class:`StreamGuard` drops a batch before the update when its
+  statistic exceeds the trusted threshold or the CUSUM is in alarm;
+  :func:`train_on_stream` is the guarded on-device training loop.
 
 The benchmark measures the accuracy these recover under label flipping
 (``tinyodl bench security``, experiment ``label_flipping``).
