@@ -96,7 +96,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "transfer_n": 1000,
         "transfer_eps": 0.15,
         "unpair_n": 10_000,
-        "unpair_epochs": 1,
+        "unpair_epochs": 2,
         "unpair_lr": 0.01,
         "unpair_lambda": 3.0,
         "query_n": 50,

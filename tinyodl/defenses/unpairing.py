@@ -130,6 +130,7 @@ def similarity_unpairing(
     batch_size: int = 64,
     seed: int = 0,
     h: float = 1e-3,
+    max_grad_norm: float | None = 1.0,
     progress: bool = False,
 ) -> dict[str, list[float]]:
     """Fine-tune ``cloud`` with cross-entropy + ``lam`` * the unpairing penalty.
@@ -147,6 +148,11 @@ def similarity_unpairing(
     epochs, batch_size, seed : as :func:`tinyodl.train.fit`
     h : float
         See :func:`unpairing_penalty`.
+    max_grad_norm : float or None, default 1
+        Clip the norm of the penalty's weight gradient. ``d cos / d g`` grows like
+        ``1 / ||g||``, so the few examples the model is very sure of (tiny input gradients)
+        can produce huge steps that wreck the accuracy; clipping keeps the fine-tuning
+        gentle (None: no clipping).
 
     Returns
     -------
@@ -172,8 +178,12 @@ def similarity_unpairing(
             logits = cloud.forward(xb, train=True)
             ce, dlogits = softmax_cross_entropy(logits, yb)
             cloud.backward(dlogits)
+            norm = float(np.sqrt(sum(float(np.sum(g * g)) for g in pgrads)))
+            scale = lam
+            if max_grad_norm is not None and norm > max_grad_norm:
+                scale *= max_grad_norm / norm
             for p, g in zip(_trainable(cloud), pgrads, strict=True):
-                p.accumulate_grad(np.asarray(lam * g, p.data.dtype))
+                p.accumulate_grad(np.asarray(scale * g, p.data.dtype))
             optimizer.step()
             log["loss"].append(float(ce))
             log["penalty"].append(value)
