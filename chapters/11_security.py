@@ -126,8 +126,16 @@ print(f"train {x_train.shape}, test {x_test.shape}, attacked {len(x_eval)}; quic
 
 # %%
 victim = robust_cnn(SEED)
-fit(victim, nn.SGD(victim, lr=0.05, momentum=0.9), x_train, y_train, epochs=2, batch_size=64,
-    seed=SEED, progress=False)  # fmt: skip
+fit(
+    victim,
+    nn.SGD(victim, lr=0.05, momentum=0.9),
+    x_train,
+    y_train,
+    epochs=2,
+    batch_size=64,
+    seed=SEED,
+    progress=False,
+)
 victim.eval()
 clf = Classifier(victim)
 clean_acc = adversarial_accuracy(victim, None, x_eval, y_eval)
@@ -183,15 +191,26 @@ plt.show()
 # %%
 n_q = 4 if QUICK else 20
 budget = 300 if QUICK else 2000
-nes = NES(BlackBox(victim, "scores"), eps=0.2, eps_step=0.02, samples=10, momentum=0.9,
-          max_queries=budget, seed=0)  # fmt: skip
+nes = NES(
+    BlackBox(victim, "scores"),
+    eps=0.2,
+    eps_step=0.02,
+    samples=10,
+    momentum=0.9,
+    max_queries=budget,
+    seed=0,
+)
 nes.generate(x_eval[:n_q], y_eval[:n_q])
 hsj = HopSkipJump(BlackBox(victim, "labels"), max_queries=budget, seed=0)
 hsj.generate(x_eval[:n_q], y_eval[:n_q])
-print(f"NES (scores, L∞ 0.2): success {nes.success_.mean():.2f}, "
-      f"median queries {np.median(nes.queries_):.0f} (budget {budget})")  # fmt: skip
-print(f"HopSkipJump (labels only): median L2 distance {np.median(hsj.distances_):.2f} "
-      f"after {hsj.queries_.mean():.0f} queries")  # fmt: skip
+print(
+    f"NES (scores, L∞ 0.2): success {nes.success_.mean():.2f}, "
+    f"median queries {np.median(nes.queries_):.0f} (budget {budget})"
+)
+print(
+    f"HopSkipJump (labels only): median L2 distance {np.median(hsj.distances_):.2f} "
+    f"after {hsj.queries_.mean():.0f} queries"
+)
 assert nes.queries_.max() <= budget and hsj.queries_.max() <= budget
 
 # %% [markdown]
@@ -217,18 +236,30 @@ robust = robust_cnn(SEED)
 epochs = 1 if QUICK else 3
 steps = epochs * int(np.ceil(len(x_train) / 100))
 history = adversarial_fit(
-    robust, nn.Adam(robust, lr=5e-3), x_train, y_train, eps=0.3, eps_step=0.3, epochs=epochs,
-    batch_size=100, seed=SEED, eps_warmup_steps=steps // 5,
+    robust,
+    nn.Adam(robust, lr=5e-3),
+    x_train,
+    y_train,
+    eps=0.3,
+    eps_step=0.3,
+    epochs=epochs,
+    batch_size=100,
+    seed=SEED,
+    eps_warmup_steps=steps // 5,
     schedule=lambda s: 5e-3 * (1 - abs(2 * s / steps - 1)),
-    x_check=x_test[-100:], y_check=y_test[-100:], progress=False,
-)  # fmt: skip
+    x_check=x_test[-100:],
+    y_check=y_test[-100:],
+    progress=False,
+)
 robust.eval()
 pgd20 = lambda m: PGD(m, eps=0.3, eps_step=0.0375, max_iter=20, num_random_init=1, seed=0)  # noqa: E731
 rob = {
     "natural": (clean_acc, adversarial_accuracy(victim, pgd20(victim), x_eval, y_eval)),
-    "adversarial": (adversarial_accuracy(robust, None, x_eval, y_eval),
-                    adversarial_accuracy(robust, pgd20(robust), x_eval, y_eval)),
-}  # fmt: skip
+    "adversarial": (
+        adversarial_accuracy(robust, None, x_eval, y_eval),
+        adversarial_accuracy(robust, pgd20(robust), x_eval, y_eval),
+    ),
+}
 for k, (c, r) in rob.items():
     print(f"{k:12s} clean {c:.3f}   PGD-20 (ε=0.3) {r:.3f}")
 print("PGD accuracy on the check set per epoch:", history.check_accuracy)
@@ -248,8 +279,14 @@ assert rob["adversarial"][1] >= rob["natural"][1]
 
 # %%
 n_d = 1000 if QUICK else 4000
-dist = defensive_distillation(models.mlp_2nn(seed=0), models.mlp_2nn(seed=1), x_train[:n_d],
-                              y_train[:n_d], temperature=20, epochs=2)  # fmt: skip
+dist = defensive_distillation(
+    models.mlp_2nn(seed=0),
+    models.mlp_2nn(seed=1),
+    x_train[:n_d],
+    y_train[:n_d],
+    temperature=20,
+    epochs=2,
+)
 student = dist["student"]
 ce_fgsm = adversarial_accuracy(student, FGSM(student, eps=0.2), x_eval, y_eval)
 
@@ -262,11 +299,17 @@ class MarginFGSM(FGSM):
 
 
 margin_fgsm = adversarial_accuracy(student, MarginFGSM(student, eps=0.2), x_eval, y_eval)
-transfer = adversarial_accuracy(student, None, PGD(victim, eps=0.2, eps_step=0.025,
-                                max_iter=20).generate(x_eval, y_eval), y_eval)  # fmt: skip
+transfer = adversarial_accuracy(
+    student,
+    None,
+    PGD(victim, eps=0.2, eps_step=0.025, max_iter=20).generate(x_eval, y_eval),
+    y_eval,
+)
 d_clean = adversarial_accuracy(student, None, x_eval, y_eval)
-print(f"distilled student: clean {d_clean:.3f}, FGSM on the loss {ce_fgsm:.3f}, "
-      f"FGSM on the margin {margin_fgsm:.3f}, PGD transferred from the CNN {transfer:.3f}")  # fmt: skip
+print(
+    f"distilled student: clean {d_clean:.3f}, FGSM on the loss {ce_fgsm:.3f}, "
+    f"FGSM on the margin {margin_fgsm:.3f}, PGD transferred from the CNN {transfer:.3f}"
+)
 assert margin_fgsm < ce_fgsm  # the 'robustness' was gradient masking
 
 # %% [markdown]
@@ -281,18 +324,34 @@ assert margin_fgsm < ce_fgsm  # the 'robustness' was gradient masking
 
 # %%
 cloud = robust_cnn(SEED + 1)
-fit(cloud, nn.SGD(cloud, lr=0.05, momentum=0.9), x_train, y_train, epochs=1, batch_size=64,
-    seed=SEED, progress=False)  # fmt: skip
+fit(
+    cloud,
+    nn.SGD(cloud, lr=0.05, momentum=0.9),
+    x_train,
+    y_train,
+    epochs=1,
+    batch_size=64,
+    seed=SEED,
+    progress=False,
+)
 cloud.eval()
 device = on_device_copy(cloud, x_train[:300])
 eps_t = 0.15
-crafted = PGD(device["surrogate"], eps=eps_t, eps_step=2.5 * eps_t / 20, max_iter=20,
-              num_random_init=1, seed=0).generate(x_eval, y_eval)  # fmt: skip
+crafted = PGD(
+    device["surrogate"],
+    eps=eps_t,
+    eps_step=2.5 * eps_t / 20,
+    max_iter=20,
+    num_random_init=1,
+    seed=0,
+).generate(x_eval, y_eval)
 before = {
     "transfer rate": transfer_rate(cloud, x_eval, y_eval, crafted),
-    "gradient cosine": float(np.mean(gradient_similarity(cloud, device["surrogate"], x_eval, y_eval))),
+    "gradient cosine": float(
+        np.mean(gradient_similarity(cloud, device["surrogate"], x_eval, y_eval))
+    ),
     "cloud accuracy": adversarial_accuracy(cloud, None, x_test[:1000], y_test[:1000]),
-}  # fmt: skip
+}
 print(f"on-device model: {device['kind']}; ε = {eps_t}")
 print("before unpairing:", {k: round(v, 3) for k, v in before.items()})
 assert before["gradient cosine"] > 0.9
@@ -304,24 +363,42 @@ assert before["gradient cosine"] > 0.9
 
 # %%
 n_p = 4 if QUICK else 20
-plain = NES(BlackBox(cloud), eps=eps_t, eps_step=eps_t / 10, samples=10, momentum=0.9,
-            max_queries=budget, seed=0)  # fmt: skip
+plain = NES(
+    BlackBox(cloud),
+    eps=eps_t,
+    eps_step=eps_t / 10,
+    samples=10,
+    momentum=0.9,
+    max_queries=budget,
+    seed=0,
+)
 plain.generate(x_eval[:n_p], y_eval[:n_p])
-prior = TransferPriorAttack(BlackBox(cloud), device["surrogate"], eps=eps_t, eps_step=eps_t / 10,
-                            samples=10, max_queries=budget, seed=0)  # fmt: skip
+prior = TransferPriorAttack(
+    BlackBox(cloud),
+    device["surrogate"],
+    eps=eps_t,
+    eps_step=eps_t / 10,
+    samples=10,
+    max_queries=budget,
+    seed=0,
+)
 prior.generate(x_eval[:n_p], y_eval[:n_p])
 print(
-    f"NES alone:        success {plain.success_.mean():.2f}, mean queries {plain.queries_.mean():.0f}"
+    f"NES alone:      success {plain.success_.mean():.2f}, mean queries {plain.queries_.mean():.0f}"
 )
-print(f"with the prior:   success {prior.success_.mean():.2f}, mean queries {prior.queries_.mean():.0f}"
-      f" ({prior.transferred_.mean():.2f} transferred at the first query)")  # fmt: skip
+print(
+    f"with the prior: success {prior.success_.mean():.2f}, "
+    f"mean queries {prior.queries_.mean():.0f}"
+    f" ({prior.transferred_.mean():.2f} transferred at the first query)"
+)
 assert prior.queries_.mean() <= plain.queries_.mean()
 
 # %% [markdown]
 # **Similarity unpairing** fine-tunes the cloud model with an extra term that pushes its
 # input gradients away from the (published, fixed) on-device model's,
 #
-# $$\min_\theta\ \mathrm{CE}(f_\theta(x), y) + \lambda\,\overline{\cos^2}\big(\nabla_x L_\theta,\ \nabla_x L_\text{device}\big),$$
+# $$\min_\theta\ \mathrm{CE}(f_\theta(x), y)
+#   + \lambda\,\overline{\cos^2}\big(\nabla_x L_\theta,\ \nabla_x L_\text{device}\big),$$
 #
 # while keeping its accuracy. The weight gradient of a term made of input gradients is a
 # mixed second derivative; `unpairing_penalty` gets it from two extra first-order passes
@@ -332,15 +409,24 @@ assert prior.queries_.mean() <= plain.queries_.mean()
 
 # %%
 n_u = 600 if QUICK else 4000
-log = similarity_unpairing(cloud, device["surrogate"], nn.SGD(cloud, lr=0.01, momentum=0.9),
-                           x_train[:n_u], y_train[:n_u], lam=3.0, epochs=1 if QUICK else 2,
-                           batch_size=64)  # fmt: skip
+log = similarity_unpairing(
+    cloud,
+    device["surrogate"],
+    nn.SGD(cloud, lr=0.01, momentum=0.9),
+    x_train[:n_u],
+    y_train[:n_u],
+    lam=3.0,
+    epochs=1 if QUICK else 2,
+    batch_size=64,
+)
 cloud.eval()
 after = {
     "transfer rate": transfer_rate(cloud, x_eval, y_eval, crafted),
-    "gradient cosine": float(np.mean(gradient_similarity(cloud, device["surrogate"], x_eval, y_eval))),
+    "gradient cosine": float(
+        np.mean(gradient_similarity(cloud, device["surrogate"], x_eval, y_eval))
+    ),
     "cloud accuracy": adversarial_accuracy(cloud, None, x_test[:1000], y_test[:1000]),
-}  # fmt: skip
+}
 print("after unpairing: ", {k: round(v, 3) for k, v in after.items()})
 assert after["gradient cosine"] < before["gradient cosine"]
 if not QUICK:
@@ -377,8 +463,16 @@ x_tr, y_tr = task.x_train[trusted], task.y_train[trusted]
 x_st, y_st = task.x_train[~trusted], task.y_train[~trusted]
 pretrained = robust_cnn(SEED + 2)  # "the cloud": clean digits the device never sees
 cloud_idx = ~np.isin(tasks.shipped_train_index(), task.train_index)
-fit(pretrained, nn.SGD(pretrained, lr=0.05, momentum=0.9), x_all[cloud_idx][:N_TRAIN],
-    y_all[cloud_idx][:N_TRAIN], epochs=1, batch_size=64, seed=SEED, progress=False)  # fmt: skip
+fit(
+    pretrained,
+    nn.SGD(pretrained, lr=0.05, momentum=0.9),
+    x_all[cloud_idx][:N_TRAIN],
+    y_all[cloud_idx][:N_TRAIN],
+    epochs=1,
+    batch_size=64,
+    seed=SEED,
+    progress=False,
+)
 pretrained.eval()
 features = lambda x: pretrained["features"].forward(x, train=False).reshape(len(x), -1)  # noqa: E731
 
@@ -427,14 +521,18 @@ for fraction in [0.2] if QUICK else [0.1, 0.2, 0.4]:
     undefended, defended = accuracy(adapt(bad_stream)), accuracy(adapt(bad_stream, guard))
     admitted = np.array([e["admitted"] for e in guard.log_[: len(bad_stream)]])
     flip_results[fraction] = (undefended, defended, 1 - admitted[bad].mean())
-    print(f"flipped {fraction:.0%} of batches: accuracy {undefended:.3f} without, {defended:.3f} "
-          f"with the guard (caught {1 - admitted[bad].mean():.0%} of the poisoned batches)")  # fmt: skip
+    print(
+        f"flipped {fraction:.0%} of batches: accuracy {undefended:.3f} without, {defended:.3f} "
+        f"with the guard (caught {1 - admitted[bad].mean():.0%} of the poisoned batches)"
+    )
 bd_stream, _ = poison(clean_stream, 0.2, "backdoor")
 bd_plain = adapt(bd_stream)
 guard = StreamGuard(features, n_components=5).fit(x_tr, y_tr, batch_size=20)
 bd_guarded = adapt(bd_stream, guard)
-asr = (patch.attack_success_rate(bd_plain, task.x_test, task.y_test),
-       patch.attack_success_rate(bd_guarded, task.x_test, task.y_test))  # fmt: skip
+asr = (
+    patch.attack_success_rate(bd_plain, task.x_test, task.y_test),
+    patch.attack_success_rate(bd_guarded, task.x_test, task.y_test),
+)
 print(
     f"backdoor (20% of batches): attack success {asr[0]:.2f} without, {asr[1]:.2f} with the guard"
 )
@@ -455,9 +553,11 @@ for b in range(60):
 stat = np.array([e["statistic"] for e in watch.log_])
 dropped = np.array([not e["admitted"] for e in watch.log_])
 alarm = np.array([e["alarm"] for e in watch.log_])
-print(f"threshold {watch.threshold_:.2f}; batches dropped before the attack {dropped[:30].sum()}, "
-      f"after {dropped[30:].sum()} of 30; first CUSUM alarm at batch "
-      f"{np.flatnonzero(alarm)[0] if alarm.any() else None}")  # fmt: skip
+print(
+    f"threshold {watch.threshold_:.2f}; batches dropped before the attack {dropped[:30].sum()}, "
+    f"after {dropped[30:].sum()} of 30; first CUSUM alarm at batch "
+    f"{np.flatnonzero(alarm)[0] if alarm.any() else None}"
+)
 fig, ax = plt.subplots(1, 2, figsize=(10, 2.8))
 ax[0].plot(stat, marker=".")
 ax[0].axhline(watch.threshold_, color="k", ls=":")
@@ -481,8 +581,10 @@ validator = InputValidator().fit(x_tr, y_tr)
 x_ok, y_ok = validator.filter(xs, ys)
 acc_ins = accuracy(adapt(stream_of(xs, ys)))
 acc_val = accuracy(adapt(stream_of(x_ok, y_ok)))
-print(f"30% noise inserted: accuracy {acc_ins:.3f}; with validation {acc_val:.3f} "
-      f"({validator.quarantined} inputs quarantined of {inserted.sum()} inserted)")  # fmt: skip
+print(
+    f"30% noise inserted: accuracy {acc_ins:.3f}; with validation {acc_val:.3f} "
+    f"({validator.quarantined} inputs quarantined of {inserted.sum()} inserted)"
+)
 assert validator.quarantined >= 0.9 * inserted.sum()
 
 # %% [markdown]
@@ -497,7 +599,6 @@ import importlib.util  # noqa: E402
 
 fl_results = {}
 if importlib.util.find_spec("tinyodl.federated") is not None:
-    from tinyodl.attacks import MaliciousClients
     from tinyodl.federated import (
         CoordinateMedian,
         FederatedServer,
@@ -510,14 +611,28 @@ if importlib.util.find_spec("tinyodl.federated") is not None:
         make_clients,
     )
 
+    from tinyodl.attacks import MaliciousClients
+
     k = 20
     clients = make_clients(iid_partition(len(y_train), k, seed=0), seed=0)
     rounds = 2 if QUICK else 10
-    for name, agg in [("mean", WeightedMean), ("median", CoordinateMedian),
-                      ("trimmed mean", lambda: TrimmedMean(0.2)), ("Krum", lambda: Krum(2))]:  # fmt: skip
+    for name, agg in [
+        ("mean", WeightedMean),
+        ("median", CoordinateMedian),
+        ("trimmed mean", lambda: TrimmedMean(0.2)),
+        ("Krum", lambda: Krum(2)),
+    ]:
         update = MaliciousClients(LocalSGD(1, 10, 0.1), malicious={0, 10}, boost=10.0)
-        server = FederatedServer(models.mlp_2nn(seed=0), x_train, y_train, clients, update_fn=update,
-                                 aggregator=agg(), selection=RandomSelection(0.5), seed=0)  # fmt: skip
+        server = FederatedServer(
+            models.mlp_2nn(seed=0),
+            x_train,
+            y_train,
+            clients,
+            update_fn=update,
+            aggregator=agg(),
+            selection=RandomSelection(0.5),
+            seed=0,
+        )
         server.run(rounds, x_test[:1000], y_test[:1000], eval_every=rounds, progress=False)
         fl_results[name] = server.history_[-1]["test_accuracy"]
     print("10% boosted label-flipping clients, global accuracy:", fl_results)
@@ -535,8 +650,16 @@ else:
 
 # %%
 mlp = models.mlp_2nn(seed=0)
-fit(mlp, nn.SGD(mlp, lr=0.1, momentum=0.9), x_train, y_train, epochs=1 if QUICK else 2,
-    batch_size=32, seed=0, progress=False)  # fmt: skip
+fit(
+    mlp,
+    nn.SGD(mlp, lr=0.1, momentum=0.9),
+    x_train,
+    y_train,
+    epochs=1 if QUICK else 2,
+    batch_size=32,
+    seed=0,
+    progress=False,
+)
 mlp.eval()
 recs = [mi_face(mlp, c, steps=30 if QUICK else 200, lr=0.1, l2=0.001)[0] for c in range(10)]
 means = np.stack([x_train[y_train == c].reshape(-1, 784).mean(0) for c in range(10)])
@@ -576,8 +699,10 @@ labels = y_test[[1, 2]] if QUICK else y_test[[1, 2, 3, 4]]
 dlg = DLG(shared, steps=30 if QUICK else 300, lr=0.1, restarts=1, seed=0)
 recon = dlg.reconstruct(model_gradient(shared, batch, labels).astype(np.float64), len(batch))
 score = match_reconstructions(batch, recon)
-print(f"DLG, batch {len(batch)}: labels {dlg.labels_} (true {np.sort(labels)}), "
-      f"MSE {score['mean_mse']:.4f}, PSNR {score['psnr']:.1f} dB")  # fmt: skip
+print(
+    f"DLG, batch {len(batch)}: labels {dlg.labels_} (true {np.sort(labels)}), "
+    f"MSE {score['mean_mse']:.4f}, PSNR {score['psnr']:.1f} dB"
+)
 fig, ax = plt.subplots(2, len(batch), figsize=(2 * len(batch), 4))
 for i in range(len(batch)):
     ax[0, i].imshow(batch[i, 0], cmap="gray")
@@ -597,11 +722,20 @@ plt.show()
 # %%
 n_m = 200 if QUICK else 1000
 target = models.mlp_2nn(seed=0)
-fit(target, nn.SGD(target, lr=0.1, momentum=0.9), x_train[:n_m], y_train[:n_m],
-    epochs=10 if QUICK else 30, batch_size=25, seed=0, progress=False)  # fmt: skip
+fit(
+    target,
+    nn.SGD(target, lr=0.1, momentum=0.9),
+    x_train[:n_m],
+    y_train[:n_m],
+    epochs=10 if QUICK else 30,
+    batch_size=25,
+    seed=0,
+    progress=False,
+)
 target.eval()
-mi = loss_threshold_attack(target, x_train[:n_m], y_train[:n_m], x_train[n_m : 2 * n_m],
-                           y_train[n_m : 2 * n_m])  # fmt: skip
+mi = loss_threshold_attack(
+    target, x_train[:n_m], y_train[:n_m], x_train[n_m : 2 * n_m], y_train[n_m : 2 * n_m]
+)
 print(f"non-private: AUC {mi['auc']:.3f}, advantage {mi['advantage']:.3f}")
 for eps in (0.5, 2.0, 8.0):
     b = dp_advantage_bound(eps, 1e-5)
@@ -617,12 +751,18 @@ assert mi["auc"] > 0.5
 # %%
 pool, held = x_test[:1000], x_test[1000:]
 student2, used = extract_model(
-    BlackBox(victim, "labels"), models.mlp_2nn(seed=9), pool[: 300 if QUICK else 1000],
-    lambda m, xq, t: fit(m, nn.SGD(m, lr=0.05, momentum=0.9), xq, t, epochs=3, batch_size=32,
-                         seed=0, progress=False),
-)  # fmt: skip
-print(f"{used} label queries: the copy agrees with the victim on {agreement(victim, student2, held):.1%}"
-      " of unseen images")  # fmt: skip
+    BlackBox(victim, "labels"),
+    models.mlp_2nn(seed=9),
+    pool[: 300 if QUICK else 1000],
+    lambda m, xq, t: fit(
+        m, nn.SGD(m, lr=0.05, momentum=0.9), xq, t, epochs=3, batch_size=32, seed=0, progress=False
+    ),
+)
+print(
+    f"{used} label queries: the copy agrees with the victim on "
+    f"{agreement(victim, student2, held):.1%}"
+    " of unseen images"
+)
 
 # %% [markdown]
 # ## 7. Table 12.2, measured
@@ -646,24 +786,34 @@ full_poison = full_evasion = "(run the benchmark)"
 if bench is not None:
     s = bench["summary"]
     n, a = s["natural"], s["adversarial_training"]
-    full_evasion = (f"cnn_mcmahan: clean {n['clean_accuracy']:.3f}, FGSM {n['fgsm_accuracy']:.3f}, "
-                    f"PGD-20 {n['pgd20_accuracy']:.3f}; adversarially trained: clean "
-                    f"{a['clean_accuracy']:.3f}, PGD-20 {a['pgd20_accuracy']:.3f}")  # fmt: skip
+    full_evasion = (
+        f"cnn_mcmahan: clean {n['clean_accuracy']:.3f}, FGSM {n['fgsm_accuracy']:.3f}, "
+        f"PGD-20 {n['pgd20_accuracy']:.3f}; adversarially trained: clean "
+        f"{a['clean_accuracy']:.3f}, PGD-20 {a['pgd20_accuracy']:.3f}"
+    )
     lf = s.get("label_flipping", {})
     if "random 20%" in lf:
-        full_poison = (f"random flips on 20% of batches: drop {lf['random 20%']['drop_undefended']:.3f} "
-                       f"without, {lf['random 20%']['drop_defended']:.3f} with the guard")  # fmt: skip
+        full_poison = (
+            f"random flips on 20% of batches: drop {lf['random 20%']['drop_undefended']:.3f} "
+            f"without, {lf['random 20%']['drop_defended']:.3f} with the guard"
+        )
 rows = [
     ("Timing", "Training phase", "Inference phase"),
     ("Target", "Training data", "Input data"),
     ("Goal", "Negatively affect model's performance", "Cause incorrect predictions"),
-    ("Method", "Insert malicious examples, often with incorrect labels",
-     "Add carefully crafted noise to input data"),
+    (
+        "Method",
+        "Insert malicious examples, often with incorrect labels",
+        "Add carefully crafted noise to input data",
+    ),
     ("Measured here (shipped subset)", measured_here, evasion_here),
     ("Measured at full scale (benchmark)", full_poison, full_evasion),
-    ("Defense measured", "stream guard (PCA + CUSUM), input validation, robust aggregation",
-     "adversarial training; distillation only masks the gradient"),
-]  # fmt: skip
+    (
+        "Defense measured",
+        "stream guard (PCA + CUSUM), input validation, robust aggregation",
+        "adversarial training; distillation only masks the gradient",
+    ),
+]
 table = "| Aspect | Data poisoning | Adversarial attacks |\n|---|---|---|\n"
 table += "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
 from IPython.display import Markdown, display  # noqa: E402
