@@ -1,0 +1,90 @@
+"""``tinyodl bench security --quick``: every part runs and writes the documented schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from tinyodl.bench import security
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    path = tmp_path_factory.mktemp("security") / "security.json"
+    args = argparse.Namespace(
+        quick=True,
+        data=None,
+        seed=0,
+        only=",".join(security.PARTS),
+        no_progress=True,
+        json_path=str(path),
+        pgd_training=False,
+    )
+    security.run(args)
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_rows_have_the_schema(quick):
+    assert {"machine", "command", "rows", "summary"} <= set(quick)
+    for row in quick["rows"]:
+        assert set(row) == {"experiment", "setting", "metric", "value", "seconds"}
+    experiments = {r["experiment"] for r in quick["rows"]}
+    assert {
+        "natural",
+        "adversarial_training",
+        "label_flipping",
+        "transfer",
+        "membership",
+    } <= experiments
+
+
+@pytest.mark.slow
+def test_summary_has_the_headline_figures(quick):
+    s = quick["summary"]
+    assert set(s["natural"]) >= {"clean_accuracy", "fgsm_accuracy", "pgd20_accuracy"}
+    assert set(s["adversarial_training"]) == {
+        "clean_accuracy",
+        "pgd20_accuracy",
+        "eps",
+        "train_seconds",
+    }
+    for key in ("clean_accuracy", "fgsm_accuracy", "pgd20_accuracy"):
+        assert 0.0 <= s["natural"][key] <= 1.0
+    assert s["adversarial_training"]["eps"] == 0.3
+    # FGSM cannot beat the clean accuracy, PGD-20 is at least as strong as FGSM (a few %)
+    assert s["natural"]["fgsm_accuracy"] <= s["natural"]["clean_accuracy"]
+    assert s["natural"]["pgd20_accuracy"] <= s["natural"]["fgsm_accuracy"] + 0.05
+    assert s["transfer"]["before"]["gradient_cosine"] > 0.9  # the int8 copy is a close twin
+    assert s["inversion"]["analytic_batch1_max_abs_error"] < 1e-4
+
+
+def test_unknown_part_is_refused():
+    args = argparse.Namespace(
+        quick=True,
+        data=None,
+        seed=0,
+        only="natural,teleport",
+        no_progress=True,
+        json_path=None,
+        pgd_training=False,
+    )
+    with pytest.raises(SystemExit, match="teleport"):
+        security.run(args)
+
+
+def test_full_run_needs_the_data(monkeypatch):
+    monkeypatch.delenv("TINYODL_MNIST_DIR", raising=False)
+    args = argparse.Namespace(
+        quick=False,
+        data=None,
+        seed=0,
+        only="natural",
+        no_progress=True,
+        json_path=None,
+        pgd_training=False,
+    )
+    with pytest.raises(SystemExit, match="--data"):
+        security.run(args)
