@@ -88,3 +88,29 @@ def test_full_run_needs_the_data(monkeypatch):
     )
     with pytest.raises(SystemExit, match="--data"):
         security.run(args)
+
+
+def test_merge_combines_parts(tmp_path):
+    from tinyodl.bench._common import write_results
+
+    a = write_results(
+        tmp_path / "a.json",
+        [{"experiment": "natural"}],
+        {"natural": {"x": 1}, "part_seconds": {"natural": 1.0}},
+        machine={"cpu": "a"},
+        command="cmd a",
+    )
+    b = write_results(
+        tmp_path / "b.json",
+        [{"experiment": "federated"}],
+        {"federated": {"y": 2}, "part_seconds": {"federated": 2.0}},
+        machine={"cpu": "b"},
+        command="cmd b",
+    )
+    out = security.merge(
+        [str(tmp_path / "a.json"), str(tmp_path / "b.json")], str(tmp_path / "c.json")
+    )
+    assert out["rows"] == a["rows"] + b["rows"]
+    assert out["summary"]["natural"] == {"x": 1} and out["summary"]["federated"] == {"y": 2}
+    assert out["summary"]["part_seconds"] == {"natural": 1.0, "federated": 2.0}
+    assert out["command"] == "cmd a && cmd b" and [m["cpu"] for m in out["machines"]] == ["a", "b"]

@@ -175,6 +175,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pgd-training", action="store_true", help="also PGD-7 adversarial training"
     )
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="combine earlier result files (parts run separately) into --json; runs nothing",
+    )
 
 
 def load_data(args: argparse.Namespace, cfg: dict) -> dict[str, Any]:
@@ -261,7 +268,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return write_results(args.json_path, rows, summary, machine=machine_info(threads=1))
 
 
+def merge(paths: list[str], json_path: str | None) -> dict[str, Any]:
+    """One document from result files of separate runs (e.g. parts that needed chapters
+    merged later): rows concatenated, summaries combined part by part (a later file wins
+    for a part it also ran), every command and machine kept."""
+    import json
+    from pathlib import Path
+
+    docs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    rows: list[dict] = []
+    summary: dict[str, Any] = {}
+    for doc in docs:
+        rows += doc["rows"]
+        for key, value in doc["summary"].items():
+            if key == "part_seconds":
+                summary.setdefault(key, {}).update(value)
+            else:
+                summary[key] = value
+    summary["merged_from"] = [
+        {"file": Path(p).name, "command": d["command"]} for p, d in zip(paths, docs, strict=True)
+    ]
+    return write_results(
+        json_path,
+        rows,
+        summary,
+        machine=docs[0]["machine"],
+        command=" && ".join(d["command"] for d in docs),
+        machines=[d["machine"] for d in docs],
+    )
+
+
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "merge", None):
+        merge(args.merge, args.json_path)
+        return 0
     doc = run(args)
     s = doc["summary"]
     if "natural" in s:
