@@ -271,7 +271,9 @@ def part_queries(data: dict, cfg: dict, seed: int) -> tuple[list[dict], dict]:
                 "mean_queries": float(hsj.queries_.mean()),
             }
             setting = f"hopskipjump, budget {cfg['hsj_budget']}"
-            rows += [row("query_attack", setting, k, v, s) for k, v in summary["hopskipjump"].items()]
+            rows += [
+                row("query_attack", setting, k, v, s) for k, v in summary["hopskipjump"].items()
+            ]
     saved = summary["nes"]["mean_queries"] - summary["nes_transfer_prior"]["mean_queries"]
     summary["mean_queries_saved_by_prior"] = saved
     rows.append(row("query_attack", f"eps {eps}, budget {budget}", "mean_queries_saved", saved, 0))

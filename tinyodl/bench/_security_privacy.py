@@ -203,9 +203,9 @@ def part_inversion(data: dict, cfg: dict, seed: int) -> tuple[list[dict], dict]:
 
 def part_extraction(data: dict, cfg: dict, seed: int) -> tuple[list[dict], dict]:
     """Steal the natural cnn_mcmahan with label queries; agreement on held-out images."""
-    victim = data.get("natural_model")
-    if victim is None:
-        victim = _train_mlp(data["x_train"], data["y_train"], seed, 1)
+    victim, victim_name = data.get("natural_model"), "cnn_mcmahan"
+    if victim is None:  # the part runs alone: a 2NN trained for one epoch is the victim
+        victim, victim_name = _train_mlp(data["x_train"], data["y_train"], seed, 1), "2NN"
     half = len(data["x_test"]) // 2
     pool, x_eval = data["x_test"][:half], data["x_test"][half:]
     rows, summary = [], {}
@@ -231,7 +231,7 @@ def part_extraction(data: dict, cfg: dict, seed: int) -> tuple[list[dict], dict]
         rows.append(
             row(
                 "model_extraction",
-                f"{used} label queries, 2NN student",
+                f"victim {victim_name}, {used} label queries, 2NN student",
                 "agreement",
                 agree,
                 time.perf_counter() - t,

@@ -66,7 +66,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "adv_epochs": 10,
         "pgd_epochs": 5,
         "adv_lr": 5e-3,
-        "adv_alpha": 0.3,
+        "adv_alpha": 0.375,
         "adv_warmup": 0.2,
         "stream_per_class": 100,
         "trusted_per_class": 50,
