@@ -98,3 +98,49 @@ def test_attack_success_rate_counts_non_target_images_classified_as_target():
     assert patch.attack_success_rate(model, x, y) == 0.0
     with pytest.raises(ValueError, match="target"):
         patch.attack_success_rate(models.mlp_2nn(), x[:2], np.array([4, 4]))
+
+
+# ----------------------------------------------------------------------------- federated
+
+
+def test_malicious_clients_poison_and_boost_only_their_own_updates():
+    from dataclasses import dataclass, field
+
+    from tinyodl.attacks import MaliciousClients
+
+    @dataclass
+    class Job:  # the fields of tinyodl.federated.ClientJob this wrapper touches
+        cid: int
+        x: np.ndarray
+        y: np.ndarray
+
+    @dataclass
+    class Result:  # tinyodl.federated.LocalResult
+        delta: np.ndarray
+        num_examples: int
+        metrics: dict = field(default_factory=dict)
+
+    seen = {}
+
+    def honest(job):
+        seen[job.cid] = (job.x.copy(), job.y.copy())
+        return Result(np.full(3, float(job.y.sum()), np.float32), len(job.y))
+
+    x, y = np.zeros((4, 1, 28, 28), np.float32), np.array([0, 1, 2, 9])
+    attack = MaliciousClients(honest, malicious=[7], boost=10.0, poison="label_flip")
+    assert np.all(attack(Job(3, x, y)).delta == 12.0)  # honest client untouched
+    np.testing.assert_array_equal(seen[3][1], y)
+    out = attack(Job(7, x, y))
+    np.testing.assert_array_equal(seen[7][1], [1, 2, 3, 0])  # trained on (y + 1) % 10
+    assert out.delta.dtype == np.float32 and np.all(out.delta == 60.0)  # boosted x10
+    flip = MaliciousClients(honest, malicious=[7], boost=2.0, poison="sign_flip")
+    assert np.all(flip(Job(7, x, y)).delta == -24.0)
+    patch = BackdoorPatch(target=5, size=2)
+    door = MaliciousClients(honest, malicious=[7], boost=1.0, poison="backdoor", patch=patch)
+    door(Job(7, x, y))
+    np.testing.assert_array_equal(seen[7][0], patch.apply(x))
+    np.testing.assert_array_equal(seen[7][1], [5, 5, 5, 5])
+    with pytest.raises(ValueError, match="BackdoorPatch"):
+        MaliciousClients(honest, [7], poison="backdoor")
+    with pytest.raises(ValueError, match="poison"):
+        MaliciousClients(honest, [7], poison="gradient ascent")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyodl.nn.losses import softmax, softmax_cross_entropy
+from tinyodl.nn.losses import log_softmax, softmax, softmax_cross_entropy
 
 #: ``fn(logits, rows) -> (values (n,), dvalues/dlogits (n, C))``: a per-example objective of
 #: the logits of one batch; ``rows`` is that batch's slice of the whole input (to pick labels).
@@ -175,14 +175,8 @@ class Classifier:
         return self.gradient(x, cross_entropy_objective(y))[1]
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Per-example cross-entropy (N,) (a forward pass only)."""
-        logits = self.predict(x).astype(np.float64)
-        logp = logits - logits.max(axis=1, keepdims=True)
-        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
-        y = np.asarray(y)
-        if y.ndim == 1:
-            return -logp[np.arange(len(y)), y]
-        return -(y * logp).sum(axis=1)
+        """Per-example cross-entropy (N,) float64 (a forward pass only)."""
+        return per_example_cross_entropy(self.predict(x), np.asarray(y))
 
     def predict_labels(self, x: np.ndarray) -> np.ndarray:
         """Arg-max classes, int64 (N,)."""
@@ -203,13 +197,17 @@ def cross_entropy_objective(y: np.ndarray) -> LogitObjective:
     def fn(logits: np.ndarray, rows: slice) -> tuple[np.ndarray, np.ndarray]:
         yb = y[rows]
         _, dlogits = softmax_cross_entropy(logits, yb, reduction="sum")
-        z = logits.astype(np.float64)
-        logp = z - z.max(axis=1, keepdims=True)
-        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
-        values = -logp[np.arange(len(yb)), yb] if yb.ndim == 1 else -(yb * logp).sum(axis=1)
-        return values, dlogits
+        return per_example_cross_entropy(logits, yb), dlogits
 
     return fn
+
+
+def per_example_cross_entropy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``-log softmax(z)_y`` (int labels) or ``-sum_c y_c log softmax(z)_c``, float64 (N,)."""
+    logp = log_softmax(np.asarray(logits, dtype=np.float64))
+    if y.ndim == 1:
+        return -logp[np.arange(len(y)), y]
+    return -(y * logp).sum(axis=1)
 
 
 def as_classifier(estimator: Any, clip_values: tuple[float, float] | None = (0.0, 1.0)):
