@@ -696,7 +696,7 @@ print(f"analytic inversion, batch 1: max |error| = {err:.2e}")
 assert err < 1e-4
 batch = x_test[[1, 2]] if QUICK else x_test[[1, 2, 3, 4]]
 labels = y_test[[1, 2]] if QUICK else y_test[[1, 2, 3, 4]]
-dlg = DLG(shared, steps=30 if QUICK else 300, lr=0.1, restarts=1, seed=0)
+dlg = DLG(shared, steps=30 if QUICK else 300, restarts=1 if QUICK else 2, seed=0)
 recon = dlg.reconstruct(model_gradient(shared, batch, labels).astype(np.float64), len(batch))
 score = match_reconstructions(batch, recon)
 print(

@@ -104,11 +104,13 @@ def test_dlg_reconstructs_a_small_batch():
     model = tiny_mlp(2, "float64")
     x, y = blobs(2, seed=5)
     observed = model_gradient(model, x.astype(np.float64), y)
-    dlg = DLG(model, steps=400, lr=0.1, restarts=4, seed=0)
-    rec = dlg.reconstruct(observed, batch_size=2, shape=(1, 4, 4))
-    np.testing.assert_array_equal(dlg.labels_, np.sort(y))
-    score = match_reconstructions(x, rec)
-    assert score["mean_mse"] < 1e-3 and dlg.losses_[-1] < 1e-3 * dlg.losses_[0]
+    for kw in ({}, {"distance": "l2", "optimizer": "adam", "lr": 0.1}):
+        dlg = DLG(model, steps=400, restarts=4, seed=0, **kw)
+        rec = dlg.reconstruct(observed, batch_size=2, shape=(1, 4, 4))
+        np.testing.assert_array_equal(dlg.labels_, np.sort(y))
+        score = match_reconstructions(x, rec)
+        assert score["mean_mse"] < 1e-3 and dlg.losses_[-1] < 1e-3 * dlg.losses_[0], kw
+    assert rec.dtype == np.float32 and rec.min() >= 0 and rec.max() <= 1
 
 
 def test_match_reconstructions_finds_the_permutation():

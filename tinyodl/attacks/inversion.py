@@ -15,12 +15,14 @@ its batch, and that gradient can give the batch away.
   (:func:`invert_dense_gradient` solves it in the least-squares sense over all units).
   With a batch of B the same ratio is a weighted *mixture* of the B inputs.
 * By optimisation, for any batch size (DLG, Zhu, Liu and Han 2019): choose dummy inputs
-  ``x'`` whose gradient matches the observed one,
-  ``min_x' D(x') = ||dL/dtheta(x', y) - g||^2`` (:class:`DLG`). The labels come first
+  ``x'`` whose gradient matches the observed one, ``min_x' D(dL/dtheta(x', y), g)`` with
+  ``D`` the squared distance of DLG or the cosine distance of Geiping et al. (2020, the
+  default: on ReLU networks L2 matching stalls far from the input), by L-BFGS inside the
+  box [0, 1] (:class:`DLG`). The labels come first
   from the last layer's bias gradient (iDLG, Zhao et al. 2020: for cross-entropy, the
   present classes are where ``dL/db`` is negative; :func:`infer_labels`).
-  ``dD/dx'`` needs a mixed second derivative, ``2 (d g / d x')^T (g(x') - g)``; tinyodl has
-  first derivatives only, so it uses the symmetric identity
+  ``dD/dx'`` needs a mixed second derivative, ``(d g / d x')^T w`` with ``w = dD/dg``; tinyodl
+  has first derivatives only, so it uses the symmetric identity
   ``(d g/ d x)^T v = d/dx [g(x) . v] = (dL/dx(theta + h v) - dL/dx(theta - h v)) / (2 h)``:
   two extra input-gradient passes with the weights nudged along ``v``
   (:func:`gradient_matching_loss`, checked against finite differences in the tests).
@@ -32,7 +34,7 @@ import copy
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+from scipy.optimize import linear_sum_assignment, minimize
 
 from tinyodl.attacks.estimator import Classifier, as_classifier
 from tinyodl.nn import parameters_to_vector, softmax, softmax_cross_entropy, vector_to_parameters
@@ -176,13 +178,18 @@ def gradient_matching_loss(
     y: np.ndarray,
     observed: np.ndarray,
     h: float = 1e-3,
+    distance: str = "l2",
 ) -> tuple[float, np.ndarray]:
-    """``D(x) = ||dL/dtheta(x, y) - observed||^2`` and ``dD/dx`` (DLG's objective).
+    """DLG's objective ``D(g(x), observed)`` with ``g(x) = dL/dtheta(x, y)``, and ``dD/dx``.
 
-    ``dD/dx = 2 (dg/dx)^T (g - observed)`` is computed as the symmetric difference of the
-    input gradient with the trainable weights moved by ``+-h`` along the unit direction
-    ``v = (g - observed) / ||g - observed||`` (exact for a network that is linear in the
-    weights around theta; the error is O(h^2) otherwise). Use a float64 model.
+    ``distance="l2"``: ``||g - observed||^2`` (Zhu et al. 2019). ``distance="cosine"``:
+    ``1 - cos(g, observed)`` (Geiping et al. 2020, "Inverting gradients"), blind to the
+    gradient's scale and much easier to optimise through ReLU networks.
+
+    ``dD/dx = (dg/dx)^T w`` with ``w = dD/dg`` is computed as the symmetric difference of
+    the input gradient with the trainable weights moved by ``+-h`` along the unit direction
+    ``w / ||w||`` (exact for a network that is linear in the weights around theta; the error
+    is O(h^2) otherwise). Use a float64 model.
 
     Returns
     -------
@@ -190,13 +197,23 @@ def gradient_matching_loss(
     grad : ndarray, shape of ``x``
     """
     g = model_gradient(model, x, y).astype(np.float64)
-    r = g - observed
-    loss = float(r @ r)
-    norm = float(np.linalg.norm(r))
+    if distance == "l2":
+        loss, w = float((g - observed) @ (g - observed)), 2.0 * (g - observed)
+    elif distance == "cosine":
+        ng, no = float(np.linalg.norm(g)), float(np.linalg.norm(observed))
+        if ng == 0.0 or no == 0.0:
+            raise ValueError("gradient_matching_loss: a zero gradient has no direction")
+        cos = float(g @ observed) / (ng * no)
+        loss, w = 1.0 - cos, -(observed / (ng * no) - cos * g / ng**2)
+    else:
+        raise ValueError(
+            f"gradient_matching_loss: distance must be 'l2' or 'cosine', got {distance!r}"
+        )
+    norm = float(np.linalg.norm(w))
     if norm == 0.0:
         return loss, np.zeros_like(x)
     theta = parameters_to_vector(model, trainable_only=True).copy()
-    v = r / norm
+    v = w / norm
     clf = Classifier(model, clip_values=None)
     grads = []
     try:
@@ -205,7 +222,7 @@ def gradient_matching_loss(
             grads.append(clf.gradient(x, _mean_cross_entropy(y, len(x)))[1].astype(np.float64))
     finally:
         vector_to_parameters(theta, model, trainable_only=True)
-    return loss, 2.0 * norm * (grads[0] - grads[1]) / (2.0 * h)
+    return loss, norm * (grads[0] - grads[1]) / (2.0 * h)
 
 
 def _mean_cross_entropy(y: np.ndarray, n: int):
@@ -224,8 +241,14 @@ class DLG:
     model : tinyodl model
         The shared model the gradient was computed on; copied to float64.
     steps : int, default 300
+        Iterations of the optimiser (L-BFGS may stop earlier when it converges).
+    distance : {"cosine", "l2"}, default "cosine"
+        See :func:`gradient_matching_loss`.
+    optimizer : {"lbfgs", "adam"}, default "lbfgs"
+        L-BFGS-B with the box [0, 1] (as the DLG paper uses L-BFGS), or Adam with step
+        ``lr`` and clipping to [0, 1].
     lr : float, default 0.05
-        Adam step on the dummy inputs (clipped to [0, 1] after each step).
+        Adam's step.
     h : float, default 1e-3
         Weight nudge of :func:`gradient_matching_loss`.
     restarts : int, default 1
@@ -237,7 +260,7 @@ class DLG:
     Attributes (after :meth:`reconstruct`)
     --------------------------------------
     losses_ : list of float
-        Gradient-matching loss per step.
+        Gradient-matching loss per evaluation of the kept run.
     labels_ : ndarray (B,)
     """
 
@@ -245,6 +268,8 @@ class DLG:
         self,
         model: Any,
         steps: int = 300,
+        distance: str = "cosine",
+        optimizer: str = "lbfgs",
         lr: float = 0.05,
         h: float = 1e-3,
         restarts: int = 1,
@@ -255,6 +280,12 @@ class DLG:
         self.restarts = int(restarts)
         if self.restarts < 1 or self.steps < 1:
             raise ValueError(f"DLG: steps and restarts must be >= 1, got {steps}, {restarts}")
+        if distance not in ("cosine", "l2") or optimizer not in ("lbfgs", "adam"):
+            raise ValueError(
+                f"DLG: distance must be 'cosine' or 'l2' and optimizer 'lbfgs' or 'adam', got "
+                f"{distance!r}, {optimizer!r}"
+            )
+        self.distance, self.optimizer = distance, optimizer
 
     def reconstruct(
         self,
@@ -274,21 +305,45 @@ class DLG:
             labels = infer_labels(self._slice(observed, last_bias), batch_size)
         self.labels_ = np.asarray(labels, np.int64)
         rng = as_generator(self.seed)
+        run = self._lbfgs if self.optimizer == "lbfgs" else self._adam
         best = None
         for _ in range(self.restarts):
-            x, losses = self._run(observed, rng.uniform(0, 1, size=(batch_size, *shape)))
+            x, losses = run(observed, rng.uniform(0, 1, size=(batch_size, *shape)))
             if best is None or losses[-1] < best[1][-1]:
                 best = (x, losses)
         self.losses_ = best[1]
         return best[0].astype(np.float32)
 
-    def _run(self, observed: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    def _objective(self, observed: np.ndarray, x: np.ndarray) -> tuple[float, np.ndarray]:
+        return gradient_matching_loss(self.model, x, self.labels_, observed, self.h, self.distance)
+
+    def _lbfgs(self, observed: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """L-BFGS-B within [0, 1]; returns the inputs and the loss per evaluation."""
+        losses: list[float] = []
+
+        def f(flat):
+            loss, g = self._objective(observed, flat.reshape(x.shape))
+            losses.append(loss)
+            return loss, g.ravel()
+
+        res = minimize(
+            f,
+            x.ravel(),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(0.0, 1.0)] * x.size,
+            options={"maxiter": self.steps},
+        )
+        losses.append(float(res.fun))
+        return res.x.reshape(x.shape), losses
+
+    def _adam(self, observed: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
         """Adam on the dummy inputs from ``x``; returns them and the loss per step."""
         m, v = np.zeros_like(x), np.zeros_like(x)
         b1, b2 = 0.9, 0.999
         losses = []
         for t in range(1, self.steps + 1):
-            loss, g = gradient_matching_loss(self.model, x, self.labels_, observed, self.h)
+            loss, g = self._objective(observed, x)
             losses.append(loss)
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g

@@ -182,7 +182,7 @@ def part_inversion(data: dict, cfg: dict, seed: int) -> tuple[list[dict], dict]:
         xb, yb = x[idx], y[idx]
         t = time.perf_counter()
         observed = model_gradient(shared, xb, yb)
-        dlg = DLG(shared, steps=cfg["dlg_steps"], lr=0.1, restarts=cfg["dlg_restarts"], seed=seed)
+        dlg = DLG(shared, steps=cfg["dlg_steps"], restarts=cfg["dlg_restarts"], seed=seed)
         recon = dlg.reconstruct(observed.astype(np.float64), len(xb))
         score = match_reconstructions(xb, recon)
         s = time.perf_counter() - t
