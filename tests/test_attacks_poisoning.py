@@ -144,3 +144,44 @@ def test_malicious_clients_poison_and_boost_only_their_own_updates():
         MaliciousClients(honest, [7], poison="backdoor")
     with pytest.raises(ValueError, match="poison"):
         MaliciousClients(honest, [7], poison="gradient ascent")
+
+
+def test_boosted_clients_break_the_mean_but_not_the_median():
+    federated = pytest.importorskip("tinyodl.federated")
+    from security_helpers import blobs, tiny_mlp
+
+    from tinyodl.attacks import MaliciousClients, adversarial_accuracy
+
+    x, y = blobs(600, seed=1)
+    xt, yt = blobs(300, seed=2)
+    clients = federated.make_clients(federated.iid_partition(len(y), 10, seed=0), seed=0)
+    acc = {}
+    for name, aggregator in (
+        ("mean", federated.WeightedMean),
+        ("median", federated.CoordinateMedian),
+    ):
+        for attacked in (False, True):
+            update = federated.LocalSGD(1, 10, 0.3)
+            if attacked:
+                update = MaliciousClients(
+                    update, malicious={0}, boost=10.0, flip=lambda labels: (labels + 1) % 3
+                )
+            server = federated.FederatedServer(
+                tiny_mlp(0),
+                x,
+                y,
+                clients,
+                update_fn=update,
+                aggregator=aggregator(),
+                selection=federated.RandomSelection(1.0),
+                seed=0,
+            )
+            server.run(5, progress=False)
+            model = tiny_mlp(0)
+            from tinyodl.nn import vector_to_parameters
+
+            vector_to_parameters(server.global_params_, model)
+            acc[name, attacked] = adversarial_accuracy(model, None, xt, yt)
+    assert acc["mean", False] > 0.9 and acc["median", False] > 0.9
+    assert acc["mean", True] < acc["mean", False] - 0.2  # one boosted client in ten wrecks it
+    assert acc["median", True] > 0.9
