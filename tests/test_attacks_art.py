@@ -180,17 +180,31 @@ def test_hopskipjump_comparable_to_art(pair):
 
 @pytest.mark.slow
 def test_nes_comparable_to_art_square_attack(pair):
+    """NES against ART's SquareAttack (a stronger score-based L-inf attack) at eps 0.2.
+
+    ART counts queries in total, so its budget here is the *mean* per example; NES gets a
+    per-example cap of 5x that mean and must succeed about as often while spending, on
+    average, at most 1.5x ART's queries. ART's SquareAttack draws from numpy's global
+    generator, seeded here so that its query count is reproducible.
+    """
     model, clf, counting = pair
     x, y = mnist_test(10)
     counting.count = 0
+    np.random.seed(0)  # noqa: NPY002 -- ART's SquareAttack samples from the global RNG
     x_sq = ArtSquare(
         clf, norm=np.inf, eps=0.2, max_iter=300, nb_restarts=1, verbose=False
     ).generate(x, _onehot(y))
-    budget = counting.count / len(x)
+    art_mean_queries = counting.count / len(x)
     art_success = np.mean(clf.predict(x_sq).argmax(1) != y)
     nes = NES(
-        model, eps=0.2, eps_step=0.02, samples=10, momentum=0.9, max_queries=int(budget), seed=0
+        model,
+        eps=0.2,
+        eps_step=0.02,
+        samples=10,
+        momentum=0.9,
+        max_queries=int(5 * art_mean_queries),
+        seed=0,
     )
     nes.generate(x, y)
-    assert nes.queries_.max() <= budget
-    assert nes.success_.mean() >= art_success - 0.35 and nes.success_.mean() >= 0.5
+    assert nes.queries_.mean() <= 1.5 * art_mean_queries
+    assert nes.success_.mean() >= art_success - 0.15

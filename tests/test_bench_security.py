@@ -57,7 +57,11 @@ def test_summary_has_the_headline_figures(quick):
     # FGSM cannot beat the clean accuracy, PGD-20 is at least as strong as FGSM (a few %)
     assert s["natural"]["fgsm_accuracy"] <= s["natural"]["clean_accuracy"]
     assert s["natural"]["pgd20_accuracy"] <= s["natural"]["fgsm_accuracy"] + 0.05
-    assert s["transfer"]["before"]["gradient_cosine"] > 0.9  # the int8 copy is a close twin
+    # the int8 model's differentiable twin (chapter 03: fake-quantized activations,
+    # straight-through gradients) is a close twin of the float cloud model: about 0.8 here,
+    # where an independently trained robust_cnn gets about 0.4
+    assert s["transfer"]["device"] == "int8"
+    assert s["transfer"]["before"]["gradient_cosine"] > 0.6
     assert s["inversion"]["analytic_batch1_max_abs_error"] < 1e-4
 
 

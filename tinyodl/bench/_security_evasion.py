@@ -54,18 +54,19 @@ def part_natural(data: dict, cfg: dict, seed: int) -> tuple[list[dict], dict]:
     )
     model.eval()
     train_s = time.perf_counter() - t0
-    x, y = data["x_test"][: cfg["eval_n"]], data["y_test"][: cfg["eval_n"]]
+    n, n_pgd = cfg["eval_n"], min(cfg.get("natural_pgd_n", cfg["eval_n"]), cfg["eval_n"])
     out, rows = {}, [row("natural", "cnn_mcmahan", "train_seconds", train_s, train_s)]
-    for name, attack in (
-        ("clean_accuracy", None),
-        ("fgsm_accuracy", FGSM(model, eps=EPS)),
-        ("pgd20_accuracy", pgd20(model, seed)),
+    for name, attack, m in (
+        ("clean_accuracy", None, n),
+        ("fgsm_accuracy", FGSM(model, eps=EPS), n),
+        ("pgd20_accuracy", pgd20(model, seed), n_pgd),  # the first n_pgd test images
     ):
         t = time.perf_counter()
-        out[name] = adversarial_accuracy(model, attack, x, y)
-        rows.append(row("natural", "cnn_mcmahan", name, out[name], time.perf_counter() - t))
+        out[name] = adversarial_accuracy(model, attack, data["x_test"][:m], data["y_test"][:m])
+        setting = f"cnn_mcmahan, first {m} test images"
+        rows.append(row("natural", setting, name, out[name], time.perf_counter() - t))
     data["natural_model"] = model
-    return rows, {**out, "eps": EPS, "eval_examples": len(x)}
+    return rows, {**out, "eps": EPS, "eval_examples": n, "pgd20_eval_examples": n_pgd}
 
 
 def part_adversarial_training(data: dict, cfg: dict, seed: int) -> tuple[list[dict], dict]:
