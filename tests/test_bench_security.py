@@ -63,6 +63,10 @@ def test_summary_has_the_headline_figures(quick):
     assert s["transfer"]["device"] == "int8"
     assert s["transfer"]["before"]["gradient_cosine"] > 0.6
     assert s["inversion"]["analytic_batch1_max_abs_error"] < 1e-4
+    # DLG ran at every configured batch size (distinct labels in each batch)
+    assert sorted(int(b) for b in s["inversion"]["dlg"]) == sorted(
+        security.CONFIGS["quick"]["dlg_batches"]
+    )
 
 
 def test_unknown_part_is_refused():
@@ -118,3 +122,32 @@ def test_merge_combines_parts(tmp_path):
     assert out["summary"]["natural"] == {"x": 1} and out["summary"]["federated"] == {"y": 2}
     assert out["summary"]["part_seconds"] == {"natural": 1.0, "federated": 2.0}
     assert out["command"] == "cmd a && cmd b" and [m["cpu"] for m in out["machines"]] == ["a", "b"]
+
+
+def test_merge_a_later_rerun_of_a_part_replaces_its_rows(tmp_path):
+    from tinyodl.bench._common import write_results
+
+    def doc(name, parts, rows, value):
+        write_results(
+            tmp_path / name,
+            rows,
+            {p: {"v": value} for p in parts} | {"part_seconds": dict.fromkeys(parts, 1.0)},
+            machine={"cpu": name},
+            command=name,
+        )
+        return str(tmp_path / name)
+
+    first = doc(
+        "a.json",
+        ["inversion", "extraction"],
+        [{"experiment": "gradient_inversion", "v": 1}, {"experiment": "model_extraction"}],
+        1,
+    )
+    again = doc("b.json", ["inversion"], [{"experiment": "gradient_inversion", "v": 2}], 2)
+    out = security.merge([first, again], None)
+    assert out["rows"] == [
+        {"experiment": "model_extraction"},
+        {"experiment": "gradient_inversion", "v": 2},
+    ]
+    assert out["summary"]["inversion"] == {"v": 2} and out["summary"]["extraction"] == {"v": 1}
+    assert set(security.PART_EXPERIMENTS) == set(security.PARTS)

@@ -177,8 +177,10 @@ def part_inversion(data: dict, cfg: dict, seed: int) -> tuple[list[dict], dict]:
     summary["analytic_batch1_max_abs_error"] = err
     summary["dlg"] = {}
     for b in cfg["dlg_batches"]:
-        idx = np.arange(10, 10 + 10 * b, 10)[:b]  # distinct labels in the batch
-        idx = idx[np.unique(y[idx], return_index=True)[1]]
+        # b examples with distinct labels (the labels are read off the last bias gradient):
+        # the first example of each class after index 10, in order of appearance
+        after = np.arange(10, len(y))
+        idx = np.sort(after[np.unique(y[after], return_index=True)[1]])[:b]
         xb, yb = x[idx], y[idx]
         t = time.perf_counter()
         observed = model_gradient(shared, xb, yb)

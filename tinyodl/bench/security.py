@@ -158,7 +158,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "hsj_budget": 200,
         "inv_train": 1000,
         "mi_face_steps": 20,
-        "dlg_batches": (1,),
+        "dlg_batches": (1, 2),
         "dlg_steps": 20,
         "dlg_restarts": 1,
         "extraction_queries": (200,),
@@ -270,10 +270,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return write_results(args.json_path, rows, summary, machine=machine_info(threads=1))
 
 
+#: The ``experiment`` names of each part's rows (for :func:`merge`).
+PART_EXPERIMENTS: dict[str, tuple[str, ...]] = {
+    "natural": ("natural",),
+    "adversarial": ("adversarial_training",),
+    "label_flipping": ("label_flipping",),
+    "backdoor": ("backdoor",),
+    "insertion": ("data_insertion",),
+    "federated": ("federated",),
+    "membership": ("membership",),
+    "transfer": ("transfer",),
+    "queries": ("query_attack",),
+    "inversion": ("model_inversion", "gradient_inversion"),
+    "extraction": ("model_extraction",),
+}
+
+
 def merge(paths: list[str], json_path: str | None) -> dict[str, Any]:
     """One document from result files of separate runs (e.g. parts that needed chapters
-    merged later): rows concatenated, summaries combined part by part (a later file wins
-    for a part it also ran), every command and machine kept."""
+    merged later): rows concatenated, summaries combined part by part, every command and
+    machine kept. A later file wins for a part it also ran: its summary entry replaces the
+    earlier one and the earlier file's rows of that part are dropped."""
     import json
     from pathlib import Path
 
@@ -281,12 +298,16 @@ def merge(paths: list[str], json_path: str | None) -> dict[str, Any]:
     rows: list[dict] = []
     summary: dict[str, Any] = {}
     for doc in docs:
-        rows += doc["rows"]
+        rerun = {
+            e for part in doc["summary"].get("part_seconds", {}) for e in PART_EXPERIMENTS[part]
+        }
+        rows = [r for r in rows if r.get("experiment") not in rerun] + doc["rows"]
         for key, value in doc["summary"].items():
             if key == "part_seconds":
                 summary.setdefault(key, {}).update(value)
             else:
                 summary[key] = value
+    summary["total_seconds"] = round(sum(summary.get("part_seconds", {}).values()), 1)
     summary["merged_from"] = [
         {"file": Path(p).name, "command": d["command"]} for p, d in zip(paths, docs, strict=True)
     ]
