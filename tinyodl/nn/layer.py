@@ -122,6 +122,7 @@ class Layer:
             call and every sub-layer it reaches.
         """
         x = as_float_input(self, x, self.dtype, warn=self._warn_lossy_cast)
+        self.saved.clear()  # a new forward replaces what an earlier one (never backpropagated) kept
         self._requested_train = train  # containers pass the caller's request on to children
         y = self._forward(x, self.training if train is None else bool(train))
         self._output_shape = y.shape
