@@ -63,3 +63,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "torch" in item.keywords and not HAS_TORCH:
             item.add_marker(skip_torch)
+
+
+# The reference oracles of the test extra (GUIDE section 5). CI sets TINYODL_REQUIRE_ORACLES=1
+# so that a missing oracle fails the run instead of silently skipping its tests.
+ORACLES = (
+    "torch",
+    "sklearn",
+    "opacus",
+    "dp_accounting",
+    "art",
+    "flwr",
+    "onnx",
+    "onnxruntime",
+    "ai_edge_litert",
+)
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("TINYODL_REQUIRE_ORACLES") != "1":
+        return
+    missing = [name for name in ORACLES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise pytest.UsageError(
+            f"TINYODL_REQUIRE_ORACLES=1 but these oracles are not installed: {', '.join(missing)}"
+        )
