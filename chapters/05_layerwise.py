@@ -283,14 +283,18 @@ for name, body in [("random features", random_body), ("pretrained features", pre
     )
 assert forward_only["pretrained features"][0] > forward_only["random features"][0] > 0.1
 assert all(saved < stage_saved for _, _, saved in forward_only.values())
-assert all(peak < 1.05 * stage_peak for _, peak, _ in forward_only.values())
+# the random body is the same four blocks: its frozen inference stays within a stage's peak
+assert forward_only["random features"][1] < 1.05 * stage_peak
 
 # %% [markdown]
 # A head on random features learns something (above chance; 88% in the full run of
 # `tinyodl bench layerwise`), but pretrained features — even from other digits — are better
-# (96.05% there): that is transfer learning (chapter 08). Training only a head keeps the
-# least for its backward pass (the head's input), yet its peak is close to a layer-wise
-# stage's: the inference of the frozen body, one block at a time, now sets the peak.
+# (91.05% there, with the shipped `mcunet_tiny`'s features): that is transfer learning
+# (chapter 08). Training only a head keeps the least for its backward pass (the head's
+# input), yet on the same four random blocks its peak is close to a layer-wise stage's: the
+# inference of the frozen body, one block at a time, now sets the peak. The shipped
+# `mcunet_tiny` is another, larger network; its frozen inference peaks higher (13.65 MiB in
+# that run against 9.61 MiB for the largest layer-wise stage).
 #
 # ## 5. The trade-off
 
