@@ -518,8 +518,10 @@ def train(
     momentum: float = 0.9,
     seed: int = 0,
     progress: bool = False,
+    qas: bool = True,
 ) -> tuple[Any, SparseInt8Optimizer]:
-    """Train a copy of the int8 graph ``qmodel`` with ``scheme``, SGD-M and QAS.
+    """Train a copy of the int8 graph ``qmodel`` with ``scheme``, SGD-M and QAS (``qas=False``:
+    plain SGD-M on the integers, chapter 03's baseline).
 
     Cosine learning-rate decay to 0 over the run; batches from
     :class:`tinyodl.data.BatchSampler` (seeded). Returns ``(trained copy, optimizer)``.
@@ -528,7 +530,7 @@ def train(
     from tinyodl.qas import fit_int8
 
     model = apply_scheme(copy.deepcopy(qmodel), scheme)
-    opt = SparseInt8Optimizer(model, "sgd", lr=lr, momentum=momentum, qas=True)
+    opt = SparseInt8Optimizer(model, "sgd", lr=lr, momentum=momentum, qas=qas)
     steps = epochs * -(-len(x) // batch_size)
     fit_int8(
         model,
