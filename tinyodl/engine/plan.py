@@ -1,0 +1,455 @@
+"""Executing the compiled schedule: the step kernels, the optimizer, :func:`compile_training`.
+
+Each :class:`~tinyodl.engine.schedule.Step` kind has one function here, ``fn(plan, step,
+env) -> dict`` of the buffers it allocates; ``env`` maps buffer names to arrays and the
+executor deletes a buffer right after the step the plan frees it in, so the arrays alive
+at any moment are exactly the plan's live set. The arithmetic mirrors
+:meth:`QConv.backward <tinyodl.quantization.QConv.backward>` and
+:class:`tinyodl.qas.Int8Optimizer` (SGD, optional momentum, QAS, fp32 shadow or pure
+int8), so one compiled step gives the same integers as ``forward_int(save=True)``,
+``backward`` and ``Int8Optimizer.step`` -- bit for bit when every channel of a layer is
+updated (``tests/test_engine.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tinyodl import nn, ops
+from tinyodl.engine.graph import Graph, LayerUpdate, requires_grad, resolve_scheme, trace
+from tinyodl.engine.schedule import (
+    ARRAY_HEADER_BYTES,
+    MemoryPlan,
+    Step,
+    build_schedule,
+    plan_memory,
+)
+from tinyodl.qas import qas_gradient_scales
+from tinyodl.quant import round_half_away
+
+__all__ = ["KERNELS", "TrainingPlan", "compile_training"]
+
+
+def _unpack(bits: np.ndarray, shape) -> np.ndarray:
+    n = int(np.prod(shape))
+    return np.unpackbits(bits, count=n).view(bool).reshape(shape)
+
+
+def _channel_shape(ndim: int) -> tuple[int, ...]:
+    return (1, -1) if ndim == 2 else (1, -1, 1, 1)
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def k_quantize(plan, step, env):
+    return {"a:input": plan.graph.qmodel.quantize_input(env["x"])}
+
+
+def k_forward(plan, step, env):
+    node = plan.nodes[step.node]
+    args = [env[f"a:{t}"] for t in node.inputs]
+    y = node.op.forward(*args) if node.kind == "add" else node.op.forward(args[0])
+    out = {f"a:{node.output}": y}
+    mask = f"m:{node.output}"
+    if mask in step.allocs:  # 1 bit per value: did the output sit strictly inside the clamp?
+        lo, hi = (node.op.act_min, node.op.act_max) if node.kind == "conv" else (-128, 127)
+        out[mask] = np.packbits((y > lo) & (y < hi), axis=None)
+    saved = f"s:{node.name}"
+    if saved in step.allocs:  # partial depthwise update: keep only its channels' inputs
+        out[saved] = np.ascontiguousarray(args[0][:, plan.updates[node.name].channels])
+    return out
+
+
+def k_loss(plan, step, env):
+    qmodel = plan.graph.qmodel
+    logits = qmodel.dequantize_output(env[step.reads[0]])
+    loss, dlogits = nn.softmax_cross_entropy(logits, env["y"])
+    plan.last_loss = float(loss)
+    g = np.asarray(dlogits, dtype=np.float32) * np.float32(qmodel.output.scale)
+    return {step.allocs[0]: g}
+
+
+# ----------------------------------------------------------------------------- backward
+
+
+def k_bwd_mask(plan, step, env):
+    """``g <- mask * g * M`` in place: the clamp's straight-through estimator, then d acc."""
+    node = plan.nodes[step.node]
+    g = env[step.inplace[0]]
+    np.multiply(g, _unpack(env[step.reads[0]], g.shape), out=g)
+    g *= node.op._multiplier32.reshape(_channel_shape(g.ndim))
+    return {}
+
+
+def k_bwd_dx(plan, step, env):
+    node = plan.nodes[step.node]
+    conv, g = node.op, env[step.reads[0]]
+    if conv.kind == "linear":
+        dx = ops.linear_s8_backward_input(g, conv.weight)
+    else:
+        dx = ops.conv2d_s8_backward_input(
+            g, conv.weight, node.in_shapes[0], conv.stride, conv.padding, conv._groups()
+        )
+    return {step.allocs[0]: dx}
+
+
+def k_bwd_db(plan, step, env):
+    g = env[step.reads[0]]
+    return {step.allocs[0]: g.sum(axis=0 if g.ndim == 2 else (0, 2, 3))}
+
+
+def k_bwd_dw(plan, step, env):
+    node = plan.nodes[step.node]
+    conv, u = node.op, plan.updates[node.name]
+    g, x = env[step.reads[0]], env[step.reads[1]]
+    zp = conv.input.zero_point
+    if not u.full:
+        g = np.ascontiguousarray(g[:, u.channels])
+    shape = (len(u.channels), *conv.weight.shape[1:])
+    if conv.kind == "linear":
+        dw = ops.linear_s8_backward_weight(g, x, zp)
+    elif conv.kind == "depthwise":  # x holds only the updated channels (or all of them)
+        dw = ops.conv2d_s8_backward_weight(g, x, zp, shape, conv.stride, conv.padding, shape[0])
+    elif conv.groups == 1 or u.full:
+        dw = ops.conv2d_s8_backward_weight(
+            g, x, zp, shape, conv.stride, conv.padding, conv._groups()
+        )
+    else:
+        raise NotImplementedError(
+            f"engine: partial-channel update of grouped conv {node.name!r} is not supported"
+        )
+    return {step.allocs[0]: dw}
+
+
+def k_bwd_add(plan, step, env):
+    node = plan.nodes[step.node]
+    g = env[step.reads[0]]
+    np.multiply(g, _unpack(env[step.reads[1]], g.shape), out=g)
+    s = node.op.output.scale
+    out = {step.allocs[0]: g * np.float32(node.op.a.scale / s)}
+    if len(step.allocs) > 1:
+        out[step.allocs[1]] = g * np.float32(node.op.b.scale / s)
+    return out
+
+
+def k_bwd_gap(plan, step, env):
+    n, c, h, w = plan.nodes[step.node].in_shapes[0]
+    share = (env[step.reads[0]] / np.float32(h * w))[:, :, None, None]
+    return {step.allocs[0]: np.broadcast_to(share, (n, c, h, w)).copy()}
+
+
+def k_bwd_flatten(plan, step, env):
+    shape = plan.nodes[step.node].in_shapes[0]
+    return {step.allocs[0]: env[step.reads[0]].reshape(shape).copy()}
+
+
+def k_accumulate(plan, step, env):
+    env[step.inplace[0]] += env[step.reads[0]]
+    return {}
+
+
+# ----------------------------------------------------------------------------- updates
+
+
+@dataclass
+class SGDConfig:
+    """The engine's optimizer: :class:`tinyodl.qas.Int8Optimizer` with ``kind="sgd"``."""
+
+    lr: float = 0.01
+    momentum: float = 0.0
+    qas: bool = True
+    store: str = "shadow"
+
+
+def _update(plan, key: str, grad: np.ndarray, current, lo: int, hi: int) -> np.ndarray:
+    """One SGD(-M) step of one tensor, computed *in the gradient's own buffer*.
+
+    ``grad`` (already QAS-scaled, owned by the plan and freed right after) becomes the
+    new integer values (as float); ``current`` is called only for ``store="int8"``. The
+    arithmetic is :class:`tinyodl.qas.Int8Optimizer`'s, operation for operation, so the
+    results are the same bits; only the temporaries are gone.
+    """
+    cfg, state = plan.optimizer, plan.state[key]
+    if cfg.momentum:
+        buf = state["momentum_buffer"]
+        buf *= np.float32(cfg.momentum)
+        buf += grad
+        np.multiply(np.float32(-cfg.lr), buf, out=grad)  # delta
+    else:
+        np.multiply(np.float32(-cfg.lr), grad, out=grad)
+    if cfg.store == "int8":  # only integers exist: |delta| < 0.5 rounds to no change
+        return np.clip(current() + round_half_away(grad), lo, hi)
+    shadow = state["shadow"]
+    shadow += grad
+    np.clip(shadow, lo, hi, out=shadow)
+    np.copysign(np.float32(0.5), shadow, out=grad)  # round half away from zero
+    grad += shadow
+    return np.trunc(grad, out=grad)
+
+
+def k_update_w(plan, step, env):
+    conv, u = plan.nodes[step.node].op, plan.updates[step.node]
+    grad = env[step.reads[0]]
+    factor = plan.factors[step.node][0]
+    grad *= factor if u.full else factor[u.channels]
+    rows = slice(None) if u.full else u.channels
+    new = _update(plan, f"{step.node}.weight", grad, lambda: conv.weight[rows], -127, 127)
+    conv.weight[rows] = new  # integral values in [-127, 127]: the cast is exact
+    return {}
+
+
+def k_update_b(plan, step, env):
+    conv = plan.nodes[step.node].op
+    grad = env[step.reads[0]]
+    grad *= plan.factors[step.node][1]
+    new = _update(plan, f"{step.node}.bias", grad, lambda: conv.bias, -(2**31), 2**31 - 1)
+    conv.bias[...] = new
+    return {}
+
+
+KERNELS: dict[str, Callable[[Any, Step, dict], dict]] = {
+    "quantize": k_quantize,
+    "forward": k_forward,
+    "loss": k_loss,
+    "bwd_mask": k_bwd_mask,
+    "bwd_dx": k_bwd_dx,
+    "bwd_db": k_bwd_db,
+    "bwd_dw": k_bwd_dw,
+    "bwd_add": k_bwd_add,
+    "bwd_gap": k_bwd_gap,
+    "bwd_flatten": k_bwd_flatten,
+    "accumulate": k_accumulate,
+    "update_w": k_update_w,
+    "update_b": k_update_b,
+}
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+class TrainingPlan:
+    """A compiled training step of an int8 model (see :func:`compile_training`).
+
+    Attributes
+    ----------
+    graph : Graph
+    updates : dict name -> LayerUpdate
+        What each conv/linear layer updates.
+    steps : list of Step
+        The schedule, in execution order.
+    memory_plan : MemoryPlan
+        Lifetime table and planned peak.
+    optimizer : SGDConfig
+    state : dict key -> {"shadow", "momentum_buffer"}
+        Resident fp32 state of the updated tensors (only the updated channels).
+    last_loss : float
+        Loss of the last :meth:`step`.
+    """
+
+    def __init__(self, graph, updates, steps, memory_plan, optimizer, reorder) -> None:
+        self.graph, self.updates, self.steps = graph, updates, steps
+        self.memory_plan, self.optimizer, self.reorder = memory_plan, optimizer, reorder
+        self.nodes = {n.name: n for n in graph.nodes}
+        self.factors = {}
+        self.state: dict[str, dict[str, np.ndarray]] = {}
+        self.last_loss = float("nan")
+        for name, u in updates.items():
+            conv = self.nodes[name].op
+            w, b = qas_gradient_scales(conv) if optimizer.qas else (np.ones(1), np.ones(1))
+            w = np.broadcast_to(w, (conv.out_channels,) + (1,) * (conv.weight.ndim - 1))
+            b = np.broadcast_to(b, (conv.out_channels,))
+            self.factors[name] = (w.astype(np.float32), b.astype(np.float32))
+            if u.weight:
+                self._init_state(f"{name}.weight", conv.weight[u.channels])
+            if u.bias:
+                self._init_state(f"{name}.bias", conv.bias)
+        memory_plan.state_bytes = sum(a.nbytes for s in self.state.values() for a in s.values())
+        memory_plan.trainable_bytes = sum(
+            (len(u.channels) * self.nodes[n].op.weight[0].size if u.weight else 0)
+            + (self.nodes[n].op.bias.nbytes if u.bias else 0)
+            for n, u in updates.items()
+        )
+
+    def _init_state(self, key: str, current: np.ndarray) -> None:
+        slots = self.state[key] = {}
+        if self.optimizer.store == "shadow":
+            slots["shadow"] = current.astype(np.float32)
+        if self.optimizer.momentum:
+            slots["momentum_buffer"] = np.zeros(current.shape, np.float32)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.graph.input_shape
+
+    def _check(self, x: np.ndarray, y: np.ndarray) -> None:
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(
+                f"TrainingPlan.step: the plan was compiled for inputs {self.input_shape}, "
+                f"got {tuple(x.shape)}"
+            )
+        if len(y) != self.input_shape[0]:
+            raise ValueError(f"TrainingPlan.step: need {self.input_shape[0]} labels, got {len(y)}")
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One training step: run the schedule on ``(x, y)``; updates the model in place.
+
+        Returns the loss (before the update).
+        """
+        self._check(x, y)
+        env: dict[str, Any] = {"x": x, "y": y}
+        for s in self.steps:
+            env.update(KERNELS[s.kind](self, s, env))
+            for name in s.frees:
+                del env[name]
+        return self.last_loss
+
+    def profile(self, x: np.ndarray, y: np.ndarray) -> list[int]:
+        """Run one step and measure each step's peak above its live buffers (tracemalloc).
+
+        Returns the per-step workspace bytes (kernel scratch, temporaries, array headers).
+        The model and the optimizer state are restored afterwards.
+        """
+        self._check(x, y)
+        backup = self._snapshot()
+        started = not tracemalloc.is_tracing()
+        if started:
+            tracemalloc.start()
+        try:
+            gc.collect()
+            env: dict[str, Any] = {"x": x, "y": y}
+            ws = []
+            for s in self.steps:
+                before = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                out = KERNELS[s.kind](self, s, env)
+                peak = tracemalloc.get_traced_memory()[1]
+                planned = sum(self.memory_plan_buffer(n) for n in s.allocs)
+                ws.append(max(0, peak - before - planned))
+                env.update(out)
+                del out
+                for name in s.frees:
+                    del env[name]
+        finally:
+            if started:
+                tracemalloc.stop()
+            self._restore(backup)
+        return ws
+
+    def memory_plan_buffer(self, name: str) -> int:
+        """Planned bytes of buffer ``name`` (data + array header)."""
+        return self._sizes[name] + ARRAY_HEADER_BYTES
+
+    def _snapshot(self):
+        convs = {
+            n: (self.nodes[n].op.weight.copy(), self.nodes[n].op.bias.copy()) for n in self.updates
+        }
+        state = {k: {s: a.copy() for s, a in v.items()} for k, v in self.state.items()}
+        return convs, state, self.last_loss
+
+    def _restore(self, backup) -> None:
+        convs, state, loss = backup
+        for n, (w, b) in convs.items():
+            self.nodes[n].op.weight[...] = w
+            self.nodes[n].op.bias[...] = b
+        for k, v in state.items():
+            for s, a in v.items():
+                self.state[k][s][...] = a
+        self.last_loss = loss
+
+    def measure(self, x: np.ndarray, y: np.ndarray):
+        """Run one real step under tracemalloc: ``tinyodl.memory.MeasuredMemory``."""
+        from tinyodl.memory import measure_peak
+
+        return measure_peak(self.step, x, y)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain numbers (JSON): steps, buffers, planned peaks, state, what trains."""
+        mp = self.memory_plan
+        return {
+            "input_shape": list(self.input_shape),
+            "reorder": self.reorder,
+            "steps": len(self.steps),
+            "buffers": len(mp.buffers),
+            "planned_peak_bytes": mp.peak_bytes,
+            "planned_buffer_peak_bytes": mp.buffer_peak_bytes,
+            "peak_step": mp.steps[mp.peak_step].label(),
+            "state_bytes": mp.state_bytes,
+            "trainable_bytes": mp.trainable_bytes,
+            "planned_training_bytes": mp.training_bytes,
+            "updated": {
+                n: {"channels": 0 if u.channels is None else len(u.channels), "bias": u.bias}
+                for n, u in self.updates.items()
+                if u.weight or u.bias
+            },
+        }
+
+
+def compile_training(
+    qmodel,
+    input_shape: tuple[int, ...],
+    *,
+    scheme: Any = None,
+    lr: float = 0.01,
+    momentum: float = 0.0,
+    qas: bool = True,
+    store: str = "shadow",
+    reorder: bool = True,
+    profile: bool = True,
+    seed: int = 0,
+) -> TrainingPlan:
+    """Compile one training step of an int8 model: trace, derive backward, prune, reorder, plan.
+
+    Parameters
+    ----------
+    qmodel : tinyodl.quantization.QuantizedModel
+        Updated in place by :meth:`TrainingPlan.step` (its int8 weights and int32 biases).
+    input_shape : (N, C, H, W)
+        The batch shape the plan is compiled for.
+    scheme : UpdateScheme, optional
+        ``bias_depth`` and ``weights`` (layer -> channel ratio; a ``channels`` dict of
+        explicit indices is honoured too). Default: the layers' ``weight_trainable`` /
+        ``bias_trainable`` flags, all channels.
+    lr, momentum, qas, store
+        SGD as :class:`tinyodl.qas.Int8Optimizer` (``kind="sgd"``) does it.
+    reorder : bool, default True
+        Apply each update as soon as its gradient exists and free it (TTE's operator
+        reordering); False: all updates after the backward.
+    profile : bool, default True
+        Measure each step's kernel workspace once (on a random batch drawn from ``seed``;
+        weights restored) and include it in the planned peak. False: buffers only.
+
+    Returns
+    -------
+    TrainingPlan
+        ``plan.step(x, y)``, ``plan.memory_plan``.
+    """
+    if store not in ("shadow", "int8"):
+        raise ValueError(f"compile_training: store must be 'shadow' or 'int8', got {store!r}")
+    if lr < 0 or momentum < 0:
+        raise ValueError(f"compile_training: need lr >= 0 and momentum >= 0, got {lr}, {momentum}")
+    graph: Graph = trace(qmodel, input_shape)
+    updates: dict[str, LayerUpdate] = resolve_scheme(graph, scheme)
+    req = requires_grad(graph, updates)
+    steps, buffers = build_schedule(graph, updates, req, reorder=reorder)
+    memory_plan: MemoryPlan = plan_memory(steps, buffers)
+    plan = TrainingPlan(
+        graph, updates, steps, memory_plan, SGDConfig(lr, momentum, qas, store), reorder
+    )
+    plan._sizes = {b.name: b.nbytes for b in memory_plan.buffers}
+    if profile:
+        rng = np.random.default_rng(seed)
+        x = rng.random(graph.input_shape, dtype=np.float32)
+        y = rng.integers(0, qmodel.ops[-1].out_channels, graph.input_shape[0])
+        for s, ws in zip(steps, plan.profile(x, y), strict=True):
+            s.workspace = ws
+        refreshed = plan_memory(steps, buffers)
+        memory_plan.live_bytes, memory_plan.peak_bytes = refreshed.live_bytes, refreshed.peak_bytes
+        memory_plan.peak_step = refreshed.peak_step
+    return plan
