@@ -257,44 +257,42 @@ def _run_int8(method: str, seed: int, cfg: DemoConfig, measure: bool) -> dict[st
 
 
 def _run_engine(seed: int, cfg: DemoConfig, measure: bool) -> dict[str, Any]:
-    """The sparse scheme executed by chapter 12's engine (reordered, in-place updates)."""
+    """The sparse scheme executed by chapter 12's engine (pruned, reordered, in place)."""
+    import dataclasses
+
     from tinyodl import engine, schedules
     from tinyodl import sparse_update as su
     from tinyodl.data.batching import BatchSampler
-    from tinyodl.memory import MemoryProbe
 
     task, _, qmodel, x_test, y_test = _setup(
         seed, cfg.per_class, cfg.calibration_images, cfg.test_images
     )
     scheme = UpdateScheme.from_dict(cfg.scheme)
-    lr = cfg.lr["sparse_update_engine"]
+    lr, n = cfg.lr["sparse_update_engine"], cfg.batch_size
     start = time.perf_counter()
     model = su.apply_scheme(copy.deepcopy(qmodel), scheme)
-    plan = engine.compile_training(model, task.x_train.shape[1:], batch_size=cfg.batch_size, lr=lr)
-    sampler = BatchSampler(len(task.x_train), cfg.batch_size, seed)
+    shape = (n, *task.x_train.shape[1:])
+    plan = engine.compile_training(model, shape, scheme=scheme, lr=lr, momentum=0.9, qas=True)
+    sampler = BatchSampler(len(task.x_train), n, seed, drop_last=True)
     schedule = schedules.Cosine(lr, cfg.epochs * len(sampler))
     t = 0
     while sampler.epoch < cfg.epochs:
         for idx in sampler:
-            plan.lr = schedule(t)
+            plan.optimizer = dataclasses.replace(plan.optimizer, lr=schedule(t))
             plan.step(task.x_train[idx], task.y_train[idx])
             t += 1
     out: dict[str, Any] = {"seconds": time.perf_counter() - start, "scheme": scheme.to_dict()}
     out["accuracy"] = _accuracy(model, x_test, y_test)
     out["trainable_params"] = su.trainable_parameters(qmodel, scheme)
     if measure:
-        n = cfg.batch_size
-        xb, yb = task.x_train[:n], task.y_train[:n]
-        with MemoryProbe() as probe:
-            plan.step(xb, yb)
-        resident = int(getattr(plan, "resident_train_bytes", 0))
         mp = plan.memory_plan
-        analytic = int(getattr(mp, "peak_bytes", mp["peak_bytes"] if isinstance(mp, dict) else 0))
+        measured = plan.measure(task.x_train[:n], task.y_train[:n])  # a real step
+        resident = mp.state_bytes + mp.trainable_bytes
         out["memory"] = {
-            "measured": int(probe.peak_bytes) + resident,
-            "analytic": analytic + resident,
+            "measured": int(measured.peak_bytes) + resident,
+            "analytic": int(mp.training_bytes),
             "flash": qmodel.nbytes() - su.trainable_int8_bytes(model),
-            "paper": su.memory_cost(qmodel, scheme, xb.shape[1:], n)["total"],
+            "paper": su.memory_cost(qmodel, scheme, shape[1:], n, momentum=True)["total"],
         }
     return out
 
