@@ -764,7 +764,9 @@ def exact_search(
         gain = w_gain + (table.bias.get(depth, 0.0) if depth > 1 else 0.0)
         gain = np.where(cost <= budget_bytes, gain, -np.inf)
         i = int(np.argmax(gain - 1e-12 * cost))  # ties: the cheaper scheme
-        if gain[i] > best[0] or (gain[i] == best[0] and cost[i] < best[2]):
+        if not np.isfinite(gain[i]):
+            continue
+        if gain[i] > best[0] or (best[2] is not None and gain[i] == best[0] and cost[i] < best[2]):
             best = (gain[i], (d, tuple(grid[i])), cost[i])
     if best[1] is None:
         raise ValueError(f"exact_search: no scheme fits {budget_bytes} bytes")
