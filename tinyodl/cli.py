@@ -52,6 +52,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help=f"labelled images per new class (default {d.per_class})",
     )
     p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument(
+        "--test-images", type=_positive_int, default=None, help="evaluate on the first N only"
+    )
     p.add_argument("--jobs", type=_positive_int, default=2, help="processes (default 2)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="rows to run")
     p.add_argument("--json", default=None, help="write the table as JSON to this file")

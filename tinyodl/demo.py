@@ -496,6 +496,7 @@ def run_demo(args: Any) -> int:
         per_class=args.per_class,
         seeds=tuple(range(args.seeds)),
         methods=methods,
+        test_images=args.test_images,
     )
     print(
         f"tinyodl demo: mcunet_tiny (pretrained on digits 0-4) adapts to digits 5-9, "
