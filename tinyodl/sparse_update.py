@@ -791,9 +791,12 @@ def evolutionary_search(
     """The paper's evolutionary search for the scheme with the largest summed gain.
 
     A genome is (bias-depth index, ratio index per candidate layer). Each generation keeps
-    the best ``parents`` fraction of feasible genomes (over budget: fitness -inf), and fills
-    the population with uniform crossovers of two parents and with mutations (each gene
-    redrawn with probability ``mutation``). Returns the same dict as :func:`exact_search`.
+    the best ``parents`` fraction of the distinct feasible genomes (over budget: fitness
+    -inf), and refills the population alternately with mutations of a parent (one gene
+    redrawn, each other with probability ``mutation``) and uniform crossovers of two
+    parents. The summed gain of a genome is only looked up in the contribution table, so
+    the cost of the search is the number of distinct genomes evaluated. Returns the same
+    dict as :func:`exact_search`.
     """
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -816,16 +819,19 @@ def evolutionary_search(
         pop.append(g)
     n_parents = max(2, int(parents * population))
     for _ in range(generations):
-        pop.sort(key=fitness, reverse=True)
-        elite = [g for g in pop[:n_parents] if np.isfinite(fitness(g))] or pop[:1]
+        distinct = {tuple(int(v) for v in g): g for g in pop}.values()  # keeps diversity
+        ranked = sorted(distinct, key=fitness, reverse=True)
+        elite = [g for g in ranked[:n_parents] if np.isfinite(fitness(g))] or ranked[:1]
         children = []
         while len(elite) + len(children) < population:
-            a, b = elite[rng.integers(len(elite))], elite[rng.integers(len(elite))]
-            if rng.random() < 0.5:
+            a = elite[rng.integers(len(elite))]
+            if len(children) % 2:  # crossover: each gene from one of two parents
+                b = elite[rng.integers(len(elite))]
                 child = np.where(rng.random(n_genes) < 0.5, a, b)
-            else:
+            else:  # mutation: one gene redrawn, each other with probability `mutation`
                 child = a.copy()
                 redraw = rng.random(n_genes) < mutation
+                redraw[rng.integers(n_genes)] = True
                 child[redraw] = rng.integers(0, highs)[redraw]
             children.append(child)
         pop = elite + children

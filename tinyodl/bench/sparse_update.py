@@ -40,6 +40,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds (default 3)")
     parser.add_argument("--per-class", type=int, default=100, help="adaptation images/class")
     parser.add_argument("--lr", type=float, default=0.01, help="SGD-M + QAS learning rate")
+    parser.add_argument(
+        "--contributions",
+        default=None,
+        help="reuse the contribution table of an earlier result JSON (skips step 1)",
+    )
 
 
 def main(args) -> int:
@@ -59,18 +64,25 @@ def main(args) -> int:
     with threadpool_limits(1):
         task, _, qmodel, x_test, y_test = _setup(0, per_class, 128, 200 if quick else None)
         xt, yt, xv, yv = train_val_split(task.x_train, task.y_train, 0.2, np.random.default_rng(0))
-        table = su.contribution_analysis(
-            qmodel,
-            xt,
-            yt,
-            xv,
-            yv,
-            layers=candidates,
-            bias_depths=depths,
-            ratios=ratios,
-            train_kwargs=train_kwargs,
-            progress=not quick,
-        )
+        if args.contributions:
+            import json
+
+            prior = json.loads(open(args.contributions, encoding="utf-8").read())
+            table = su.ContributionTable.from_dict(prior["summary"]["contributions"])
+            candidates = list(table.weight)
+        else:
+            table = su.contribution_analysis(
+                qmodel,
+                xt,
+                yt,
+                xv,
+                yv,
+                layers=candidates,
+                bias_depths=depths,
+                ratios=ratios,
+                train_kwargs=train_kwargs,
+                progress=not quick,
+            )
         print(
             f"contribution analysis: {table.seconds:.1f} s, base accuracy "
             f"{100 * table.base_accuracy:.1f}%",
@@ -141,6 +153,7 @@ def main(args) -> int:
             "bias_depths": depths,
             "train": train_kwargs,
             "quick": quick,
+            "contributions_from": args.contributions,
         },
     }
     write_results(args.json_path, rows, summary, machine=machine_info(threads=1))
