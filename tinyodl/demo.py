@@ -79,15 +79,17 @@ LR = {
     "tinytrain": 0.01,
 }
 
-#: The scheme ``sparse_update`` trains: found by ``tinyodl bench sparse_update`` (exact
-#: search on task A's contribution table, budget :data:`BUDGET_BYTES`, paper accounting).
+#: The scheme ``sparse_update`` trains: found by ``tinyodl bench sparse_update --json
+#: benchmarks/results/sparse_update.json`` (``summary.found_scheme``: exact search on task
+#: A's contribution table, budget :data:`BUDGET_BYTES`, paper accounting with momentum).
 SCHEME = UpdateScheme(
-    bias_depth=10,
+    bias_depth=8,
     weights={
         "classifier.0": 1.0,
-        "features.10": 0.5,
-        "features.9.project": 0.25,
-        "features.9.expand": 0.125,
+        "features.7.project": 0.125,
+        "features.8.expand": 0.125,
+        "features.8.depthwise": 0.5,
+        "features.8.project": 0.125,
     },
 )
 #: Memory budget of the search and of TinyTrain's selection (paper accounting, bytes).
