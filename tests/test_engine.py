@@ -92,7 +92,7 @@ def test_plan_gives_the_same_integers_as_eager_backprop(
         if scheme is None:
             for _, c in mine.named_convs():
                 c.weight_trainable = c.bias_trainable = True
-        plan = compile_training(mine, BATCH, scheme=scheme, reorder=reorder, **opt)
+        plan = compile_training(mine, BATCH, scheme=scheme, reorder=reorder, profile=False, **opt)
         losses = [plan.step(x, y) for x, y in steps]
     assert losses == ref_losses  # the same forward each step: bit-equal
     assert _same_integers(mine, ref)  # bit-equal integers after 3 updates
@@ -259,3 +259,17 @@ def test_profile_restores_the_model(base_qmodel):
     mine = copy.deepcopy(base_qmodel)
     compile_training(mine, (1, 1, 28, 28), scheme=SPARSE, lr=1.0)  # profiles one step
     assert _same_integers(mine, base_qmodel)
+
+
+def test_scratch_limit_lowers_the_peak_without_changing_the_result(base_qmodel, task):
+    steps = _batches(task, 2, size=1)
+    models, peaks = [], []
+    for limit in (None, 8192):
+        mine = copy.deepcopy(base_qmodel)
+        plan = compile_training(mine, (1, 1, 28, 28), scheme=SPARSE, lr=0.05, scratch_limit=limit)
+        for x, y in steps:
+            plan.step(x, y)
+        models.append(mine)
+        peaks.append(plan.memory_plan.peak_bytes)
+    assert _same_integers(*models)
+    assert peaks[1] < 0.8 * peaks[0]

@@ -42,7 +42,7 @@ from tinyodl.engine.graph import (
     top_l2_channels,
     trace,
 )
-from tinyodl.engine.plan import KERNELS, SGDConfig, TrainingPlan, compile_training
+from tinyodl.engine.plan import KERNELS, SGDConfig, TrainingPlan, compile_training, fit
 from tinyodl.engine.schedule import Buffer, MemoryPlan, Step, build_schedule, plan_memory
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "TrainingPlan",
     "build_schedule",
     "compile_training",
+    "fit",
     "plan_memory",
     "requires_grad",
     "resolve_scheme",

@@ -33,7 +33,7 @@ from tinyodl.engine.schedule import (
 from tinyodl.qas import qas_gradient_scales
 from tinyodl.quant import round_half_away
 
-__all__ = ["KERNELS", "TrainingPlan", "compile_training"]
+__all__ = ["KERNELS", "SGDConfig", "TrainingPlan", "compile_training", "fit"]
 
 
 def _unpack(bits: np.ndarray, shape) -> np.ndarray:
@@ -52,10 +52,48 @@ def k_quantize(plan, step, env):
     return {"a:input": plan.graph.qmodel.quantize_input(env["x"])}
 
 
+def _conv_forward(conv, x: np.ndarray, limit: int | None) -> np.ndarray:
+    """``conv.forward(x)``, a few output channels at a time when its scratch is large.
+
+    Per output channel the int8 kernel's scratch holds the weight row packed to int16 and
+    transposed (3 bytes per weight) and an int32 accumulator per output value; computing
+    ``limit // that`` output channels per call bounds it. Integer arithmetic: the result is
+    exactly ``conv.forward(x)``.
+    """
+    out_shape = conv.output_shape(x.shape)
+    per_channel = 3 * conv.weight[0].size + 4 * int(np.prod(out_shape)) // conv.out_channels
+    if limit is None or per_channel * conv.out_channels <= limit or conv.kind == "linear":
+        return conv.forward(x)
+    if conv.kind == "conv" and conv.groups != 1:
+        return conv.forward(x)
+    step = max(1, int(limit) // per_channel)
+    y = np.empty(out_shape, dtype=np.int8)
+    zi, zo = conv.input.zero_point, conv.output.zero_point
+    clamp = (conv.act_min, conv.act_max, conv.rounding)
+    for f0 in range(0, conv.out_channels, step):
+        sl = slice(f0, min(f0 + step, conv.out_channels))
+        rq = (conv.multiplier[sl], conv.shift[sl])
+        if conv.kind == "depthwise":
+            xs = np.ascontiguousarray(x[:, sl])
+            geometry = (conv.stride, conv.padding)
+            y[:, sl] = ops.depthwise_conv2d_s8(
+                xs, conv.weight[sl], conv.bias[sl], zi, zo, *rq, *geometry, *clamp
+            )
+        else:
+            geometry = (conv.stride, conv.padding, 1)
+            y[:, sl] = ops.conv2d_s8(
+                x, conv.weight[sl], conv.bias[sl], zi, zo, *rq, *geometry, *clamp
+            )
+    return y
+
+
 def k_forward(plan, step, env):
     node = plan.nodes[step.node]
     args = [env[f"a:{t}"] for t in node.inputs]
-    y = node.op.forward(*args) if node.kind == "add" else node.op.forward(args[0])
+    if node.kind == "conv":
+        y = _conv_forward(node.op, args[0], plan.scratch_limit)
+    else:
+        y = node.op.forward(*args) if node.kind == "add" else node.op.forward(args[0])
     out = {f"a:{node.output}": y}
     mask = f"m:{node.output}"
     if mask in step.allocs:  # 1 bit per value: did the output sit strictly inside the clamp?
@@ -88,15 +126,50 @@ def k_bwd_mask(plan, step, env):
     return {}
 
 
+def _dx_chunks(conv, limit: int | None) -> list[slice]:
+    """Input-channel slices whose float32 weight copy stays under ``limit`` bytes.
+
+    The int8 backward kernels convert the weight they are given to float32 (4 bytes per
+    weight); given all of it, that copy is the largest scratch of a sparse step. An input
+    channel's gradient needs only the weights that read it (``W[:, c]``; a depthwise
+    layer's ``W[c]``), so the engine asks for ``dL/dx`` a few input channels at a time.
+    """
+    c_in = conv.weight.shape[1] if conv.kind != "depthwise" else conv.weight.shape[0]
+    if limit is None or (conv.kind == "conv" and conv.groups != 1):
+        return [slice(0, c_in)]
+    per_channel = 4 * (conv.weight.size // c_in)
+    step = max(1, int(limit) // per_channel)
+    return [slice(c, min(c + step, c_in)) for c in range(0, c_in, step)]
+
+
 def k_bwd_dx(plan, step, env):
     node = plan.nodes[step.node]
     conv, g = node.op, env[step.reads[0]]
-    if conv.kind == "linear":
-        dx = ops.linear_s8_backward_input(g, conv.weight)
-    else:
+    chunks = _dx_chunks(conv, plan.scratch_limit)
+    if len(chunks) == 1:
+        if conv.kind == "linear":
+            return {step.allocs[0]: ops.linear_s8_backward_input(g, conv.weight)}
         dx = ops.conv2d_s8_backward_input(
             g, conv.weight, node.in_shapes[0], conv.stride, conv.padding, conv._groups()
         )
+        return {step.allocs[0]: dx}
+    dx = np.empty(node.in_shapes[0], dtype=np.float32)
+    for sl in chunks:
+        if conv.kind == "linear":
+            dx[:, sl] = ops.linear_s8_backward_input(g, conv.weight[:, sl])
+            continue
+        n, _, h, w = node.in_shapes[0]
+        shape = (n, sl.stop - sl.start, h, w)
+        if conv.kind == "depthwise":
+            part = ops.conv2d_s8_backward_input(
+                np.ascontiguousarray(g[:, sl]), conv.weight[sl], shape,
+                conv.stride, conv.padding, shape[1],
+            )  # fmt: skip
+        else:
+            part = ops.conv2d_s8_backward_input(
+                g, conv.weight[:, sl], shape, conv.stride, conv.padding, 1
+            )
+        dx[:, sl] = part
     return {step.allocs[0]: dx}
 
 
@@ -168,30 +241,58 @@ class SGDConfig:
     store: str = "shadow"
 
 
-def _update(plan, key: str, grad: np.ndarray, current, lo: int, hi: int) -> np.ndarray:
-    """One SGD(-M) step of one tensor, computed *in the gradient's own buffer*.
-
-    ``grad`` (already QAS-scaled, owned by the plan and freed right after) becomes the
-    new integer values (as float); ``current`` is called only for ``store="int8"``. The
-    arithmetic is :class:`tinyodl.qas.Int8Optimizer`'s, operation for operation, so the
-    results are the same bits; only the temporaries are gone.
-    """
-    cfg, state = plan.optimizer, plan.state[key]
+def _direction_in_place(plan, key: str, grad: np.ndarray) -> None:
+    """``grad <- -lr * (momentum buffer or grad)``: the update ``delta``, in place."""
+    cfg = plan.optimizer
     if cfg.momentum:
-        buf = state["momentum_buffer"]
+        buf = plan.state[key]["momentum_buffer"]
         buf *= np.float32(cfg.momentum)
         buf += grad
-        np.multiply(np.float32(-cfg.lr), buf, out=grad)  # delta
+        np.multiply(np.float32(-cfg.lr), buf, out=grad)
     else:
         np.multiply(np.float32(-cfg.lr), grad, out=grad)
-    if cfg.store == "int8":  # only integers exist: |delta| < 0.5 rounds to no change
-        return np.clip(current() + round_half_away(grad), lo, hi)
-    shadow = state["shadow"]
-    shadow += grad
+
+
+def _apply_shadow(plan, key: str, delta: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """fp32 shadow: ``shadow += delta``, clamp, round half away -- into ``delta``'s buffer."""
+    shadow = plan.state[key]["shadow"]
+    shadow += delta
     np.clip(shadow, lo, hi, out=shadow)
-    np.copysign(np.float32(0.5), shadow, out=grad)  # round half away from zero
-    grad += shadow
-    return np.trunc(grad, out=grad)
+    np.copysign(np.float32(0.5), shadow, out=delta)
+    delta += shadow
+    return np.trunc(delta, out=delta)
+
+
+def _apply_int8(target: np.ndarray, rows, delta: np.ndarray, lo: int, hi: int) -> None:
+    """Pure int8: ``target[row] = clip(target[row] + round_half_away(delta), lo, hi)``.
+
+    One output channel at a time, so the float64 rounding (the same arithmetic as
+    :class:`tinyodl.qas.Int8Optimizer`) needs scratch of one channel, not of the layer.
+    """
+    for j, c in enumerate(rows):
+        new = round_half_away(delta[j])
+        new += target[c]
+        np.minimum(new, hi, out=new)
+        np.maximum(new, lo, out=new)
+        target[c] = new
+
+
+def _update(plan, key: str, grad: np.ndarray, target: np.ndarray, rows, lo: int, hi: int):
+    """One SGD(-M) step of ``target[rows]`` from ``grad``, computed in ``grad``'s own buffer.
+
+    ``grad`` is already QAS-scaled and is owned by the plan (freed right after), so the
+    update needs no layer-sized temporaries; the arithmetic is
+    :class:`tinyodl.qas.Int8Optimizer`'s, operation for operation (the same bits).
+    """
+    _direction_in_place(plan, key, grad)
+    if plan.optimizer.store == "int8":  # |delta| < 0.5 rounds to no change
+        _apply_int8(target, rows, grad, lo, hi)
+        return
+    new = _apply_shadow(plan, key, grad, lo, hi)
+    if len(rows) == len(target):
+        target[...] = new  # integral values inside the type's range: the cast is exact
+    else:
+        target[rows] = new
 
 
 def k_update_w(plan, step, env):
@@ -199,9 +300,7 @@ def k_update_w(plan, step, env):
     grad = env[step.reads[0]]
     factor = plan.factors[step.node][0]
     grad *= factor if u.full else factor[u.channels]
-    rows = slice(None) if u.full else u.channels
-    new = _update(plan, f"{step.node}.weight", grad, lambda: conv.weight[rows], -127, 127)
-    conv.weight[rows] = new  # integral values in [-127, 127]: the cast is exact
+    _update(plan, f"{step.node}.weight", grad, conv.weight, u.channels, -127, 127)
     return {}
 
 
@@ -209,8 +308,12 @@ def k_update_b(plan, step, env):
     conv = plan.nodes[step.node].op
     grad = env[step.reads[0]]
     grad *= plan.factors[step.node][1]
-    new = _update(plan, f"{step.node}.bias", grad, lambda: conv.bias, -(2**31), 2**31 - 1)
-    conv.bias[...] = new
+    rows = np.arange(conv.out_channels)
+    if plan.optimizer.store == "int8":  # one vector: round all of it at once
+        _direction_in_place(plan, f"{step.node}.bias", grad)
+        conv.bias[...] = np.clip(conv.bias + round_half_away(grad), -(2**31), 2**31 - 1)
+        return {}
+    _update(plan, f"{step.node}.bias", grad, conv.bias, rows, -(2**31), 2**31 - 1)
     return {}
 
 
@@ -260,6 +363,7 @@ class TrainingPlan:
         self.factors = {}
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self.last_loss = float("nan")
+        self.scratch_limit: int | None = None
         for name, u in updates.items():
             conv = self.nodes[name].op
             w, b = qas_gradient_scales(conv) if optimizer.qas else (np.ones(1), np.ones(1))
@@ -287,6 +391,22 @@ class TrainingPlan:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.graph.input_shape
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step (set it each step for a schedule)."""
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"TrainingPlan.lr: must be >= 0, got {value}")
+        self.optimizer.lr = float(value)
+
+    @property
+    def resident_train_bytes(self) -> int:
+        """Resident training memory: updated int8/int32 tensors + fp32 shadow and momentum."""
+        return self.memory_plan.trainable_bytes + self.memory_plan.state_bytes
 
     def _check(self, x: np.ndarray, y: np.ndarray) -> None:
         if tuple(x.shape) != self.input_shape:
@@ -395,6 +515,7 @@ def compile_training(
     qmodel,
     input_shape: tuple[int, ...],
     *,
+    batch_size: int | None = None,
     scheme: Any = None,
     lr: float = 0.01,
     momentum: float = 0.0,
@@ -402,6 +523,7 @@ def compile_training(
     store: str = "shadow",
     reorder: bool = True,
     profile: bool = True,
+    scratch_limit: int | None = 16 * 1024,
     seed: int = 0,
 ) -> TrainingPlan:
     """Compile one training step of an int8 model: trace, derive backward, prune, reorder, plan.
@@ -410,8 +532,10 @@ def compile_training(
     ----------
     qmodel : tinyodl.quantization.QuantizedModel
         Updated in place by :meth:`TrainingPlan.step` (its int8 weights and int32 biases).
-    input_shape : (N, C, H, W)
+    input_shape : (N, C, H, W), or (C, H, W) with ``batch_size``
         The batch shape the plan is compiled for.
+    batch_size : int, optional
+        N, when ``input_shape`` is one example's shape (default 1).
     scheme : UpdateScheme, optional
         ``bias_depth`` and ``weights`` (layer -> channel ratio; a ``channels`` dict of
         explicit indices is honoured too). Default: the layers' ``weight_trainable`` /
@@ -421,6 +545,11 @@ def compile_training(
     reorder : bool, default True
         Apply each update as soon as its gradient exists and free it (TTE's operator
         reordering); False: all updates after the backward.
+    scratch_limit : int or None, default 16 KiB
+        Bound the kernels' scratch: the forward computes a few output channels at a time
+        (its int32 accumulators) and ``dL/dx`` a few input channels at a time (the float32
+        copy of the weight), each under this many bytes (None: whole layers at once). The
+        results are the same either way (tested bit-equal on both backends).
     profile : bool, default True
         Measure each step's kernel workspace once (on a random batch drawn from ``seed``;
         weights restored) and include it in the planned peak. False: buffers only.
@@ -434,6 +563,14 @@ def compile_training(
         raise ValueError(f"compile_training: store must be 'shadow' or 'int8', got {store!r}")
     if lr < 0 or momentum < 0:
         raise ValueError(f"compile_training: need lr >= 0 and momentum >= 0, got {lr}, {momentum}")
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) == 3:
+        input_shape = (1 if batch_size is None else int(batch_size), *input_shape)
+    elif batch_size is not None and input_shape and input_shape[0] != batch_size:
+        raise ValueError(
+            f"compile_training: input_shape {input_shape} has batch {input_shape[0]}, "
+            f"but batch_size={batch_size}"
+        )
     graph: Graph = trace(qmodel, input_shape)
     updates: dict[str, LayerUpdate] = resolve_scheme(graph, scheme)
     req = requires_grad(graph, updates)
@@ -443,6 +580,7 @@ def compile_training(
         graph, updates, steps, memory_plan, SGDConfig(lr, momentum, qas, store), reorder
     )
     plan._sizes = {b.name: b.nbytes for b in memory_plan.buffers}
+    plan.scratch_limit = scratch_limit
     if profile:
         rng = np.random.default_rng(seed)
         x = rng.random(graph.input_shape, dtype=np.float32)
@@ -453,3 +591,40 @@ def compile_training(
         memory_plan.live_bytes, memory_plan.peak_bytes = refreshed.live_bytes, refreshed.peak_bytes
         memory_plan.peak_step = refreshed.peak_step
     return plan
+
+
+def fit(
+    plan: TrainingPlan,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 1,
+    seed: int = 0,
+    schedule: Callable[[int], float] | None = None,
+    progress: bool = False,
+) -> list[float]:
+    """Train with a compiled plan: seeded batches of the plan's batch size, ``epochs`` times.
+
+    Batches come from :class:`tinyodl.data.BatchSampler` (``drop_last=True``: the plan is
+    compiled for one batch shape); ``schedule(step) -> lr`` sets the rate of every step.
+    Returns the losses; raises ``FloatingPointError`` naming the step if one is not finite.
+    """
+    from tqdm.auto import tqdm
+
+    from tinyodl.data.batching import BatchSampler
+
+    sampler = BatchSampler(len(x), plan.input_shape[0], seed, drop_last=True)
+    losses: list[float] = []
+    with tqdm(total=epochs * len(sampler), disable=not progress, leave=False, unit="step") as bar:
+        while sampler.epoch < epochs:
+            for idx in sampler:
+                if schedule is not None:
+                    plan.lr = schedule(len(losses))
+                loss = plan.step(x[idx], y[idx])
+                if not np.isfinite(loss):
+                    raise FloatingPointError(
+                        f"engine.fit: the loss is not finite at step {len(losses)}"
+                    )
+                losses.append(loss)
+                bar.update(1)
+    return losses
