@@ -34,6 +34,7 @@ def doc():
             "int8_full_qas",
             "sparse_update",
             "sparse_update_engine",
+            "tinytrain",
         ),
     )
     return demo.run(cfg, jobs=1, progress=False)
@@ -76,6 +77,9 @@ def test_summary_is_computed_from_the_rows(doc):
     # the engine runs the same scheme with the same arithmetic as the eager sparse update
     assert eng["accuracy_per_seed"] == by["sparse_update"]["accuracy_per_seed"]
     assert eng["peak_train_bytes_measured"] < by["sparse_update"]["peak_train_bytes_measured"]
+    tt = by["tinytrain"]  # TinyTrain's selection fits the same budget and runs on the engine
+    assert tt["extra_bytes_paper_accounting"] <= doc["config"]["budget_bytes"]
+    assert tt["selection_seconds"] > 0
 
 
 def test_plot_and_table(doc, tmp_path):
