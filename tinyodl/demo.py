@@ -486,6 +486,8 @@ def run(cfg: DemoConfig, jobs: int = 2, progress: bool = True) -> dict[str, Any]
     rows = _rows(cfg, results)
     summary = _summary(rows, cfg)
     summary["wall_seconds"] = time.perf_counter() - start
+    t = os.times()  # this process and its finished worker processes
+    summary["cpu_seconds"] = t.user + t.system + t.children_user + t.children_system
     summary["jobs"] = jobs
     config = asdict(cfg)
     return {"machine": machine_info(), "config": config, "rows": rows, "summary": summary}
@@ -533,6 +535,9 @@ def run_demo(args: Any) -> int:
         )
     for note in s["notes"]:
         print(f"note: {note}")
-    print(f"wall time: {s['wall_seconds']:.1f} s ({args.jobs} processes)")
+    print(
+        f"wall time: {s['wall_seconds']:.1f} s ({args.jobs} processes; "
+        f"CPU time {s['cpu_seconds']:.1f} s)"
+    )
     print(f"wrote {out / 'demo.png'}" + (f" and {args.json}" if args.json else ""))
     return 0
