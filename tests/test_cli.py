@@ -28,8 +28,9 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     "argv, message",
     [
         ([], "the following arguments are required: command"),
-        (["train"], "invalid choice: 'train'"),
-        (["demo", "--epochs", "0"], "expected a positive integer, got 0"),
+        (["fit"], "invalid choice: 'fit'"),
+        (["train", "--epochs", "0"], "expected a positive integer, got 0"),
+        (["demo", "--seeds", "0"], "expected a positive integer, got 0"),
         (["bench"], "the following arguments are required: bench_command"),
         (["exercises", "release"], "the following arguments are required: --out"),
     ],
@@ -72,8 +73,8 @@ def test_bench_kernels_writes_json(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
-    res = _cli("demo", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "out"))
+def test_train_runs_end_to_end(tmp_path):
+    res = _cli("train", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     # one epoch of LeNet-5 on the shipped subset is far above chance (10%)
@@ -84,7 +85,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "test accuracy:" in res.stdout
 
 
-def test_demo_rejects_a_missing_data_folder(tmp_path):
-    res = _cli("demo", "--data", str(tmp_path / "nowhere"), "--no-progress")
+def test_train_rejects_a_missing_data_folder(tmp_path):
+    res = _cli("train", "--data", str(tmp_path / "nowhere"), "--no-progress")
     assert res.returncode != 0
     assert "nowhere" in res.stderr

@@ -250,6 +250,7 @@ def test_an_empty_batch_in_training_mode_batchnorm_fails_the_same_clear_way(back
     [
         ["info"],
         ["demo"],
+        ["train"],
         ["grade", "nb.ipynb"],
         ["exercises", "release", "--out", "x"],
         ["bench", "kernels"],
@@ -290,9 +291,9 @@ def test_an_interrupt_swallowed_by_a_finalizer_still_ends_the_command(monkeypatc
 
 
 def test_sigint_to_a_running_command_prints_one_line_and_exits_130(tmp_path):
-    """A real SIGINT while ``tinyodl demo`` loads and trains (every sub-command runs under
+    """A real SIGINT while ``tinyodl train`` loads and trains (every sub-command runs under
     the same handler in ``main``; the test above covers them without a subprocess)."""
-    argv = ["demo", "--epochs", "3", "--no-progress", "--out", str(tmp_path)]
+    argv = ["train", "--epochs", "3", "--no-progress", "--out", str(tmp_path)]
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [

@@ -2,7 +2,8 @@
 
 Sub-commands::
 
-    tinyodl demo                          train the default model on the shipped MNIST subset
+    tinyodl demo                          adapt the int8 mcunet_tiny on-device (the headline)
+    tinyodl train                         train LeNet-5 from scratch on the shipped subset
     tinyodl grade NOTEBOOK [--json F]     grade a student's exercise notebook
     tinyodl exercises release --out DIR   write student (and solution) notebooks
     tinyodl bench NAME [--json F]         benchmarks (kernels, ...; see tinyodl bench -h)
@@ -36,7 +37,34 @@ def _positive_float(text: str) -> float:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train the default model on the shipped MNIST subset")
+    from tinyodl.demo import METHODS, DemoConfig
+
+    d = DemoConfig()
+    p = sub.add_parser(
+        "demo", help="adapt the int8 mcunet_tiny on-device to new digits inside 256 KB"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="default 1")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument(
+        "--per-class",
+        type=_positive_int,
+        default=d.per_class,
+        help=f"labelled images per new class (default {d.per_class})",
+    )
+    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument(
+        "--test-images", type=_positive_int, default=None, help="evaluate on the first N only"
+    )
+    p.add_argument("--jobs", type=_positive_int, default=2, help="processes (default 2)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="rows to run")
+    p.add_argument("--json", default=None, help="write the table as JSON to this file")
+    p.add_argument("--out", default="tinyodl-demo", help="folder for the plot (demo.png)")
+    p.add_argument("--backend", choices=["numpy", "cython"], default=None)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train LeNet-5 from scratch on the shipped MNIST subset")
     p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="tinyodl-demo", help="folder for the plot and results")
@@ -80,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
+    _add_train(sub)
     _add_grade(sub)
     _add_exercises(sub)
     _add_bench(sub)
@@ -197,6 +226,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tinyodl.demo import run_demo
 
         return run_demo(args)
+    if args.command == "train":
+        from tinyodl.scratch import run_train
+
+        return run_train(args)
     if args.command == "grade":
         from tinyodl.grading import grade_main
 

@@ -518,8 +518,10 @@ def train(
     momentum: float = 0.9,
     seed: int = 0,
     progress: bool = False,
+    qas: bool = True,
 ) -> tuple[Any, SparseInt8Optimizer]:
-    """Train a copy of the int8 graph ``qmodel`` with ``scheme``, SGD-M and QAS.
+    """Train a copy of the int8 graph ``qmodel`` with ``scheme``, SGD-M and QAS (``qas=False``:
+    plain SGD-M on the integers, chapter 03's baseline).
 
     Cosine learning-rate decay to 0 over the run; batches from
     :class:`tinyodl.data.BatchSampler` (seeded). Returns ``(trained copy, optimizer)``.
@@ -528,7 +530,7 @@ def train(
     from tinyodl.qas import fit_int8
 
     model = apply_scheme(copy.deepcopy(qmodel), scheme)
-    opt = SparseInt8Optimizer(model, "sgd", lr=lr, momentum=momentum, qas=True)
+    opt = SparseInt8Optimizer(model, "sgd", lr=lr, momentum=momentum, qas=qas)
     steps = epochs * -(-len(x) // batch_size)
     fit_int8(
         model,
@@ -762,7 +764,9 @@ def exact_search(
         gain = w_gain + (table.bias.get(depth, 0.0) if depth > 1 else 0.0)
         gain = np.where(cost <= budget_bytes, gain, -np.inf)
         i = int(np.argmax(gain - 1e-12 * cost))  # ties: the cheaper scheme
-        if gain[i] > best[0] or (gain[i] == best[0] and cost[i] < best[2]):
+        if not np.isfinite(gain[i]):
+            continue
+        if gain[i] > best[0] or (best[2] is not None and gain[i] == best[0] and cost[i] < best[2]):
             best = (gain[i], (d, tuple(grid[i])), cost[i])
     if best[1] is None:
         raise ValueError(f"exact_search: no scheme fits {budget_bytes} bytes")
@@ -787,9 +791,12 @@ def evolutionary_search(
     """The paper's evolutionary search for the scheme with the largest summed gain.
 
     A genome is (bias-depth index, ratio index per candidate layer). Each generation keeps
-    the best ``parents`` fraction of feasible genomes (over budget: fitness -inf), and fills
-    the population with uniform crossovers of two parents and with mutations (each gene
-    redrawn with probability ``mutation``). Returns the same dict as :func:`exact_search`.
+    the best ``parents`` fraction of the distinct feasible genomes (over budget: fitness
+    -inf), and refills the population alternately with mutations of a parent (one gene
+    redrawn, each other with probability ``mutation``) and uniform crossovers of two
+    parents. The summed gain of a genome is only looked up in the contribution table, so
+    the cost of the search is the number of distinct genomes evaluated. Returns the same
+    dict as :func:`exact_search`.
     """
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -812,16 +819,19 @@ def evolutionary_search(
         pop.append(g)
     n_parents = max(2, int(parents * population))
     for _ in range(generations):
-        pop.sort(key=fitness, reverse=True)
-        elite = [g for g in pop[:n_parents] if np.isfinite(fitness(g))] or pop[:1]
+        distinct = {tuple(int(v) for v in g): g for g in pop}.values()  # keeps diversity
+        ranked = sorted(distinct, key=fitness, reverse=True)
+        elite = [g for g in ranked[:n_parents] if np.isfinite(fitness(g))] or ranked[:1]
         children = []
         while len(elite) + len(children) < population:
-            a, b = elite[rng.integers(len(elite))], elite[rng.integers(len(elite))]
-            if rng.random() < 0.5:
+            a = elite[rng.integers(len(elite))]
+            if len(children) % 2:  # crossover: each gene from one of two parents
+                b = elite[rng.integers(len(elite))]
                 child = np.where(rng.random(n_genes) < 0.5, a, b)
-            else:
+            else:  # mutation: one gene redrawn, each other with probability `mutation`
                 child = a.copy()
                 redraw = rng.random(n_genes) < mutation
+                redraw[rng.integers(n_genes)] = True
                 child[redraw] = rng.integers(0, highs)[redraw]
             children.append(child)
         pop = elite + children
