@@ -15,10 +15,22 @@ categories (Lin et al. 2022, Fig. 1 and 6):
   ``dL/dacc``, ``dL/dx``) of the layer being processed.
 
 :func:`measure_int8_training_step` runs one step under :class:`tinyodl.memory.MemoryProbe`;
-:func:`analytic_int8_training_memory` adds the categories up from shapes. The analytic model
-leaves out the kernels' own scratch (im2col and packing buffers, which depend on the
-backend) and numpy's temporaries in quantizing the input, so it is a lower bound; the
-benchmark reports both.
+:func:`analytic_int8_training_memory` adds the categories up from shapes, with the kernels'
+scratch per backend. The compiled backward (``kernels/int8_backward.pyx``) allocates, per
+call (``W`` = weight values, ``X`` = input values, ``NR`` = the float GEMM's tile width):
+
+* ``dx`` of a convolution: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
+  ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
+  GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
+* ``dW`` of a depthwise layer: the phase planes of one thread (no converted input); of
+  other convolutions: ``4 X`` (``float32(x_q - zp)``) beside conv.pyx's float
+  ``_backward_weight``; under a sparse update, the selected channels of ``dL/dacc``;
+* linear layers (SIMD builds read the int8 matrix in place): one widened column panel of
+  ``4 K NR`` bytes (``K`` = the reduction length: ``F`` for ``dx``, ``N`` for ``dW``);
+  other builds convert the int8 operand once (``4 W`` or ``4 X``).
+
+The numpy reference is modelled from its float64 columns. The forward's requantization
+temporaries of the numpy reference (int64 chains) are not modelled.
 """
 
 from __future__ import annotations
