@@ -17,9 +17,8 @@ def test_bench_sparse_update_quick(tmp_path):
     assert {r["search"] for r in s["searches"]} == {"exact", "evolutionary"}
     for row in s["searches"]:
         assert row["paper_bytes"] <= row["budget_kb"] * 1024
-        # the analytic replay is a lower bound (it omits part of the kernels' scratch:
-        # test_sparse_update.KERNEL_GAP)
-        assert row["measured_bytes"] > 0.85 * row["analytic_bytes"]
+        # the analytic replay models the int8 backward kernels' scratch on each backend
+        assert 0.85 < row["measured_bytes"] / row["analytic_bytes"] < 1.25
     by_budget = {}
     for row in s["searches"]:
         by_budget.setdefault(row["budget_kb"], {})[row["search"]] = row

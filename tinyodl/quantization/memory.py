@@ -15,19 +15,33 @@ categories (Lin et al. 2022, Fig. 1 and 6):
   ``dL/dacc``, ``dL/dx``) of the layer being processed.
 
 :func:`measure_int8_training_step` runs one step under :class:`tinyodl.memory.MemoryProbe`;
-:func:`analytic_int8_training_memory` adds the categories up from shapes. The analytic model
-leaves out the kernels' own scratch (im2col and packing buffers, which depend on the
-backend) and numpy's temporaries in quantizing the input, so it is a lower bound; the
-benchmark reports both.
+:func:`analytic_int8_training_memory` adds the categories up from shapes, with the kernels'
+scratch per backend. The compiled backward (``kernels/int8_backward.pyx``) allocates, per
+call (``W`` = weight values, ``X`` = input values, ``NR`` = the float GEMM's tile width):
+
+* ``dx`` of a convolution: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
+  ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
+  GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
+* ``dW`` of a depthwise layer: the phase planes of one thread (no converted input); of
+  other convolutions: ``4 X`` (``float32(x_q - zp)``) beside conv.pyx's float
+  ``_backward_weight``; under a sparse update, the selected channels of ``dL/dacc``;
+* linear layers (SIMD builds read the int8 matrix in place): one widened column panel of
+  ``4 K NR`` bytes (``K`` = the reduction length: ``F`` for ``dx``, ``N`` for ``dW``);
+  other builds convert the int8 operand once (``4 W`` or ``4 X``).
+
+The numpy reference is modelled from its float64 columns. The forward's requantization
+temporaries of the numpy reference (int64 chains) are not modelled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from tinyodl.memory import _rules
 from tinyodl.quantization.qmodel import QConv, QGlobalAvgPool, QResidual, QuantizedModel
 
 
@@ -240,13 +254,18 @@ class _Replay:
             tape.drop(masked)
             saved = self.saved.pop(id(op))
             if op.weight_trainable:
-                self.grads.append(tape.new(4 * _weight_elements(op)))
-                tape.spike(*self._scratch(op, shape, k, p))
+                if self.backend == "cython":
+                    self.grads.append(self._weight_grad_cython(op, shape, out_shape))
+                else:
+                    self.grads.append(tape.new(4 * _weight_elements(op)))
+                    tape.spike(*self._scratch(op, shape, k, p))
             if op.bias_trainable:
                 self.grads.append(tape.new(4 * op.bias.size))
             tape.drop(*saved)
             dx = None
-            if input_grad:
+            if input_grad and self.backend == "cython":
+                dx = self._input_grad_cython(op, shape, out_shape)
+            elif input_grad:
                 dx = tape.new(4 * int(np.prod(shape)))
                 tape.spike(4 * op.weight.size, *self._scratch(op, shape, k, p))
             tape.drop(g_acc)
@@ -271,6 +290,57 @@ class _Replay:
             return tape.new(4 * int(np.prod(shape)))  # broadcast copy
         return tape.ref(g)  # flatten
 
+    # -- the compiled int8 backward (kernels/int8_backward.pyx) on the float32 kernels -------
+    def _input_grad_cython(self, op, shape, out_shape):
+        """``dx``: linear layers read W_q in place (one widened column panel of F x NR floats
+        per thread) or convert it once; convolutions convert W_q to float32 once (4 bytes a
+        weight) and run conv.pyx's float backward, whose scratch ``tinyodl.memory`` models."""
+        tape = self.tape
+        if op.kind == "linear":
+            dx = tape.new(4 * int(np.prod(shape)))
+            tape.spike(self._s8_panel(op.weight.shape[0]) if _s8_gemm() else 4 * op.weight.size)
+            return dx
+        w_f = tape.new(4 * op.weight.size)  # _as_float(w)
+        layer = _FloatConv(op, op._groups(), op.weight.shape[0])
+        dx = _rules.conv_backward_input(self._ctx(), layer, shape, out_shape)
+        tape.drop(w_f)
+        return dx
+
+    def _weight_grad_cython(self, op, shape, out_shape):
+        """``dW`` (the gradient buffer, returned): the selected channels' ``dL/dacc`` copied
+        out under a sparse update; linear layers as in ``_input_grad_cython``; depthwise
+        layers read the int8 input (float32 phase planes, ``tinyodl.memory``'s depthwise
+        weight scratch); other convolutions convert ``x_q - zp`` to float32 once (4 bytes an
+        input value) and run conv.pyx's float weight gradient."""
+        tape, sel = self.tape, op.update_channels
+        filters = op.weight.shape[0] if sel is None else len(sel)
+        g_w = tape.new(0 if sel is None else 4 * filters * int(np.prod(out_shape)) // out_shape[1])
+        if op.kind == "linear":
+            dw = tape.new(4 * filters * op.weight.shape[1])
+            tape.spike(self._s8_panel(shape[0]) if _s8_gemm() else 4 * int(np.prod(shape)))
+            tape.drop(g_w)
+            return dw
+        if op.kind == "depthwise":
+            in_shape = (shape[0], filters, *shape[2:]) if sel is not None else shape
+            layer = _FloatConv(op, filters, filters)
+            x_f = tape.new(0)
+        else:
+            in_shape = shape
+            layer = _FloatConv(op, op.groups, filters)
+            x_f = tape.new(4 * int(np.prod(shape)))  # _as_float(x, zp)
+        w_out = (out_shape[0], filters, *out_shape[2:])
+        dw = _rules.conv_backward_weight(self._ctx(), layer, in_shape, w_out)
+        tape.drop(x_f, g_w)
+        return dw
+
+    def _ctx(self):
+        return _rules.Context(self.tape, "cython", 4, grads_resident=True)
+
+    @staticmethod
+    def _s8_panel(k: int) -> int:
+        """One thread's widened int8 column panel (K x NR float32) of ``_gemm_s8b``."""
+        return 4 * k * _rules._sgemm_tile()[2]
+
     def _scratch(self, op, shape, k, p) -> tuple[int, ...]:
         """Columns of one image (Cython, float32) or of the batch (numpy, float64)."""
         if self.backend == "cython":
@@ -284,6 +354,27 @@ class _Replay:
         for inner in op.body:
             shape = inner.output_shape(shape)
         return shape
+
+
+class _FloatConv:
+    """The float32 convolution that the compiled int8 backward runs for ``op``: what the
+    rules of :mod:`tinyodl.memory._rules` read of a ``tinyodl.nn.Conv2d``."""
+
+    def __init__(self, op: QConv, groups: int, filters: int) -> None:
+        self.kernel_size = tuple(int(v) for v in op.weight.shape[2:])
+        self.stride, self.padding = tuple(op.stride), tuple(op.padding)
+        self.groups, self.out_channels = int(groups), int(filters)
+        size = filters * int(np.prod(op.weight.shape[1:]))
+        self.params = {"weight": SimpleNamespace(data=SimpleNamespace(size=size))}
+
+
+def _s8_gemm() -> bool:
+    """Whether the compiled linear backward reads int8 operands in place (SIMD builds)."""
+    try:
+        from tinyodl._kernels.int8_backward import INT8_OPERAND_GEMM
+    except ImportError:
+        return False
+    return bool(INT8_OPERAND_GEMM)
 
 
 def _conv_k_p(op: QConv, shape, out_shape) -> tuple[int, int]:
