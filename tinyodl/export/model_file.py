@@ -18,6 +18,36 @@ from tinyodl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 MODEL_FORMAT = "tinyodl-model"
 
 
+def _freeze_order(obj: Any) -> Any:
+    """Sequential children as ``[[name, spec], ...]``: JSON metadata is written key-sorted."""
+    if isinstance(obj, dict):
+        out = {k: _freeze_order(v) for k, v in obj.items()}
+        if obj.get("type") in ("Sequential",) and isinstance(
+            obj.get("config", {}).get("layers"), dict
+        ):
+            out["config"] = {
+                **out["config"],
+                "layers": [[k, _freeze_order(v)] for k, v in obj["config"]["layers"].items()],
+            }
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_freeze_order(v) for v in obj]
+    return obj
+
+
+def _thaw_order(obj: Any) -> Any:
+    """Inverse of :func:`_freeze_order`: ``[name, spec]`` pairs become tuples again."""
+    if isinstance(obj, dict):
+        out = {k: _thaw_order(v) for k, v in obj.items()}
+        layers = out.get("config", {}).get("layers") if obj.get("type") == "Sequential" else None
+        if isinstance(layers, list):
+            out["config"]["layers"] = [(str(k), v) for k, v in layers]
+        return out
+    if isinstance(obj, list):
+        return [_thaw_order(v) for v in obj]
+    return obj
+
+
 def save_model(
     path: str | os.PathLike,
     model: nn.Layer,
@@ -31,7 +61,7 @@ def save_model(
     meta = {
         "format": MODEL_FORMAT,
         "version": 1,
-        "spec": nn.layer_spec(model),
+        "spec": _freeze_order(nn.layer_spec(model)),
         "input_shape": None if input_shape is None else [int(s) for s in input_shape],
         **metadata,
     }
@@ -47,7 +77,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Layer, dict[str, Any]]:
     arrays, meta = load_checkpoint(path)
     try:
         if "spec" in meta:
-            model = nn.build_layer(meta["spec"])
+            model = nn.build_layer(_thaw_order(meta["spec"]))
         elif "architecture" in meta:
             from tinyodl import models
 

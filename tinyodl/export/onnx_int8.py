@@ -206,13 +206,12 @@ def to_onnx_int8(
         in_shape = op.output_shape(in_shape)
     yq = g.node("Identity", [h], "logits_q")
     y = g.node("DequantizeLinear", [yq, *_qp(g, "logits", qp)], "logits")
-    out_shape = (None,) if dynamic_batch else (shape[0],)
-    classes = model.ops[-1].out_channels
+    batch = (None,) if dynamic_batch else (shape[0],)
     model_proto = g.model(
-        [value_info(x, onnx.TensorProto.FLOAT, out_shape + shape[1:])],
+        [value_info(x, onnx.TensorProto.FLOAT, batch + shape[1:])],
         [
-            value_info(yq, onnx.TensorProto.INT8, out_shape + (classes,)),
-            value_info(y, onnx.TensorProto.FLOAT, out_shape + (classes,)),
+            value_info(yq, onnx.TensorProto.INT8, batch + tuple(in_shape[1:])),
+            value_info(y, onnx.TensorProto.FLOAT, batch + tuple(in_shape[1:])),
         ],
         "tinyodl_int8",
         doc="exported by tinyodl.export.to_onnx_int8 (QLinearConv; ONNX rounding semantics)",
