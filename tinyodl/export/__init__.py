@@ -14,6 +14,11 @@ the difference.
 :func:`to_c_array`, :func:`write_c_array`        the ``.tflite`` bytes as a C array (``.h`` +
                                                  ``.cc``) for TFLite Micro
 :func:`save_model`, :func:`load_model`           a float model in one ``.npz`` (spec + state)
+:func:`from_onnx`                                ONNX -> a trainable ``nn.Sequential``
+:func:`save_training_checkpoint`,                training artifact: ``.npz`` + versioned JSON
+:func:`load_training_checkpoint`                 manifest with checksums (atomic, no pickle)
+:func:`compute_diff`, :func:`compress`,          model differences for federated rounds
+:func:`apply_diff`                               (exact uncompressed; int8 / top-k)
 ``tinyodl export``                               the command line (:mod:`tinyodl.export.cli`)
 ===============================================  =============================================
 
@@ -22,15 +27,40 @@ the difference.
 """
 
 from tinyodl.export._onnx_common import OPSET, ExportError
+from tinyodl.export.artifacts import (
+    TrainingCheckpoint,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
 from tinyodl.export.c_array import to_c_array, write_c_array
+from tinyodl.export.diff import (
+    CompressedDiff,
+    ModelDiff,
+    apply_diff,
+    compress,
+    compute_diff,
+    decompress,
+)
 from tinyodl.export.model_file import load_model, save_model
 from tinyodl.export.onnx_float import to_onnx
+from tinyodl.export.onnx_import import UnsupportedOperatorError, from_onnx
 from tinyodl.export.onnx_int8 import to_onnx_int8
 from tinyodl.export.tflite import tflite_compatible, to_tflite
 
 __all__ = [
     "OPSET",
+    "CompressedDiff",
     "ExportError",
+    "ModelDiff",
+    "TrainingCheckpoint",
+    "UnsupportedOperatorError",
+    "apply_diff",
+    "compress",
+    "compute_diff",
+    "decompress",
+    "from_onnx",
+    "load_training_checkpoint",
+    "save_training_checkpoint",
     "load_model",
     "save_model",
     "tflite_compatible",
