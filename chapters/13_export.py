@@ -34,6 +34,7 @@
 import copy
 import io
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -294,6 +295,7 @@ ax[1].set_ylabel("task A accuracy")
 fig.suptitle("What a device sends back after fine-tuning")
 fig.tight_layout()
 plt.show()
+shutil.rmtree(workdir)  # the files of this chapter were written to a temporary folder
 print(f"chapter ran in {time.perf_counter() - start:.0f} s")
 
 # %% [markdown]
