@@ -10,7 +10,7 @@ import pytest
 from _export_fixtures import float_model, ort_session
 
 from tinyodl import nn
-from tinyodl.export import to_onnx
+from tinyodl.export import Pad2d, to_onnx
 from tinyodl.export.onnx_import import UnsupportedOperatorError, from_onnx
 
 onnx = pytest.importorskip("onnx")
@@ -102,13 +102,32 @@ def test_unsupported_operator_names_op_and_node():
         from_onnx(_graph(node))
 
 
-def test_unsupported_attributes_name_the_node():
-    w = onnx.numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")
+def test_asymmetric_conv_pads_become_pad2d():
+    """ONNX pads (0, 0, 1, 1): TFLite's SAME for a 3x3 stride-2 conv on an even input."""
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), "w")
     node = onnx.helper.make_node(
         "Conv", ["x", "w"], ["y"], name="same_conv", pads=[0, 0, 1, 1], strides=[2, 2]
     )
-    with pytest.raises(UnsupportedOperatorError, match="same_conv.*not symmetric"):
-        from_onnx(_graph(node, [w]))
+    proto = _graph(node, [w], in_shape=("N", 1, 6, 6))
+    imported = from_onnx(proto)
+    assert isinstance(imported[0], Pad2d) and imported[0].pads == (0, 1, 0, 1)
+    x = _images(3, (1, 6, 6))
+    want = ort_session(proto).run(None, {"x": x})[0]
+    np.testing.assert_allclose(imported.forward(x, train=False), want, rtol=1e-5, atol=1e-6)
+    # and back out: Pad + Conv, same function
+    again = ort_session(to_onnx(imported, (1, 1, 6, 6))).run(None, {"input": x})[0]
+    np.testing.assert_allclose(again, want, rtol=1e-5, atol=1e-6)
+    errors = nn.check_layer_gradients(Pad2d((2, 0, 1, 3)), x)
+    assert max(errors.values()) < 1e-7
+
+
+def test_unsupported_attributes_name_the_node():
+    pool = onnx.helper.make_node(
+        "MaxPool", ["x"], ["y"], name="odd_pool", kernel_shape=[2, 2], pads=[0, 0, 1, 1]
+    )
+    with pytest.raises(UnsupportedOperatorError, match="odd_pool.*not symmetric"):
+        from_onnx(_graph(pool))
     lo = onnx.numpy_helper.from_array(np.float32(-1), "lo")
     hi = onnx.numpy_helper.from_array(np.float32(1), "hi")
     clip = onnx.helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="hardtanh")

@@ -41,6 +41,7 @@ from tinyodl.export.diff import (
     compute_diff,
     decompress,
 )
+from tinyodl.export.layers import Pad2d
 from tinyodl.export.model_file import load_model, save_model
 from tinyodl.export.onnx_float import to_onnx
 from tinyodl.export.onnx_import import UnsupportedOperatorError, from_onnx
@@ -50,6 +51,7 @@ from tinyodl.export.tflite import tflite_compatible, to_tflite
 __all__ = [
     "OPSET",
     "CompressedDiff",
+    "Pad2d",
     "ExportError",
     "ModelDiff",
     "TrainingCheckpoint",

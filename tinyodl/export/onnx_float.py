@@ -17,6 +17,7 @@ GlobalAvgPool, Flatten                 GlobalAveragePool + Flatten, Flatten
 Add, InvertedResidual (with skip)      the body's nodes + Add
 Identity, Dropout                      nothing (inference)
 Softmax                                Softmax(axis=1)
+tinyodl.export.Pad2d                   Pad (constant 0)
 =====================================  ==============================================
 
 The exported graph is what the model computes in evaluation mode.
@@ -37,6 +38,7 @@ from tinyodl.export._onnx_common import (
     save_model,
     value_info,
 )
+from tinyodl.export.layers import Pad2d
 
 
 def _conv(g: GraphBuilder, layer: nn.Conv2d, x: str, name: str) -> str:
@@ -122,10 +124,14 @@ def _add_layer(g: GraphBuilder, layer: Any, x: str, name: str) -> str:
         return g.node("Softmax", [x], name, axis=int(getattr(layer, "dim", 1)))
     if isinstance(layer, (nn.Identity, nn.Dropout)):
         return x
+    if isinstance(layer, Pad2d):
+        t, b, left, r = layer.pads
+        pads = g.const(f"{name}.pads", np.array([0, 0, t, left, 0, 0, b, r], dtype=np.int64))
+        return g.node("Pad", [x, pads], name)
     raise ExportError(
         f"to_onnx: layer {name!r} of type {type(layer).__name__} has no ONNX export; supported: "
         "Conv2d, DepthwiseConv2d, Linear, BatchNorm1d/2d, ReLU, ReLU6, MaxPool2d, AvgPool2d, "
-        "GlobalAvgPool, Flatten, Add, InvertedResidual, Identity, Dropout, Softmax"
+        "GlobalAvgPool, Flatten, Add, InvertedResidual, Identity, Dropout, Softmax, Pad2d"
     )
 
 

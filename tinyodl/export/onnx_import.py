@@ -9,7 +9,8 @@ one of the two readers is the ``Add`` itself).
 ================================  ============================================================
 ONNX operator                     tinyodl layer
 ================================  ============================================================
-Conv                              Conv2d / DepthwiseConv2d (symmetric pads, dilation 1)
+Conv                              Conv2d / DepthwiseConv2d (dilation 1); asymmetric pads
+                                  (TFLite's SAME) become Pad2d + a conv with padding 0
 Gemm, MatMul (+ Add of a const)   Linear (``transA=0``, ``alpha=beta=1``)
 Relu; Clip(0, 6) / Clip(0, inf)   ReLU; ReLU6 / ReLU
 MaxPool, AveragePool              MaxPool2d, AvgPool2d (``ceil_mode``, ``count_include_pad``)
@@ -36,6 +37,7 @@ import numpy as np
 
 from tinyodl import nn
 from tinyodl.export._onnx_common import require_onnx
+from tinyodl.export.layers import Pad2d
 
 SUPPORTED_OPS = (
     "Conv",
@@ -119,19 +121,21 @@ def _refuse(node, why: str) -> UnsupportedOperatorError:
     return UnsupportedOperatorError(f"from_onnx: {node.op_type} node {node.name!r}: {why}")
 
 
-def _symmetric_pads(node, attrs: dict) -> tuple[int, int]:
+def _symmetric_pads(node, attrs: dict) -> tuple[int, int] | None:
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad not in ("NOTSET", "VALID"):
         raise _refuse(node, f"auto_pad={auto_pad} is not supported (give explicit pads)")
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))
-    if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
-        raise _refuse(
-            node, f"pads {pads} are not symmetric; tinyodl's float layers pad symmetrically"
-        )
+    pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+    if len(pads) != 4:
+        raise _refuse(node, f"pads {pads} are not 2-D pads")
     if any(d != 1 for d in attrs.get("dilations", [1, 1])):
         raise _refuse(node, f"dilations {list(attrs['dilations'])} are not supported")
-    return int(pads[0]), int(pads[1])
+    if pads[0] != pads[2] or pads[1] != pads[3]:
+        if node.op_type != "Conv":
+            raise _refuse(node, f"pads {pads} are not symmetric (supported for Conv only)")
+        return None  # asymmetric: the caller inserts a Pad2d
+    return pads[0], pads[1]
 
 
 def _load(layer: nn.Layer, **arrays: np.ndarray | None) -> nn.Layer:
@@ -153,7 +157,7 @@ def _conv(g: _Graph, node, attrs) -> nn.Layer:
     f, c_per_group, kh, kw = w.shape
     groups = int(attrs.get("group", 1))
     stride = tuple(int(s) for s in attrs.get("strides", [1, 1]))
-    padding = _symmetric_pads(node, attrs)
+    padding = _symmetric_pads(node, attrs) or (0, 0)
     c = c_per_group * groups
     if groups > 1 and groups == c == f:
         layer = nn.DepthwiseConv2d(c, (kh, kw), stride, padding, bias=b is not None)
@@ -293,6 +297,9 @@ class _Builder:
             raise _refuse(node, "a spatial operator after GlobalAveragePool is not supported")
         if op == "Conv":
             layer = _conv(self.g, node, attrs)
+            if _symmetric_pads(node, attrs) is None:  # ONNX pads: begins (t, l), ends (b, r)
+                t, left, b, r = (int(p) for p in attrs["pads"])
+                layers.append((self.name(node) + "_pad", Pad2d((t, b, left, r))))
         elif op in ("Gemm", "MatMul"):
             layer = _gemm(self.g, node, attrs if op == "Gemm" else {"transB": 0})
             rank = 2
