@@ -9,7 +9,15 @@ import pytest
 from _export_fixtures import float_model, int8_model, mnist_test_images, ort_session
 
 from tinyodl import nn
-from tinyodl.export import ExportError, load_model, save_model, to_onnx, to_onnx_int8
+from tinyodl.export import (
+    ExportError,
+    load_model,
+    save_model,
+    tflite_compatible,
+    to_onnx,
+    to_onnx_int8,
+    to_onnx_int8_exact,
+)
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -115,6 +123,17 @@ def test_int8_export_end_to_end_single_rounding():
     assert np.mean(diff != 0) <= 0.01
     assert np.abs(diff).max() <= 2
     assert (y.argmax(1) == want.argmax(1)).mean() >= 0.99
+
+
+@pytest.mark.parametrize("mode", ["double", "single", "tflite"])
+def test_exact_int8_export_is_bit_exact(mode):
+    """Spelled out with integer operators, tinyodl's requantization runs bit-exactly in
+    onnxruntime: rounding is the only difference of the QLinearConv export."""
+    q = int8_model()
+    q = tflite_compatible(q) if mode == "tflite" else copy.deepcopy(q).set_rounding(mode)
+    xq = q.quantize_input(mnist_test_images()[:200])
+    got = ort_session(to_onnx_int8_exact(q, (1, 1, 28, 28))).run(None, {"input_q": xq})[0]
+    np.testing.assert_array_equal(got, q.forward_int(xq))
 
 
 def test_int8_export_refuses_float_model():

@@ -8,6 +8,8 @@ the difference.
 :func:`to_onnx`                                  float model -> ONNX (opset :data:`OPSET`)
 :func:`to_onnx_int8`                             int8 model -> ONNX ``QLinearConv`` (ONNX's
                                                  rounding: see the module)
+:func:`to_onnx_int8_exact`                       int8 model -> ONNX integer operators,
+                                                 bit-exact with ``forward_int`` (any rounding)
 :func:`to_tflite`, :func:`tflite_compatible`     int8 model -> TFLite flatbuffer (no
                                                  TensorFlow; bit-exact with LiteRT's reference
                                                  kernels)
@@ -43,6 +45,7 @@ from tinyodl.export.diff import (
 )
 from tinyodl.export.layers import Pad2d
 from tinyodl.export.model_file import load_model, save_model
+from tinyodl.export.onnx_exact import to_onnx_int8_exact
 from tinyodl.export.onnx_float import to_onnx
 from tinyodl.export.onnx_import import UnsupportedOperatorError, from_onnx
 from tinyodl.export.onnx_int8 import to_onnx_int8
@@ -69,6 +72,7 @@ __all__ = [
     "to_c_array",
     "to_onnx",
     "to_onnx_int8",
+    "to_onnx_int8_exact",
     "to_tflite",
     "write_c_array",
 ]
