@@ -22,7 +22,9 @@ litert = pytest.importorskip("ai_edge_litert.interpreter")
 def run_litert(data: bytes, xq: np.ndarray, resolver: str = "BUILTIN_REF") -> np.ndarray:
     """Run the int8 NHWC model on int8 NCHW input ``xq`` with LiteRT's reference kernels."""
     kind = getattr(litert.OpResolverType, resolver)
-    interp = litert.Interpreter(model_content=data, experimental_op_resolver_type=kind)
+    interp = litert.Interpreter(
+        model_content=data, experimental_op_resolver_type=kind, num_threads=1
+    )
     index = interp.get_input_details()[0]["index"]
     interp.resize_tensor_input(index, (len(xq), *np.transpose(xq[:1], (0, 2, 3, 1)).shape[1:]))
     interp.allocate_tensors()
