@@ -47,7 +47,7 @@ def conv2d_s8_backward_input(
     w: np.ndarray,
     x_shape: tuple[int, int, int, int],
     stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    padding: int | tuple[int, ...] = 0,
     groups: int = 1,
 ) -> np.ndarray:
     """``dx = conv_transpose(dout, float(w_q))`` for an int8 convolution.
@@ -81,7 +81,7 @@ def conv2d_s8_backward_weight(
     input_zero_point: int,
     w_shape: tuple[int, int, int, int],
     stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    padding: int | tuple[int, ...] = 0,
     groups: int = 1,
 ) -> np.ndarray:
     """``dW[f] = sum_{n,p} dout[n, f, p] * (x_q - zp_in)[n, patch p]`` (padding taps are 0).
