@@ -102,7 +102,7 @@ def test_unsupported_operator_names_op_and_node():
         from_onnx(_graph(node))
 
 
-def test_asymmetric_conv_pads_become_pad2d():
+def test_asymmetric_conv_pads_stay_native():
     """ONNX pads (0, 0, 1, 1): TFLite's SAME for a 3x3 stride-2 conv on an even input."""
     rng = np.random.default_rng(0)
     w = onnx.numpy_helper.from_array(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), "w")
@@ -111,15 +111,50 @@ def test_asymmetric_conv_pads_become_pad2d():
     )
     proto = _graph(node, [w], in_shape=("N", 1, 6, 6))
     imported = from_onnx(proto)
-    assert isinstance(imported[0], Pad2d) and imported[0].pads == (0, 1, 0, 1)
+    assert len(imported) == 1 and isinstance(imported[0], nn.Conv2d)
+    assert imported[0].padding == (0, 1, 0, 1)  # (top, bottom, left, right)
     x = _images(3, (1, 6, 6))
     want = ort_session(proto).run(None, {"x": x})[0]
     np.testing.assert_allclose(imported.forward(x, train=False), want, rtol=1e-5, atol=1e-6)
-    # and back out: Pad + Conv, same function
-    again = ort_session(to_onnx(imported, (1, 1, 6, 6))).run(None, {"input": x})[0]
+    # and back out: one Conv with the same pads, same function
+    again_proto = to_onnx(imported, (1, 1, 6, 6))
+    assert [n.op_type for n in again_proto.graph.node if n.op_type != "Identity"] == ["Conv"]
+    again = ort_session(again_proto).run(None, {"input": x})[0]
     np.testing.assert_allclose(again, want, rtol=1e-5, atol=1e-6)
+    errors = nn.check_layer_gradients(imported[0], x)
+    assert max(errors.values()) < 1e-6
+
+
+def test_pad_node_folds_into_the_next_conv_or_becomes_pad2d():
+    rng = np.random.default_rng(1)
+    h = onnx.helper
+    w = onnx.numpy_helper.from_array(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), "w")
+    pads = onnx.numpy_helper.from_array(np.array([0, 0, 1, 0, 0, 0, 2, 1], np.int64), "pads")
+    pad = h.make_node("Pad", ["x", "pads"], ["p"], name="pad")
+    conv = h.make_node("Conv", ["p", "w"], ["y"], name="conv", pads=[1, 0, 1, 0], strides=[2, 2])
+    inp = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 7, 6])
+    out = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    graph = h.make_graph([pad, conv], "g", [inp], [out], [w, pads])
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    imported = from_onnx(proto)
+    assert len(imported) == 1 and imported[0].padding == (2, 3, 0, 1)
+    x = _images(2, (1, 7, 6))
+    want = ort_session(proto).run(None, {"x": x})[0]
+    np.testing.assert_allclose(imported.forward(x, train=False), want, rtol=1e-5, atol=1e-6)
+    # a Pad before a pool stays a Pad2d layer
+    pool = h.make_node("MaxPool", ["p"], ["y"], name="pool", kernel_shape=[2, 2])
+    graph = h.make_graph([pad, pool], "g", [inp], [out], [pads])
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    imported = from_onnx(proto)
+    assert isinstance(imported[0], Pad2d) and imported[0].pads == (1, 2, 0, 1)
+    want = ort_session(proto).run(None, {"x": x})[0]
+    np.testing.assert_allclose(imported.forward(x, train=False), want, rtol=1e-6)
     errors = nn.check_layer_gradients(Pad2d((2, 0, 1, 3)), x)
     assert max(errors.values()) < 1e-7
+    reflect = h.make_node("Pad", ["x", "pads"], ["y"], name="mirror", mode="reflect")
+    graph = h.make_graph([reflect], "g", [inp], [out], [pads])
+    with pytest.raises(UnsupportedOperatorError, match="mirror.*constant zero"):
+        from_onnx(h.make_model(graph, opset_imports=[h.make_opsetid("", 18)]))
 
 
 def test_unsupported_attributes_name_the_node():

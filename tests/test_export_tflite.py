@@ -133,6 +133,47 @@ def test_asymmetric_padding_backward_matches_torch(backend_name):
     np.testing.assert_allclose(conv.weight_grad, wt.grad.numpy(), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.torch
+def test_pytorch_same_stride2_import_quantize_tflite_bit_exact():
+    """PyTorch's "same" at stride 2 (ZeroPad2d((0, 1, 0, 1)) + an unpadded conv) -> ONNX ->
+    from_onnx (native asymmetric convs) -> PTQ -> TFLite SAME without PAD -> LiteRT's
+    reference kernels, bit for bit."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import io
+    import warnings
+
+    from tinyodl.export import from_onnx
+    from tinyodl.tasks import calibration_images
+
+    t = torch.nn
+    torch.manual_seed(0)
+    module = t.Sequential(
+        t.ZeroPad2d((0, 1, 0, 1)), t.Conv2d(1, 8, 3, stride=2), t.ReLU6(),
+        t.ZeroPad2d((0, 1, 0, 1)), t.Conv2d(8, 8, 3, stride=2, groups=8), t.ReLU(),
+        t.Conv2d(8, 16, 1), t.ReLU(), t.AdaptiveAvgPool2d(1), t.Flatten(), t.Linear(16, 10),
+    ).eval()  # fmt: skip
+    x = calibration_images("A", 64)
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.tensor(x[:1]),), f, dynamo=False, opset_version=18)
+    imported = from_onnx(f.getvalue()).eval()
+    pads = [getattr(layer, "padding", None) for _, layer in imported.named_layers()]
+    assert pads[0] == (0, 1, 0, 1) and (0, 1, 0, 1) in pads[1:]
+    with torch.no_grad():
+        want = module(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(imported.forward(x, train=False), want, rtol=1e-4, atol=1e-5)
+    q = quantize_model(imported, x)
+    convs = [op for op in q.ops if getattr(op, "kind", None) in ("conv", "depthwise")]
+    assert [c.padding for c in convs[:2]] == [(0, 1, 0, 1)] * 2
+    data = to_tflite(q, (1, 1, 28, 28))
+    assert "PAD" not in operator_names(data)  # TFLite's SAME is exactly this padding
+    twin = tflite_compatible(q)
+    xq = twin.quantize_input(x)
+    np.testing.assert_array_equal(run_litert(data, xq), twin.forward_int(xq))
+
+
 def test_float_rounding_refused_for_convolutions():
     q, _ = _small_int8((1, 2))
     with pytest.raises(ValueError, match="fully connected"):

@@ -7,7 +7,7 @@ both, so weights are copied as they are):
 =====================================  ==============================================
 tinyodl layer                          ONNX
 =====================================  ==============================================
-Conv2d, DepthwiseConv2d                Conv (``group``, symmetric ``pads``)
+Conv2d, DepthwiseConv2d                Conv (``group``, ``pads``)
 Linear                                 Gemm (``transB=1``)
 BatchNorm2d / BatchNorm1d              BatchNormalization (inference: running stats)
 ReLU, ReLU6                            Relu, Clip(0, 6)
@@ -38,11 +38,12 @@ from tinyodl.export._onnx_common import (
     save_model,
     value_info,
 )
+from tinyodl._shapes import padding4
 from tinyodl.export.layers import Pad2d
 
 
 def _conv(g: GraphBuilder, layer: nn.Conv2d, x: str, name: str) -> str:
-    ph, pw = layer.padding
+    top, bottom, left, right = padding4(layer.padding)
     inputs = [x, g.const(f"{name}.weight", layer.params["weight"].data, np.float32)]
     if "bias" in layer.params:
         inputs.append(g.const(f"{name}.bias", layer.params["bias"].data, np.float32))
@@ -52,7 +53,7 @@ def _conv(g: GraphBuilder, layer: nn.Conv2d, x: str, name: str) -> str:
         name,
         kernel_shape=list(layer.kernel_size),
         strides=list(layer.stride),
-        pads=[ph, pw, ph, pw],
+        pads=[top, left, bottom, right],  # ONNX: begins, then ends
         group=layer.groups,
     )
 

@@ -10,7 +10,10 @@ one of the two readers is the ``Add`` itself).
 ONNX operator                     tinyodl layer
 ================================  ============================================================
 Conv                              Conv2d / DepthwiseConv2d (dilation 1); asymmetric pads
-                                  (TFLite's SAME) become Pad2d + a conv with padding 0
+                                  (TFLite's SAME) stay native: padding (top, bottom, left,
+                                  right)
+Pad (constant 0, H and W only)    folded into the Conv it feeds (PyTorch's ZeroPad2d + conv,
+                                  the usual "same" at stride 2); otherwise Pad2d
 Gemm, MatMul (+ Add of a const)   Linear (``transA=0``, ``alpha=beta=1``)
 Relu; Clip(0, 6) / Clip(0, inf)   ReLU; ReLU6 / ReLU
 MaxPool, AveragePool              MaxPool2d, AvgPool2d (``ceil_mode``, ``count_include_pad``)
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from tinyodl import nn
+from tinyodl._shapes import padding4
 from tinyodl.export._onnx_common import require_onnx
 from tinyodl.export.layers import Pad2d
 
@@ -55,6 +59,7 @@ SUPPORTED_OPS = (
     "BatchNormalization",
     "Identity",
     "Dropout",
+    "Pad",
 )
 
 
@@ -75,6 +80,8 @@ class _Graph:
         for node in graph.node:
             if node.op_type == "Constant":
                 self.const[node.output[0]] = _constant_value(node)
+            elif node.op_type in FOLDABLE_OPS and all(n in self.const for n in node.input if n):
+                self.const[node.output[0]] = _fold(node, self.const)
             else:
                 self.nodes.append(node)
         self.inputs = [i for i in graph.input if i.name not in self.const]
@@ -98,6 +105,19 @@ class _Graph:
                 "a constant (initializer) to become a parameter"
             )
         return self.const[name]
+
+
+#: shape arithmetic on constants (PyTorch computes a Pad's pads this way): evaluated at import
+FOLDABLE_OPS = ("Cast", "Concat", "ConstantOfShape", "Gather", "Reshape", "Slice", "Squeeze",
+                "Transpose", "Unsqueeze")  # fmt: skip
+
+
+def _fold(node, const: dict) -> np.ndarray:
+    """Evaluate a node whose inputs are all constants with ONNX's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {n: const[n] for n in node.input if n}
+    return np.asarray(ReferenceEvaluator(node).run(None, feeds)[0])
 
 
 def _constant_value(node) -> np.ndarray:
@@ -134,7 +154,7 @@ def _symmetric_pads(node, attrs: dict) -> tuple[int, int] | None:
     if pads[0] != pads[2] or pads[1] != pads[3]:
         if node.op_type != "Conv":
             raise _refuse(node, f"pads {pads} are not symmetric (supported for Conv only)")
-        return None  # asymmetric: the caller inserts a Pad2d
+        return None  # asymmetric: Conv takes it natively (see _conv)
     return pads[0], pads[1]
 
 
@@ -152,18 +172,42 @@ def _load(layer: nn.Layer, **arrays: np.ndarray | None) -> nn.Layer:
     return layer
 
 
-def _conv(g: _Graph, node, attrs) -> nn.Layer:
+def _conv(g: _Graph, node, attrs, extra=(0, 0, 0, 0)) -> nn.Layer:
+    """The conv layer of ``node``; ``extra`` is a folded Pad's (top, bottom, left, right)."""
     w, b = g.value(node, 1), g.value(node, 2)
     f, c_per_group, kh, kw = w.shape
     groups = int(attrs.get("group", 1))
     stride = tuple(int(s) for s in attrs.get("strides", [1, 1]))
-    padding = _symmetric_pads(node, attrs) or (0, 0)
+    padding = _symmetric_pads(node, attrs)
+    if padding is None:  # ONNX pads: begins (top, left), then ends (bottom, right)
+        top, left, bottom, right = (int(p) for p in attrs["pads"])
+        padding = (top, bottom, left, right)
+    padding = tuple(a + e for a, e in zip(padding4(padding), extra, strict=True))
     c = c_per_group * groups
     if groups > 1 and groups == c == f:
         layer = nn.DepthwiseConv2d(c, (kh, kw), stride, padding, bias=b is not None)
     else:
         layer = nn.Conv2d(c, f, (kh, kw), stride, padding, groups, bias=b is not None)
     return _load(layer, weight=w, bias=b)
+
+
+def _pad(g: _Graph, node, attrs, rank: int) -> Pad2d:
+    """A constant-zero Pad of the two spatial axes of an NCHW tensor."""
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    value = g.value(node, 2) if len(node.input) > 2 and node.input[2] else None
+    if mode != "constant" or (value is not None and np.any(np.asarray(value) != 0)):
+        raise _refuse(node, f"only constant zero padding is supported (mode {mode!r})")
+    pads = g.value(node, 1) if len(node.input) > 1 else attrs.get("pads")
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    axes = g.value(node, 3) if len(node.input) > 3 and node.input[3] else None
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in np.asarray(axes)]
+    full = [0] * (2 * rank)  # ONNX: all begins, then all ends
+    for i, a in enumerate(axes):
+        full[a], full[rank + a] = pads[i], pads[len(axes) + i]
+    if rank != 4 or any(full[a] or full[rank + a] for a in (0, 1)) or min(full) < 0:
+        raise _refuse(node, f"only non-negative padding of H and W is supported, got {pads}")
+    return Pad2d((full[2], full[6], full[3], full[7]))
 
 
 def _gemm(g: _Graph, node, attrs) -> nn.Layer:
@@ -218,6 +262,7 @@ class _Builder:
         self.g = g
         self.names: set[str] = set()
         self.pooled = False  # a GlobalAvgPool made the tensor (N, C) where ONNX has (N, C, 1, 1)
+        self.pad_out: str | None = None  # output of the last Pad (folded into a next Conv)
 
     def name(self, node) -> str:
         base = re.sub(r"[^A-Za-z0-9_]", "_", node.name or node.op_type).strip("_")
@@ -292,14 +337,23 @@ class _Builder:
                 f"from_onnx: operator {op} (node {node.name!r}) is not supported; supported: "
                 f"{', '.join(SUPPORTED_OPS)}"
             )
-        needs_map = op in ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean")
+        needs_map = op in (
+            "Conv",
+            "Pad",
+            "MaxPool",
+            "AveragePool",
+            "GlobalAveragePool",
+            "ReduceMean",
+        )
         if needs_map and self.pooled:
             raise _refuse(node, "a spatial operator after GlobalAveragePool is not supported")
         if op == "Conv":
-            layer = _conv(self.g, node, attrs)
-            if _symmetric_pads(node, attrs) is None:  # ONNX pads: begins (t, l), ends (b, r)
-                t, left, b, r = (int(p) for p in attrs["pads"])
-                layers.append((self.name(node) + "_pad", Pad2d((t, b, left, r))))
+            extra = (0, 0, 0, 0)
+            if layers and self.pad_out == node.input[0] and isinstance(layers[-1][1], Pad2d):
+                extra = layers.pop()[1].pads  # Pad -> Conv: one conv, padded natively
+            layer = _conv(self.g, node, attrs, extra)
+        elif op == "Pad":
+            layer, self.pad_out = _pad(self.g, node, attrs, rank), out
         elif op in ("Gemm", "MatMul"):
             layer = _gemm(self.g, node, attrs if op == "Gemm" else {"transB": 0})
             rank = 2

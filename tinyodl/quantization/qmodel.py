@@ -98,11 +98,10 @@ class QConv:
       float64 -- TFLite's reference per-channel FULLY_CONNECTED (chapter 13). It is not the
       same as ``"double"``: about 1 output in 2,300 differs by one step.
 
-    ``padding`` is ``(ph, pw)`` (symmetric) or ``(top, bottom, left, right)``. Symmetric
-    padding goes straight to the kernel; asymmetric padding (TFLite's SAME with stride 2 on
-    an even input pads bottom/right only) pads the int8 input explicitly with the input
-    zero point, then calls the kernel with padding 0 -- the same sum, since a tap equal to
-    the zero point contributes nothing.
+    ``padding`` is ``(ph, pw)`` (symmetric) or ``(top, bottom, left, right)``; the kernels
+    take both (asymmetric padding is TFLite's SAME with stride 2 on an even input, which
+    pads bottom/right only). The border holds the input zero point, so a padding tap
+    contributes nothing.
 
     For training: ``weight_trainable`` / ``bias_trainable``, the accumulated gradients
     ``weight_grad`` / ``bias_grad`` (float32, in integer units) and ``saved``.
@@ -170,9 +169,7 @@ class QConv:
 
         if self.kind == "linear":
             return (shape[0], self.out_channels)
-        top, bottom, left, right = self.pads
-        padded = (shape[0], shape[1], shape[2] + top + bottom, shape[3] + left + right)
-        oh, ow = conv_output_shape(padded, self.weight.shape[2:], self.stride, 0)
+        oh, ow = conv_output_shape(shape, self.weight.shape[2:], self.stride, self.padding)
         return (shape[0], self.out_channels, oh, ow)
 
     @property
@@ -180,17 +177,6 @@ class QConv:
         """Padding as ``(top, bottom, left, right)``."""
         p = self.padding
         return (p[0], p[0], p[1], p[1]) if len(p) == 2 else p  # type: ignore[return-value]
-
-    def _kernel_padding(self) -> tuple[int, int] | None:
-        """Symmetric padding for the kernel, or None when it must be applied explicitly."""
-        top, bottom, left, right = self.pads
-        return (top, left) if (top == bottom and left == right) else None
-
-    def _pad_input(self, xq: np.ndarray) -> np.ndarray:
-        """Asymmetric padding, explicitly, with the input zero point (int8)."""
-        top, bottom, left, right = self.pads
-        widths = ((0, 0), (0, 0), (top, bottom), (left, right))
-        return np.pad(xq, widths, constant_values=np.int8(self.input.zero_point))
 
     def _linear_float(self, xq: np.ndarray) -> np.ndarray:
         """``rounding="float"``: int32 accumulator, then float64 requantization."""
@@ -205,28 +191,24 @@ class QConv:
         rq = (self.multiplier, self.shift)
         zi, zo = self.input.zero_point, self.output.zero_point
         clamp = (self.act_min, self.act_max, self.rounding)
-        x_in = xq
         if self.kind == "linear":
             if self.rounding == "float":
                 y = self._linear_float(xq)
             else:
                 y = ops.linear_s8(xq, self.weight, self.bias, zi, zo, *rq, *clamp)
         else:
-            padding = self._kernel_padding()
-            if padding is None:  # asymmetric: pad with zp_in here, padding 0 in the kernel
-                x_in, padding = self._pad_input(xq), (0, 0)
             if self.kind == "depthwise":
-                geometry = (self.stride, padding)
+                geometry = (self.stride, self.padding)
                 y = ops.depthwise_conv2d_s8(
-                    x_in, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp
+                    xq, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp
                 )
             else:
-                geometry = (self.stride, padding, self.groups)
-                y = ops.conv2d_s8(x_in, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp)
+                geometry = (self.stride, self.padding, self.groups)
+                y = ops.conv2d_s8(xq, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp)
         if save:
-            self.saved = {"y": y, "x_shape": x_in.shape}
+            self.saved = {"y": y, "x_shape": xq.shape}
             if self.weight_trainable:  # x_q is needed only for dW_q
-                self.saved["x"] = x_in
+                self.saved["x"] = xq
         return y
 
     def backward(self, g: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -251,7 +233,7 @@ class QConv:
                     self.input.zero_point,
                     self.weight.shape,
                     self.stride,
-                    self._kernel_padding() or (0, 0),
+                    self.padding,
                     self._groups(),
                 )
             self.weight_grad = dw if self.weight_grad is None else self.weight_grad + dw
@@ -262,14 +244,9 @@ class QConv:
             return None
         if self.kind == "linear":
             return ops.linear_s8_backward_input(g_acc, self.weight)
-        padding = self._kernel_padding()
-        dx = ops.conv2d_s8_backward_input(
-            g_acc, self.weight, x_shape, self.stride, padding or (0, 0), self._groups()
+        return ops.conv2d_s8_backward_input(
+            g_acc, self.weight, x_shape, self.stride, self.padding, self._groups()
         )
-        if padding is None:  # x_shape was the explicitly padded input: crop the border
-            top, bottom, left, right = self.pads
-            dx = dx[:, :, top : dx.shape[2] - bottom, left : dx.shape[3] - right]
-        return dx
 
     def _groups(self) -> int:
         return self.weight.shape[0] if self.kind == "depthwise" else self.groups
