@@ -1,8 +1,9 @@
-"""The one layer ONNX import needs that ``tinyodl.nn`` does not have: asymmetric zero padding.
+"""The one layer ONNX import needs that ``tinyodl.nn`` does not have: a zero-padding layer.
 
-ONNX (and TFLite's SAME with stride 2 on an even input) may pad a convolution more on one
-side than the other; ``nn.Conv2d`` pads symmetrically. :func:`tinyodl.export.from_onnx`
-turns such a ``Conv`` into ``Pad2d`` + ``Conv2d(padding=0)``.
+Convolutions pad natively, also asymmetrically (``nn.Conv2d(padding=(top, bottom, left,
+right))``), and :func:`tinyodl.export.from_onnx` folds an ONNX ``Pad`` into the ``Conv``
+it feeds (PyTorch's ``ZeroPad2d`` + conv). A ``Pad`` before anything else becomes this
+layer, which ``to_onnx`` writes back as ``Pad``.
 """
 
 from __future__ import annotations

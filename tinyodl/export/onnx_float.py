@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tinyodl import nn
+from tinyodl._shapes import padding4
 from tinyodl.export._onnx_common import (
     ExportError,
     GraphBuilder,
@@ -38,7 +39,6 @@ from tinyodl.export._onnx_common import (
     save_model,
     value_info,
 )
-from tinyodl._shapes import padding4
 from tinyodl.export.layers import Pad2d
 
 
