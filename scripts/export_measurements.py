@@ -1,6 +1,6 @@
 """Chapter 13's numbers: onnxruntime and LiteRT against tinyodl, the round trip, sizes.
 
-    OMP_NUM_THREADS=1 python scripts/export_measurements.py [--out FILE.json]
+    OMP_NUM_THREADS=1 python scripts/export_measurements.py --out benchmarks/results/export.json
 
 Needs the ``deploy`` extra, ``ai-edge-litert`` and (for the round trip) ``torch``. Uses the
 shipped ``mcunet_tiny`` of task A, PTQ on 256 calibration images, the shipped test split
