@@ -18,6 +18,7 @@ from tinyodl import backend
 from tinyodl._shapes import conv_output_shape, padding4
 from tinyodl.reference import conv as ref
 from tinyodl.reference import int8 as ref8
+from tinyodl.reference import int8_backward as ref8_backward
 
 # (H, W, K, stride, (top, bottom, left, right), groups, C, F): SAME at stride 2, odd
 # kernels, depthwise, one case per Cython fast path (implicit GEMM needs stride 1,
@@ -165,3 +166,23 @@ def test_int8_cython_equals_reference_property(data, pad, stride, k):
             got = cy.conv2d_s8(*args, stride=stride, padding=pad)
             want = ref8.conv2d_s8(*args, stride=stride, padding=pad)
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[:5]}g{c[5]}")
+def test_int8_backward_matches_explicit_pad(kernels, rng, case):
+    """The int8 layers' gradients: dx is the explicit-pad dx cropped, dW the explicit-pad dW."""
+    h, w, k, s, pad, groups, c, f = case
+    top, bottom, left, right = pad
+    x = rand_s8(rng, (2, c, h, w))
+    wq = rand_s8(rng, (f, c // groups, k, k), -127)
+    zp_in = int(rng.integers(-128, 128))
+    xp = _explicit(x, *pad, value=zp_in)
+    oh, ow = conv_output_shape(x.shape, k, s, pad)
+    dout = rng.standard_normal((2, f, oh, ow)).astype(np.float32)
+    dx = kernels.conv2d_s8_backward_input(dout, wq, x.shape, s, pad, groups)
+    dxp = ref8_backward.conv2d_s8_backward_input(dout, wq, xp.shape, s, 0, groups)
+    dx_want = dxp[:, :, top : top + h, left : left + w]  # float64 oracle, float32 kernels
+    np.testing.assert_allclose(dx, dx_want, rtol=1e-4, atol=1e-5 * np.abs(dx_want).max())
+    dw = kernels.conv2d_s8_backward_weight(dout, x, zp_in, wq.shape, s, pad, groups)
+    dw_want = ref8_backward.conv2d_s8_backward_weight(dout, xp, zp_in, wq.shape, s, 0, groups)
+    np.testing.assert_allclose(dw, dw_want, rtol=1e-4, atol=1e-5 * np.abs(dw_want).max())

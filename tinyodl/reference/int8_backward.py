@@ -33,7 +33,7 @@ def _geometry(fn: str, dout, x_shape, w_shape, stride, padding, groups):
 def col2im_f64(cols: np.ndarray, g: chk.ConvGeometry) -> np.ndarray:
     """Scatter-add (N, C*KH*KW, OH*OW) columns back onto (N, C, H, W); padding is dropped."""
     cols = cols.reshape(g.N, g.C, g.KH, g.KW, g.OH, g.OW)
-    xp = np.zeros((g.N, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW), dtype=np.float64)
+    xp = np.zeros((g.N, g.C, g.PH + g.H + g.PB, g.PW + g.W + g.PR), dtype=np.float64)
     for i in range(g.KH):
         for j in range(g.KW):
             rows = slice(i, i + g.SH * (g.OH - 1) + 1, g.SH)
