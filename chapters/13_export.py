@@ -320,9 +320,10 @@ print(f"chapter ran in {time.perf_counter() - start:.0f} s")
 # * Export is a change of *container*; the arithmetic must come along. Float ONNX matches to
 #   1e-5; int8 matches bit for bit only when the runtime rounds as you do (TFLite's reference
 #   kernels here) -- ONNX's exact-product rounding differs from fixed point by one step.
-# * TFLite's SAME padding is asymmetric for stride 2 on even inputs: tinyodl's int8 layers
-#   accept `(top, bottom, left, right)`, and symmetric padding exports as `PAD` + VALID.
+# * TFLite's SAME padding is asymmetric for stride 2 on even inputs: tinyodl's conv kernels
+#   and layers (float and int8) accept `(top, bottom, left, right)`, so an imported SAME conv
+#   (or PyTorch's `ZeroPad2d` + conv) runs natively; symmetric padding exports as `PAD` + VALID.
 # * A model can go out, be trained on the device, and come back as an inference model or as
 #   a small difference. Commands: `tinyodl export MODEL.npz --format onnx|onnx-int8|tflite|
 #   c-array --out FILE`; the numbers of the README come from
-#   `python scripts/export_measurements.py`.
+#   `OMP_NUM_THREADS=1 python scripts/export_measurements.py --out benchmarks/results/export.json`.
