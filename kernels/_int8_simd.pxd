@@ -60,8 +60,9 @@ cdef extern from "int8_simd.h" nogil:
                        uint8_t xor_mask, int64_t kq, uint8_t* dst)
     void tod_pack_cols(const int8_t* src, int64_t cols, int64_t k, int64_t ld, int nr,
                        uint8_t xor_mask, int64_t kq, uint8_t* dst)
-    void tod_to_padded_hwc(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t PH,
-                           int64_t PW, uint8_t xor_mask, uint8_t pad, uint8_t* dst)
+    void tod_to_padded_hwc(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t PT,
+                           int64_t PB, int64_t PL, int64_t PR, uint8_t xor_mask,
+                           uint8_t pad, uint8_t* dst)
     void tod_pack_conv_panel(const uint8_t* hwc, const tod_conv_geom* g, int64_t c0,
                              int64_t Cg, int64_t j0, int64_t ncols, int nr, uint8_t fill,
                              int64_t kq, uint8_t* dst)

@@ -216,7 +216,7 @@ cdef object _fast_conv_args(x, w, bias, zp_in, zp_out, multiplier, shift, stride
     if b is None or rq is None:
         return None
     geom = chk.ConvGeometry(N, C, H, W, F, KH, KW, stride, stride, padding, padding, OH, OW,
-                            groups)
+                            groups, padding, padding)
     return chk.Int8ConvArgs(x, w, b, zp_in, geom, rq)
 
 
@@ -451,7 +451,7 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
         return _depthwise(a)
     cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F, KH = g.KH, KW = g.KW
     cdef Py_ssize_t G = g.groups, Cg = C // G, Fg = F // G, K = Cg * KH * KW, P = g.OH * g.OW
-    cdef Py_ssize_t PH = g.PH, PW = g.PW
+    cdef Py_ssize_t PH = g.PH, PW = g.PW, PB = g.PB, PR = g.PR  # top, left, bottom, right
     out = np.empty((N, F, g.OH, g.OW), dtype=np.int8)
     if N == 0 or F == 0:
         return out
@@ -461,7 +461,7 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef int64_t off = 128 if p.xor_mask else 0
     cdef int zp_in = a.zp_in
     cdef bint pointwise = (KH == 1 and KW == 1 and g.SH == 1 and g.SW == 1
-                           and PH == 0 and PW == 0)
+                           and PH == 0 and PW == 0 and PB == 0 and PR == 0)
     # weights: (F, K) in (i, j, c) order, K padded to 4 with zeros; the bias absorbs
     # -(off + zp_in) * rowsum(w) (pointwise panels keep the NCHW channel order, same thing)
     w2d = np.zeros((F, 4 * kq), dtype=np.int8)
@@ -476,14 +476,14 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef uint8_t pad = <uint8_t>(<int8_t>zp_in) ^ xmask
     cdef const int8_t[:, :, :, ::1] xv = a.x
     cdef int threads = _num_threads
-    cdef Py_ssize_t Hp = H + 2 * PH, Wp = W + 2 * PW, n
+    cdef Py_ssize_t Hp = PH + H + PB, Wp = PW + W + PR, n
     cdef uint8_t[::1] hv
     if not pointwise:  # padded channels-last copy of the batch, once
         hwc = np.empty(max(N * Hp * Wp * C, 1), dtype=np.uint8)
         hv = hwc
         with nogil:
             for n in prange(N, num_threads=threads, schedule="static"):
-                tod_to_padded_hwc(&xv[n, 0, 0, 0], C, H, W, PH, PW, xmask, pad,
+                tod_to_padded_hwc(&xv[n, 0, 0, 0], C, H, W, PH, PB, PW, PR, xmask, pad,
                                   &hv[n * Hp * Wp * C])
     cdef tod_conv_geom geo
     geo.C = C; geo.Hp = Hp; geo.Wp = Wp; geo.KH = KH; geo.KW = KW

@@ -59,6 +59,39 @@ def test_fold_model_matches_the_eval_model_and_leaves_it_alone():
     assert isinstance(folded["features.1"], nn.Identity)
 
 
+def test_asymmetric_padding_and_pad2d_quantize():
+    """SAME at stride 2 (bottom/right only): a conv with 4-tuple padding quantizes natively,
+    and a Pad2d before a conv is folded into it; a Pad2d elsewhere is refused by name."""
+    from tinyodl.export import Pad2d
+
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 1, 12, 12), dtype=np.float32)
+    model = nn.Sequential(
+        [
+            Pad2d((0, 1, 0, 1)),
+            nn.Conv2d(1, 4, 3, stride=2, seed=1),
+            nn.ReLU(),
+            nn.DepthwiseConv2d(4, 3, 2, (0, 1, 0, 1), seed=2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4 * 3 * 3, 5, seed=3),
+        ]
+    ).eval()
+    folded = Q.fold_model(model)
+    assert isinstance(folded["0"], nn.Identity) and folded["1"].padding == (0, 1, 0, 1)
+    np.testing.assert_allclose(folded.forward(x), model.forward(x), rtol=1e-6, atol=1e-6)
+    q = Q.quantize_model(model, x)
+    assert [op.padding for op in q.ops[:2]] == [(0, 1, 0, 1)] * 2
+    # the float twin (fake quantization, same asymmetric padding) is the integer model
+    twin = Q.to_fake_quant(q).astype("float64")
+    q_twin = q.output.quantize(twin.forward(x.astype(np.float64))).astype(int)
+    q_int = copy.deepcopy(q).set_rounding("single").forward_int(q.quantize_input(x))
+    assert np.mean(np.abs(q_twin - q_int.astype(int)) <= 1) >= 0.99
+    model = nn.Sequential([Pad2d((1, 0, 1, 0)), nn.Flatten(), nn.Linear(169, 5)]).eval()
+    with pytest.raises(NotImplementedError, match=r"'0' of type Pad2d"):
+        Q.quantize_model(model, x)
+
+
 def test_plan_fuses_activations_and_keeps_the_residual():
     units = Q.plan_units(Q.fold_model(small_model()))
     assert [u.kind for u in units] == ["conv", "residual", "gap", "conv"]

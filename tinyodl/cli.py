@@ -8,6 +8,7 @@ Sub-commands::
     tinyodl exercises release --out DIR   write student (and solution) notebooks
     tinyodl bench NAME [--json F]         benchmarks (kernels, ...; see tinyodl bench -h)
     tinyodl info                          versions, backend, build details
+    tinyodl export MODEL --format F --out FILE   ONNX / int8 ONNX / TFLite / C array (ch. 13)
 
 Each sub-command imports its module only when it runs, so ``tinyodl --help`` is instant.
 """
@@ -73,6 +74,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model: onnx, onnx-int8, tflite, c-array (ch. 13)")
+    p.add_argument("model", help="model file (.npz of tinyodl.export.save_model or pretrained)")
+    p.add_argument("--format", required=True, choices=("onnx", "onnx-int8", "tflite", "c-array"))
+    p.add_argument("--out", required=True, help="output file (.onnx, .tflite, or .h/.cc stem)")
+    p.add_argument("--input-shape", default=None, help="C,H,W of one input (default 1,28,28)")
+    p.add_argument(
+        "--calibration", type=_positive_int, default=256, help="int8: calibration images"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+
+
 def _add_grade(sub: argparse._SubParsersAction) -> None:
     from tinyodl.grading.cli import add_grade_arguments
 
@@ -113,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exercises(sub)
     _add_bench(sub)
     sub.add_parser("info", help="versions, active backend and build details")
+    _add_export(sub)
     return parser
 
 
@@ -244,6 +258,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return load_benchmark(args.bench_command).main(args)
     if args.command == "info":
         return _info()
+    if args.command == "export":
+        from tinyodl.export.cli import export_main
+
+        try:
+            return export_main(args)
+        except ImportError as err:  # the optional extra is missing
+            raise OSError(str(err)) from err
+        except ValueError as err:
+            print(f"tinyodl: error: {err}", file=sys.stderr)
+            return 1
     raise AssertionError(args.command)  # argparse rejects unknown commands
 
 

@@ -147,21 +147,23 @@ static void tod_pack_cols(const int8_t *src, int64_t cols, int64_t k, int64_t ld
  * Convolutions: a padded channels-last copy of the input, then im2col one panel at a time
  * ------------------------------------------------------------------------------------ */
 
-/* (C, H, W) int8 image -> (H + 2 PH, W + 2 PW, C) bytes holding x ^ xor_mask, with a border
- * of `pad` (the packed input zero point, so that padding taps contribute nothing). */
-static void tod_to_padded_hwc(const int8_t *x, int64_t C, int64_t H, int64_t W, int64_t PH,
-                              int64_t PW, uint8_t xor_mask, uint8_t pad, uint8_t *dst) {
-    const int64_t Wp = W + 2 * PW, Hp = H + 2 * PH;
+/* (C, H, W) int8 image -> (PT + H + PB, PL + W + PR, C) bytes holding x ^ xor_mask, with a
+ * border of `pad` (the packed input zero point, so that padding taps contribute nothing).
+ * Top/bottom and left/right may differ (TFLite's SAME padding at stride 2). */
+static void tod_to_padded_hwc(const int8_t *x, int64_t C, int64_t H, int64_t W, int64_t PT,
+                              int64_t PB, int64_t PL, int64_t PR, uint8_t xor_mask,
+                              uint8_t pad, uint8_t *dst) {
+    const int64_t Wp = PL + W + PR, Hp = PT + H + PB;
     for (int64_t r = 0; r < Hp; r++) {
         uint8_t *row = dst + r * Wp * C;
-        if (r < PH || r >= PH + H) {
+        if (r < PT || r >= PT + H) {
             memset(row, pad, (size_t)(Wp * C));
             continue;
         }
-        memset(row, pad, (size_t)(PW * C));
-        memset(row + (PW + W) * C, pad, (size_t)(PW * C));
-        const int8_t *src = x + (r - PH) * W;
-        uint8_t *d = row + PW * C;
+        memset(row, pad, (size_t)(PL * C));
+        memset(row + (PL + W) * C, pad, (size_t)(PR * C));
+        const int8_t *src = x + (r - PT) * W;
+        uint8_t *d = row + PL * C;
         for (int64_t w = 0; w < W; w++)
             for (int64_t c = 0; c < C; c++) d[w * C + c] = (uint8_t)src[c * H * W + w] ^ xor_mask;
     }

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyodl._shapes import padding4
 from tinyodl.memory._tape import ELIDE_BYTES, Buf, Tape
 
 Shape = tuple[int, ...]
@@ -88,9 +89,10 @@ class Context:
 # ----------------------------------------------------------------------------- kernels
 
 
-def _pad_bytes(ctx: Context, shape: Shape, padding: tuple[int, int]) -> int:
+def _pad_bytes(ctx: Context, shape: Shape, padding: tuple[int, ...]) -> int:
     n, c, h, w = shape
-    return n * c * (h + 2 * padding[0]) * (w + 2 * padding[1]) * ctx.itemsize
+    top, bottom, left, right = padding4(padding)
+    return n * c * (top + h + bottom) * (left + w + right) * ctx.itemsize
 
 
 def _conv_kind(layer: Any, in_shape: Shape) -> str:

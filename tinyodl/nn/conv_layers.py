@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyodl._shapes import conv_output_shape, pair, pool_output_size
+from tinyodl._shapes import conv_output_shape, padding4, pair, pool_output_size
 from tinyodl.nn import functional as F
 from tinyodl.nn.errors import LayerShapeError
 from tinyodl.nn.init import initialize
@@ -27,13 +27,28 @@ def _window_output(layer: Layer, input_shape, kernel_size, stride, padding) -> t
         raise LayerShapeError(f"{layer_label(layer)}: {err} (input {tuple(input_shape)})") from None
 
 
+def conv_padding(padding) -> tuple[int, ...]:
+    """A conv layer's padding: ``(ph, pw)`` when symmetric, else ``(top, bottom, left, right)``.
+
+    The asymmetric form is TFLite's/ONNX's SAME padding when the padded total is odd (a 3x3
+    stride-2 conv on an even input pads only the bottom/right; chapter 13). The kernels take
+    both forms.
+    """
+    top, bottom, left, right = padding4(padding)
+    if min(top, bottom, left, right) < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return (top, left) if (top == bottom and left == right) else (top, bottom, left, right)
+
+
 class Conv2d(Layer):
     """2-D convolution (cross-correlation, as in PyTorch), optionally grouped.
 
     Parameters
     ----------
     in_channels, out_channels : int
-    kernel_size, stride, padding : int or (int, int)
+    kernel_size, stride : int or (int, int)
+    padding : int, (int, int) or (top, bottom, left, right)
+        Stored as ``(ph, pw)`` when symmetric, else as the 4-tuple (see :func:`conv_padding`).
     groups : int, default 1
         ``groups == in_channels == out_channels`` is a depthwise convolution.
     bias : bool, default True
@@ -50,7 +65,7 @@ class Conv2d(Layer):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, ...] = 0,
         groups: int = 1,
         bias: bool = True,
         seed: SeedLike = 0,
@@ -60,7 +75,7 @@ class Conv2d(Layer):
         super().__init__(dtype)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
+        self.stride, self.padding = pair(stride, "stride"), conv_padding(padding)
         self.groups, self.bias, self.seed, self.init = int(groups), bool(bias), seed, init
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
@@ -154,7 +169,7 @@ class DepthwiseConv2d(Conv2d):
         channels: int,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, ...] = 0,
         bias: bool = True,
         seed: SeedLike = 0,
         init: str = "kaiming_normal",

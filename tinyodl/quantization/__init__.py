@@ -49,6 +49,7 @@ from tinyodl.quantization.ptq import (
     run_units,
 )
 from tinyodl.quantization.qmodel import (
+    RUNTIME_ROUNDING,
     QAdd,
     QConv,
     QFlatten,
@@ -60,6 +61,7 @@ from tinyodl.quantization.qmodel import (
 
 __all__ = [
     "CALIBRATION_METHODS",
+    "RUNTIME_ROUNDING",
     "FakeQuantAdd",
     "FakeQuantConv",
     "FakeQuantGlobalAvgPool",

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from tinyodl import nn
+from tinyodl._shapes import padding4
+from tinyodl.nn.conv_layers import conv_padding
 from tinyodl.quant import choose_activation_qparams, quantize_bias, quantize_weights_per_channel
 from tinyodl.quantization.qmodel import (
     QAdd,
@@ -52,11 +54,18 @@ UNIT_INTERVAL = (0.0, 1.0)
 
 
 def _fold_children(container: nn.Sequential) -> None:
+    from tinyodl.export.layers import Pad2d  # the layer of ONNX import (no import cycle)
+
     names = container.names()
     for i, local in enumerate(names):
         child = container[local]
         nxt = container[names[i + 1]] if i + 1 < len(names) else None
-        if isinstance(child, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
+        if isinstance(child, Pad2d) and isinstance(nxt, nn.Conv2d):
+            # zero padding then a conv = the conv with that much more (asymmetric) padding
+            pads = zip(padding4(nxt.padding), child.pads, strict=True)
+            nxt.padding = conv_padding(tuple(a + b for a, b in pads))
+            container.replace(local, nn.Identity(dtype=child.dtype.name))
+        elif isinstance(child, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
             container.replace(local, nn.fold_batchnorm(child, nxt))
             container.replace(names[i + 1], nn.Identity(dtype=child.dtype.name))
         elif isinstance(child, nn.Sequential):
@@ -69,6 +78,9 @@ def _fold_children(container: nn.Sequential) -> None:
 
 def fold_model(model: nn.Sequential) -> nn.Sequential:
     """A copy of ``model`` with every Conv -> BatchNorm2d pair folded, in evaluation mode.
+
+    A zero-padding layer (``tinyodl.export.Pad2d``) right before a conv is folded into the
+    conv's padding (asymmetric padding is native), and replaced by ``nn.Identity``.
 
     The folded conv gets a bias; the batchnorm is replaced by ``nn.Identity`` so layer
     names stay as they were. ``fold_model(m).forward(x)`` equals ``m.eval().forward(x)``

@@ -39,6 +39,7 @@ from tinyodl.quant import (
     quantize,
     quantize_add_params,
     requantize_params,
+    round_half_away,
 )
 
 
@@ -62,6 +63,17 @@ class QParams:
         return dequantize(q, self.scale, self.zero_point)
 
 
+#: Requantization rounding ``(convolutions, fully connected)`` of each int8 runtime (GUIDE
+#: section 3). "tflite" is the TFLite/LiteRT interpreter's reference kernels (bit-exact on
+#: the MNIST test split, ``tests/test_export_tflite.py``); TFLite Micro and CMSIS-NN use the
+#: fixed-point path everywhere; XNNPACK rounds once (GUIDE; not measured here).
+RUNTIME_ROUNDING: dict[str, tuple[str, str]] = {
+    "tflite": ("double", "float"),
+    "tflite-micro": ("double", "double"),
+    "cmsis-nn": ("double", "double"),
+    "xnnpack": ("single", "single"),
+}
+
 # ----------------------------------------------------------------------------- operations
 
 
@@ -76,8 +88,20 @@ class QConv:
     bounds ``act_min, act_max``. Multipliers and clamp bounds are derived in
     :meth:`refresh`; call it after changing a scale.
 
-    ``rounding`` is the requantization's rounding: ``"double"`` (TFLite's reference kernels,
-    the default) or ``"single"`` (``TFLITE_SINGLE_ROUNDING``, XNNPACK; GUIDE section 3).
+    ``rounding`` is the requantization's rounding (GUIDE section 3; which runtime each mode
+    matches is in :data:`RUNTIME_ROUNDING` and ``docs/architecture.md``):
+
+    * ``"double"`` (default): fixed-point ``MultiplyByQuantizedMultiplier`` with two
+      roundings -- TFLite's conv and depthwise kernels, TFLite Micro, CMSIS-NN;
+    * ``"single"``: fixed point rounded once (``TFLITE_SINGLE_ROUNDING``, XNNPACK);
+    * ``"float"`` (``kind="linear"`` only): ``round_half_away(acc * s_in s_w[c] / s_out)`` in
+      float64 -- TFLite's reference per-channel FULLY_CONNECTED (chapter 13). It is not the
+      same as ``"double"``: about 1 output in 2,300 differs by one step.
+
+    ``padding`` is ``(ph, pw)`` (symmetric) or ``(top, bottom, left, right)``; the kernels
+    take both (asymmetric padding is TFLite's SAME with stride 2 on an even input, which
+    pads bottom/right only). The border holds the input zero point, so a padding tap
+    contributes nothing.
 
     For training: ``weight_trainable`` / ``bias_trainable``, the accumulated gradients
     ``weight_grad`` / ``bias_grad`` (float32, in integer units) and ``saved``.
@@ -95,7 +119,7 @@ class QConv:
     output: QParams
     activation: str | None = None
     stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
+    padding: tuple[int, ...] = (0, 0)
     groups: int = 1
     rounding: str = "double"
     weight_trainable: bool = True
@@ -114,6 +138,18 @@ class QConv:
                 f"{self.weight.dtype} and {self.bias.dtype}"
             )
         self.weight_scale = np.asarray(self.weight_scale, dtype=np.float64)
+        if self.rounding == "float" and self.kind != "linear":
+            raise ValueError(
+                f"QConv {self.name!r}: rounding='float' is a fully connected mode "
+                f"(TFLite's reference FULLY_CONNECTED); a {self.kind} layer uses 'double' or "
+                "'single'"
+            )
+        self.padding = tuple(int(p) for p in self.padding)
+        if len(self.padding) not in (2, 4) or min(self.padding) < 0:
+            raise ValueError(
+                f"QConv {self.name!r}: padding must be (ph, pw) or (top, bottom, left, right) "
+                f"of non-negative ints, got {self.padding}"
+            )
         self.refresh()
 
     def refresh(self) -> None:
@@ -140,19 +176,39 @@ class QConv:
         oh, ow = conv_output_shape(shape, self.weight.shape[2:], self.stride, self.padding)
         return (shape[0], self.out_channels, oh, ow)
 
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """Padding as ``(top, bottom, left, right)``."""
+        p = self.padding
+        return (p[0], p[0], p[1], p[1]) if len(p) == 2 else p  # type: ignore[return-value]
+
+    def _linear_float(self, xq: np.ndarray) -> np.ndarray:
+        """``rounding="float"``: int32 accumulator, then float64 requantization."""
+        zi = self.input.zero_point
+        acc = ops.gemm_s8(xq, np.ascontiguousarray(self.weight.T), zi, 0).astype(np.int64)
+        acc = np.clip(acc + self.bias, -(2**31), 2**31 - 1)
+        y = round_half_away(acc * self.real_multiplier[None, :]) + self.output.zero_point
+        return np.clip(y, self.act_min, self.act_max).astype(np.int8)
+
     def forward(self, xq: np.ndarray, save: bool = False) -> np.ndarray:
         """Integer forward: int8 in, int8 out, through :mod:`tinyodl.ops`."""
         rq = (self.multiplier, self.shift)
         zi, zo = self.input.zero_point, self.output.zero_point
         clamp = (self.act_min, self.act_max, self.rounding)
         if self.kind == "linear":
-            y = ops.linear_s8(xq, self.weight, self.bias, zi, zo, *rq, *clamp)
-        elif self.kind == "depthwise":
-            geometry = (self.stride, self.padding)
-            y = ops.depthwise_conv2d_s8(xq, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp)
+            if self.rounding == "float":
+                y = self._linear_float(xq)
+            else:
+                y = ops.linear_s8(xq, self.weight, self.bias, zi, zo, *rq, *clamp)
         else:
-            geometry = (self.stride, self.padding, self.groups)
-            y = ops.conv2d_s8(xq, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp)
+            if self.kind == "depthwise":
+                geometry = (self.stride, self.padding)
+                y = ops.depthwise_conv2d_s8(
+                    xq, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp
+                )
+            else:
+                geometry = (self.stride, self.padding, self.groups)
+                y = ops.conv2d_s8(xq, self.weight, self.bias, zi, zo, *rq, *geometry, *clamp)
         if save:
             self.saved = {"y": y, "x_shape": xq.shape}
             if self.weight_trainable:  # x_q is needed only for dW_q
@@ -414,13 +470,31 @@ class QuantizedModel:
         for _, conv in self.named_convs():
             conv.zero_grad()
 
-    def set_rounding(self, rounding: str) -> QuantizedModel:
-        """Use ``"double"`` (TFLite reference) or ``"single"`` rounding in every layer."""
+    def set_rounding(self, rounding: str, linear: str | None = None) -> QuantizedModel:
+        """Requantization rounding of every layer (see :class:`QConv`).
+
+        ``rounding`` (``"double"`` or ``"single"``) is used by every layer, except that
+        fully connected layers use ``linear`` when it is given (``"double"``, ``"single"``
+        or ``"float"``). :meth:`for_runtime` picks the pair a runtime uses.
+        """
         if rounding not in ("double", "single"):
             raise ValueError(f"set_rounding: expected 'double' or 'single', got {rounding!r}")
+        linear = rounding if linear is None else linear
+        if linear not in ("double", "single", "float"):
+            raise ValueError(
+                f"set_rounding: linear must be 'double', 'single' or 'float', got {linear!r}"
+            )
         for _, conv in self.named_convs():
-            conv.rounding = rounding
+            conv.rounding = linear if conv.kind == "linear" else rounding
         return self
+
+    def for_runtime(self, runtime: str) -> QuantizedModel:
+        """Set the rounding modes of ``runtime`` (a key of :data:`RUNTIME_ROUNDING`)."""
+        if runtime not in RUNTIME_ROUNDING:
+            raise ValueError(
+                f"for_runtime: unknown runtime {runtime!r}; known: {sorted(RUNTIME_ROUNDING)}"
+            )
+        return self.set_rounding(*RUNTIME_ROUNDING[runtime])
 
     # -- inspection
     def describe(self, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:

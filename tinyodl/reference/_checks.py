@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tinyodl._shapes import conv_output_shape, pair, pool_output_size
+from tinyodl._shapes import conv_output_shape, padding4, pair, pool_output_size
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -48,7 +48,13 @@ def check_shape4(fn: str, name: str, shape: Sequence[int]) -> tuple[int, int, in
 
 
 class ConvGeometry(NamedTuple):
-    """Every size a 2-D convolution needs, in the names of the equations."""
+    """Every size a 2-D convolution needs, in the names of the equations.
+
+    ``PH``/``PW`` are the top/left padding: the offset of the first window. The kernels
+    need nothing else, since every read is bounds-checked against ``H``/``W`` and the
+    output size ``OH``/``OW`` already carries the bottom/right padding ``PB``/``PR``
+    (equal to ``PH``/``PW`` unless the padding was given as a 4-tuple).
+    """
 
     N: int
     C: int
@@ -64,19 +70,28 @@ class ConvGeometry(NamedTuple):
     OH: int
     OW: int
     groups: int
+    PB: int
+    PR: int
 
 
 def window_geometry(
     fn: str, x_shape: Sequence[int], kernel_size, stride, padding
 ) -> tuple[int, int, int, int, int, int, int, int]:
-    """``(KH, KW, SH, SW, PH, PW, OH, OW)`` of a window over ``x_shape``, with clear errors."""
+    """``(KH, KW, SH, SW, PH, PW, OH, OW)`` of a window over ``x_shape``, with clear errors.
+
+    ``padding`` may be a 4-tuple ``(top, bottom, left, right)``; then ``PH``/``PW`` are the
+    top/left padding and ``OH``/``OW`` count the bottom/right padding too.
+    """
     kh, kw = pair(kernel_size, "kernel_size")
     sh, sw = pair(stride, "stride")
-    ph, pw = pair(padding, "padding")
+    try:
+        ph, _, pw, _ = padding4(padding)
+    except ValueError as err:
+        raise ValueError(f"{fn}: {err}") from None
     if kh < 1 or kw < 1:
         raise ValueError(f"{fn}: kernel_size must be positive, got {(kh, kw)}")
     try:
-        oh, ow = conv_output_shape(x_shape, (kh, kw), (sh, sw), (ph, pw))
+        oh, ow = conv_output_shape(x_shape, (kh, kw), (sh, sw), padding)
     except ValueError as err:
         raise ValueError(f"{fn}: {err} (input shape {tuple(x_shape)})") from None
     return kh, kw, sh, sw, ph, pw, oh, ow
@@ -101,7 +116,8 @@ def conv_geometry(
             f"{fn}: w has {cg} input channels per group but x has {c} channels and groups={groups}"
         )
     kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(fn, x_shape, (kh, kw), stride, padding)
-    return ConvGeometry(n, c, h, w, f, kh, kw, sh, sw, ph, pw, oh, ow, int(groups))
+    _, pb, _, pr = padding4(padding)
+    return ConvGeometry(n, c, h, w, f, kh, kw, sh, sw, ph, pw, oh, ow, int(groups), pb, pr)
 
 
 def check_dout(fn: str, dout: np.ndarray, g: ConvGeometry) -> None:
@@ -123,6 +139,7 @@ def pool_geometry(
     """
     if stride is None:
         stride = kernel_size
+    padding = pair(padding, "padding")  # pooling pads symmetrically
     kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(fn, x_shape, kernel_size, stride, padding)
     if 2 * ph > kh or 2 * pw > kw:
         raise ValueError(

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tinyodl._shapes import conv_output_shape, pair
+from tinyodl._shapes import conv_output_shape, padding4, pair
 from tinyodl.quant import INT8_MAX, INT8_MIN, ROUNDING_MODES, WEIGHT_QMIN
 from tinyodl.reference._checks import (  # shared with the float kernels
     ConvGeometry,
@@ -191,12 +191,12 @@ def conv_geometry(fn: str, x_shape, w_shape, stride, padding, groups: object) ->
     if kh < 1 or kw < 1:
         raise ValueError(f"{fn}: kernel size must be positive, got {(kh, kw)}")
     sh, sw = pair(stride, "stride")
-    ph, pw = pair(padding, "padding")
     try:
-        oh, ow = conv_output_shape((n, c, h, w), (kh, kw), (sh, sw), (ph, pw))
+        ph, pb, pw, pr = padding4(padding)
+        oh, ow = conv_output_shape((n, c, h, w), (kh, kw), (sh, sw), (ph, pb, pw, pr))
     except ValueError as err:
         raise ValueError(f"{fn}: {err} (input shape {(n, c, h, w)})") from None
-    return ConvGeometry(n, c, h, w, f, kh, kw, sh, sw, ph, pw, oh, ow, groups)
+    return ConvGeometry(n, c, h, w, f, kh, kw, sh, sw, ph, pw, oh, ow, groups, pb, pr)
 
 
 class Int8ConvArgs(NamedTuple):

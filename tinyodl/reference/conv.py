@@ -14,6 +14,11 @@ with ``K = (C/groups)*KH*KW``. ``col2im`` is the adjoint (transpose) of ``im2col
 adds every column entry back to the pixel it was copied from, so overlapping windows sum.
 A depthwise convolution is the case ``groups == C``.
 
+``padding`` is an int, a pair ``(ph, pw)`` or a 4-tuple ``(top, bottom, left, right)``:
+asymmetric padding is what TFLite/ONNX SAME padding needs when the padded total is odd
+(a stride-2 3x3 conv on an even input pads only the bottom and right; chapter 13). It
+changes only how ``x_pad`` is built and the output size.
+
 All functions accept float32 and float64 and return the dtype of their input.
 """
 
@@ -23,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tinyodl._shapes import padding4
 from tinyodl.reference._checks import (
     check_dout,
     check_float,
@@ -31,7 +37,7 @@ from tinyodl.reference._checks import (
     window_geometry,
 )
 
-IntOrPair = int | Sequence[int]
+IntOrPair = int | Sequence[int]  # padding also takes (top, bottom, left, right)
 
 
 def im2col(
@@ -42,7 +48,8 @@ def im2col(
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
-    kernel_size, stride, padding : int or (int, int)
+    kernel_size, stride : int or (int, int)
+    padding : int, (int, int) or (top, bottom, left, right)
 
     Returns
     -------
@@ -55,7 +62,8 @@ def im2col(
     kh, kw, sh, sw, ph, pw, oh, ow = window_geometry(
         "im2col", x.shape, kernel_size, stride, padding
     )
-    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    top, bottom, left, right = padding4(padding)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -80,7 +88,8 @@ def col2im(
     cols : ndarray, shape (N, C*KH*KW, OH*OW)
     x_shape : (N, C, H, W)
         Shape of the image the columns came from.
-    kernel_size, stride, padding : int or (int, int)
+    kernel_size, stride : int or (int, int)
+    padding : int, (int, int) or (top, bottom, left, right)
 
     Returns
     -------
@@ -95,11 +104,17 @@ def col2im(
     if cols.shape != expected:
         raise ValueError(f"col2im: cols must have shape {expected}, got {cols.shape}")
     cols = cols.reshape(n, c, kh, kw, oh, ow)
-    x_pad = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    top, bottom, left, right = padding4(padding)
+    x_pad = np.zeros((n, c, top + h + bottom, left + w + right), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
             x_pad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += cols[:, :, i, j]
-    return x_pad[:, :, ph : ph + h, pw : pw + w].copy()
+    return x_pad[:, :, top : top + h, left : left + w].copy()
+
+
+def _pads(g) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of a :class:`ConvGeometry`."""
+    return g.PH, g.PB, g.PW, g.PR
 
 
 def conv2d_forward(
@@ -117,7 +132,8 @@ def conv2d_forward(
     x : ndarray, shape (N, C, H, W)
     w : ndarray, shape (F, C/groups, KH, KW)
     b : ndarray, shape (F,), optional
-    stride, padding : int or (int, int)
+    stride : int or (int, int)
+    padding : int, (int, int) or (top, bottom, left, right)
     groups : int
         Input and output channels are split into ``groups`` independent blocks;
         ``groups == C`` is a depthwise convolution.
@@ -136,7 +152,7 @@ def conv2d_forward(
             raise ValueError(f"{fn}: b must have shape ({g.F},), got {b.shape}")
     fg = g.F // groups  # filters per group
     k = (g.C // groups) * g.KH * g.KW  # explicit, not -1: an empty batch must work too
-    cols = im2col(x, (g.KH, g.KW), (g.SH, g.SW), (g.PH, g.PW))
+    cols = im2col(x, (g.KH, g.KW), (g.SH, g.SW), _pads(g))
     cols = cols.reshape(g.N, groups, k, g.OH * g.OW)  # (N, groups, K, OH*OW)
     w_mat = w.reshape(groups, fg, k)  # (groups, F/groups, K)
     out = np.empty((g.N, g.F, g.OH * g.OW), dtype=x.dtype)
@@ -184,7 +200,7 @@ def conv2d_backward_input(
         # (K, F/g) @ (N, F/g, P) -> (N, K, P)
         dcols[:, k] = w_mat[k].T @ dout_mat[:, k]
     dcols = dcols.reshape(g.N, g.C * g.KH * g.KW, g.OH * g.OW)
-    return col2im(dcols, x_shape, (g.KH, g.KW), (g.SH, g.SW), (g.PH, g.PW))
+    return col2im(dcols, x_shape, (g.KH, g.KW), (g.SH, g.SW), _pads(g))
 
 
 def conv2d_backward_weight(
@@ -216,7 +232,7 @@ def conv2d_backward_weight(
     g = conv_geometry(fn, x.shape, w_shape, stride, padding, groups)
     check_dout(fn, dout, g)
     fg = g.F // groups
-    cols = im2col(x, (g.KH, g.KW), (g.SH, g.SW), (g.PH, g.PW))
+    cols = im2col(x, (g.KH, g.KW), (g.SH, g.SW), _pads(g))
     cols = cols.reshape(g.N, groups, (g.C // groups) * g.KH * g.KW, g.OH * g.OW)  # (N, G, K, P)
     dout_mat = dout.reshape(g.N, groups, fg, g.OH * g.OW)  # (N, groups, F/g, P)
     dw = np.empty((groups, fg, cols.shape[2]), dtype=dout.dtype)

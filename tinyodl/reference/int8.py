@@ -126,7 +126,7 @@ def im2col_s8(x: np.ndarray, geom: chk.ConvGeometry, pad_value: int) -> np.ndarr
     padding taps contribute nothing to the accumulator.
     """
     g = geom
-    xp = np.pad(x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW)), constant_values=pad_value)
+    xp = np.pad(x, ((0, 0), (0, 0), (g.PH, g.PB), (g.PW, g.PR)), constant_values=pad_value)
     cols = np.empty((g.N, g.C, g.KH, g.KW, g.OH, g.OW), dtype=x.dtype)
     for i in range(g.KH):
         for j in range(g.KW):
@@ -145,7 +145,7 @@ def conv2d_s8(
     multiplier: np.ndarray,
     shift: np.ndarray,
     stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    padding: int | tuple[int, ...] = 0,
     groups: int = 1,
     act_min: int = -128,
     act_max: int = 127,
@@ -160,6 +160,9 @@ def conv2d_s8(
     bias : int32 array, shape (F,), or None
     input_zero_point, output_zero_point : int
     multiplier, shift : int32 arrays, shape (F,)
+    stride : int or (int, int)
+    padding : int, (ph, pw) or (top, bottom, left, right)
+        Padded with the input zero point; a 4-tuple gives TFLite's asymmetric SAME padding.
 
     Returns
     -------
@@ -190,7 +193,7 @@ def depthwise_conv2d_s8(
     multiplier: np.ndarray,
     shift: np.ndarray,
     stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    padding: int | tuple[int, ...] = 0,
     act_min: int = -128,
     act_max: int = 127,
     rounding: str = "double",
@@ -212,7 +215,7 @@ def depthwise_conv2d_s8(
         shift, stride, padding, act_min, act_max, rounding,
     )  # fmt: skip
     g = a.geom
-    xp = np.pad(a.x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW)), constant_values=a.zp_in)
+    xp = np.pad(a.x, ((0, 0), (0, 0), (g.PH, g.PB), (g.PW, g.PR)), constant_values=a.zp_in)
     xp = xp.astype(np.int64) - a.zp_in
     acc = np.zeros((g.N, g.C, g.OH, g.OW), dtype=np.int64)
     for i in range(g.KH):  # one shifted, strided view of the input per filter tap

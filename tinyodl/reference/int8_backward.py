@@ -33,7 +33,7 @@ def _geometry(fn: str, dout, x_shape, w_shape, stride, padding, groups):
 def col2im_f64(cols: np.ndarray, g: chk.ConvGeometry) -> np.ndarray:
     """Scatter-add (N, C*KH*KW, OH*OW) columns back onto (N, C, H, W); padding is dropped."""
     cols = cols.reshape(g.N, g.C, g.KH, g.KW, g.OH, g.OW)
-    xp = np.zeros((g.N, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW), dtype=np.float64)
+    xp = np.zeros((g.N, g.C, g.PH + g.H + g.PB, g.PW + g.W + g.PR), dtype=np.float64)
     for i in range(g.KH):
         for j in range(g.KW):
             rows = slice(i, i + g.SH * (g.OH - 1) + 1, g.SH)
@@ -47,7 +47,7 @@ def conv2d_s8_backward_input(
     w: np.ndarray,
     x_shape: tuple[int, int, int, int],
     stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    padding: int | tuple[int, ...] = 0,
     groups: int = 1,
 ) -> np.ndarray:
     """``dx = conv_transpose(dout, float(w_q))`` for an int8 convolution.
@@ -81,7 +81,7 @@ def conv2d_s8_backward_weight(
     input_zero_point: int,
     w_shape: tuple[int, int, int, int],
     stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    padding: int | tuple[int, ...] = 0,
     groups: int = 1,
 ) -> np.ndarray:
     """``dW[f] = sum_{n,p} dout[n, f, p] * (x_q - zp_in)[n, patch p]`` (padding taps are 0).
