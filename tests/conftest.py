@@ -44,6 +44,13 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="session")
+def executed_chapters(tmp_path_factory):
+    """A cache of executed chapter notebooks (:mod:`tinyodl.course.execute`): the notebook
+    tests fill it, the site test (``tests/test_site.py``) builds the website from it."""
+    return tmp_path_factory.mktemp("executed-chapters")
+
+
 def pytest_collection_modifyitems(config, items):
     skip_torch = pytest.mark.skip(reason="PyTorch is not installed (oracle tests)")
     for item in items:
