@@ -19,7 +19,9 @@ class PlainProblematic(SphinxPostTransform):
 
     def run(self, **kwargs) -> None:
         for node in list(self.document.findall(nodes.problematic)):
-            node.replace_self(nodes.Text(node.astext()))
+            plain = nodes.inline("", node.astext(), ids=list(node["ids"]))
+            node["ids"] = []
+            node.replace_self(plain)
 
 
 def setup(app):

@@ -54,6 +54,7 @@ class _Collector(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.ids: set[str] = set()
         self.links: list[str] = []
+        self.resources: list[str] = []  # what the browser loads (not links it may follow)
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -63,6 +64,10 @@ class _Collector(HTMLParser):
         for key in ("href", "src"):
             if attrs.get(key) and tag in ("a", "img", "link", "script", "source"):
                 self.links.append(attrs[key])
+        if tag in ("img", "script", "source", "iframe", "embed") and attrs.get("src"):
+            self.resources.append(attrs["src"])
+        if tag == "link" and attrs.get("href") and "canonical" not in (attrs.get("rel") or ""):
+            self.resources.append(attrs["href"])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -109,13 +114,11 @@ def broken_links(site: str | Path, page: str | Path) -> list[str]:
 
 
 def external_references(page: str | Path) -> list[str]:
-    """Resources (``src``, stylesheets) a page would load from another host."""
+    """Resources (scripts, stylesheets, images, fonts in ``<link>``) a page would load from
+    another host. Links to other sites (``<a href>``) are not loaded, so not counted."""
     found = []
-    for link in _parse(Path(page).resolve()).links:
-        parts = urlsplit(link)
-        if (parts.scheme in ("http", "https") or link.startswith("//")) and not link.endswith(
-            (".html", "/")
-        ):
+    for link in _parse(Path(page).resolve()).resources:
+        if urlsplit(link).scheme in ("http", "https") or link.startswith("//"):
             found.append(link)
     return found
 

@@ -24,6 +24,7 @@ temporary tree shaped like Gradescope's); the defaults are Gradescope's.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import shlex
@@ -168,12 +169,13 @@ def source_archive(root: Path, version: str) -> tuple[str, bytes]:
     """A ``tinyodl-VERSION.tar.gz`` of the package's files (deterministic bytes)."""
     name = f"tinyodl-{version}"
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for path in _package_files(root):
-            data = (root / path).read_bytes()
-            info = tarfile.TarInfo(f"{name}/{path.as_posix()}")
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path in _package_files(root):
+                data = (root / path).read_bytes()
+                info = tarfile.TarInfo(f"{name}/{path.as_posix()}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                tar.addfile(info, io.BytesIO(data))
     return f"{name}.tar.gz", buffer.getvalue()
 
 

@@ -161,7 +161,7 @@ def reproduce_notebook(chapter: Chapter) -> list[str]:
     return [run, f"TINYODL_QUICK=1 {run}"]
 
 
-def chapter_prelude(chapter: Chapter, course: Course, info: dict) -> str:
+def chapter_prelude(chapter: Chapter, course: Course, info: dict, api: bool = True) -> str:
     """The box under a chapter's title: needs, time, modules, exercise, commands."""
     lines = [":::{admonition} About this chapter", ":class: tip", ""]
     if chapter.prerequisites:
@@ -178,8 +178,11 @@ def chapter_prelude(chapter: Chapter, course: Course, info: dict) -> str:
         time += f", {minutes(chapter.exercise_minutes)} for the exercise"
     lines += ["", time + "."]
     if chapter.modules:
-        links = ", ".join(_doc(api_doc(m), f"`{m}`") for m in chapter.modules)
-        lines += ["", f"**Modules (API):** {links}."]
+        if api:
+            links = ", ".join(_doc(api_doc(m), f"`{m}`") for m in chapter.modules)
+            lines += ["", f"**Modules (API):** {links}."]
+        else:
+            lines += ["", f"**Modules:** {', '.join(f'`{m}`' for m in chapter.modules)}."]
     if chapter.exercise:
         ex = chapter.exercise
         what = f"{len(ex.tasks)} graded tasks, {ex.points:g} points" if ex.tasks else "ungraded"

@@ -251,7 +251,7 @@ def stage(
         node = executed.get(chapter.name)
         if node is None:
             node = nbformat.read(chapter.notebook, as_version=4)
-        prelude = pages.chapter_prelude(chapter, course, infos.get(chapter.name, {}))
+        prelude = pages.chapter_prelude(chapter, course, infos.get(chapter.name, {}), api)
         page = _with_cells(node, prelude, True, pages.chapter_results(chapter))
         nbformat.write(page, _mk(src / "chapters" / f"{chapter.name}.ipynb"))
         exercise = chapter.exercise

@@ -1,0 +1,176 @@
+"""The course website (``tinyodl docs build``), built from this clone and opened in a browser.
+
+The site is built once for this module, from the chapter notebooks the notebook tests have
+just executed (``tests/test_notebooks.py`` stores them in the session's ``executed_chapters``
+cache, in the quick configuration), so no chapter runs twice. When those tests did not run,
+chapter 00 is executed here and the other chapters are rendered without outputs. To keep
+the suite's budget, the test build leaves out the highlighted source pages
+(``sphinx.ext.viewcode``); ``tinyodl docs build`` includes them.
+
+The browser test needs the ``docs`` extra (Playwright) and Debian's ``chromium`` (``.ci/run``
+installs both); it is skipped without them. Set ``TINYODL_SCREENSHOTS=DIR`` to keep the
+screenshots somewhere else than the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tinyodl.course.catalog import discover
+from tinyodl.course.site import SiteError, build_site, check_tools
+
+REPO = Path(__file__).resolve().parents[1]
+COURSE = discover(REPO)
+
+
+def _quiet(*args) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, executed_chapters):
+    """The built site: ``(report, folder)``."""
+    try:
+        check_tools()
+    except SiteError as err:
+        pytest.skip(str(err))
+    from tinyodl.course.execute import executed_notebook
+
+    cached = [
+        c
+        for c in COURSE.chapters
+        if executed_notebook(c.notebook, executed_chapters, "quick", execute=False) is not None
+    ]
+    if not cached:  # the notebook tests were deselected: run the first chapter here
+        executed_notebook(COURSE.chapters[0].notebook, executed_chapters, "quick", log=_quiet)
+    out = tmp_path_factory.mktemp("site") / "html"
+    report = build_site(
+        out,
+        root=REPO,
+        configuration="quick",
+        cache_dir=executed_chapters,
+        execute=False,
+        source_links=False,
+        jobs=1,
+        log=_quiet,
+    )
+    return report, out
+
+
+def _html(out: Path, page: str) -> str:
+    return (out / page).read_text(encoding="utf-8")
+
+
+def test_every_chapter_and_exercise_has_a_page(site):
+    report, out = site
+    assert report.chapters == [c.name for c in COURSE.chapters]
+    for chapter in COURSE.chapters:
+        assert (out / "chapters" / f"{chapter.name}.html").is_file()
+        if chapter.exercise is not None:
+            assert (out / "exercises" / f"{chapter.exercise.name}.html").is_file()
+            assert list((out / "_downloads").rglob(f"{chapter.exercise.name}.ipynb"))
+    for module in {m.split(".")[1] for c in COURSE.chapters for m in c.modules}:
+        assert (out / "api" / f"tinyodl.{module}.html").is_file()
+
+
+def test_landing_page_gives_the_learning_path(site):
+    _, out = site
+    index = _html(out, "index.html")
+    assert "The learning path" in index and "Studying on your own" in index
+    assert "tinyodl grade 00_foundations.ipynb" in _plain(index)
+    for chapter in COURSE.chapters:
+        assert f'href="chapters/{chapter.name}.html"' in index
+        if chapter.exercise is not None and chapter.exercise.tasks:
+            ex = chapter.exercise
+            assert f"{len(ex.tasks)} tasks, {ex.points:g} points" in index
+
+
+def test_chapter_pages_link_api_exercise_and_commands(site, executed_chapters):
+    from tinyodl.course.execute import executed_notebook
+
+    report, out = site
+    for chapter in COURSE.chapters:
+        page = _html(out, f"chapters/{chapter.name}.html")
+        for module in chapter.modules:
+            top = ".".join(module.split(".")[:2])
+            assert f'href="../api/{top}.html"' in page, (chapter.name, module)
+        if chapter.exercise is not None:
+            assert f'href="../exercises/{chapter.exercise.name}.html"' in page
+        text = _plain(page)
+        assert f"--execute chapters/{chapter.name}.ipynb" in text
+        for command in chapter.commands:
+            assert re.sub(r"\s+", " ", command) in text, command
+        info = report.executed[chapter.name]
+        if info:  # executed: every figure of the notebook is an image of the page
+            assert info["configuration"] == "quick"
+            assert f"in {info['seconds']:g} s" in text
+            node = executed_notebook(chapter.notebook, executed_chapters, "quick", execute=False)
+            figures = sum(
+                1
+                for cell in node.cells
+                for output in cell.get("outputs", [])
+                if "image/png" in output.get("data", {})
+            )
+            assert figures > 0, f"{chapter.name} shows no figure"
+            assert len(re.findall(r"<img ", page)) >= figures
+
+
+def _plain(page: str) -> str:
+    """The text of an HTML page: tags removed, entities decoded, spaces collapsed."""
+    import html
+
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", "", page)))
+
+
+def test_internal_links_resolve_everywhere(site):
+    from tinyodl.course.browser import check_links
+
+    _, out = site
+    assert check_links(out) == {}
+
+
+def test_nothing_is_loaded_from_the_network(site):
+    from tinyodl.course.browser import external_references
+
+    _, out = site
+    pages = sorted(out.rglob("*.html"))
+    assert pages
+    leaks = {p.name: external_references(p) for p in pages if external_references(p)}
+    assert leaks == {}
+    assert (out / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert 'src="_static/mathjax/tex-chtml.js' in _html(out, "index.html")
+
+
+def test_in_headless_chromium(site, tmp_path):
+    """Index, every chapter and exercise page: links, images (non-zero size), math."""
+    pytest.importorskip("playwright.sync_api")
+    from tinyodl.course.browser import check_pages, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("no chromium (apt-get install chromium)")
+    report, out = site
+    shots = Path(os.environ.get("TINYODL_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    executed = [c for c in COURSE.chapters if report.executed[c.name]]
+    shown = executed[0]
+    screenshots = {
+        "index.html": shots / "index.png",
+        f"chapters/{shown.name}.html": shots / f"{shown.name}.png",
+    }
+    pages = ["index.html", *(f"chapters/{c.name}.html" for c in COURSE.chapters)]
+    pages += [f"exercises/{c.exercise.name}.html" for c in COURSE.chapters if c.exercise]
+    checks = check_pages(out, pages, screenshots)
+    problems = [c.problems() for c in checks if not c.ok]
+    assert not problems, "\n".join(problems)
+    by_page = {c.page: c for c in checks}
+    for chapter in executed:
+        assert by_page[f"chapters/{chapter.name}.html"].images > 0, chapter.name
+    assert sum(c.math_rendered for c in checks) > 0, "no page rendered any math"
+    for path in screenshots.values():
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, path
+    print("screenshots:", *screenshots.values())
