@@ -199,3 +199,28 @@ def test_this_repository():
             assert chapter.exercise.student is not None and chapter.exercise.points > 0
     text = textwrap.dedent(course.readme)
     assert "## What is inside" in text
+
+
+def test_readme_learning_path_is_current():
+    from tinyodl.course.pages import PATH_BEGIN, with_learning_path
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert PATH_BEGIN in readme
+    fresh = with_learning_path(readme, discover(REPO))
+    assert fresh == readme, (
+        "the README's learning path is stale: tinyodl docs path --write README.md"
+    )
+    for chapter in discover(REPO).chapters:
+        assert f"| {chapter.number} " in readme
+
+
+def test_learning_path_block_is_replaced(repo):
+    from tinyodl.course.pages import PATH_BEGIN, PATH_END, with_learning_path
+
+    readme = f"# x\n\nbefore\n{PATH_BEGIN}\nold table\n{PATH_END}\nafter\n"
+    fresh = with_learning_path(readme, discover(repo))
+    assert fresh.startswith("# x\n\nbefore\n") and fresh.endswith("\nafter\n")
+    assert "old table" not in fresh
+    assert "| 01 Second: more | 00 |" in fresh and "| 02 Third | 01 |" in fresh
+    with pytest.raises(ValueError, match="no learning-path block"):
+        with_learning_path("# no block\n", discover(repo))

@@ -3,6 +3,7 @@
 ``tinyodl docs build --out DIR``  build the course site (``pip install -e ".[docs]"``)
 ``tinyodl docs serve DIR``        serve it on http://127.0.0.1:8000/ (math fonts need HTTP)
 ``tinyodl docs check DIR``        open it in headless Chromium: links, images, math
+``tinyodl docs path [--write README.md]``  the learning path (chapters, needs, time)
 ``tinyodl exercises gradescope EXERCISE --out autograder.zip``  a Gradescope bundle
 """
 
@@ -40,6 +41,9 @@ def add_docs_arguments(parser: argparse.ArgumentParser) -> None:
     s = sub.add_parser("serve", help="serve a built site on 127.0.0.1")
     s.add_argument("site", metavar="DIR")
     s.add_argument("--port", type=int, default=8000)
+    p = sub.add_parser("path", help="print the learning path (chapters, needs, time)")
+    p.add_argument("--root", default=".", metavar="PATH", help="the clone (default: here)")
+    p.add_argument("--write", metavar="README", help="replace the README's learning-path block")
     c = sub.add_parser("check", help="check a built site in headless Chromium")
     c.add_argument("site", metavar="DIR")
     c.add_argument("--screenshots", metavar="DIR", help="save screenshots of every checked page")
@@ -93,7 +97,23 @@ def docs_main(args: argparse.Namespace) -> int:
         return 0
     if args.docs_command == "serve":
         return _serve(Path(args.site), args.port)
+    if args.docs_command == "path":
+        return _path(args.root, args.write)
     return _check(Path(args.site), args.screenshots)
+
+
+def _path(root: str, write: str | None) -> int:
+    from tinyodl.course.catalog import discover
+    from tinyodl.course.pages import learning_path_markdown, with_learning_path
+
+    course = discover(root)
+    if write is None:
+        print(learning_path_markdown(course))
+        return 0
+    readme = Path(write)
+    readme.write_text(with_learning_path(readme.read_text(encoding="utf-8"), course), "utf-8")
+    print(f"wrote the learning path into {readme}")
+    return 0
 
 
 def _serve(site: Path, port: int) -> int:
