@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,10 +155,10 @@ def build_site(
     report.seconds["execute"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    src = out.parent / f".{out.name}-source"
-    if src.exists():
-        shutil.rmtree(src)
-    stage(course, src, executed, report.executed, api=api, source_links=source_links)
+    src = cache / "site-source"  # kept between builds: Sphinx rebuilds only what changed
+    with tempfile.TemporaryDirectory(prefix="tinyodl-site-") as fresh:
+        stage(course, Path(fresh) / "src", executed, report.executed, api, source_links)
+        sync_tree(Path(fresh) / "src", src)
     report.chapters = [c.name for c in course.chapters]
     report.seconds["stage"] = time.perf_counter() - t
 
@@ -283,6 +284,25 @@ def stage(
         "sphinx-mathjax-offline package on PyPI, served locally so that math renders offline.\n",
     )
     _write_text(src / "conf.py", _conf(source_links))
+
+
+def sync_tree(new: Path, target: Path) -> None:
+    """Make ``target`` hold the files of ``new``, rewriting only files whose bytes changed
+    (unchanged files keep their modification time, so Sphinx does not read them again) and
+    deleting the others; Sphinx's ``.doctrees`` inside ``target`` is kept."""
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = {p.relative_to(new) for p in new.rglob("*") if p.is_file()}
+    for path in sorted(target.rglob("*")):
+        relative = path.relative_to(target)
+        if relative.parts[0] == ".doctrees" or not path.is_file():
+            continue
+        if relative not in wanted:
+            path.unlink()
+    for relative in sorted(wanted):
+        source, dest = new / relative, target / relative
+        data = source.read_bytes()
+        if not dest.is_file() or dest.read_bytes() != data:
+            _mk(dest).write_bytes(data)
 
 
 def _mk(path: Path) -> Path:

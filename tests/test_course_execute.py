@@ -1,0 +1,84 @@
+"""Executing chapter notebooks for the site (``tinyodl.course.execute``): figures kept as
+outputs, the quick configuration, and a cache keyed by the notebook and the configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tinyodl.course.execute import (
+    ExecutionError,
+    cache_key,
+    cache_path,
+    describe,
+    executed_notebook,
+    execution_info,
+)
+from tinyodl.grading.notebook import parse_percent, to_ipynb
+
+CODE = """\
+import os
+import matplotlib.pyplot as plt
+
+QUICK = os.environ.get("TINYODL_QUICK") == "1"
+print("quick" if QUICK else "full")
+plt.plot([0, 1], [1, 0])
+plt.show()
+"""
+
+
+def _notebook(folder: Path, code: str, name: str = "00_demo.ipynb") -> Path:
+    path = folder / name
+    path.write_text(to_ipynb(parse_percent(f"# %% [markdown]\n# # Demo\n\n# %%\n{code}")))
+    return path
+
+
+def _outputs(node) -> list[dict]:
+    return [o for cell in node.cells for o in cell.get("outputs", [])]
+
+
+@pytest.mark.notebook
+def test_execution_keeps_figures_and_is_cached(tmp_path):
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    notebook = _notebook(tmp_path, CODE)
+    cache = tmp_path / "cache"
+    logged: list[str] = []
+    full = executed_notebook(notebook, cache, "full", log=logged.append)
+    outputs = _outputs(full)
+    assert any("full" in "".join(o.get("text", "")) for o in outputs)
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the figure is an output"
+    info = execution_info(full)
+    assert info["configuration"] == "full" and info["seconds"] > 0
+    assert cache_path(cache, notebook, "full").exists()
+    assert len(logged) == 2  # executing ..., executed ...
+
+    again = executed_notebook(notebook, cache, "full", log=logged.append)
+    assert len(logged) == 2 and execution_info(again) == info  # from the cache
+
+    assert executed_notebook(notebook, cache, "quick", execute=False) is None
+    quick = executed_notebook(notebook, cache, "quick", log=logged.append)
+    assert any("quick" in "".join(o.get("text", "")) for o in _outputs(quick))
+    assert "the quick configuration, in" in describe(execution_info(quick))
+    assert describe({}) == "not executed in this build"
+
+
+def test_cache_key_follows_the_bytes_and_the_configuration(tmp_path):
+    a = _notebook(tmp_path, "x = 1", "a.ipynb")
+    b = _notebook(tmp_path, "x = 2", "b.ipynb")
+    assert cache_key(a, "full") != cache_key(a, "quick")
+    assert cache_key(a, "full") != cache_key(b, "full")
+    assert cache_key(a, "full") == cache_key(a, "full")
+    with pytest.raises(ValueError, match="configuration must be"):
+        cache_key(a, "medium")
+
+
+@pytest.mark.notebook
+def test_a_failing_chapter_names_itself(tmp_path):
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    notebook = _notebook(tmp_path, "assert 1 + 1 == 3, 'the claim'", "07_broken.ipynb")
+    with pytest.raises(ExecutionError, match="07_broken.ipynb failed to execute"):
+        executed_notebook(notebook, tmp_path / "cache", "quick", log=lambda *a: None)
+    assert not list((tmp_path / "cache").glob("*.ipynb"))
