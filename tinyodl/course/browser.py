@@ -302,7 +302,6 @@ def _check_one(context, base: str, site: Path, page_path: str, screenshots, time
         )
         if check.math and not math["mathjax"]:
             check.math_rendered = 0
-        page_file = site / page_path
         for href in page.evaluate(_LINKS_JS):
             if not href.startswith(base):
                 continue
@@ -315,7 +314,6 @@ def _check_one(context, base: str, site: Path, page_path: str, screenshots, time
                 check.broken_links.append(relative)
             elif fragment and target.suffix == ".html" and fragment not in _parse(target).ids:
                 check.broken_links.append(relative)
-        del page_file
         if page_path in screenshots:
             page.screenshot(path=str(screenshots[page_path]), full_page=True)
             check.screenshot = str(screenshots[page_path])

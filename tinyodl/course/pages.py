@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-import shlex
 from collections.abc import Iterable
 
 from tinyodl.course.catalog import (
@@ -406,7 +405,3 @@ def api_index(names: list[str], course: Course) -> str:
     lines += [f"{n}" for n in owned + other]
     lines += ["```", ""]
     return "\n".join(lines)
-
-
-def shell_join(argv: list[str]) -> str:
-    return shlex.join(argv)
