@@ -35,6 +35,11 @@ def add_docs_arguments(parser: argparse.ArgumentParser) -> None:
         help="execute nothing: chapters missing from the cache are shown without outputs",
     )
     b.add_argument("--force", action="store_true", help="execute every chapter again")
+    b.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="a chapter that fails to execute is shown without outputs (exit code 1 at the end)",
+    )
     b.add_argument("--only", action="append", metavar="NN", help="only these chapters")
     b.add_argument("--no-api", action="store_true", help="skip the API reference")
     b.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel Sphinx processes")
@@ -89,12 +94,15 @@ def docs_main(args: argparse.Namespace) -> int:
             only=_split(args.only),
             api=not args.no_api,
             jobs=args.jobs,
+            keep_going=args.keep_going,
         )
         print(report.summary())
+        for name, error in report.failed.items():
+            print(f"{name} failed to execute: {error.splitlines()[-1] if error else ''}")
         if report.warnings:
             print(f"Sphinx warnings: {Path(args.out) / '.sphinx-warnings.txt'}")
         print(f"view it: tinyodl docs serve {args.out}")
-        return 0
+        return 1 if report.failed else 0
     if args.docs_command == "serve":
         return _serve(Path(args.site), args.port)
     if args.docs_command == "path":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tinyodl.course import pages
 from tinyodl.course.catalog import Course, discover
-from tinyodl.course.execute import executed_notebook, execution_info
+from tinyodl.course.execute import ExecutionError, executed_notebook, execution_info
 
 #: Markdown files of the repository that become pages (when they exist), besides ``docs/``.
 GUIDES = ("exercises/README.md", "benchmarks/README.md", "tinyodl/datasets/README.md")
@@ -55,13 +55,15 @@ class BuildReport:
     executed: dict[str, dict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         times = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
         ran = sum(1 for i in self.executed.values() if i)
+        failed = f", {len(self.failed)} FAILED ({', '.join(self.failed)})" if self.failed else ""
         return (
             f"built {self.out / 'index.html'}: {len(self.chapters)} chapters "
-            f"({ran} executed), {len(self.warnings)} Sphinx warnings; {times}"
+            f"({ran} executed{failed}), {len(self.warnings)} Sphinx warnings; {times}"
         )
 
 
@@ -105,6 +107,7 @@ def build_site(
     api: bool = True,
     source_links: bool = True,
     jobs: int = 1,
+    keep_going: bool = False,
     log=print,
 ) -> BuildReport:
     """Build the site into ``out``.
@@ -129,6 +132,9 @@ def build_site(
         Build the API reference; link each object to its highlighted source.
     jobs : int
         Parallel Sphinx processes.
+    keep_going : bool
+        When a chapter fails to execute, show it without outputs (with the error in
+        ``report.failed``) and build the rest; by default the build stops with the error.
     """
     check_tools()
     started = time.perf_counter()
@@ -145,9 +151,16 @@ def build_site(
     t = time.perf_counter()
     executed = {}
     for chapter in course.chapters:
-        node = executed_notebook(
-            chapter.notebook, cache, configuration, force=force, execute=execute, log=log
-        )
+        try:
+            node = executed_notebook(
+                chapter.notebook, cache, configuration, force=force, execute=execute, log=log
+            )
+        except ExecutionError as err:
+            if not keep_going:
+                raise
+            log(f"FAILED: {chapter.name} (shown without outputs)")
+            report.failed[chapter.name] = str(err)
+            node = None
         if node is None and configuration == "full":  # the test suite's quick runs
             node = executed_notebook(chapter.notebook, cache, "quick", execute=False)
         executed[chapter.name] = node
@@ -157,7 +170,9 @@ def build_site(
     t = time.perf_counter()
     src = cache / "site-source"  # kept between builds: Sphinx rebuilds only what changed
     with tempfile.TemporaryDirectory(prefix="tinyodl-site-") as fresh:
-        stage(course, Path(fresh) / "src", executed, report.executed, api, source_links)
+        stage(
+            course, Path(fresh) / "src", executed, report.executed, api, source_links, report.failed
+        )
         sync_tree(Path(fresh) / "src", src)
     report.chapters = [c.name for c in course.chapters]
     report.seconds["stage"] = time.perf_counter() - t
@@ -173,6 +188,7 @@ def build_site(
                 "executed": report.executed,
                 "seconds": {k: round(v, 1) for k, v in report.seconds.items()},
                 "warnings": len(report.warnings),
+                "failed": sorted(report.failed),
             },
             indent=1,
         )
@@ -228,6 +244,7 @@ def stage(
     infos: dict[str, dict],
     api: bool = True,
     source_links: bool = True,
+    failed: dict[str, str] | None = None,
 ) -> None:
     """Write the Sphinx source folder ``src`` (see the module docstring)."""
     import nbformat
@@ -253,6 +270,12 @@ def stage(
         if node is None:
             node = nbformat.read(chapter.notebook, as_version=4)
         prelude = pages.chapter_prelude(chapter, course, infos.get(chapter.name, {}), api)
+        if failed and chapter.name in failed:
+            last = failed[chapter.name].strip().splitlines()[-1:] or [""]
+            prelude = (
+                ":::{warning}\nThis chapter failed to execute in this build, so it is shown "
+                f"without outputs (`{last[0][:200]}`).\n:::\n\n" + prelude
+            )
         page = _with_cells(node, prelude, True, pages.chapter_results(chapter))
         nbformat.write(page, _mk(src / "chapters" / f"{chapter.name}.ipynb"))
         exercise = chapter.exercise
