@@ -430,8 +430,14 @@ def batchnorm_forward(ctx, name, layer, x, in_shape, out_shape, train):
     tape, nbytes, c = ctx.tape, ctx.nbytes(in_shape), in_shape[1]
     if train:
         tape.spike(nbytes)  # x.var(): x - mean
-    x_hat = tape.chain(nbytes, 2, "activations")  # (x - mean) * inv_std
-    out = tape.chain(nbytes, 2, "activations")  # gamma * x_hat + beta
+    # The per-channel operands broadcast, so numpy cannot reuse the temporaries (no
+    # elision): each line allocates its temporary and its result (measured, chapter 05).
+    tmp = tape.new(nbytes)  # x - mean
+    x_hat = tape.new(nbytes, "activations")  # (x - mean) * inv_std
+    tape.drop(tmp)
+    tmp = tape.new(nbytes)  # gamma * x_hat
+    out = tape.new(nbytes, "activations")  # gamma * x_hat + beta
+    tape.drop(tmp)
     inv_std = tape.new(c * ctx.itemsize, "activations")
     _save(ctx, name, "inv_std", inv_std, (c,), layer.dtype.name)
     if train or layer.params["weight"].trainable:
