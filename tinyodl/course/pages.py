@@ -401,7 +401,7 @@ def api_index(names: list[str], course: Course) -> str:
         lines.append(f"* {_doc(api_doc(name), name)}: chapter {chapter.number}")
     lines += ["", "## Infrastructure", ""]
     lines += [f"* {_doc(api_doc(n), n)}" for n in other]
-    lines += ["", "```{toctree}", ":hidden:", ""]
+    lines += ["", "```{toctree}", ":hidden:", ":titlesonly:", ""]
     lines += [f"{n}" for n in owned + other]
     lines += ["```", ""]
     return "\n".join(lines)

@@ -345,14 +345,14 @@ def _index(course: Course, infos: dict, api: bool) -> str:
     tocs.append(("Reference", ["README", *(["api/index"] if api else []), "guides"]))
     for caption, entries in tocs:
         if entries:
-            text += "\n```{toctree}\n:maxdepth: 1\n:caption: " + caption + "\n\n"
+            text += "\n```{toctree}\n:maxdepth: 1\n:titlesonly:\n:caption: " + caption + "\n\n"
             text += "\n".join(entries) + "\n```\n"
     return text
 
 
 def _guides_page(guides: list[str]) -> str:
     lines = ["# Guides", "", "The project's own documents, as in the repository.", ""]
-    lines += ["```{toctree}", ":maxdepth: 1", ""]
+    lines += ["```{toctree}", ":maxdepth: 1", ":titlesonly:", ""]
     lines += [g.removesuffix(".md") for g in guides]
     lines += ["```", ""]
     return "\n".join(lines)
@@ -392,6 +392,9 @@ def _conf(source_links: bool) -> str:
         "autodoc_member_order": "bysource",
         "autodoc_typehints": "signature",
         "add_module_names": False,
+        # API objects out of the navigation tree: the sidebar of every page stays small (with
+        # them, furo's per-page navigation dominates the build time).
+        "toc_object_entries": False,
     }
     lines = ['"""Sphinx configuration written by tinyodl docs build (do not edit)."""', ""]
     lines += [f"{key} = {value!r}" for key, value in settings.items()]
