@@ -53,6 +53,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "linear_s8_backward_weight",
         "ste_clamp_backward",
     ),
+    "int8_elementwise": ("add_s8", "avgpool2d_s8"),
 }
 
 BACKENDS = ("numpy", "cython")

@@ -255,3 +255,33 @@ def requantize_params(
     """``quantize_multiplier(s_in * s_w[c] / s_out)``, computed in float64 as TFLite does."""
     real = np.float64(input_scale) * np.asarray(weight_scales, dtype=np.float64)
     return quantize_multiplier(real / np.float64(output_scale))
+
+
+def quantize_add_params(
+    a_scale: float, b_scale: float, output_scale: float, left_shift: int = 20
+) -> dict[str, int]:
+    """Integer parameters of TFLite's int8 ADD (``tinyodl.ops.add_s8``).
+
+    With ``t = 2 * max(s_a, s_b)``: ``M_a = s_a / t`` and ``M_b = s_b / t`` (both <= 1/2)
+    rescale the inputs after a left shift by ``left_shift`` bits, and
+    ``M_y = t / (2^left_shift * s_y)`` rescales their sum (computed in float64).
+
+    Returns
+    -------
+    dict
+        ``a_multiplier``, ``a_shift``, ``b_multiplier``, ``b_shift``, ``output_multiplier``,
+        ``output_shift`` (Python ints) and ``left_shift``.
+    """
+    scales = np.array([a_scale, b_scale, output_scale], dtype=np.float64)
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        raise ValueError(f"quantize_add_params: scales must be positive, got {scales.tolist()}")
+    twice_max = 2.0 * max(scales[0], scales[1])
+    real = np.array(
+        [scales[0] / twice_max, scales[1] / twice_max, twice_max / (2.0**left_shift * scales[2])]
+    )
+    m0, shift = quantize_multiplier(real)
+    names = ("a", "b", "output")
+    out = {f"{n}_multiplier": int(m) for n, m in zip(names, m0, strict=True)}
+    out.update({f"{n}_shift": int(s) for n, s in zip(names, shift, strict=True)})
+    out["left_shift"] = int(left_shift)
+    return out

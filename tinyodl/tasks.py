@@ -50,11 +50,13 @@ __all__ = [
     "Task",
     "TaskSpec",
     "WriterShift",
+    "calibration_images",
     "cloud_data",
     "load_task",
     "pretrained",
     "pretrained_info",
     "pretrained_path",
+    "replace_head",
 ]
 
 
@@ -68,15 +70,30 @@ class TaskSpec:
     target_classes: tuple[int, ...]
     per_class: int
     shifted: bool
+    new_head: bool
 
 
 #: The two on-device tasks, by name.
 TASKS: dict[str, TaskSpec] = {
-    "A": TaskSpec("A", "new classes: pretrain on 0-4, adapt to 5-9", tuple(range(5)),
-                  tuple(range(5, 10)), 100, False),
-    "B": TaskSpec("B", "a new writer: all digits under a fixed writer shift", tuple(range(10)),
-                  tuple(range(10)), 20, True),
-}  # fmt: skip
+    "A": TaskSpec(
+        "A",
+        "new classes: pretrain on 0-4, adapt to 5-9",
+        tuple(range(5)),
+        tuple(range(5, 10)),
+        100,
+        False,
+        True,
+    ),
+    "B": TaskSpec(
+        "B",
+        "a new writer: all digits under a fixed writer shift",
+        tuple(range(10)),
+        tuple(range(10)),
+        20,
+        True,
+        False,
+    ),
+}
 
 #: Folder of the shipped pretrained weights.
 PRETRAINED_DIR = shipped_dir() / "pretrained"
@@ -213,6 +230,12 @@ class Task:
         """A fresh copy of the shipped model this task starts from (evaluation mode)."""
         return pretrained(self.name)
 
+    def starting_model(self, seed: int = 0) -> Any:
+        """The model adaptation starts from: the pretrained one, with a freshly initialised
+        head (seeded) when the classes are new (task A; see :func:`replace_head`)."""
+        model = self.pretrained()
+        return replace_head(model, seed) if self.spec.new_head else model
+
     def accuracy(self, model: Any, batch_size: int = 500) -> float:
         """Test accuracy of ``model`` (evaluated in evaluation mode, ten-way arg-max)."""
         from tinyodl.train import evaluate
@@ -329,6 +352,22 @@ def cloud_data(
     return to_float(images[keep]), labels[keep].astype(np.int64)
 
 
+def calibration_images(name: str, n: int = 256, seed: int = 0) -> np.ndarray:
+    """``n`` clean shipped training images of task ``name``'s *source* classes (float32).
+
+    What post-training quantization calibrates on: unlabelled data like the cloud's (for
+    task A the digits 0-4, which the device never adapts on). Drawn with
+    ``default_rng(seed)``, in file order.
+    """
+    spec = _spec(name)
+    images, labels = load_mnist("train")
+    pool = np.flatnonzero(np.isin(labels, spec.source_classes))
+    if not 0 < n <= len(pool):
+        raise ValueError(f"calibration_images: n must be in 1..{len(pool)}, got {n}")
+    keep = np.sort(np.random.default_rng(seed).choice(pool, size=n, replace=False))
+    return to_float(images[keep])
+
+
 # ----------------------------------------------------------------------------- pretrained
 
 
@@ -342,6 +381,24 @@ def pretrained_info(name: str) -> dict[str, Any]:
     """Metadata stored with the weights: command, seed, data, epochs, accuracies, ..."""
     _, metadata = load_checkpoint(pretrained_path(name))
     return metadata
+
+
+def replace_head(model: Any, seed: int = 0) -> Any:
+    """Replace every Linear layer of ``model["classifier"]`` by a fresh one (in place).
+
+    New classes need a new head: the pretrained head of task A was trained only to push
+    digits 5-9 down, and starting from it makes fine-tuning slow and unstable.
+    """
+    from tinyodl import nn
+
+    head = model["classifier"]
+    rng = np.random.default_rng(seed)
+    for local, layer in head.children().items():
+        if isinstance(layer, nn.Linear):
+            shape = (layer.in_features, layer.out_features)
+            fresh = nn.Linear(*shape, seed=int(rng.integers(2**31)), dtype=layer.dtype.name)
+            head.replace(local, fresh.train(layer.training))
+    return model
 
 
 def pretrained(name: str) -> Any:

@@ -29,7 +29,7 @@ def _is_sequential(layer: Any) -> bool:
 
 
 def _unsupported(name: str, layer: Any) -> NotImplementedError:
-    known = sorted(_rules.LEAF_RULES) + ["Sequential", "InvertedResidual", "Add"]
+    known = sorted(_rules.LEAF_RULES) + ["Sequential", "InvertedResidual", "Add", "FrozenPrefix"]
     return NotImplementedError(
         f"analytic_training_memory: no memory rule for layer {name!r} of type "
         f"{type(layer).__name__}; supported types are {known}"
@@ -50,6 +50,8 @@ def forward(ctx: _rules.Context, name: str, layer: Any, x: Buf, shape: tuple) ->
         out = rules[0](ctx, name, layer, x, shape, out_shape, ctx.mode(layer))
         ctx.rows[name]["forward_peak"] = tape.local_peak - before
         return out
+    if type(layer).__name__ == "FrozenPrefix":  # chapter 08: inference only, nothing kept
+        return _frozen_forward(ctx, name, layer, x, shape)
     if type(layer).__name__ == "Add":
         y = forward(ctx, _join(name, "body"), layer.body, x, shape)
         s = tape.ref(x)
@@ -77,6 +79,8 @@ def backward(ctx: _rules.Context, name: str, layer: Any, dout: Buf, shape: tuple
     """Replay ``layer.backward(dout)`` (``shape`` is the layer's input shape); returns dx."""
     tape = ctx.tape
     out_shape = layer.output_shape(shape)
+    if type(layer).__name__ == "FrozenPrefix":  # the gradient stops here
+        return tape.new(0)
     rules = _local_rules(layer)
     if rules is not None:
         before = tape.start_local()
@@ -103,6 +107,22 @@ def backward(ctx: _rules.Context, name: str, layer: Any, dout: Buf, shape: tuple
         dx = tape.new(ctx.nbytes(shape))
         tape.drop(h)
         h = dx
+    return h
+
+
+def _frozen_forward(ctx: _rules.Context, name: str, layer: Any, x: Buf, shape: tuple) -> Buf:
+    """``tinyodl.transfer.FrozenPrefix``: each child runs in inference mode and what it
+    saved is released right after it."""
+    train, ctx.train = ctx.train, False
+    h = ctx.tape.ref(x)
+    for local, child in layer.children().items():
+        child_name = _join(name, local)
+        out = forward(ctx, child_name, child, h, shape)
+        ctx.tape.drop(h)
+        h, shape = out, child.output_shape(shape)
+        for key in [k for k in ctx.saved if k == child_name or k.startswith(child_name + ".")]:
+            _rules._release_saved(ctx, key)
+    ctx.train = train
     return h
 
 

@@ -14,7 +14,7 @@ MaxPool2d          the int64 argmax of every window (output shape)
 BatchNorm1d/2d     ``inv_std`` (C,); ``x_hat`` (input shape) in training or if gamma trains
 Dropout            a bool keep-mask (input shape), in training with p > 0
 Softmax            its output (input shape)
-Flatten, pools...  nothing but shapes (AvgPool2d, GlobalAvgPool, Identity)
+Flatten, pools...  nothing but shapes (AvgPool2d, GlobalAvgPool, Identity, BilinearUpsample)
 =================  =====================================================================
 
 Transients ("scratch") modelled per backend, for one call:
@@ -426,18 +426,24 @@ def dropout_backward(ctx, name, layer, dout, in_shape, out_shape):
     return dx
 
 
+def _broadcast_chain(ctx: Context, nbytes: int, ops: int, kind: str = "scratch") -> Buf:
+    """``ops`` element-wise operations whose other operand is a per-channel (1, C, 1, 1)
+    view: numpy reuses a temporary only when the other operand has its full shape (no
+    broadcasting), so every operation allocates a new array and frees the previous one."""
+    out = ctx.tape.new(nbytes, kind)
+    for _ in range(ops - 1):
+        nxt = ctx.tape.new(nbytes, kind)
+        ctx.tape.drop(out)
+        out = nxt
+    return out
+
+
 def batchnorm_forward(ctx, name, layer, x, in_shape, out_shape, train):
     tape, nbytes, c = ctx.tape, ctx.nbytes(in_shape), in_shape[1]
     if train:
         tape.spike(nbytes)  # x.var(): x - mean
-    # The per-channel operands broadcast, so numpy cannot reuse the temporaries (no
-    # elision): each line allocates its temporary and its result (measured, chapter 05).
-    tmp = tape.new(nbytes)  # x - mean
-    x_hat = tape.new(nbytes, "activations")  # (x - mean) * inv_std
-    tape.drop(tmp)
-    tmp = tape.new(nbytes)  # gamma * x_hat
-    out = tape.new(nbytes, "activations")  # gamma * x_hat + beta
-    tape.drop(tmp)
+    x_hat = _broadcast_chain(ctx, nbytes, 2, "activations")  # (x - mean) * inv_std
+    out = _broadcast_chain(ctx, nbytes, 2, "activations")  # gamma * x_hat + beta
     inv_std = tape.new(c * ctx.itemsize, "activations")
     _save(ctx, name, "inv_std", inv_std, (c,), layer.dtype.name)
     if train or layer.params["weight"].trainable:
@@ -458,16 +464,33 @@ def batchnorm_backward(ctx, name, layer, dout, in_shape, out_shape):
     if not ctx.mode(layer):
         dx = tape.new(nbytes)  # dout * scale
     else:
-        t1 = tape.chain(nbytes, 2)  # m * dout - dbeta
+        t1 = _broadcast_chain(ctx, nbytes, 2)  # m * dout - dbeta (per channel)
         tape.spike(nbytes)  # (dout * x_hat).sum() again
         t2 = tape.new(nbytes)  # x_hat * (...)
-        dx = t1 if nbytes >= ELIDE_BYTES else tape.new(nbytes)  # t1 - t2
+        dx = t1 if nbytes >= ELIDE_BYTES else tape.new(nbytes)  # t1 - t2 (same shapes)
         tape.drop(t2, *(() if dx is t1 else (t1,)))
-        if nbytes < ELIDE_BYTES:  # (scale / m) * (...)
-            scaled = tape.new(nbytes)
-            tape.drop(dx)
-            dx = scaled
+        scaled = tape.new(nbytes)  # (scale / m) * (...): per channel, never elided
+        tape.drop(dx)
+        dx = scaled
     _finish_backward(ctx, name, layer, dgamma, dbeta)
+    return dx
+
+
+def upsample_forward(ctx, name, layer, x, in_shape, out_shape, train):
+    """BilinearUpsample: ``(A_h @ x)`` (N, C, OH, W), then ``@ A_w.T``; saves nothing."""
+    n, c, _, w = in_shape
+    tmp = ctx.tape.new(n * c * out_shape[2] * w * ctx.itemsize)
+    out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
+    ctx.tape.drop(tmp)
+    return out
+
+
+def upsample_backward(ctx, name, layer, dout, in_shape, out_shape):
+    """``(A_h.T @ dout)`` (N, C, H, OW), then ``@ A_w``."""
+    n, c, h, _ = in_shape
+    tmp = ctx.tape.new(n * c * h * out_shape[3] * ctx.itemsize)
+    dx = ctx.tape.new(ctx.nbytes(in_shape))
+    ctx.tape.drop(tmp)
     return dx
 
 
@@ -487,4 +510,5 @@ LEAF_RULES = {
     "Softmax": (softmax_forward, softmax_backward),
     "BatchNorm2d": (batchnorm_forward, batchnorm_backward),
     "BatchNorm1d": (batchnorm_forward, batchnorm_backward),
+    "BilinearUpsample": (upsample_forward, upsample_backward),
 }

@@ -36,6 +36,7 @@ from tinyodl.nn.optim import SGD, Adam, AdamW, Optimizer
 from tinyodl.nn.parameter import Parameter
 from tinyodl.nn.state import parameters_to_vector, vector_to_parameters
 from tinyodl.nn.torch_interop import load_torch_state_dict, torch_state_dict
+from tinyodl.nn.upsample import BilinearUpsample
 
 __all__ = [
     "LAYER_TYPES",
@@ -46,6 +47,7 @@ __all__ = [
     "BackwardError",
     "BatchNorm1d",
     "BatchNorm2d",
+    "BilinearUpsample",
     "Conv2d",
     "DepthwiseConv2d",
     "DtypeWarning",
