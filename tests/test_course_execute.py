@@ -12,6 +12,7 @@ from tinyodl.course.execute import (
     cache_key,
     cache_path,
     describe,
+    error_summary,
     executed_notebook,
     execution_info,
 )
@@ -61,6 +62,8 @@ def test_execution_keeps_figures_and_is_cached(tmp_path):
     quick = executed_notebook(notebook, cache, "quick", log=logged.append)
     assert any("quick" in "".join(o.get("text", "")) for o in _outputs(quick))
     assert "the quick configuration, in" in describe(execution_info(quick))
+    assert info["kernels"] in ("compiled", "numpy reference")
+    assert describe(info).endswith(f"{info['kernels']} kernels")
     assert describe({}) == "not executed in this build"
 
 
@@ -79,6 +82,10 @@ def test_a_failing_chapter_names_itself(tmp_path):
     pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     notebook = _notebook(tmp_path, "assert 1 + 1 == 3, 'the claim'", "07_broken.ipynb")
-    with pytest.raises(ExecutionError, match="07_broken.ipynb failed to execute"):
+    with pytest.raises(ExecutionError, match="07_broken.ipynb failed to execute") as err:
         executed_notebook(notebook, tmp_path / "cache", "quick", log=lambda *a: None)
     assert not list((tmp_path / "cache").glob("*.ipynb"))
+    # the summary the build prints: the failing line and the exception, without colours
+    summary = error_summary(str(err.value))
+    assert "assert 1 + 1 == 3" in summary and "AssertionError: the claim" in summary
+    assert "\x1b" not in summary

@@ -168,3 +168,57 @@ def test_run_autograder_prefers_the_exercise_notebook_and_private_tests(
     results = _run_autograder(root)
     assert results["score"] == results["extra_data"]["max_score"]  # the solution was graded
     assert "Task 2 (private)" in [t["name"] for t in results["tests"]]
+
+
+@needs_bash
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("TINYODL_TEST_SETUP_SH") != "1",
+    reason="set TINYODL_TEST_SETUP_SH=1: setup.sh installs tinyodl's dependencies from PyPI "
+    "and compiles its kernels (minutes)",
+)
+def test_setup_sh_installs_tinyodl_that_run_autograder_uses(bundle, released):
+    """The whole Gradescope flow: ``setup.sh`` builds its own tinyodl from the bundle's source
+    archive (a fresh virtual environment, outside this one), then ``run_autograder`` grades
+    with that installed ``tinyodl``: full marks for the solution, zero for the student."""
+    import tempfile
+
+    _, out = bundle
+    base = Path(tempfile.mkdtemp(prefix="tinyodl-gradescope-"))
+    base.chmod(0o755)  # the sandbox user runs the installed Python
+    try:
+        venv, bin_dir = base / "opt-tinyodl", base / "bin"
+        env = dict(os.environ, TINYODL_VENV=str(venv), TINYODL_BIN_DIR=str(bin_dir))
+        env.pop("VIRTUAL_ENV", None)  # the system's python3, not this environment's
+        paths = env.get("PATH", "").split(os.pathsep)
+        env["PATH"] = os.pathsep.join(p for p in paths if not p.startswith(sys.prefix))
+        for version in ("solution", "student"):
+            root = _gradescope_tree(base / version, out, {"sub.ipynb": released[version]})
+            env["TINYODL_AUTOGRADER_ROOT"] = str(root)
+            if version == "solution":
+                proc = subprocess.run(
+                    ["bash", str(root / "source" / "setup.sh")],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=3600,
+                    check=False,
+                )
+                assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+                assert (bin_dir / "tinyodl").resolve() == (venv / "bin" / "tinyodl").resolve()
+            run_env = dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+            proc = subprocess.run(
+                ["bash", str(root / "run_autograder")],
+                env=run_env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            results = json.loads((root / "results" / "results.json").read_text("utf-8"))
+            maximum = results["extra_data"]["max_score"]
+            assert maximum > 0
+            assert results["score"] == (maximum if version == "solution" else 0)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

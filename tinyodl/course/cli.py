@@ -97,8 +97,10 @@ def docs_main(args: argparse.Namespace) -> int:
             keep_going=args.keep_going,
         )
         print(report.summary())
+        from tinyodl.course.execute import error_summary
+
         for name, error in report.failed.items():
-            print(f"{name} failed to execute: {error.splitlines()[-1] if error else ''}")
+            print(f"{name} failed to execute: {error_summary(error)}")
         if report.warnings:
             print(f"Sphinx warnings: {Path(args.out) / '.sphinx-warnings.txt'}")
         print(f"view it: tinyodl docs serve {args.out}")

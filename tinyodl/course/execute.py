@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -81,6 +82,7 @@ def store(cache_dir: str | Path, notebook: str | Path, executed, configuration: 
     import nbformat
 
     from tinyodl import __version__
+    from tinyodl.backend import cython_available
     from tinyodl.bench._common import cpu_model_and_flags
 
     executed.metadata[META_KEY] = {
@@ -89,6 +91,7 @@ def store(cache_dir: str | Path, notebook: str | Path, executed, configuration: 
         "cpu": cpu_model_and_flags()[0],
         "cores": os.cpu_count(),
         "tinyodl": __version__,
+        "kernels": "compiled" if cython_available() else "numpy reference",
     }
     target = cache_path(cache_dir, notebook, configuration)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -170,4 +173,18 @@ def describe(info: dict) -> str:
     if not info:
         return "not executed in this build"
     where = f" on {info['cpu']} ({info.get('cores', '?')} cores)" if info.get("cpu") else ""
-    return f"the {info.get('configuration', '?')} configuration, in {info['seconds']:g} s{where}"
+    kernels = f", {info['kernels']} kernels" if info.get("kernels") else ""
+    return (
+        f"the {info.get('configuration', '?')} configuration, in {info['seconds']:g} s"
+        f"{where}{kernels}"
+    )
+
+
+def error_summary(error: str) -> str:
+    """The failing line and the exception of an :class:`ExecutionError`'s message, on one
+    line, without the terminal colours of the traceback."""
+    lines = [line.rstrip() for line in re.sub(r"\x1b\[[0-9;]*m", "", error).splitlines()]
+    lines = [line for line in lines if line.strip()]
+    arrow = [line.strip() for line in lines if re.match(r"\s*-+>\s", line)]
+    last = lines[-1].strip() if lines else ""
+    return " | ".join([*arrow[-1:], last]) if last else ""

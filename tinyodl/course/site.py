@@ -33,7 +33,12 @@ from pathlib import Path
 
 from tinyodl.course import pages
 from tinyodl.course.catalog import Course, discover
-from tinyodl.course.execute import ExecutionError, executed_notebook, execution_info
+from tinyodl.course.execute import (
+    ExecutionError,
+    error_summary,
+    executed_notebook,
+    execution_info,
+)
 
 #: Markdown files of the repository that become pages (when they exist), besides ``docs/``.
 GUIDES = ("exercises/README.md", "benchmarks/README.md", "tinyodl/datasets/README.md")
@@ -139,6 +144,15 @@ def build_site(
     check_tools()
     started = time.perf_counter()
     course = discover(root)
+    if execute:
+        from tinyodl.backend import cython_available
+
+        if not cython_available():
+            log(
+                "warning: the compiled kernels are not built, so chapters execute with the "
+                "numpy reference backend (slower; a chapter that measures the compiled "
+                "kernels' memory may fail): build them with pip install -e . from the clone"
+            )
     if only:
         unknown = sorted(set(only) - {c.number for c in course.chapters})
         if unknown:
@@ -188,7 +202,7 @@ def build_site(
                 "executed": report.executed,
                 "seconds": {k: round(v, 1) for k, v in report.seconds.items()},
                 "warnings": len(report.warnings),
-                "failed": sorted(report.failed),
+                "failed": {k: error_summary(v) for k, v in sorted(report.failed.items())},
             },
             indent=1,
         )
@@ -271,10 +285,10 @@ def stage(
             node = nbformat.read(chapter.notebook, as_version=4)
         prelude = pages.chapter_prelude(chapter, course, infos.get(chapter.name, {}), api)
         if failed and chapter.name in failed:
-            last = failed[chapter.name].strip().splitlines()[-1:] or [""]
+            why = error_summary(failed[chapter.name]).replace("`", "'")[:300]
             prelude = (
                 ":::{warning}\nThis chapter failed to execute in this build, so it is shown "
-                f"without outputs (`{last[0][:200]}`).\n:::\n\n" + prelude
+                f"without outputs (`{why}`).\n:::\n\n" + prelude
             )
         page = _with_cells(node, prelude, True, pages.chapter_results(chapter))
         nbformat.write(page, _mk(src / "chapters" / f"{chapter.name}.ipynb"))
