@@ -47,6 +47,16 @@ Intro paragraph.
 
 Text of two.
 
+## Chapter 03, measured
+
+Text of three.
+
+### A table of three
+
+| a | b |
+
+## 04 is not a chapter heading at this level
+
 ## Other
 """
 
@@ -165,9 +175,11 @@ def test_readme_parsers():
     assert table["00"]["modules"] == ("tinyodl.alpha", "tinyodl.missing")
     assert table["01"]["summary"] == "second"
     sections = readme_sections(README)
-    assert set(sections) == {"01", "02"}  # the heading inside the code block is not one
+    assert set(sections) == {"01", "02", "03"}  # the heading inside the code block is not one
     assert "97.5%" in sections["01"] and "### 02" in sections["01"]
     assert sections["02"] == "Text of two."
+    # a "## Chapter NN" section keeps its ### subsections, up to the next ## heading
+    assert sections["03"] == "Text of three.\n\n### A table of three\n\n| a | b |"
 
 
 def test_not_a_clone(tmp_path):

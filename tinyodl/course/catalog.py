@@ -9,9 +9,10 @@ Nothing here is written per chapter. A chapter is a file ``chapters/NN_name.py``
   code imports;
 * its **exercise** is ``exercises/NN_*.py`` with the committed student notebook and the tasks
   and points of its grader (``tinyodl/grading/graders/exNN.py``);
-* its **results** are the README subsection headed ``### NN ...`` and every
-  ``benchmarks/results/NAME.json`` that the chapter or that subsection names (by file or by
-  ``tinyodl bench NAME``), with the command recorded in the JSON and its plot (``NAME.png``);
+* its **results** are the README section headed ``### NN ...`` or ``## Chapter NN ...``
+  (:func:`readme_sections`) and every ``benchmarks/results/NAME.json`` that the chapter or
+  that section names (by file or by ``tinyodl bench NAME``), with the command recorded in
+  the JSON and its plot (``NAME.png``);
 * its **commands** are the shell commands quoted in its text (``tinyodl ...``,
   ``python ...``, ``benchmarks/...``, ``scripts/...``);
 * its **prerequisites** are the chapters whose modules its code imports, and the earlier
@@ -341,20 +342,28 @@ def readme_chapter_table(readme: str) -> dict[str, dict]:
 
 
 def readme_sections(readme: str) -> dict[str, str]:
-    """README subsections headed ``### NN ...`` (chapter results), body without the heading."""
+    """README sections of chapter results, body without the heading: ``{"01": "..."}``.
+
+    A ``###`` heading that starts with the chapter's number (``### 01 ...``, ``### Chapter 01
+    ...``) opens one until the next heading; a ``##`` heading that starts with ``Chapter NN``
+    opens one until the next ``##`` (its ``###`` subsections included).
+    """
     sections: dict[str, str] = {}
     current: str | None = None
+    level = 0
     lines: list[str] = []
     in_code = False
     for line in readme.splitlines():
         if line.startswith("```"):
             in_code = not in_code
         heading = None if in_code else re.match(r"^(#{1,3})\s+(.*)$", line)
-        if heading:
+        if heading and (current is None or len(heading.group(1)) <= level):
             if current is not None:
                 sections[current] = "\n".join(lines).strip()
-            match = re.match(r"(?:chapter\s+)?(\d\d)\b", heading.group(2), re.I)
-            current = match.group(1) if heading.group(1) == "###" and match else None
+            level = len(heading.group(1))
+            pattern = r"chapter\s+(\d\d)\b" if level == 2 else r"(?:chapter\s+)?(\d\d)\b"
+            match = re.match(pattern, heading.group(2), re.I) if level >= 2 else None
+            current = match.group(1) if match else None
             lines = []
         elif current is not None:
             lines.append(line)

@@ -393,7 +393,9 @@ def _conf(source_links: bool) -> str:
         "html_last_updated_fmt": None,
         "html_show_sourcelink": False,
         "exclude_patterns": ["exercises/student/*", "_build", "**.ipynb_checkpoints"],
-        "suppress_warnings": ["mystnb.unknown_mime_type", "myst.header"],
+        # ref.python: a docstring's type "ndarray, shape (N, D)" makes Sphinx look up "shape",
+        # which several classes define (an ambiguous link, not a broken one).
+        "suppress_warnings": ["mystnb.unknown_mime_type", "myst.header", "ref.python"],
         "mathjax_path": "mathjax/tex-chtml.js",
         "myst_enable_extensions": ["dollarmath", "amsmath", "colon_fence"],
         "myst_heading_anchors": 3,
