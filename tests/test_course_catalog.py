@@ -86,7 +86,7 @@ def repo(tmp_path):
         "01_second",
         "# Chapter 01 — Second: more\n\nAs chapter 00 showed; chapter 02 will say more.\n"
         "Run `tinyodl bench beta --json benchmarks/results/beta.json` and\n"
-        "`TINYODL_QUICK=1 python scripts/run.py`; the variable `TINYODL_QUICK=1` alone is not "
+        "`TINYODL_QUICK=1 python\nscripts/run.py`; the variable `TINYODL_QUICK=1` alone is not "
         "a command.",
         "from tinyodl import alpha, beta\nimport tinyodl.nn\n%matplotlib inline",
     )

@@ -209,7 +209,8 @@ def discover(root: str | Path = ".") -> Course:
         chapter.benchmarks = _benchmarks_of(chapter, results)
         commands = _COMMAND.findall(chapter.text + "\n" + chapter.results)
         commands += [b.command for b in chapter.benchmarks if b.command]
-        chapter.commands = tuple(dict.fromkeys(c.strip() for c in commands))
+        # a command quoted across a line break of the text is one line
+        chapter.commands = tuple(dict.fromkeys(re.sub(r"\s+", " ", c).strip() for c in commands))
         chapter.prerequisites = _prerequisites(chapter, owner, {c.number for c in chapters})
     return Course(root, chapters, readme, owner)
 
