@@ -283,14 +283,18 @@ for name, body in [("random features", random_body), ("pretrained features", pre
     )
 assert forward_only["pretrained features"][0] > forward_only["random features"][0] > 0.1
 assert all(saved < stage_saved for _, _, saved in forward_only.values())
-assert all(peak < 1.05 * stage_peak for _, peak, _ in forward_only.values())
+# The random body is the same four blocks as the layer-wise stages; the shipped pretrained
+# body, when used, is mcunet_tiny, a different (wider) network with its own inference peak.
+assert forward_only["random features"][1] < 1.05 * stage_peak
 
 # %% [markdown]
 # A head on random features learns something (above chance; 88% in the full run of
 # `tinyodl bench layerwise`), but pretrained features — even from other digits — are better
 # (96.05% there): that is transfer learning (chapter 08). Training only a head keeps the
 # least for its backward pass (the head's input), yet its peak is close to a layer-wise
-# stage's: the inference of the frozen body, one block at a time, now sets the peak.
+# stage's: the inference of the frozen body, one block at a time, now sets the peak. (The
+# shipped pretrained body is `mcunet_tiny`, whose expanded inverted-residual activations
+# are larger than the four blocks': its inference peak is higher, its saved bytes as small.)
 #
 # ## 5. The trade-off
 

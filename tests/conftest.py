@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
-import numpy as np
-import pytest
-from gradcheck_utils import float_backend_params, load_float_kernels
+# One BLAS / OpenMP thread per test process: pytest-xdist already runs one worker per core,
+# and a multi-threaded OpenBLAS on tiny GEMMs is 10-30x slower on a busy machine. Set before
+# numpy loads its BLAS; inherited by the notebook kernels and grading processes the tests
+# start. Tests that measure threading set their own thread counts.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from tinyodl import backend
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from gradcheck_utils import float_backend_params, load_float_kernels  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from tinyodl import backend  # noqa: E402
+
+# In this process numpy may have been imported (with its BLAS) before this file ran, and the
+# compiled kernels bring SciPy's own OpenBLAS: load them, then limit every BLAS to one thread.
+backend.cython_available()
+_BLAS_LIMITS = threadpool_limits(limits=1)
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -341,7 +341,10 @@ def test_update_memory_is_constant_along_the_stream(cls, mnist):
     assert len(mem.peak_bytes) == 50
     # the first call allocates the model; afterwards, nothing stays behind
     assert mem.retained_bytes[0] >= 0.9 * mem.model_bytes
-    assert mem.stream_retained_bytes <= 256, mem.stream_retained_bytes
+    # Less than one example's bytes over 49 updates: a learner that kept any example (or any
+    # per-update state) fails; one-off interpreter caches filled on a later call (about 1.4
+    # KB when other tests ran first in the same process) do not.
+    assert mem.stream_retained_bytes < X[0].nbytes, mem.stream_retained_bytes
     assert np.all(mem.retained_bytes[1:] <= 2048), mem.retained_bytes[1:].max()
     # the working memory of an update does not grow with the number of examples seen: it
     # varies only by the size of one batch (e.g. the rows of the largest class in it)
