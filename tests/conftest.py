@@ -60,8 +60,14 @@ def rng():
 
 @pytest.fixture(scope="session")
 def executed_chapters(tmp_path_factory):
-    """A cache of executed chapter notebooks (:mod:`tinyodl.course.execute`): the notebook
-    tests fill it, the site test (``tests/test_site.py``) builds the website from it."""
+    """A cache of executed chapter notebooks (:mod:`tinyodl.course.execute`), shared by all
+    pytest-xdist workers of the session: each chapter executes once
+    (:func:`~tinyodl.course.execute.executed_once`), in the notebook test or in the site test
+    (``tests/test_site.py``), whichever asks first."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # basetemp/popen-gwN: share their parent
+        folder = tmp_path_factory.getbasetemp().parent / "executed-chapters"
+        folder.mkdir(exist_ok=True)
+        return folder
     return tmp_path_factory.mktemp("executed-chapters")
 
 

@@ -14,7 +14,9 @@ from tinyodl.course.execute import (
     describe,
     error_summary,
     executed_notebook,
+    executed_once,
     execution_info,
+    store,
 )
 from tinyodl.grading.notebook import parse_percent, to_ipynb
 
@@ -89,3 +91,61 @@ def test_a_failing_chapter_names_itself(tmp_path):
     summary = error_summary(str(err.value))
     assert "assert 1 + 1 == 3" in summary and "AssertionError: the claim" in summary
     assert "\x1b" not in summary
+
+
+def test_executed_once_waits_for_the_process_that_claimed_it(tmp_path):
+    """Another worker (here a thread) holds the claim and stores the result: it is read,
+    nothing is executed."""
+    import os
+    import threading
+
+    import nbformat
+
+    notebook = _notebook(tmp_path, "x = 1")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    entry = cache_path(cache, notebook, "quick")
+    claim = entry.with_name(entry.name + ".claim")
+    claim.write_text(str(os.getpid()))  # alive: this process
+
+    def other_worker():
+        executed = nbformat.read(notebook, as_version=4)
+        executed.cells[-1]["outputs"] = [nbformat.v4.new_output("stream", text="from gw1")]
+        store(cache, notebook, executed, "quick", 1.5)
+        claim.unlink()
+
+    timer = threading.Timer(0.5, other_worker)
+    timer.start()
+    logged: list[str] = []
+    node = executed_once(notebook, cache, "quick", poll=0.1, log=logged.append)
+    timer.join()
+    assert logged == [] and "from gw1" in _outputs(node)[0]["text"]
+    assert execution_info(node)["seconds"] == 1.5
+
+
+@pytest.mark.notebook
+def test_executed_once_takes_over_a_dead_claim_and_remembers_a_failure(tmp_path):
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    import subprocess
+    import sys
+
+    notebook = _notebook(tmp_path, "assert False, 'the claim'", "05_broken.ipynb")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    entry = cache_path(cache, notebook, "quick")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    entry.with_name(entry.name + ".claim").write_text(dead)
+    logged: list[str] = []
+    with pytest.raises(ExecutionError, match="05_broken.ipynb failed to execute"):
+        executed_once(notebook, cache, "quick", poll=0.1, log=logged.append)
+    assert len(logged) == 1  # executing ...
+    assert not entry.with_name(entry.name + ".claim").exists()
+    with pytest.raises(ExecutionError, match="the claim"):  # from the stored failure
+        executed_once(notebook, cache, "quick", poll=0.1, log=logged.append)
+    assert len(logged) == 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -152,22 +151,24 @@ def execute_notebook(path: Path, cwd: Path):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
-def test_notebook_runs_top_to_bottom(source, tmp_path, monkeypatch, executed_chapters):
+def test_notebook_runs_top_to_bottom(source, executed_chapters):
     """In the quick configuration (``TINYODL_QUICK=1``, docs/contributing.md): smaller runs,
-    the same code paths and the same asserts. Figures stay in the outputs (the inline
-    backend) and the executed notebook is kept for the site test (``tests/test_site.py``)."""
-    nbclient = pytest.importorskip("nbclient")
-    from tinyodl.course.execute import INLINE_BACKEND, store
+    the same code paths and the same asserts, in a fresh kernel and a temporary folder.
+    Figures stay in the outputs (the inline backend) and the executed notebook is kept for
+    the site test (``tests/test_site.py``), which may have asked for it first: each chapter
+    executes once per session (``tinyodl.course.execute.executed_once``)."""
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from tinyodl.course.execute import ExecutionError, executed_once
 
-    monkeypatch.setenv("MPLBACKEND", INLINE_BACKEND)
-    monkeypatch.setenv("TINYODL_QUICK", "1")
-    start = time.perf_counter()
     try:
-        executed = execute_notebook(source.with_suffix(".ipynb"), tmp_path)
-    except nbclient.exceptions.CellExecutionError as err:
-        pytest.fail(f"{source.with_suffix('.ipynb').name} failed:\n{err}", pytrace=False)
-    seconds = time.perf_counter() - start
-    store(executed_chapters, source.with_suffix(".ipynb"), executed, "quick", seconds)
+        executed_once(source.with_suffix(".ipynb"), executed_chapters, "quick", log=_quiet)
+    except ExecutionError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+def _quiet(*args) -> None:
+    pass
 
 
 @pytest.mark.notebook

@@ -1,9 +1,10 @@
 """The course website (``tinyodl docs build``), built from this clone and opened in a browser.
 
-The site is built once for this module, from the chapter notebooks the notebook tests have
-just executed (``tests/test_notebooks.py`` stores them in the session's ``executed_chapters``
-cache, in the quick configuration), so no chapter runs twice. When those tests did not run,
-chapter 00 is executed here and the other chapters are rendered without outputs. To keep
+The site is built once for this module, from the chapter notebooks of the session's notebook
+tests (``tests/test_notebooks.py``, quick configuration), shared through the
+``executed_chapters`` cache by every pytest-xdist worker: each chapter executes once, in its
+notebook test or here, whichever comes first. When those tests are not selected, chapter 00
+is executed here and the other chapters are rendered without outputs. To keep
 the suite's budget, the test build leaves out the highlighted source pages
 (``sphinx.ext.viewcode``); ``tinyodl docs build`` includes them.
 
@@ -31,22 +32,35 @@ def _quiet(*args) -> None:
     pass
 
 
+def _selected_chapters(session) -> list:
+    """The chapters whose notebook test is part of this session (after ``-k`` and the like;
+    every pytest-xdist worker collects the same items)."""
+    names = {
+        item.callspec.id
+        for item in session.items
+        if item.originalname == "test_notebook_runs_top_to_bottom" and hasattr(item, "callspec")
+    }
+    return [c for c in COURSE.chapters if c.name in names]
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, executed_chapters):
+def site(request, tmp_path_factory, executed_chapters):
     """The built site: ``(report, folder)``."""
     try:
         check_tools()
     except SiteError as err:
         pytest.skip(str(err))
-    from tinyodl.course.execute import executed_notebook
+    from tinyodl.course.execute import ExecutionError, executed_once
 
-    cached = [
-        c
-        for c in COURSE.chapters
-        if executed_notebook(c.notebook, executed_chapters, "quick", execute=False) is not None
-    ]
-    if not cached:  # the notebook tests were deselected: run the first chapter here
-        executed_notebook(COURSE.chapters[0].notebook, executed_chapters, "quick", log=_quiet)
+    # The chapters the notebook tests execute in this session: take their runs (waiting for
+    # those under way in another worker, or running them first). Without those tests, the
+    # first chapter runs here and the others are shown without outputs.
+    chapters = _selected_chapters(request.session) or COURSE.chapters[:1]
+    for chapter in chapters:
+        try:
+            executed_once(chapter.notebook, executed_chapters, "quick", log=_quiet)
+        except ExecutionError:
+            pass  # its notebook test reports it; the page is shown without outputs
     out = tmp_path_factory.mktemp("site") / "html"
     report = build_site(
         out,

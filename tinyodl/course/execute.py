@@ -188,3 +188,65 @@ def error_summary(error: str) -> str:
     arrow = [line.strip() for line in lines if re.match(r"\s*-+>\s", line)]
     last = lines[-1].strip() if lines else ""
     return " | ".join([*arrow[-1:], last]) if last else ""
+
+
+def executed_once(
+    notebook: str | Path,
+    cache_dir: str | Path,
+    configuration: str = "quick",
+    poll: float = 1.0,
+    log=print,
+):
+    """Like :func:`executed_notebook`, for several processes sharing ``cache_dir`` (the test
+    suite's pytest-xdist workers): the first to ask executes the notebook, the others wait
+    for its result, so each notebook runs once whoever needs it first.
+
+    A process claims a notebook by creating ``<cache entry>.claim`` (exclusively, with its
+    pid); a failure is stored as ``<cache entry>.failed.txt`` and raised again, as an
+    :class:`ExecutionError`, for every process that asks. A claim whose process is gone is
+    taken over.
+    """
+    target = cache_path(cache_dir, notebook, configuration)
+    failed = target.with_name(target.name + ".failed.txt")
+    claim = target.with_name(target.name + ".claim")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        if target.exists():
+            return executed_notebook(notebook, cache_dir, configuration, execute=False)
+        if failed.exists():
+            raise ExecutionError(failed.read_text(encoding="utf-8"))
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _claim_alive(claim):
+                claim.unlink(missing_ok=True)
+            else:
+                time.sleep(poll)
+            continue
+        try:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            try:
+                return executed_notebook(notebook, cache_dir, configuration, force=True, log=log)
+            except ExecutionError as err:
+                failed.write_text(str(err), encoding="utf-8")
+                raise
+        finally:
+            claim.unlink(missing_ok=True)
+
+
+def _claim_alive(claim: Path) -> bool:
+    """Whether the process that wrote ``claim`` still runs (a claim being written is alive)."""
+    try:
+        pid = int(claim.read_text(encoding="utf-8") or 0)
+    except (OSError, ValueError):
+        return claim.exists()
+    if not pid:
+        return claim.exists()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
