@@ -44,35 +44,45 @@ def _selected_chapters(session) -> list:
 
 
 @pytest.fixture(scope="module")
-def site(request, tmp_path_factory, executed_chapters):
-    """The built site: ``(report, folder)``."""
+def site(request, executed_chapters):
+    """The built site: ``(report, folder)``, built once per session: pytest-xdist workers
+    that run tests of this module share one build (the first builds, the others wait)."""
     try:
         check_tools()
     except SiteError as err:
         pytest.skip(str(err))
+    import fcntl
+    import pickle
+
     from tinyodl.course.execute import ExecutionError, executed_once
 
-    # The chapters the notebook tests execute in this session: take their runs (waiting for
-    # those under way in another worker, or running them first). Without those tests, the
-    # first chapter runs here and the others are shown without outputs.
-    chapters = _selected_chapters(request.session) or COURSE.chapters[:1]
-    for chapter in chapters:
-        try:
-            executed_once(chapter.notebook, executed_chapters, "quick", log=_quiet)
-        except ExecutionError:
-            pass  # its notebook test reports it; the page is shown without outputs
-    out = tmp_path_factory.mktemp("site") / "html"
-    report = build_site(
-        out,
-        root=REPO,
-        configuration="quick",
-        cache_dir=executed_chapters,
-        execute=False,
-        source_links=False,
-        jobs=1,
-        log=_quiet,
-    )
-    return report, out
+    folder = executed_chapters / "site-test"
+    folder.mkdir(exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / "report.pickle"
+        if done.exists():
+            return pickle.loads(done.read_bytes()), folder / "html"
+        # The chapters the notebook tests execute in this session: take their runs (waiting
+        # for those under way in another worker, or running them first). Without those
+        # tests, the first chapter runs here and the others are shown without outputs.
+        for chapter in _selected_chapters(request.session) or COURSE.chapters[:1]:
+            try:
+                executed_once(chapter.notebook, executed_chapters, "quick", log=_quiet)
+            except ExecutionError:
+                pass  # its notebook test reports it; the page is shown without outputs
+        report = build_site(
+            folder / "html",
+            root=REPO,
+            configuration="quick",
+            cache_dir=executed_chapters,
+            execute=False,
+            source_links=False,
+            jobs=1,
+            log=_quiet,
+        )
+        done.write_bytes(pickle.dumps(report))
+    return report, folder / "html"
 
 
 def _html(out: Path, page: str) -> str:
