@@ -4,13 +4,17 @@ Every ``kernels/<name>.pyx`` becomes the extension module ``tinyodl._kernels.<na
 Kernels are compiled with optimisation (``-O3``) and with OpenMP when the compiler
 supports it; without OpenMP the ``prange`` loops simply run serially.
 Set ``TINYODL_NO_OPENMP=1`` to force the serial build and ``TINYODL_PORTABLE=1`` to
-build without ``-march=native``. For development, ``TINYODL_ONLY=conv,pool`` restricts the
-build to some kernels (see ``scripts/build_kernels.sh``).
+build without ``-march=native``. The int8 kernels carry their own SIMD paths
+(``kernels/simd/``: portable C, AVX2, AVX-512 VNNI, compiled with per-function target
+attributes and chosen at run time), so a portable build still uses the CPU's best path.
+For development, ``TINYODL_ONLY=conv,pool`` restricts the build to some kernels (see
+``scripts/build_kernels.sh``).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -57,16 +61,23 @@ def arch_flags() -> list[str]:
     return []
 
 
+#: Modules that choose their SIMD path at run time (kernels/simd/): they are compiled for the
+#: baseline ISA, so that each path holds exactly its own instructions (the portable path runs
+#: on any x86-64 CPU, the AVX2 path on any AVX2 CPU) and the tests can run every path.
+#: (gemm_steps, the teaching version, is built like the other modules: for this CPU.) Other
+#: CPUs (ARM) have only the portable path, so there it is built for the machine too.
+RUNTIME_DISPATCH = {"int8"} if platform.machine().lower() in ("x86_64", "amd64") else set()
+
+
 def make_extensions() -> list[Extension]:
     openmp = compiler_supports_openmp()
     if not openmp:
         print("tinyodl: OpenMP not available; building serial kernels", file=sys.stderr)
-    compile_args = ["-O3", "-fno-math-errno", *arch_flags()]
-    link_args: list[str] = []
-    if openmp:
-        compile_args.append("-fopenmp")
-        link_args.append("-fopenmp")
+    native = arch_flags()
+    omp = ["-fopenmp"] if openmp else []
     only = set(filter(None, os.environ.get("TINYODL_ONLY", "").split(",")))
+    headers = sorted(str(h.relative_to(HERE)) for h in (HERE / "kernels").rglob("*.h"))
+    headers += sorted(str(h.relative_to(HERE)) for h in (HERE / "kernels").glob("*.pxd"))
     exts = []
     for pyx in sorted((HERE / "kernels").glob("*.pyx")):
         if only and pyx.stem not in only:
@@ -75,10 +86,16 @@ def make_extensions() -> list[Extension]:
             Extension(
                 f"tinyodl._kernels.{pyx.stem}",
                 [str(pyx.relative_to(HERE))],
-                include_dirs=[np.get_include()],
+                include_dirs=[np.get_include(), "kernels", "kernels/simd"],
+                depends=headers,
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                extra_compile_args=compile_args,
-                extra_link_args=link_args,
+                extra_compile_args=[
+                    "-O3",
+                    "-fno-math-errno",
+                    *([] if pyx.stem in RUNTIME_DISPATCH else native),
+                    *omp,
+                ],
+                extra_link_args=omp,
             )
         )
     return cythonize(

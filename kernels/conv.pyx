@@ -9,7 +9,9 @@ Same functions, same signatures, same errors as the numpy reference. What change
   one image and one group at a time, so the column buffer holds one image only;
 * a 1x1 convolution with stride 1 and no padding needs no im2col: the image *is* the
   column matrix;
-* a depthwise convolution (``groups == C == F``) uses direct loops, no im2col at all.
+* a depthwise convolution (``groups == C == F``) uses direct loops, no im2col at all:
+  each plane is split into stride x stride phase planes so that every filter tap is one
+  long vectorized loop (``kernels/simd/float_dw.h``), also for the backward passes.
 
 ``set_num_threads(n)`` sets the OpenMP thread count of the ``prange`` loops (default 1).
 BLAS uses its own threads (``OPENBLAS_NUM_THREADS``).
@@ -18,10 +20,26 @@ BLAS uses its own threads (``OPENBLAS_NUM_THREADS``).
 import numpy as np
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
 from _float_common cimport Geom, col_hi, col_lo, gemm, make_geom
+from _float_dw cimport (
+    tod_dw_backward_input_f32,
+    tod_dw_backward_input_f64,
+    tod_dw_forward_f32,
+    tod_dw_forward_f64,
+    tod_dw_geom,
+    tod_dw_make_geom,
+    tod_dw_planes_f32,
+    tod_dw_planes_f64,
+    tod_dw_virtual_f32,
+    tod_dw_virtual_f64,
+    tod_dw_weight_accumulate_f32,
+    tod_dw_weight_accumulate_f64,
+    tod_dw_weight_reduce_f32,
+    tod_dw_weight_reduce_f64,
+)
 
 from tinyodl.reference._checks import (
     check_dout,
@@ -46,8 +64,112 @@ def set_num_threads(int n):
 # im2col / col2im of one image, one channel per prange iteration
 # ---------------------------------------------------------------------------------------
 
+cdef extern from "float_gemm.h" nogil:
+    enum:
+        TOD_HAVE_SGEMM
+        TOD_SMR
+        TOD_SNR
+    void tod_pack_filters_f32(const float* w, Py_ssize_t F, Py_ssize_t K, float* apack)
+    Py_ssize_t tod_conv_cblock(Py_ssize_t KH, Py_ssize_t KW)
+    void tod_conv_same_f32(const float* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+                           Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t PH,
+                           Py_ssize_t PW, const float* apack, Py_ssize_t F, const float* bias,
+                           float* out, Py_ssize_t pan0, Py_ssize_t pan1, float* bpanel,
+                           float* tile)
+
+
+cdef extern from "float_linear.h" nogil:
+    void tod_sgemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
+                         Py_ssize_t ars, Py_ssize_t aks, const float* b, Py_ssize_t bks,
+                         float* c, Py_ssize_t ldc, int transposed, int accumulate,
+                         Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t pan0, Py_ssize_t pan1)
+
+
+cdef extern from "float_rows.h" nogil:
+    void tod_im2col_row_f32(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
+                            Py_ssize_t n, Py_ssize_t sw)
+    void tod_col2im_row_f32(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
+                            Py_ssize_t sw)
+    void tod_add_f32(float* dst, const float* src, Py_ssize_t n)
+
+
+cdef inline bint _same_stride1(const Geom* g) noexcept nogil:
+    """Stride 1 and an output as large as the input ("same" padding, odd kernel)."""
+    return g.SH == 1 and g.SW == 1 and g.OH == g.H and g.OW == g.W
+
+
+cdef void _im2col_channel_same(const floating* xc, floating* col, const Geom* g) noexcept nogil:
+    """im2col of one channel when OH = H and OW = W at stride 1.
+
+    Then the column row of tap (kh, kw) is the input plane shifted by
+    (kh - PH) * W + (kw - PW): one contiguous copy for all the rows the tap sees, then
+    zeros for the rows above and below the image and for the few columns that fell off
+    the left or right edge (the copy brought values from the neighbouring row there).
+    """
+    cdef Py_ssize_t kh, kw, oh, ow, lo, hi, oh0, oh1, shift, P = g.OH * g.OW, W = g.W
+    cdef floating* dst
+    for kh in range(g.KH):
+        oh0 = g.PH - kh if g.PH > kh else 0          # first row with ih = oh + kh - PH >= 0
+        oh1 = g.H + g.PH - kh if g.H + g.PH - kh < g.OH else g.OH
+        for kw in range(g.KW):
+            dst = col + (kh * g.KW + kw) * P
+            lo = col_lo(g, kw)
+            hi = col_hi(g, kw)
+            shift = (kh - g.PH) * W + kw - g.PW
+            if oh1 <= oh0:
+                memset(dst, 0, P * sizeof(floating))
+                continue
+            memset(dst, 0, oh0 * W * sizeof(floating))
+            memcpy(dst + oh0 * W, xc + oh0 * W + shift, (oh1 - oh0) * W * sizeof(floating))
+            memset(dst + oh1 * W, 0, (g.OH - oh1) * W * sizeof(floating))
+            if lo > 0 or hi < W:
+                for oh in range(oh0, oh1):
+                    for ow in range(lo):
+                        dst[oh * W + ow] = 0
+                    for ow in range(hi, W):
+                        dst[oh * W + ow] = 0
+
+
+cdef void _col2im_channel_same(floating* col, floating* xc, const Geom* g) noexcept nogil:
+    """col2im of one channel when OH = H and OW = W at stride 1, in place on ``col``.
+
+    The mirror of :func:`_im2col_channel_same`: the columns that fell off an edge are set to
+    zero in ``col`` (a scratch buffer), then each tap's rows are added to the plane in one
+    contiguous run.
+    """
+    cdef Py_ssize_t kh, kw, oh, ow, lo, hi, oh0, oh1, shift, t, P = g.OH * g.OW, W = g.W
+    cdef floating* src
+    cdef floating* dst
+    for kh in range(g.KH):
+        oh0 = g.PH - kh if g.PH > kh else 0
+        oh1 = g.H + g.PH - kh if g.H + g.PH - kh < g.OH else g.OH
+        if oh1 <= oh0:
+            continue
+        for kw in range(g.KW):
+            src = col + (kh * g.KW + kw) * P
+            lo = col_lo(g, kw)
+            hi = col_hi(g, kw)
+            shift = (kh - g.PH) * W + kw - g.PW
+            if lo > 0 or hi < W:
+                for oh in range(oh0, oh1):
+                    for ow in range(lo):
+                        src[oh * W + ow] = 0
+                    for ow in range(hi, W):
+                        src[oh * W + ow] = 0
+            if floating is float:
+                tod_add_f32(xc + oh0 * W + shift, src + oh0 * W, (oh1 - oh0) * W)
+            else:
+                dst = xc + oh0 * W + shift
+                for t in range((oh1 - oh0) * W):
+                    dst[t] += src[oh0 * W + t]
+
+
 cdef void _im2col_channel(const floating* xc, floating* col, const Geom* g) noexcept nogil:
-    """Columns of one channel: rows kh*KW + kw, each OH*OW long."""
+    """Columns of one channel: rows kh*KW + kw, each OH*OW long.
+
+    Every output row is one short run of the input (``kernels/simd/float_rows.h`` moves it
+    with masked vector loads and stores in float32).
+    """
     cdef Py_ssize_t kh, kw, oh, ow, ih, lo, hi, base
     cdef floating* dst
     for kh in range(g.KH):
@@ -63,6 +185,9 @@ cdef void _im2col_channel(const floating* xc, floating* col, const Geom* g) noex
                     memset(dst, 0, g.OW * sizeof(floating))
                     continue
                 base = ih * g.W + kw - g.PW  # pixel read by ow is base + ow*SW
+                if floating is float:
+                    tod_im2col_row_f32(dst, xc + base, lo, hi, g.OW, g.SW)
+                    continue
                 for ow in range(lo):
                     dst[ow] = 0
                 if g.SW == 1:
@@ -89,6 +214,9 @@ cdef void _col2im_channel(const floating* col, floating* xc, const Geom* g) noex
                     continue
                 src = col + ((kh * g.KW + kw) * g.OH + oh) * g.OW
                 base = ih * g.W + kw - g.PW
+                if floating is float:
+                    tod_col2im_row_f32(xc + base, src, lo, hi, g.SW)
+                    continue
                 for ow in range(lo, hi):
                     xc[base + ow * g.SW] += src[ow]
 
@@ -97,17 +225,26 @@ cdef void _im2col_image(const floating* x, floating* cols, Py_ssize_t C, const G
                         int nthreads) noexcept nogil:
     cdef Py_ssize_t c
     cdef Py_ssize_t plane = g.H * g.W, rows = g.KH * g.KW * g.OH * g.OW
+    cdef bint same = _same_stride1(g)
     for c in prange(C, num_threads=nthreads, schedule="static"):
-        _im2col_channel(x + c * plane, cols + c * rows, g)
+        if same:
+            _im2col_channel_same(x + c * plane, cols + c * rows, g)
+        else:
+            _im2col_channel(x + c * plane, cols + c * rows, g)
 
 
-cdef void _col2im_image(const floating* cols, floating* x, Py_ssize_t C, const Geom* g,
-                        int nthreads) noexcept nogil:
+cdef void _col2im_image(floating* cols, floating* x, Py_ssize_t C, const Geom* g,
+                        int nthreads, bint scratch) noexcept nogil:
+    """x = col2im(cols); with ``scratch`` the columns may be overwritten (faster path)."""
     cdef Py_ssize_t c
     cdef Py_ssize_t plane = g.H * g.W, rows = g.KH * g.KW * g.OH * g.OW
+    cdef bint same = scratch and _same_stride1(g)
     memset(x, 0, C * plane * sizeof(floating))
     for c in prange(C, num_threads=nthreads, schedule="static"):
-        _col2im_channel(cols + c * rows, x + c * plane, g)
+        if same:
+            _col2im_channel_same(cols + c * rows, x + c * plane, g)
+        else:
+            _col2im_channel(cols + c * rows, x + c * plane, g)
 
 
 cdef Geom _geom(g):
@@ -174,12 +311,98 @@ cdef void _col2im_batch(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x
         return
     with nogil:
         for n in range(N):
-            _col2im_image(&cols[n, 0, 0], &x[n, 0, 0, 0], C, g, nt)
+            _col2im_image(<floating*>&cols[n, 0, 0], &x[n, 0, 0, 0], C, g, nt, False)
 
 
 # ---------------------------------------------------------------------------------------
 # general (grouped) convolution: im2col + one GEMM per image and group
 # ---------------------------------------------------------------------------------------
+
+#: (available, MR, NR, rows of a K block) of the float32 micro-kernel of
+#: kernels/simd/float_gemm.h; tinyodl/memory/_rules.py reads it to size the scratch.
+SGEMM_TILE = (bool(TOD_HAVE_SGEMM), TOD_SMR, TOD_SNR, 256)
+
+
+def _use_implicit_gemm(x, groups, g):
+    """float32, no groups, stride 1, OH = H and OW = W, a SIMD build: kernels/simd/float_gemm.h."""
+    return (TOD_HAVE_SGEMM and x.dtype == np.float32 and groups == 1 and g.SH == 1
+            and g.SW == 1 and g.OH == g.H and g.OW == g.W and g.KH <= 16 and g.KW <= 16
+            and g.C * g.KH * g.KW >= 64)  # a few taps (first layers): im2col + BLAS is faster
+
+
+def _conv_same(x, w, b, ph, pw):
+    """conv2d of float32 x (N, C, H, W) with w (F, C, KH, KW), stride 1, output H x W."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], KH = w.shape[2], KW = w.shape[3], K = C * KH * KW
+    cdef Py_ssize_t panels = (N * H * W + TOD_SNR - 1) // TOD_SNR, pan, tid
+    cdef Py_ssize_t PH = ph, PW = pw
+    out = np.empty((N, F, H, W), dtype=np.float32)
+    apack = np.empty(((F + TOD_SMR - 1) // TOD_SMR) * K * TOD_SMR, dtype=np.float32)
+    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[:, :, :, ::1] wv = w
+    cdef float[::1] av = apack
+    cdef float[:, :, :, ::1] ov = out
+    cdef const float* bp = NULL
+    cdef const float[::1] bv
+    if b is not None:
+        bv = b
+        bp = &bv[0]
+    # per thread: one block of an implicit-im2col panel (KC x NR) and the F x NR tiles
+    cdef Py_ssize_t kc = tod_conv_cblock(KH, KW) * KH * KW
+    cdef Py_ssize_t tiles = (F + TOD_SMR - 1) // TOD_SMR * TOD_SMR * TOD_SNR
+    scratch = np.empty((_num_threads, kc * TOD_SNR + tiles), dtype=np.float32)
+    cdef float[:, ::1] sv = scratch
+    tod_pack_filters_f32(&wv[0, 0, 0, 0], F, K, &av[0])
+    with nogil:
+        for pan in prange(panels, num_threads=_num_threads, schedule="static"):
+            tid = threadid()
+            tod_conv_same_f32(&xv[0, 0, 0, 0], N, C, H, W, KH, KW, PH, PW, &av[0], F, bp,
+                              &ov[0, 0, 0, 0], pan, pan + 1, &sv[tid, 0],
+                              &sv[tid, kc * TOD_SNR])
+    return out
+
+
+def _weight_grad_tiled(dout, x, w_shape, g):
+    """dW of a float32 convolution without groups on the register tiles of float_linear.h.
+
+    Per image: im2col (K x P), dout transposed (P x F, small), then
+    dW^T (K x F) += cols . dout^T with the im2col rows read in place as the broadcast
+    operand; the K x F sum is transposed into dW at the end. Blocks of MR rows of K are
+    shared among the OpenMP threads.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w_shape[0]
+    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW, n, f, p, item
+    cdef Py_ssize_t rows = (K + TOD_SMR - 1) // TOD_SMR, panels = (F + TOD_SNR - 1) // TOD_SNR
+    cdef Geom geo = _geom(g)
+    cdef bint direct = _is_pointwise(&geo)
+    cdef int nt = _num_threads
+    cols = np.empty((K, P), dtype=np.float32) if not direct else None
+    dout_t = np.empty((P, F), dtype=np.float32)
+    dw_t = np.zeros((K, F), dtype=np.float32)
+    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[:, :, ::1] dv = dout.reshape(N, F, P)
+    cdef float[:, ::1] cv
+    if not direct:
+        cv = cols
+    cdef float[:, ::1] tv = dout_t
+    cdef float[:, ::1] wv = dw_t
+    cdef const float* a
+    with nogil:
+        for n in range(N):
+            if direct:
+                a = &xv[n, 0, 0, 0]  # (C, P) is already the column matrix
+            else:
+                _im2col_image(&xv[n, 0, 0, 0], &cv[0, 0], C, &geo, nt)
+                a = &cv[0, 0]
+            for f in range(F):
+                for p in range(P):
+                    tv[p, f] = dv[n, f, p]
+            for item in prange(rows * panels, num_threads=nt, schedule="static"):
+                tod_sgemm_block(K, F, P, a, P, 1, &tv[0, 0], F, &wv[0, 0], F, 0, 1,
+                                (item // panels) * TOD_SMR, (item // panels + 1) * TOD_SMR,
+                                item % panels, item % panels + 1)
+    return np.ascontiguousarray(dw_t.T).reshape(w_shape)
+
 
 cdef void _forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                         const floating[::1] b, bint has_bias, floating[:, :, :, ::1] out,
@@ -234,7 +457,7 @@ cdef void _backward_input_gemm(const floating[:, :, :, ::1] dout,
                 gemm(c"N", c"T", P, K, Fg, 1, &dout[n, G * Fg, 0, 0], P,
                      &w[G * Fg, 0, 0, 0], K, 0, dcols + G * K * P, P)
             if not direct:
-                _col2im_image(&buf[0, 0], &dx[n, 0, 0, 0], C, g, nt)
+                _col2im_image(&buf[0, 0], &dx[n, 0, 0, 0], C, g, nt, True)
 
 
 cdef void _backward_weight_gemm(const floating[:, :, :, ::1] dout,
@@ -264,110 +487,96 @@ cdef void _backward_weight_gemm(const floating[:, :, :, ::1] dout,
 
 
 # ---------------------------------------------------------------------------------------
-# depthwise convolution (groups == C == F): direct loops over one H x W plane
+# depthwise convolution (groups == C == F): direct loops on phase planes
+# (kernels/simd/float_dw.h explains the layout; scratch per thread comes from numpy)
 # ---------------------------------------------------------------------------------------
 
-cdef void _dw_forward_plane(const floating* xc, const floating* wc, floating bias,
-                            floating* oc, const Geom* g) noexcept nogil:
-    cdef Py_ssize_t kh, kw, oh, ow, ih, lo, hi, base
-    cdef floating wv
-    cdef floating* orow
-    for ow in range(g.OH * g.OW):
-        oc[ow] = bias
-    for kh in range(g.KH):
-        for kw in range(g.KW):
-            wv = wc[kh * g.KW + kw]
-            lo = col_lo(g, kw)
-            hi = col_hi(g, kw)
-            for oh in range(g.OH):
-                ih = oh * g.SH - g.PH + kh
-                if ih < 0 or ih >= g.H:
-                    continue
-                base = ih * g.W + kw - g.PW
-                orow = oc + oh * g.OW
-                for ow in range(lo, hi):
-                    orow[ow] += wv * xc[base + ow * g.SW]
+cdef tod_dw_geom _dw_geom(const Geom* g) noexcept:
+    return tod_dw_make_geom(g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW)
 
 
-cdef void _dw_backward_input_plane(const floating* dc, const floating* wc, floating* dxc,
-                                   const Geom* g) noexcept nogil:
-    cdef Py_ssize_t kh, kw, oh, ow, ih, lo, hi, base
-    cdef floating wv
-    cdef const floating* drow
-    memset(dxc, 0, g.H * g.W * sizeof(floating))
-    for kh in range(g.KH):
-        for kw in range(g.KW):
-            wv = wc[kh * g.KW + kw]
-            lo = col_lo(g, kw)
-            hi = col_hi(g, kw)
-            for oh in range(g.OH):
-                ih = oh * g.SH - g.PH + kh
-                if ih < 0 or ih >= g.H:
-                    continue
-                base = ih * g.W + kw - g.PW
-                drow = dc + oh * g.OW
-                for ow in range(lo, hi):
-                    dxc[base + ow * g.SW] += wv * drow[ow]
-
-
-cdef void _dw_backward_weight_channel(const floating* dout, const floating* x, floating* dwc,
-                                      Py_ssize_t N, Py_ssize_t C,
-                                      const Geom* g) noexcept nogil:
-    """dw[c, kh, kw] = sum_n sum_(oh, ow) dout[n, c, oh, ow] * x_pad[n, c, ih, iw]."""
-    cdef Py_ssize_t n, kh, kw, oh, ow, ih, lo, hi, base
-    cdef Py_ssize_t xstride = C * g.H * g.W, dstride = C * g.OH * g.OW
-    cdef double acc  # accumulate in double, also for float32
-    cdef const floating* xc
-    cdef const floating* drow
-    for kh in range(g.KH):
-        for kw in range(g.KW):
-            lo = col_lo(g, kw)
-            hi = col_hi(g, kw)
-            acc = 0
-            for n in range(N):
-                xc = x + n * xstride
-                for oh in range(g.OH):
-                    ih = oh * g.SH - g.PH + kh
-                    if ih < 0 or ih >= g.H:
-                        continue
-                    base = ih * g.W + kw - g.PW
-                    drow = dout + n * dstride + oh * g.OW
-                    for ow in range(lo, hi):
-                        acc = acc + drow[ow] * xc[base + ow * g.SW]
-            dwc[kh * g.KW + kw] = <floating>acc
+def _dw_scratch(dtype, Py_ssize_t per_thread):
+    """Per-thread scratch rows, from numpy (tracemalloc sees them; MemoryError if too big)."""
+    return np.empty((_num_threads, max(per_thread, 1)), dtype=dtype)
 
 
 cdef void _dw_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                      const floating[::1] b,
-                      floating[:, :, :, ::1] out, const Geom* g) noexcept:
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], i
-    cdef int nt = _num_threads
+                      const floating[::1] b, floating[:, :, :, ::1] out,
+                      const Geom* geo) noexcept:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], i, tid
+    cdef tod_dw_geom g = _dw_geom(geo)
+    cdef Py_ssize_t planes_size = g.SH * g.SW * g.Hq * g.Wq, virt = g.OH * g.Wq
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] scratch = _dw_scratch(dtype, planes_size + virt)
+    cdef floating* ph
     with nogil:
-        for i in prange(N * C, num_threads=nt, schedule="static"):
-            _dw_forward_plane(&x[i // C, i % C, 0, 0], &w[i % C, 0, 0, 0], b[i % C],
-                              &out[i // C, i % C, 0, 0], g)
+        for i in prange(N * C, num_threads=_num_threads, schedule="static"):
+            tid = threadid()
+            ph = &scratch[tid, 0]
+            if floating is float:
+                tod_dw_planes_f32(&x[i // C, i % C, 0, 0], &g, ph)
+                tod_dw_forward_f32(ph, &w[i % C, 0, 0, 0], b[i % C], &g, ph + planes_size,
+                                   &out[i // C, i % C, 0, 0])
+            else:
+                tod_dw_planes_f64(&x[i // C, i % C, 0, 0], &g, ph)
+                tod_dw_forward_f64(ph, &w[i % C, 0, 0, 0], b[i % C], &g, ph + planes_size,
+                                   &out[i // C, i % C, 0, 0])
 
 
 cdef void _dw_backward_input(const floating[:, :, :, ::1] dout,
                              const floating[:, :, :, ::1] w,
-                             floating[:, :, :, ::1] dx, const Geom* g) noexcept:
-    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], i
-    cdef int nt = _num_threads
+                             floating[:, :, :, ::1] dx, const Geom* geo) noexcept:
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], i, tid
+    cdef tod_dw_geom g = _dw_geom(geo)
+    cdef Py_ssize_t planes_size = g.SH * g.SW * g.Hq * g.Wq, virt = g.OH * g.Wq
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] scratch = _dw_scratch(dtype, planes_size + virt)
+    cdef floating* sp
     with nogil:
-        for i in prange(N * C, num_threads=nt, schedule="static"):
-            _dw_backward_input_plane(&dout[i // C, i % C, 0, 0], &w[i % C, 0, 0, 0],
-                                     &dx[i // C, i % C, 0, 0], g)
+        for i in prange(N * C, num_threads=_num_threads, schedule="static"):
+            tid = threadid()
+            sp = &scratch[tid, 0]
+            if floating is float:
+                tod_dw_backward_input_f32(&dout[i // C, i % C, 0, 0], &w[i % C, 0, 0, 0], &g,
+                                          sp + planes_size, sp, &dx[i // C, i % C, 0, 0])
+            else:
+                tod_dw_backward_input_f64(&dout[i // C, i % C, 0, 0], &w[i % C, 0, 0, 0], &g,
+                                          sp + planes_size, sp, &dx[i // C, i % C, 0, 0])
 
 
 cdef void _dw_backward_weight(const floating[:, :, :, ::1] dout,
                               const floating[:, :, :, ::1] x,
-                              floating[:, :, :, ::1] dw, const Geom* g) noexcept:
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], c
-    cdef int nt = _num_threads
+                              floating[:, :, :, ::1] dw, const Geom* geo) noexcept:
+    """dw[c] = sum over images of the tap-wise products, one channel per iteration."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], c, n, tid
+    cdef tod_dw_geom g = _dw_geom(geo)
+    cdef Py_ssize_t planes_size = g.SH * g.SW * g.Hq * g.Wq, virt = g.OH * g.Wq
+    cdef Py_ssize_t wacc_size = g.KH * g.KW * virt
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] scratch = _dw_scratch(dtype, planes_size + virt + wacc_size)
+    cdef floating* ph
+    cdef floating* dv
+    cdef floating* wa
     with nogil:
-        for c in prange(C, num_threads=nt, schedule="static"):
-            _dw_backward_weight_channel(&dout[0, c, 0, 0], &x[0, c, 0, 0], &dw[c, 0, 0, 0],
-                                        N, C, g)
+        for c in prange(C, num_threads=_num_threads, schedule="static"):
+            tid = threadid()
+            ph = &scratch[tid, 0]
+            dv = ph + planes_size
+            wa = dv + virt
+            memset(wa, 0, wacc_size * sizeof(floating))
+            for n in range(N):
+                if floating is float:
+                    tod_dw_planes_f32(&x[n, c, 0, 0], &g, ph)
+                    tod_dw_virtual_f32(&dout[n, c, 0, 0], &g, dv)
+                    tod_dw_weight_accumulate_f32(dv, ph, &g, wa)
+                else:
+                    tod_dw_planes_f64(&x[n, c, 0, 0], &g, ph)
+                    tod_dw_virtual_f64(&dout[n, c, 0, 0], &g, dv)
+                    tod_dw_weight_accumulate_f64(dv, ph, &g, wa)
+            if floating is float:
+                tod_dw_weight_reduce_f32(wa, &g, &dw[c, 0, 0, 0])
+            else:
+                tod_dw_weight_reduce_f64(wa, &g, &dw[c, 0, 0, 0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -394,9 +603,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1):
         b = np.zeros(g.F, dtype=x.dtype)
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
-    out = np.empty((g.N, g.F, g.OH, g.OW), dtype=x.dtype)
     if g.N == 0 or g.F == 0:
-        return out
+        return np.empty((g.N, g.F, g.OH, g.OW), dtype=x.dtype)
+    if not _is_depthwise(g) and _use_implicit_gemm(x, g.groups, g):
+        return _conv_same(x, w, b if has_bias else None, g.PH, g.PW)  # allocates its output
+    out = np.empty((g.N, g.F, g.OH, g.OW), dtype=x.dtype)
     cdef Geom geo = _geom(g)
     single = x.dtype == np.float32
     if _is_depthwise(g):
@@ -419,11 +630,20 @@ def conv2d_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
     x_shape = check_shape4(fn, "x_shape", x_shape)
     g = conv_geometry(fn, x_shape, w.shape, stride, padding, groups)
     check_dout(fn, dout, g)
-    dout = np.ascontiguousarray(dout)
-    w = np.ascontiguousarray(w)
+    return _backward_input(np.ascontiguousarray(dout), np.ascontiguousarray(w), g)
+
+
+def _backward_input(dout, w, g):
+    """conv2d_backward_input on validated, contiguous arrays (also used by int8_backward)."""
+    x_shape = (g.N, g.C, g.H, g.W)
+    if g.N * g.C * g.H * g.W == 0 or g.F == 0:
+        return np.zeros(x_shape, dtype=dout.dtype)
+    if not _is_depthwise(g) and _use_implicit_gemm(dout, g.groups, g) and g.C >= TOD_SMR:
+        # stride 1, same size: dx is the convolution of dout with the flipped, transposed
+        # filters (W'[c, f, i, j] = W[f, c, KH-1-i, KW-1-j]) and the same padding
+        wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        return _conv_same(dout, wt, None, g.KH - 1 - g.PH, g.KW - 1 - g.PW)
     dx = np.zeros(x_shape, dtype=dout.dtype)
-    if dx.size == 0 or g.F == 0:
-        return dx
     cdef Geom geo = _geom(g)
     single = dout.dtype == np.float32
     if _is_depthwise(g):
@@ -446,8 +666,11 @@ def conv2d_backward_weight(dout, x, w_shape, stride=1, padding=0, groups=1):
     w_shape = check_shape4(fn, "w_shape", w_shape)
     g = conv_geometry(fn, x.shape, w_shape, stride, padding, groups)
     check_dout(fn, dout, g)
-    dout = np.ascontiguousarray(dout)
-    x = np.ascontiguousarray(x)
+    return _backward_weight(np.ascontiguousarray(dout), np.ascontiguousarray(x), w_shape, g)
+
+
+def _backward_weight(dout, x, w_shape, g):
+    """conv2d_backward_weight on validated, contiguous arrays (also used by int8_backward)."""
     dw = np.zeros(w_shape, dtype=dout.dtype)
     if dw.size == 0 or g.N == 0:
         return dw
@@ -458,6 +681,9 @@ def conv2d_backward_weight(dout, x, w_shape, stride=1, padding=0, groups=1):
             _dw_backward_weight[float](dout, x, dw, &geo)
         else:
             _dw_backward_weight[double](dout, x, dw, &geo)
+    elif (TOD_HAVE_SGEMM and single and g.groups == 1 and g.F >= TOD_SNR // 2
+            and g.C * g.KH * g.KW >= 256):  # enough rows of K to pay for transposing dout
+        return _weight_grad_tiled(dout, x, w_shape, g)
     elif single:
         _backward_weight_gemm[float](dout, x, dw, g.groups, &geo)
     else:

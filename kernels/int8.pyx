@@ -2,57 +2,87 @@
 """Integer-only int8 kernels, compiled (TFLite / CMSIS-NN semantics).
 
 Chapter 03. Same API and bit-identical results as :mod:`tinyodl.reference.int8`; read
-that module for the maths. How this one is fast:
+that module for the maths. How this one is fast (``kernels/gemm_steps.pyx`` builds the
+same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each step):
 
-1. **Pack.** Both GEMM operands are copied into int16 buffers with the reduction axis K
-   contiguous (``A`` is (M, K), ``B`` is stored transposed, (N, K)), padded with zeros to
-   multiples of 4 rows and 16 columns. int16 x int16 products summed in int32 are exactly
-   what x86's ``pmaddwd`` computes, so gcc vectorizes the inner loop (``-O3 -march=native``;
-   with AVX512-VNNI it even emits the fused ``vpdpwssd``).
-2. **Register tile.** The micro-kernel computes a 4x4 block of C at once: 16 int32
-   accumulators, 8 row loads per step of k, each load reused 4 times.
-3. **Cache blocks.** K is cut into blocks of ``KC`` and the columns of C into blocks of
-   ``NC`` so the working set stays in L1/L2; column blocks run in parallel (``prange``).
-4. **Zero points outside the loop.**
-   ``sum_k (a - za)(b - zb) = sum_k ab - zb rowsum(a) - za colsum(b) + K za zb``: the
-   inner loop multiplies raw int8 values and the corrections are added once per output.
-   For conv and linear the weight zero point is 0, so the correction
-   ``-zp_in * rowsum(w[f])`` is folded into the bias.
-5. **Fused epilogue.** bias, MultiplyByQuantizedMultiplier (int64, both rounding modes),
-   output zero point and clamp run in C while the accumulator is hot.
+1. **One micro-kernel, three paths.** Every product runs through a micro-kernel of
+   ``kernels/simd/int8_ukernels.h`` that fills an MR x NR tile of int32 accumulators using
+   the CPU's *widened multiply-add*: AVX-512 VNNI ``vpdpbusd`` (four int8 products summed
+   into an int32 lane, 16 lanes), AVX2 ``vpmaddubsw`` + ``vpmaddwd``, or portable C. The
+   best path the CPU supports is chosen at import; :func:`set_simd_path` forces one (the
+   tests run every path and compare it bit for bit with the numpy reference).
+2. **Pack.** The "vector" operand is packed into panels of NR columns, four k per column
+   side by side ([K/4][NR][4] bytes): the layout those instructions read. The "broadcast"
+   operand is read in place, four bytes at a time.
+3. **Signs and zero points outside the loop.** ``vpdpbusd`` multiplies unsigned by signed
+   bytes, so the portable and VNNI paths store one operand as ``v + 128`` (v XOR 0x80) --
+   the activations: the panel of a convolution, the rows of a linear layer's input -- and
+   subtract ``128 * sum_k w`` afterwards, a per-channel constant; the AVX2 path keeps int8
+   and uses the sign trick (``|a| * (b * sign(a))``, exact because the weights are in
+   [-127, 127]). The zero points give ``sum_k (a - za)(b - zb) = sum ab - zb rowsum(a) -
+   za colsum(b) + K za zb``: per-row or per-column constants, folded into the bias.
+4. **Convolution = GEMM on the fly.** The input is copied once into a padded channels-last
+   byte buffer (its border holds the packed input zero point, so padding taps contribute
+   nothing), then im2col is done *one panel of NR output pixels at a time*, straight into
+   the packed layout, and multiplied by every filter while it is in L1. The batch is one
+   long row of pixels, so 7x7 maps fill whole panels too. Scratch: the padded copy plus,
+   per thread, one panel (K x NR bytes) and one tile of accumulators -- never the
+   whole im2col matrix. 1x1 stride-1 convolutions pack panels straight from the NCHW input.
+5. **Depthwise** convolutions are direct loops: each (image, channel) plane is split into
+   stride x stride "phase planes" of ``x - zp`` (int16), so that every filter tap is one
+   long vectorized multiply-add over the whole output plane, whatever its size and stride.
+6. **Fused epilogue.** bias, MultiplyByQuantizedMultiplier (both roundings), output zero
+   point and clamp run on the tile while it is in cache; the C is compiled once per path
+   (``kernels/simd/int8_epilogue.h``) so the compiler vectorizes it for each ISA.
+7. **Threads.** Panels are independent: ``prange`` over panels (GEMM, conv) or planes
+   (depthwise), ``set_num_threads(n)`` OpenMP threads (default 1).
 
-Convolutions first copy each image into a padded (H, W, C) int16 buffer whose border holds
-``zp_in`` (so the correction above cancels it: padding taps contribute nothing), then build
-im2col rows in (i, j, c) order -- KH contiguous runs per patch -- with the weights packed in
-the same order. 1x1 stride-1 unpadded convs need no im2col at all: they run along the
-contiguous pixel axis of the NCHW image (:func:`_pointwise_acc`); depthwise convs use direct
-loops over the filter taps, accumulating whole output rows (vectorized for stride 1).
-The epilogue of a row (fixed channel) is written branch-free, so it is vectorized too.
+All scratch comes from numpy, so tracemalloc sees it (``docs/memory.md``) and a failed
+allocation raises ``MemoryError``. Arguments are checked in C for the plain valid case; any
+other case goes through the reference's checks (``tinyodl/reference/_int8_checks.py``), so
+both backends raise the same errors.
 """
+
+import os
+import warnings
 
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport parallel, prange
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t
-from libc.stdlib cimport free, malloc
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
+from libc.string cimport memcpy, memset
+
+from _int8_simd cimport (
+    TOD_ISA_AVX2,
+    TOD_ISA_PORTABLE,
+    tod_best_isa,
+    tod_conv_geom,
+    tod_copy_rows_xor,
+    tod_dw_phase_planes_s8,
+    tod_gemm_path,
+    tod_int8_path,
+    tod_int8_path_of,
+    tod_isa_supported,
+    tod_pack_cols,
+    tod_pack_conv_panel,
+    tod_pack_pointwise_panel,
+    tod_pack_rows,
+    tod_to_padded_hwc,
+    tod_ukr_fn,
+)
 
 from tinyodl.reference import _int8_checks as chk
 
 cnp.import_array()
 
-DEF KC = 512   # K block (int16 elements): one 4-row panel of A is 4 KiB
-DEF NC = 64    # column block of C: NC rows of packed B x KC = 64 KiB
+#: Names of the SIMD paths, indexed by the C enum (portable, AVX2, AVX-512 VNNI).
+SIMD_PATHS = ("portable", "avx2", "avx512_vnni")
+#: Environment variable that forces a path when the module is imported.
+SIMD_ENV = "TINYODL_SIMD"
 
 cdef int _num_threads = 1
-
-cdef extern from *:
-    """
-    #define TINYODL_INT32_MIN (-2147483647LL - 1LL)
-    #define TINYODL_INT32_MAX 2147483647LL
-    """
-    int64_t INT32_MIN "TINYODL_INT32_MIN"
-    int64_t INT32_MAX "TINYODL_INT32_MAX"
+cdef tod_int8_path _path
 
 
 def set_num_threads(int n):
@@ -63,245 +93,149 @@ def set_num_threads(int n):
     _num_threads = n
 
 
-# ---------------------------------------------------------------------------------------
-# Requantization: MultiplyByQuantizedMultiplier on one int64 value
-# ---------------------------------------------------------------------------------------
-
-cdef inline int64_t _saturate32(int64_t x) noexcept nogil:
-    if x < INT32_MIN:
-        return INT32_MIN
-    if x > INT32_MAX:
-        return INT32_MAX
-    return x
+def simd_paths():
+    """The SIMD paths this CPU can run, from the portable C to the fastest."""
+    return [name for i, name in enumerate(SIMD_PATHS) if tod_isa_supported(i)]
 
 
-cdef inline int64_t _mbqm(int64_t x, int64_t m0, int shift, int single) noexcept nogil:
-    """x * M0 * 2^(shift - 31), rounded as TFLite does; x must be int32-valued."""
-    cdef int64_t total, high, mask, remainder, threshold
-    cdef int left, right
-    if single:  # (x * M0 + 2^(30 - shift)) >> (31 - shift)
-        total = 31 - shift
-        return _saturate32((x * m0 + (<int64_t>1 << (total - 1))) >> total)
-    left = shift if shift > 0 else 0
-    right = -shift if shift < 0 else 0
-    x = _saturate32(x << left)
-    if x == INT32_MIN and m0 == INT32_MIN:  # SRDHM's only overflow
-        high = INT32_MAX
-    else:
-        high = (x * m0 + (<int64_t>1 << 30)) >> 31
-    mask = (<int64_t>1 << right) - 1  # RoundingDivideByPOT: half away from zero
-    remainder = high & mask
-    threshold = (mask >> 1) + (1 if high < 0 else 0)
-    return (high >> right) + (1 if remainder > threshold else 0)
+def get_simd_path():
+    """Name of the path every int8 kernel of this module uses now."""
+    return SIMD_PATHS[_path.gemm.isa]
 
 
-cdef inline int8_t _requant1(int64_t acc, int64_t m0, int shift, int single, int zp_out,
-                             int lo, int hi) noexcept nogil:
-    """Saturate, scale, add the output zero point, clamp to [lo, hi]."""
-    cdef int64_t y = _mbqm(_saturate32(acc), m0, shift, single) + zp_out
-    if y < lo:
-        y = lo
-    elif y > hi:
-        y = hi
-    return <int8_t>y
+def set_simd_path(name=None):
+    """Use SIMD path ``name`` ("portable", "avx2", "avx512_vnni"); None picks the best one.
 
-
-cdef void _requant_row(const int32_t* acc, Py_ssize_t count, int64_t bias, int64_t m0,
-                       int shift, int single, int zp_out, int lo, int hi,
-                       int8_t* out) noexcept nogil:
-    """out[i] = _requant1(acc[i] + bias, ...) for one channel, written branch-free so that
-    gcc vectorizes it (the parameters are fixed along the row). M0 >= 0 is validated, so
-    SRDHM's only overflow (both operands INT32_MIN) cannot happen here."""
-    cdef Py_ssize_t i
-    cdef int64_t v, y, total, nudge, mask, half
-    cdef int left = shift if shift > 0 else 0
-    cdef int right = -shift if shift < 0 else 0
-    if single:
-        total = 31 - shift
-        nudge = <int64_t>1 << (total - 1)
-        for i in range(count):
-            v = acc[i] + bias
-            v = INT32_MIN if v < INT32_MIN else (INT32_MAX if v > INT32_MAX else v)
-            y = (v * m0 + nudge) >> total
-            y = (INT32_MIN if y < INT32_MIN else (INT32_MAX if y > INT32_MAX else y)) + zp_out
-            out[i] = <int8_t>(lo if y < lo else (hi if y > hi else y))
+    All paths give bit-identical results; forcing one is for tests and benchmarks.
+    """
+    global _path
+    if name is None:
+        _path = tod_int8_path_of(tod_best_isa())
         return
-    mask = (<int64_t>1 << right) - 1
-    half = mask >> 1
-    for i in range(count):
-        v = acc[i] + bias
-        v = INT32_MIN if v < INT32_MIN else (INT32_MAX if v > INT32_MAX else v)
-        v = v << left
-        v = INT32_MIN if v < INT32_MIN else (INT32_MAX if v > INT32_MAX else v)
-        v = (v * m0 + (<int64_t>1 << 30)) >> 31                        # SRDHM
-        y = (v >> right) + ((v & mask) > half + (v < 0)) + zp_out   # RoundingDivideByPOT
-        out[i] = <int8_t>(lo if y < lo else (hi if y > hi else y))
+    if name not in SIMD_PATHS:
+        raise ValueError(f"set_simd_path: unknown path {name!r}; choose from {SIMD_PATHS}")
+    isa = SIMD_PATHS.index(name)
+    if not tod_isa_supported(isa):
+        raise ValueError(
+            f"set_simd_path: this CPU cannot run {name!r}; it supports {simd_paths()}"
+        )
+    _path = tod_int8_path_of(isa)
 
 
-cdef inline void memset_zero(int32_t* p, Py_ssize_t count) noexcept nogil:
+def _init_simd_path():
+    requested = os.environ.get(SIMD_ENV, "").strip().lower()
+    try:
+        set_simd_path(requested or None)
+    except ValueError as err:
+        warnings.warn(f"{SIMD_ENV}={requested!r} ignored: {err}", RuntimeWarning, stacklevel=2)
+        set_simd_path(None)
+
+
+_init_simd_path()
+
+
+# ---------------------------------------------------------------------------------------
+# Fast argument checks. The numpy reference's checks (tinyodl/reference/_int8_checks.py) are
+# the specification and produce every error message; they cost tens of microseconds, which
+# is most of the call on a small layer. These C-level tests accept only the plain, valid
+# case (contiguous arrays of the exact dtypes, Python ints); anything else goes through the
+# reference checks, which raise the same errors on both backends.
+# ---------------------------------------------------------------------------------------
+
+cdef inline bint _is_int(v, long lo, long hi):
+    return type(v) is int and lo <= v <= hi
+
+
+cdef inline bint _array(a, int typenum, int ndim):
+    return (isinstance(a, cnp.ndarray) and cnp.PyArray_TYPE(a) == typenum
+            and cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(a))
+
+
+cdef bint _weights_ok(w):
+    """int8 weights, C-contiguous, none below -127."""
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(w)
+    cdef const int8_t* p = <const int8_t*>cnp.PyArray_DATA(w)
+    cdef int8_t lo = 0
+    with nogil:
+        for i in range(n):
+            lo = p[i] if p[i] < lo else lo
+    return lo >= -127
+
+
+cdef object _fast_requant(Py_ssize_t channels, multiplier, shift, zp_out, act_min, act_max,
+                          rounding):
+    """RequantArgs for int32 (F,) multiplier/shift and plain ints, else None."""
+    if not (_array(multiplier, cnp.NPY_INT32, 1) and _array(shift, cnp.NPY_INT32, 1)):
+        return None
+    if multiplier.shape[0] != channels or shift.shape[0] != channels:
+        return None
+    if not (_is_int(zp_out, -128, 127) and _is_int(act_min, -128, 127)
+            and _is_int(act_max, -128, 127) and act_min <= act_max):
+        return None
+    if rounding != "double" and rounding != "single":
+        return None
+    cdef const int32_t* m = <const int32_t*>cnp.PyArray_DATA(multiplier)
+    cdef const int32_t* sh = <const int32_t*>cnp.PyArray_DATA(shift)
     cdef Py_ssize_t i
-    for i in range(count):
-        p[i] = 0
+    for i in range(channels):
+        if m[i] < 0 or sh[i] < -31 or sh[i] > 30:
+            return None
+    return chk.RequantArgs(multiplier, shift, zp_out, act_min, act_max,
+                           0 if rounding == "double" else 1)
 
 
-cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    """ceil(a / b) for b > 0 and any sign of a."""
-    if a >= 0:
-        return (a + b - 1) // b
-    return -((-a) // b)
+cdef object _fast_bias(bias, Py_ssize_t channels):
+    if bias is None:
+        return np.zeros(channels, dtype=np.int32)
+    if _array(bias, cnp.NPY_INT32, 1) and bias.shape[0] == channels:
+        return bias
+    return None
 
 
-# ---------------------------------------------------------------------------------------
-# Packing into int16, K contiguous
-# ---------------------------------------------------------------------------------------
-
-cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
-    return (n + m - 1) // m * m
-
-
-cdef void _pack_rows(const int8_t* src, Py_ssize_t rows, Py_ssize_t k, Py_ssize_t ld,
-                     int16_t* dst, Py_ssize_t kp) noexcept nogil:
-    """dst[r, :k] = src[r, :k] (row stride ld), dst[r, k:kp] = 0. Padding rows are not touched."""
-    cdef Py_ssize_t r, i
-    for r in range(rows):
-        for i in range(k):
-            dst[r * kp + i] = src[r * ld + i]
-        for i in range(k, kp):
-            dst[r * kp + i] = 0
-
-
-cdef void _pack_transposed(const int8_t* src, Py_ssize_t k, Py_ssize_t cols, Py_ssize_t ld,
-                           int16_t* dst, Py_ssize_t kp) noexcept nogil:
-    """dst[c, i] = src[i, c] for a (k, cols) source with row stride ld; K padding = 0."""
-    cdef Py_ssize_t c0, c, i, cend
-    for c0 in range(0, cols, 16):  # 16-column strips keep the writes in cache
-        cend = c0 + 16 if c0 + 16 < cols else cols
-        for i in range(k):
-            for c in range(c0, cend):
-                dst[c * kp + i] = src[i * ld + c]
-        for c in range(c0, cend):
-            for i in range(k, kp):
-                dst[c * kp + i] = 0
+cdef object _fast_conv_args(x, w, bias, zp_in, zp_out, multiplier, shift, stride, padding,
+                            groups, act_min, act_max, rounding):
+    """Int8ConvArgs for the plain valid case (int stride/padding/groups), else None."""
+    if not (_array(x, cnp.NPY_INT8, 4) and _array(w, cnp.NPY_INT8, 4)
+            and _is_int(zp_in, -128, 127) and type(stride) is int and type(padding) is int
+            and type(groups) is int and stride >= 1 and padding >= 0 and groups >= 1):
+        return None
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], Cg = w.shape[1], KH = w.shape[2], KW = w.shape[3]
+    if KH < 1 or KW < 1 or C % groups or F % groups or Cg * groups != C:
+        return None
+    if Cg * KH * KW * 255 * 127 >= 2**31:
+        return None
+    cdef Py_ssize_t OH = (H + 2 * padding - KH) // stride + 1
+    cdef Py_ssize_t OW = (W + 2 * padding - KW) // stride + 1
+    if H + 2 * padding < KH or W + 2 * padding < KW or OH < 1 or OW < 1:
+        return None
+    if not _weights_ok(w):
+        return None
+    b = _fast_bias(bias, F)
+    rq = _fast_requant(F, multiplier, shift, zp_out, act_min, act_max, rounding)
+    if b is None or rq is None:
+        return None
+    geom = chk.ConvGeometry(N, C, H, W, F, KH, KW, stride, stride, padding, padding, OH, OW,
+                            groups)
+    return chk.Int8ConvArgs(x, w, b, zp_in, geom, rq)
 
 
-# ---------------------------------------------------------------------------------------
-# GEMM core: C (mp, np_) += A (mp, kp) . B (np_, kp)^T, all padded
-# ---------------------------------------------------------------------------------------
-
-cdef inline void _micro_4x4(const int16_t* a, const int16_t* b, Py_ssize_t kc, Py_ssize_t kp,
-                            int32_t* c, Py_ssize_t ldc) noexcept nogil:
-    """c[0:4, 0:4] += a[0:4, 0:kc] . b[0:4, 0:kc]^T; rows of a and b are kp apart."""
-    cdef const int16_t* a0 = a
-    cdef const int16_t* a1 = a + kp
-    cdef const int16_t* a2 = a + 2 * kp
-    cdef const int16_t* a3 = a + 3 * kp
-    cdef const int16_t* b0 = b
-    cdef const int16_t* b1 = b + kp
-    cdef const int16_t* b2 = b + 2 * kp
-    cdef const int16_t* b3 = b + 3 * kp
-    cdef int32_t c00 = 0, c01 = 0, c02 = 0, c03 = 0
-    cdef int32_t c10 = 0, c11 = 0, c12 = 0, c13 = 0
-    cdef int32_t c20 = 0, c21 = 0, c22 = 0, c23 = 0
-    cdef int32_t c30 = 0, c31 = 0, c32 = 0, c33 = 0
-    cdef Py_ssize_t k
-    for k in range(kc):  # int16 * int16 summed in int32: vectorized as pmaddwd
-        c00 += a0[k] * b0[k]
-        c01 += a0[k] * b1[k]
-        c02 += a0[k] * b2[k]
-        c03 += a0[k] * b3[k]
-        c10 += a1[k] * b0[k]
-        c11 += a1[k] * b1[k]
-        c12 += a1[k] * b2[k]
-        c13 += a1[k] * b3[k]
-        c20 += a2[k] * b0[k]
-        c21 += a2[k] * b1[k]
-        c22 += a2[k] * b2[k]
-        c23 += a2[k] * b3[k]
-        c30 += a3[k] * b0[k]
-        c31 += a3[k] * b1[k]
-        c32 += a3[k] * b2[k]
-        c33 += a3[k] * b3[k]
-    c[0] += c00; c[1] += c01; c[2] += c02; c[3] += c03
-    c += ldc
-    c[0] += c10; c[1] += c11; c[2] += c12; c[3] += c13
-    c += ldc
-    c[0] += c20; c[1] += c21; c[2] += c22; c[3] += c23
-    c += ldc
-    c[0] += c30; c[1] += c31; c[2] += c32; c[3] += c33
+cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
 
 
-cdef void _gemm_core(const int16_t* a, const int16_t* b, int32_t* c, Py_ssize_t mp,
-                     Py_ssize_t np_, Py_ssize_t kp, int threads) noexcept nogil:
-    """C += A B^T for packed operands: mp, np_ multiples of 4, kp a multiple of 16."""
-    cdef Py_ssize_t nblocks = (np_ + NC - 1) // NC
-    cdef Py_ssize_t blk, k0, kc, i, j, jend
-    for blk in prange(nblocks, num_threads=threads, schedule="static"):
-        jend = (blk + 1) * NC
-        if jend > np_:
-            jend = np_
-        for k0 in range(0, kp, KC):
-            kc = kp - k0 if kp - k0 < KC else KC
-            for i in range(0, mp, 4):
-                for j in range(blk * NC, jend, 4):
-                    _micro_4x4(a + i * kp + k0, b + j * kp + k0, kc, kp, c + i * np_ + j, np_)
-
-
-cdef class _Packed:
-    """An int16 buffer of (rows rounded up to 4) x (k rounded up to 16), zero-initialised."""
-    cdef public object array
-    cdef int16_t* ptr
-    cdef Py_ssize_t rows, k, kp
-
-    def __init__(self, Py_ssize_t rows, Py_ssize_t k):
-        self.rows, self.k, self.kp = rows, k, _round_up(max(k, 1), 16)
-        self.array = np.zeros((_round_up(max(rows, 1), 4), self.kp), dtype=np.int16)
-        cdef int16_t[:, ::1] view = self.array
-        self.ptr = &view[0, 0]
-
-
-cdef object _matmul_packed(_Packed a, _Packed b, int threads):
-    """int32 (rows_a_padded, rows_b_padded) = A B^T."""
-    cdef Py_ssize_t mp = a.array.shape[0], np_ = b.array.shape[0]
-    out = np.zeros((mp, np_), dtype=np.int32)
-    cdef int32_t[:, ::1] c = out
-    with nogil:
-        _gemm_core(a.ptr, b.ptr, &c[0, 0], mp, np_, a.kp, threads)
+cdef object _padded_rows(a, Py_ssize_t k4):
+    """``a`` (rows, K) int8 as a C-contiguous (rows, k4) array, zero-padded along K."""
+    if a.shape[1] == k4 and a.flags.c_contiguous:
+        return a
+    out = np.zeros((a.shape[0], k4), dtype=np.int8)
+    out[:, : a.shape[1]] = a
     return out
 
 
 # ---------------------------------------------------------------------------------------
-# Public kernels
+# Requantization
 # ---------------------------------------------------------------------------------------
-
-def gemm_s8(a, b, a_zero_point=0, b_zero_point=0):
-    """Exact int8 matrix product with zero points; int32 (M, N). See the reference."""
-    a, b, a_zero_point, b_zero_point = chk.gemm_args("gemm_s8", a, b, a_zero_point, b_zero_point)
-    cdef cnp.ndarray[cnp.int8_t, ndim=2, mode="c"] a_c = np.ascontiguousarray(a)
-    cdef cnp.ndarray[cnp.int8_t, ndim=2, mode="c"] b_c = np.ascontiguousarray(b)
-    cdef Py_ssize_t m = a_c.shape[0], k = a_c.shape[1], n = b_c.shape[1]
-    cdef int64_t za = a_zero_point, zb = b_zero_point
-    cdef _Packed pa = _Packed(m, k)
-    cdef _Packed pb = _Packed(n, k)
-    with nogil:
-        if m and k:
-            _pack_rows(<int8_t*>a_c.data, m, k, k, pa.ptr, pa.kp)
-        if n and k:
-            _pack_transposed(<int8_t*>b_c.data, k, n, n, pb.ptr, pb.kp)
-    raw = _matmul_packed(pa, pb, _num_threads)
-    cdef int32_t[:, ::1] c = raw
-    cdef int64_t[::1] rowsum = a_c.sum(axis=1, dtype=np.int64)
-    cdef int64_t[::1] colsum = b_c.sum(axis=0, dtype=np.int64)
-    out = np.empty((m, n), dtype=np.int32)
-    cdef int32_t[:, ::1] o = out
-    cdef Py_ssize_t i, j
-    cdef int64_t kzz = k * za * zb
-    with nogil:
-        for i in prange(m, num_threads=_num_threads, schedule="static"):
-            for j in range(n):
-                o[i, j] = <int32_t>(c[i, j] - zb * rowsum[i] - za * colsum[j] + kzz)
-    return out
-
-
 
 
 def requantize(acc, multiplier, shift, output_zero_point, act_min=-128, act_max=127,
@@ -313,195 +247,323 @@ def requantize(acc, multiplier, shift, output_zero_point, act_min=-128, act_max=
         rounding,
     )
     cdef Py_ssize_t n = acc.shape[0], f = acc.shape[1], s = acc.size // max(n * f, 1)
+    out = np.empty((n, f, s), dtype=np.int8)
+    if out.size == 0:
+        return out.reshape(acc.shape)
     cdef const int32_t[:, :, ::1] a = acc.reshape(n, f, s)
     cdef const int32_t[::1] m0 = rq.multiplier
     cdef const int32_t[::1] sh = rq.shift
     cdef int single = rq.rounding, zp = rq.zp_out, lo = rq.act_min, hi = rq.act_max
-    out = np.empty((n, f, s), dtype=np.int8)
     cdef int8_t[:, :, ::1] o = out
-    cdef Py_ssize_t row, i, c
+    cdef Py_ssize_t row, c
+    cdef tod_int8_path p = _path
     with nogil:
         for row in prange(n * f, num_threads=_num_threads, schedule="static"):
             c = row % f
-            _requant_row(&a[row // f, c, 0], s, 0, m0[c], sh[c], single, zp, lo, hi,
-                         &o[row // f, c, 0])
+            p.requant_row(&a[row // f, c, 0], s, 0, m0[c], sh[c], single, zp, lo, hi,
+                          &o[row // f, c, 0])
     return out.reshape(acc.shape)
 
 
-cdef object _folded_bias(w2d, bias, int zp_in):
-    """bias[f] - zp_in * sum_k w[f, k] (int64): the input zero point's whole contribution."""
-    return bias.astype(np.int64) - zp_in * w2d.sum(axis=1, dtype=np.int64)
+# ---------------------------------------------------------------------------------------
+# GEMM: a (M, K) broadcast, b packed into column panels
+# ---------------------------------------------------------------------------------------
+
+cdef tod_ukr_fn _gemm_kernel(tod_gemm_path* p, a, b):
+    """The micro-kernel for two arbitrary int8 operands (AVX2 needs one of them > -128)."""
+    if p.ukr_any != NULL:
+        return p.ukr_any
+    if b.size == 0 or b.min() > -128:
+        return p.ukr_vsafe
+    if a.size == 0 or a.min() > -128:
+        return p.ukr_bsafe
+    p[0] = _int8_path_portable().gemm  # both hold -128: the portable path is exact for any
+    return p.ukr_any
+
+
+cdef tod_int8_path _int8_path_portable():
+    return tod_int8_path_of(TOD_ISA_PORTABLE)
+
+
+def gemm_s8(a, b, a_zero_point=0, b_zero_point=0):
+    """Exact int8 matrix product with zero points; int32 (M, N). See the reference."""
+    a, b, za, zb = chk.gemm_args("gemm_s8", a, b, a_zero_point, b_zero_point)
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    out = np.empty((m, n), dtype=np.int32)
+    if m == 0 or n == 0:
+        return out
+    cdef tod_gemm_path p = _path.gemm
+    cdef tod_ukr_fn ukr = _gemm_kernel(&p, a, b)
+    cdef Py_ssize_t kq = _cdiv(k, 4), nr = p.nr, mr = p.mr, panels = _cdiv(n, nr)
+    cdef int64_t off = 128 if p.xor_mask else 0
+    a_pad = _padded_rows(a, 4 * kq)
+    bpack = np.empty(max(panels * kq * nr * 4, 1), dtype=np.uint8)
+    cdef const int8_t[:, ::1] av = a_pad
+    cdef const int8_t[:, ::1] bv = b
+    cdef uint8_t[::1] bp = bpack
+    if kq:
+        tod_pack_cols(&bv[0, 0], n, k, n, nr, p.xor_mask, kq, &bp[0])
+    # acc = sum a (b ^ xor) = ab + off rowsum(a); out = ab - zb rowsum(a) - za colsum(b) + K za zb
+    rowsum = np.empty(m, dtype=np.int64)
+    colsum = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] rs = rowsum
+    cdef int64_t[::1] cs = colsum
+    cdef int32_t[::1] tmp = np.empty(n, dtype=np.int32)
+    cdef tod_int8_path path = _path
+    path.rowsum(&av[0, 0], m, 4 * kq, 4 * kq, &rs[0])
+    path.colsum(&bv[0, 0], k, n, n, &tmp[0], &cs[0])
+    cdef const int64_t[::1] rowc = -(off + zb) * rowsum
+    cdef const int64_t[::1] colc = -za * colsum + k * za * zb
+    tiles = np.empty((_num_threads, mr * nr), dtype=np.int32)
+    cdef int32_t[:, ::1] tv = tiles
+    cdef int32_t[:, ::1] o = out
+    cdef Py_ssize_t item, items = panels * _cdiv(m, mr), pan, i0, r, jj, width, rows, col0
+    cdef int32_t* tile
+    with nogil:
+        for item in prange(items, num_threads=_num_threads, schedule="static"):
+            pan = item % panels
+            i0 = (item // panels) * mr
+            col0 = pan * nr
+            rows = m - i0 if m - i0 < mr else mr
+            width = n - col0 if n - col0 < nr else nr
+            tile = &tv[threadid(), 0]
+            if kq:
+                ukr(kq, &av[i0, 0], 4 * kq, rows, &bp[pan * kq * nr * 4], tile, 0)
+            else:
+                memset(tile, 0, mr * nr * sizeof(int32_t))
+            for r in range(rows):
+                for jj in range(width):
+                    o[i0 + r, col0 + jj] = <int32_t>(tile[r * nr + jj] + rowc[i0 + r]
+                                                     + colc[col0 + jj])
+    return out
 
 
 def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift,
               act_min=-128, act_max=127, rounding="double"):
     """Int8 fully connected layer, int8 (N, F). See the reference."""
     fn = "linear_s8"
-    x, w, bias, zp_in = chk.linear_args(fn, x, w, bias, input_zero_point)
-    rq = chk.requant_args(fn, w.shape[0], multiplier, shift, output_zero_point, act_min,
-                          act_max, rounding)
-    cdef const int8_t[:, ::1] xv = x
-    cdef const int8_t[:, ::1] wv = w
+    rq = b32 = None
+    if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and x.shape[1] == w.shape[1]
+            and w.shape[1] * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
+            and _weights_ok(w)):
+        b32 = _fast_bias(bias, w.shape[0])
+        rq = _fast_requant(w.shape[0], multiplier, shift, output_zero_point, act_min, act_max,
+                           rounding)
+    if rq is None or b32 is None:
+        x, w, bias, input_zero_point = chk.linear_args(fn, x, w, bias, input_zero_point)
+        rq = chk.requant_args(fn, w.shape[0], multiplier, shift, output_zero_point, act_min,
+                              act_max, rounding)
+    else:
+        bias = b32
+    cdef int zp_in = input_zero_point
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1], f = w.shape[0]
-    cdef _Packed px = _Packed(n, k)
-    cdef _Packed pw = _Packed(f, k)
-    with nogil:
-        if n and k:
-            _pack_rows(&xv[0, 0], n, k, k, px.ptr, px.kp)
-        if f and k:
-            _pack_rows(&wv[0, 0], f, k, k, pw.ptr, pw.kp)
-    raw = _matmul_packed(px, pw, _num_threads)  # (N, F) = sum_k x w
-    cdef const int32_t[:, ::1] c = raw
-    cdef const int64_t[::1] b = _folded_bias(w, bias, zp_in)
-    cdef const int32_t[::1] m0 = rq.multiplier
-    cdef const int32_t[::1] sh = rq.shift
-    cdef int single = rq.rounding, zp = rq.zp_out, lo = rq.act_min, hi = rq.act_max
     out = np.empty((n, f), dtype=np.int8)
+    if n == 0 or f == 0:
+        return out
+    cdef tod_int8_path path = _path
+    cdef tod_gemm_path p = path.gemm
+    # VNNI and portable: x is the unsigned operand (u8 = x ^ 0x80 = x + 128, a copy padded to
+    # whole groups of 4) and the weights stay signed: acc = sum (x + 128) w, one correction
+    # per output channel. AVX2: both stay signed (the weights are the safe operand).
+    cdef bint bu8 = p.ukr_bu8 != NULL
+    cdef tod_ukr_fn ukr = p.ukr_bu8 if bu8 else p.ukr_vsafe
+    cdef Py_ssize_t kq = _cdiv(k, 4), nr = p.nr, mr = p.mr, panels = _cdiv(f, nr)
+    cdef int64_t off = 128 if bu8 else 0
+    cdef const int8_t[:, ::1] xsrc = x
+    cdef int8_t[:, ::1] xv
+    if bu8 or 4 * kq != k:
+        xv = np.empty((n, max(4 * kq, 1)), dtype=np.int8)
+        tod_copy_rows_xor(&xsrc[0, 0] if k else NULL, n, k, k, 0x80 if bu8 else 0, 4 * kq,
+                          <uint8_t*>&xv[0, 0])
+    else:
+        xv = x
+    wpack = np.empty(max(panels * kq * nr * 4, 1), dtype=np.uint8)
+    cdef const int8_t[:, ::1] wv = w
+    cdef uint8_t[::1] wp = wpack
+    if kq:
+        tod_pack_rows(&wv[0, 0], f, k, k, nr, 0, kq, &wp[0])
+    # sum_k (x - zp) w = acc - (off + zp) rowsum(w): with the bias, one int64 per channel;
+    # beside it the split shifts of the requantization (see kernels/simd/int8_epilogue.h)
+    cdef int single = rq.rounding, zp = rq.zp_out, lo = rq.act_min, hi = rq.act_max
+    rowsum = np.empty(f, dtype=np.int64)
+    per_col = np.empty((3, f), dtype=np.int32)   # bias32, left, right
+    colb64 = np.empty(f, dtype=np.int64)
+    cdef int64_t[::1] rs = rowsum
+    cdef int32_t[:, ::1] pc = per_col
+    cdef int64_t[::1] colb = colb64
+    cdef const int32_t[::1] bv = bias
+    cdef const int32_t[::1] m0 = rq.multiplier
+    cdef const int32_t[::1] shv = rq.shift
+    cdef bint fits = True
+    cdef Py_ssize_t t
+    path.rowsum(&wv[0, 0], f, k, k, &rs[0])
+    for t in range(f):
+        colb[t] = bv[t] - (zp_in + off) * rs[t]
+        fits = fits and -2**31 <= colb[t] < 2**31
+        pc[0, t] = <int32_t>colb[t]
+        if single:
+            pc[1, t] = 31 - shv[t]
+            pc[2, t] = 0
+        else:
+            pc[1, t] = shv[t] if shv[t] > 0 else 0
+            pc[2, t] = -shv[t] if shv[t] < 0 else 0
+    cdef const int32_t* colb32_ptr = &pc[0, 0] if fits else NULL
+    cdef const int32_t* lv = &pc[1, 0]
+    cdef const int32_t* rv = &pc[2, 0]
+    tiles = np.empty((_num_threads, mr * nr), dtype=np.int32)
+    cdef int32_t[:, ::1] tv = tiles
     cdef int8_t[:, ::1] o = out
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t item, items = panels * _cdiv(n, mr), pan, i0, width, rows, col0
+    cdef int32_t* tile
     with nogil:
-        for i in prange(n, num_threads=_num_threads, schedule="static"):
-            for j in range(f):
-                o[i, j] = _requant1(<int64_t>c[i, j] + b[j], m0[j], sh[j], single, zp, lo, hi)
+        for item in prange(items, num_threads=_num_threads, schedule="static"):
+            pan = item % panels
+            i0 = (item // panels) * mr
+            col0 = pan * nr
+            rows = n - i0 if n - i0 < mr else mr
+            width = f - col0 if f - col0 < nr else nr
+            tile = &tv[threadid(), 0]
+            if kq:
+                ukr(kq, &xv[i0, 0], 4 * kq, rows, &wp[pan * kq * nr * 4], tile, 0)
+            else:
+                memset(tile, 0, mr * nr * sizeof(int32_t))
+            path.requant_tile(tile, nr, rows, width,
+                              colb32_ptr + col0 if colb32_ptr != NULL else NULL, &colb[col0],
+                              &m0[col0], lv + col0, rv + col0, single, zp, lo, hi,
+                              &o[i0, col0], f)
     return out
 
 
-cdef void _pointwise_acc(const int8_t* w, const int8_t* x, Py_ssize_t F, Py_ssize_t C,
-                         Py_ssize_t P, int32_t* acc, Py_ssize_t ldacc,
-                         int threads) noexcept nogil:
-    """acc[f, p] = sum_c w[f, c] * x[c, p] for a 1x1 conv, straight from the NCHW image.
-
-    With a short reduction (C of a few dozen) the packed dot-product GEMM spends its time in
-    horizontal sums; here the loop runs along the contiguous pixel axis p instead (an axpy
-    per input channel, vectorized), over blocks of pixels that stay in L1.
-    """
-    cdef Py_ssize_t f, c, p, p0, pend
-    cdef int32_t w0, w1, w2, w3
-    cdef int32_t* row
-    cdef const int8_t* src
-    for f in prange(F, num_threads=threads, schedule="static"):
-        row = acc + f * ldacc
-        for p0 in range(0, P, 1024):
-            pend = p0 + 1024 if p0 + 1024 < P else P
-            for p in range(p0, pend):
-                row[p] = 0
-            for c in range(0, C - 3, 4):  # four input channels per pass over the row
-                w0 = w[f * C + c]
-                w1 = w[f * C + c + 1]
-                w2 = w[f * C + c + 2]
-                w3 = w[f * C + c + 3]
-                src = x + c * P
-                for p in range(p0, pend):
-                    row[p] += (w0 * src[p] + w1 * src[P + p]
-                               + w2 * src[2 * P + p] + w3 * src[3 * P + p])
-            for c in range(C - C % 4, C):
-                w0 = w[f * C + c]
-                src = x + c * P
-                for p in range(p0, pend):
-                    row[p] += w0 * src[p]
-
-
-cdef void _pad_hwc(const int8_t* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t PH,
-                   Py_ssize_t PW, int16_t pad, int16_t* dst) noexcept nogil:
-    """(C, H, W) int8 -> (H + 2 PH, W + 2 PW, C) int16 with a border of ``pad``."""
-    cdef Py_ssize_t Wp = W + 2 * PW, Hp = H + 2 * PH, c, h, w, t
-    for t in range(Hp * Wp * C):
-        dst[t] = pad
-    for c in range(C):
-        for h in range(H):
-            for w in range(W):
-                dst[((h + PH) * Wp + w + PW) * C + c] = x[(c * H + h) * W + w]
-
-
-cdef void _im2col_hwc(const int16_t* xp, Py_ssize_t C, Py_ssize_t Wp, Py_ssize_t KH,
-                      Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW,
-                      int16_t* dst, Py_ssize_t kp, int threads) noexcept nogil:
-    """Patch p = (oh, ow) -> dst[p, (i, j, c)] from the padded HWC image ``xp``.
-
-    In (i, j, c) order each filter row i of a patch is one contiguous run of KW * C values
-    of ``xp``, so the im2col is a copy of KH runs per patch (the weights are packed in the
-    same order; a dot product does not care about the order of its terms).
-    """
-    cdef Py_ssize_t p, oh, ow, i, t, run = KW * C
-    cdef int16_t* row
-    cdef const int16_t* src
-    for p in prange(OH * OW, num_threads=threads, schedule="static"):
-        oh = p // OW
-        ow = p % OW
-        row = dst + p * kp
-        for i in range(KH):
-            src = xp + ((oh * SH + i) * Wp + ow * SW) * C
-            for t in range(run):
-                row[i * run + t] = src[t]
-        for t in range(KH * run, kp):
-            row[t] = 0
-
+# ---------------------------------------------------------------------------------------
+# Convolution: implicit GEMM over panels of output pixels
+# ---------------------------------------------------------------------------------------
 
 def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift, stride=1,
               padding=0, groups=1, act_min=-128, act_max=127, rounding="double"):
     """Int8 2-D convolution, int8 (N, F, OH, OW). See the reference."""
-    a = chk.conv_args("conv2d_s8", x, w, bias, input_zero_point, output_zero_point, multiplier,
-                      shift, stride, padding, groups, act_min, act_max, rounding)
+    a = _fast_conv_args(x, w, bias, input_zero_point, output_zero_point, multiplier, shift,
+                        stride, padding, groups, act_min, act_max, rounding)
+    if a is None:
+        a = chk.conv_args("conv2d_s8", x, w, bias, input_zero_point, output_zero_point,
+                          multiplier, shift, stride, padding, groups, act_min, act_max, rounding)
     g = a.geom
+    if g.groups > 1 and g.groups == g.C == g.F:
+        return _depthwise(a)
     cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F, KH = g.KH, KW = g.KW
-    cdef Py_ssize_t SH = g.SH, SW = g.SW, PH = g.PH, PW = g.PW, OH = g.OH, OW = g.OW
-    cdef Py_ssize_t G = g.groups, Cg = C // G, Fg = F // G, K = Cg * KH * KW, P = OH * OW
-    cdef bint pointwise = KH == 1 and KW == 1 and SH == 1 and SW == 1 and PH == 0 and PW == 0
-    w2d = np.ascontiguousarray(a.w.transpose(0, 2, 3, 1)).reshape(F, K)  # (f, (i, j, c))
+    cdef Py_ssize_t G = g.groups, Cg = C // G, Fg = F // G, K = Cg * KH * KW, P = g.OH * g.OW
+    cdef Py_ssize_t PH = g.PH, PW = g.PW
+    out = np.empty((N, F, g.OH, g.OW), dtype=np.int8)
+    if N == 0 or F == 0:
+        return out
+    cdef tod_int8_path path = _path
+    cdef tod_gemm_path p = path.gemm
+    cdef Py_ssize_t kq = _cdiv(K, 4), nr = p.nr, mr = p.mr, J = N * P, panels = _cdiv(J, nr)
+    cdef int64_t off = 128 if p.xor_mask else 0
+    cdef int zp_in = a.zp_in
+    cdef bint pointwise = (KH == 1 and KW == 1 and g.SH == 1 and g.SW == 1
+                           and PH == 0 and PW == 0)
+    # weights: (F, K) in (i, j, c) order, K padded to 4 with zeros; the bias absorbs
+    # -(off + zp_in) * rowsum(w) (pointwise panels keep the NCHW channel order, same thing)
+    w2d = np.zeros((F, 4 * kq), dtype=np.int8)
+    w2d[:, :K] = a.w.transpose(0, 2, 3, 1).reshape(F, K)
     cdef const int8_t[:, ::1] wv = w2d
-    cdef const int8_t[:, :, :, ::1] xv = a.x
-    cdef const int64_t[::1] b = _folded_bias(w2d, a.bias, a.zp_in)
+    cdef const int64_t[::1] b = (a.bias.astype(np.int64)
+                                 - (off + zp_in) * w2d.sum(axis=1, dtype=np.int64))
     cdef const int32_t[::1] m0 = a.rq.multiplier
     cdef const int32_t[::1] sh = a.rq.shift
     cdef int single = a.rq.rounding, zp = a.rq.zp_out, lo = a.rq.act_min, hi = a.rq.act_max
+    cdef uint8_t xmask = p.xor_mask
+    cdef uint8_t pad = <uint8_t>(<int8_t>zp_in) ^ xmask
+    cdef const int8_t[:, :, :, ::1] xv = a.x
     cdef int threads = _num_threads
-    cdef int16_t pad = a.zp_in  # padding taps hold zp_in, so x - zp_in is 0 there
-    out = np.empty((N, F, OH, OW), dtype=np.int8)
-    if N == 0 or F == 0:
-        return out
-    cdef int8_t[:, :, :, ::1] o = out
-    packed_w = []
-    cdef _Packed pw
-    cdef Py_ssize_t grp
-    for grp in range(G):
-        pw = _Packed(Fg, K)
-        _pack_rows(&wv[grp * Fg, 0], Fg, K, K, pw.ptr, pw.kp)
-        packed_w.append(pw)
-    cdef _Packed cols = _Packed(P, K)
-    cdef Py_ssize_t mp = pw.array.shape[0], np_ = cols.array.shape[0]
-    acc = np.empty((mp, np_), dtype=np.int32)
-    cdef int32_t[:, ::1] cv = acc
-    cdef int16_t[::1] xpv = np.empty((H + 2 * PH) * (W + 2 * PW) * Cg + 1, dtype=np.int16)
-    cdef Py_ssize_t n, gi, f, p, ch
-    for n in range(N):
-        for gi in range(G):
-            pw = packed_w[gi]
-            with nogil:
-                if pointwise:  # a 1x1 conv is a GEMM on the image itself: no im2col
-                    _pointwise_acc(&wv[gi * Fg, 0], &xv[n, gi * Cg, 0, 0], Fg, Cg, P,
-                                   &cv[0, 0], np_, threads)
+    cdef Py_ssize_t Hp = H + 2 * PH, Wp = W + 2 * PW, n
+    cdef uint8_t[::1] hv
+    if not pointwise:  # padded channels-last copy of the batch, once
+        hwc = np.empty(max(N * Hp * Wp * C, 1), dtype=np.uint8)
+        hv = hwc
+        with nogil:
+            for n in prange(N, num_threads=threads, schedule="static"):
+                tod_to_padded_hwc(&xv[n, 0, 0, 0], C, H, W, PH, PW, xmask, pad,
+                                  &hv[n * Hp * Wp * C])
+    cdef tod_conv_geom geo
+    geo.C = C; geo.Hp = Hp; geo.Wp = Wp; geo.KH = KH; geo.KW = KW
+    geo.SH = g.SH; geo.SW = g.SW; geo.OH = g.OH; geo.OW = g.OW
+    panel_bufs = np.empty((threads, max(kq * nr * 4, 1)), dtype=np.uint8)
+    tiles = np.empty((threads, Fg * nr), dtype=np.int32)
+    cdef uint8_t[:, ::1] pb = panel_bufs
+    cdef int32_t[:, ::1] tv = tiles
+    cdef int8_t* o = <int8_t*>cnp.PyArray_DATA(out)
+    cdef Py_ssize_t pan, j0, ncols, gi, ft, f0, f, ch, jj, ln, j, q, tid
+    cdef uint8_t* panel
+    cdef int32_t* tile
+    with nogil:
+        for pan in prange(panels, num_threads=threads, schedule="static"):
+            tid = threadid()
+            panel = &pb[tid, 0]
+            tile = &tv[tid, 0]
+            j0 = pan * nr
+            ncols = J - j0 if J - j0 < nr else nr
+            for gi in range(G):
+                if pointwise:
+                    tod_pack_pointwise_panel(&xv[0, 0, 0, 0], C, P, gi * Cg, Cg, j0, ncols, nr,
+                                             xmask, kq, panel)
                 else:
-                    _pad_hwc(&xv[n, gi * Cg, 0, 0], Cg, H, W, PH, PW, pad, &xpv[0])
-                    _im2col_hwc(&xpv[0], Cg, W + 2 * PW, KH, KW, SH, SW, OH, OW, cols.ptr,
-                                cols.kp, threads)
-                    memset_zero(&cv[0, 0], mp * np_)
-                    _gemm_core(pw.ptr, cols.ptr, &cv[0, 0], mp, np_, cols.kp, threads)
-                for f in prange(Fg, num_threads=threads, schedule="static"):
-                    ch = gi * Fg + f
-                    _requant_row(&cv[f, 0], P, b[ch], m0[ch], sh[ch], single, zp, lo, hi,
-                                 &o[n, ch, 0, 0])
+                    tod_pack_conv_panel(&hv[0], &geo, gi * Cg, Cg, j0, ncols, nr, xmask, kq,
+                                        panel)
+                for ft in range(_cdiv(Fg, mr)):
+                    f0 = ft * mr
+                    p.ukr_bsafe(kq, &wv[gi * Fg + f0, 0], 4 * kq,
+                                Fg - f0 if Fg - f0 < mr else mr, panel, tile + f0 * nr, 0)
+                jj = 0
+                while jj < ncols:  # runs of columns inside one image
+                    j = j0 + jj
+                    n = j // P
+                    q = j % P
+                    ln = P - q if P - q < ncols - jj else ncols - jj
+                    for f in range(Fg):
+                        ch = gi * Fg + f
+                        path.requant_row(tile + f * nr + jj, ln, b[ch], m0[ch], sh[ch], single,
+                                         zp, lo, hi, o + (n * F + ch) * P + q)
+                    jj = jj + ln
     return out
 
+
+# ---------------------------------------------------------------------------------------
+# Depthwise convolution: direct loops over phase planes
+# ---------------------------------------------------------------------------------------
 
 def depthwise_conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift,
                         stride=1, padding=0, act_min=-128, act_max=127, rounding="double"):
     """Int8 depthwise convolution (depth multiplier 1), int8 (N, C, OH, OW). See the reference."""
-    a = chk.depthwise_args("depthwise_conv2d_s8", x, w, bias, input_zero_point,
-                           output_zero_point, multiplier, shift, stride, padding, act_min,
-                           act_max, rounding)
+    a = None
+    if (isinstance(x, cnp.ndarray) and isinstance(w, cnp.ndarray) and x.ndim == 4
+            and w.ndim == 4 and w.shape[1] == 1 and w.shape[0] == x.shape[1]):
+        a = _fast_conv_args(x, w, bias, input_zero_point, output_zero_point, multiplier, shift,
+                            stride, padding, x.shape[1], act_min, act_max, rounding)
+    if a is None:
+        a = chk.depthwise_args("depthwise_conv2d_s8", x, w, bias, input_zero_point,
+                               output_zero_point, multiplier, shift, stride, padding, act_min,
+                               act_max, rounding)
+    return _depthwise(a)
+
+
+cdef object _depthwise(a):
     g = a.geom
     cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, KH = g.KH, KW = g.KW
     cdef Py_ssize_t SH = g.SH, SW = g.SW, PH = g.PH, PW = g.PW, OH = g.OH, OW = g.OW
+    out = np.empty((N, C, OH, OW), dtype=np.int8)
+    if N * C == 0:
+        return out
+    cdef Py_ssize_t Hq = OH + (KH - 1) // SH + 1, Wq = OW + (KW - 1) // SW
+    cdef Py_ssize_t plane_size = Hq * Wq, virt = OH * Wq
+    cdef int threads = _num_threads
+    # per thread: SH*SW phase planes of x - zp (int16) and one plane of int32 accumulators
+    planes = np.empty((threads, SH * SW * plane_size), dtype=np.int16)
+    accs = np.empty((threads, virt), dtype=np.int32)
+    outs = np.empty((threads, virt), dtype=np.int8)
+    cdef int16_t[:, ::1] pv = planes
+    cdef int32_t[:, ::1] av = accs
+    cdef int8_t[:, ::1] ov = outs
     cdef const int8_t[:, :, :, ::1] xv = a.x
     cdef const int8_t[:, :, :, ::1] wv = a.w
     cdef const int32_t[::1] b = a.bias
@@ -509,48 +571,26 @@ def depthwise_conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multipl
     cdef const int32_t[::1] sh = a.rq.shift
     cdef int single = a.rq.rounding, zp = a.rq.zp_out, lo = a.rq.act_min, hi = a.rq.act_max
     cdef int zp_in = a.zp_in
-    out = np.empty((N, C, OH, OW), dtype=np.int8)
-    if N * C == 0:
-        return out
     cdef int8_t[:, :, :, ::1] o = out
-    cdef Py_ssize_t plane, n, c, i, j, oh, ow, oh0, oh1, ow0, ow1, t
+    cdef tod_int8_path path = _path
+    cdef Py_ssize_t pl, n, c, i, j, oh, tid
+    cdef int16_t* ph
     cdef int32_t* acc
-    cdef int32_t* out_row
-    cdef int16_t* xs
-    cdef const int16_t* row
-    cdef const int8_t* src
-    cdef int32_t wt
-    acc = NULL
-    xs = NULL
-    with nogil, parallel(num_threads=_num_threads):
-        acc = <int32_t*>malloc(OH * OW * sizeof(int32_t))
-        xs = <int16_t*>malloc(H * W * sizeof(int16_t))
-        for plane in prange(N * C, schedule="static"):
-            n = plane // C
-            c = plane % C
-            src = &xv[n, c, 0, 0]
-            for t in range(H * W):  # x - zp_in, once per plane
-                xs[t] = src[t] - zp_in
-            for t in range(OH * OW):
-                acc[t] = 0
+    with nogil:
+        for pl in prange(N * C, num_threads=threads, schedule="static"):
+            tid = threadid()
+            ph = &pv[tid, 0]
+            acc = &av[tid, 0]
+            n = pl // C
+            c = pl % C
+            tod_dw_phase_planes_s8(&xv[n, c, 0, 0], H, W, zp_in, SH, SW, PH, PW, Hq, Wq, ph)
+            memset(acc, 0, virt * sizeof(int32_t))
             for i in range(KH):
-                # output rows whose tap i lands inside the image: 0 <= oh*SH - PH + i < H
-                oh0 = max(_ceil_div(PH - i, SH), 0)
-                oh1 = min(_ceil_div(H + PH - i, SH), OH)
                 for j in range(KW):
-                    ow0 = max(_ceil_div(PW - j, SW), 0)
-                    ow1 = min(_ceil_div(W + PW - j, SW), OW)
-                    wt = wv[c, 0, i, j]
-                    for oh in range(oh0, oh1):
-                        row = xs + (oh * SH - PH + i) * W - PW + j
-                        out_row = acc + oh * OW
-                        if SW == 1:  # unit stride: vectorized
-                            for ow in range(ow0, ow1):
-                                out_row[ow] += wt * row[ow]
-                        else:
-                            for ow in range(ow0, ow1):
-                                out_row[ow] += wt * row[ow * SW]
-            _requant_row(acc, OH * OW, b[c], m0[c], sh[c], single, zp, lo, hi, &o[n, c, 0, 0])
-        free(acc)
-        free(xs)
+                    path.dw_tap(acc, ph + ((i % SH) * SW + j % SW) * plane_size
+                                + (i // SH) * Wq + j // SW, virt, wv[c, 0, i, j])
+            # requantize the whole virtual plane in one long run, keep the OW real columns
+            path.requant_row(acc, virt, b[c], m0[c], sh[c], single, zp, lo, hi, &ov[tid, 0])
+            for oh in range(OH):
+                memcpy(&o[n, c, oh, 0], &ov[tid, oh * Wq], OW)
     return out

@@ -3,19 +3,51 @@
 
 Chapter 03. Same API as :mod:`tinyodl.reference.int8_backward` (read it for the maths):
 float32 gradients flow through the integer tensors read as numbers, ``float(w_q)`` for
-``dx`` and ``float(x_q - zp_in)`` for ``dW``. Each convolution is a float32 im2col (or
-col2im) plus one BLAS ``sgemm`` per image and group, called through
-``scipy.linalg.cython_blas``; results match the float64 reference to float32 rounding.
+``dx`` and ``float(x_q - zp_in)`` for ``dW``. They are float32 convolutions, so they run on
+the float kernels of ``kernels/conv.pyx`` (implicit GEMM for stride-1 "same" layers,
+im2col + BLAS otherwise, direct loops for depthwise layers):
+
+* ``dx``: the weights are converted once (F x C/groups x KH x KW values, tiny) and the
+  float ``conv2d_backward_input`` runs unchanged;
+* ``dW`` of a depthwise layer reads the int8 input directly: the phase planes of
+  ``kernels/simd/float_dw.h`` are built from ``x_q - zp`` (``tod_dw_planes_s8_f32``), so the
+  int8 layer moves a quarter of the float layer's input bytes;
+* ``dW`` of other convolutions converts the input once (``x_q - zp`` as float32: one pass,
+  a small fraction of the im2col and GEMM work) and runs the float ``conv2d_backward_weight``;
+* linear layers (SIMD builds): ``dx = dout . W_q`` and ``dW = dout^T . (x_q - zp)`` on the
+  register tiles of ``kernels/simd/float_s8b.h``, which widen the int8 matrix one column
+  panel at a time into an L1-sized buffer (no float copy of the matrix; a quarter of the
+  bytes BLAS would read). Other builds convert once and call BLAS.
+
+Results match the float64 reference to float32 rounding.
 """
 
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int8_t
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm
 
+from _float_dw cimport (
+    tod_dw_geom,
+    tod_dw_make_geom,
+    tod_dw_planes_s8_f32,
+    tod_dw_virtual_f32,
+    tod_dw_weight_accumulate_f32,
+    tod_dw_weight_reduce_f32,
+)
+
+cdef extern from "float_s8b.h" nogil:
+    cdef enum:
+        TOD_HAVE_SGEMM_S8B
+        TOD_SNR
+    void tod_sgemm_panel_s8b(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
+                             Py_ssize_t ars, Py_ssize_t aks, const int8_t* b, Py_ssize_t bks,
+                             int zp, float* c, Py_ssize_t ldc, Py_ssize_t pan, float* buf)
+
+from tinyodl._kernels import conv as _conv
 from tinyodl.reference import _int8_checks as chk
 
 cnp.import_array()
@@ -46,49 +78,17 @@ cdef void _sgemm_rm(bint trans_a, bint trans_b, int m, int n, int k, const float
     sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
 
 
-cdef void _im2col_f32(const int8_t* x, int zp, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH,
-                      Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW, float* cols,
-                      int threads) noexcept nogil:
-    """cols[(c, i, j), (oh, ow)] = x[c, ih, iw] - zp inside the image, 0 in the padding."""
-    cdef Py_ssize_t r, c, i, j, oh, ow, ih, iw
-    cdef float* dst
-    for r in prange(C * KH * KW, num_threads=threads, schedule="static"):
-        c = r // (KH * KW)
-        i = (r // KW) % KH
-        j = r % KW
-        dst = cols + r * OH * OW
-        for oh in range(OH):
-            ih = oh * SH - PH + i
-            for ow in range(OW):
-                iw = ow * SW - PW + j
-                if 0 <= ih < H and 0 <= iw < W:
-                    dst[oh * OW + ow] = x[(c * H + ih) * W + iw] - zp
-                else:
-                    dst[oh * OW + ow] = 0.0
-
-
-cdef void _col2im_f32(const float* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH,
-                      Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW, float* dx,
-                      int threads) noexcept nogil:
-    """dx[c, ih, iw] += cols[(c, i, j), (oh, ow)]; taps in the padding are dropped."""
-    cdef Py_ssize_t c, i, j, oh, ow, ih, iw
-    cdef const float* src
-    cdef float* plane
-    for c in prange(C, num_threads=threads, schedule="static"):  # channels never collide
-        plane = dx + c * H * W
-        for i in range(KH):
-            for j in range(KW):
-                src = cols + ((c * KH + i) * KW + j) * OH * OW
-                for oh in range(OH):
-                    ih = oh * SH - PH + i
-                    if ih < 0 or ih >= H:
-                        continue
-                    for ow in range(OW):
-                        iw = ow * SW - PW + j
-                        if 0 <= iw < W:
-                            plane[ih * W + iw] += src[oh * OW + ow]
+def _as_float(q, int zp=0):
+    """float32(q - zp) in one vectorized pass (``q`` C-contiguous int8; numpy's casting
+    subtract takes about three times as long)."""
+    out = np.empty(q.shape, dtype=np.float32)
+    cdef const int8_t[::1] src = q.reshape(-1)
+    cdef float[::1] dst = out.reshape(-1)
+    cdef Py_ssize_t i, n = src.shape[0]
+    with nogil:
+        for i in range(n):
+            dst[i] = <float>(src[i] - zp)
+    return out
 
 
 def conv2d_s8_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
@@ -98,28 +98,7 @@ def conv2d_s8_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
     x_shape = chk.check_shape4(fn, "x_shape", x_shape)
     g = chk.conv_geometry(fn, x_shape, w.shape, stride, padding, groups)
     dout = chk.check_float_grad(fn, "dout", dout, (g.N, g.F, g.OH, g.OW))
-    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, G = g.groups, Cg = C // G, Fg = F // G
-    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW, P = g.OH * g.OW
-    cdef Py_ssize_t KH = g.KH, KW = g.KW, SH = g.SH, SW = g.SW, PH = g.PH, PW = g.PW
-    cdef Py_ssize_t K = Cg * KH * KW
-    dx = np.zeros(x_shape, dtype=np.float32)
-    if dx.size == 0 or F == 0:
-        return dx
-    wf = np.ascontiguousarray(w.reshape(F, K), dtype=np.float32)
-    cdef const float[:, ::1] wv = wf
-    cdef const float[:, :, :, ::1] dv = dout
-    cdef float[:, :, :, ::1] dxv = dx
-    cols = np.empty((max(K, 1), max(P, 1)), dtype=np.float32)
-    cdef float[:, ::1] cv = cols
-    cdef Py_ssize_t n, gi
-    for n in range(N):
-        for gi in range(G):
-            with nogil:  # cols (K, P) = W_g^T (K, Fg) @ dout_g (Fg, P), then scatter back
-                _sgemm_rm(True, False, K, P, Fg, &wv[gi * Fg, 0], K,
-                          &dv[n, gi * Fg, 0, 0], P, 0.0, &cv[0, 0], P)
-                _col2im_f32(&cv[0, 0], Cg, H, W, KH, KW, SH, SW, PH, PW, OH, OW,
-                            &dxv[n, gi * Cg, 0, 0], _num_threads)
-    return dx
+    return _conv._backward_input(dout, _as_float(w), g)
 
 
 def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padding=0,
@@ -131,27 +110,55 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
     w_shape = chk.check_shape4(fn, "w_shape", w_shape)
     g = chk.conv_geometry(fn, x.shape, w_shape, stride, padding, groups)
     dout = chk.check_float_grad(fn, "dout", dout, (g.N, g.F, g.OH, g.OW))
-    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, G = g.groups, Cg = C // G, Fg = F // G
-    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW, P = g.OH * g.OW
-    cdef Py_ssize_t KH = g.KH, KW = g.KW, SH = g.SH, SW = g.SW, PH = g.PH, PW = g.PW
-    cdef Py_ssize_t K = Cg * KH * KW
-    dw = np.zeros((F, K), dtype=np.float32)
-    if dw.size == 0 or N == 0:
-        return dw.reshape(w_shape)
-    cdef float[:, ::1] dwv = dw
+    if g.groups > 1 and g.groups == g.C == g.F:
+        return _depthwise_weight(dout, x, zp, g, w_shape)
+    return _conv._backward_weight(dout, _as_float(x, zp), w_shape, g)
+
+
+cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
+    """dW of a depthwise layer straight from the int8 input (phase planes of x_q - zp)."""
+    dw = np.zeros(w_shape, dtype=np.float32)
+    if dw.size == 0 or g.N == 0:
+        return dw
+    cdef tod_dw_geom geo = tod_dw_make_geom(g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                                            g.OH, g.OW)
+    cdef Py_ssize_t planes = geo.SH * geo.SW * geo.Hq * geo.Wq, virt = geo.OH * geo.Wq
+    cdef Py_ssize_t wacc = geo.KH * geo.KW * virt, N = g.N, C = g.C, c, n, tid
+    scratch = np.empty((_num_threads, planes + virt + wacc), dtype=np.float32)
+    cdef float[:, ::1] sv = scratch
     cdef const int8_t[:, :, :, ::1] xv = x
     cdef const float[:, :, :, ::1] dv = dout
-    cols = np.empty((K, max(P, 1)), dtype=np.float32)
-    cdef float[:, ::1] cv = cols
-    cdef Py_ssize_t n, gi
-    for n in range(N):
-        for gi in range(G):
-            with nogil:  # dW_g (Fg, K) += dout_g (Fg, P) @ cols^T (P, K)
-                _im2col_f32(&xv[n, gi * Cg, 0, 0], zp, Cg, H, W, KH, KW, SH, SW,
-                            PH, PW, OH, OW, &cv[0, 0], _num_threads)
-                _sgemm_rm(False, True, Fg, K, P, &dv[n, gi * Fg, 0, 0], P, &cv[0, 0], P, 1.0,
-                          &dwv[gi * Fg, 0], K)
-    return dw.reshape(w_shape)
+    cdef float[:, :, :, ::1] wv = dw
+    cdef float* ph
+    with nogil:
+        for c in prange(C, num_threads=_num_threads, schedule="static"):
+            tid = threadid()
+            ph = &sv[tid, 0]
+            memset(ph + planes + virt, 0, wacc * sizeof(float))
+            for n in range(N):
+                tod_dw_planes_s8_f32(&xv[n, c, 0, 0], zp, &geo, ph)
+                tod_dw_virtual_f32(&dv[n, c, 0, 0], &geo, ph + planes)
+                tod_dw_weight_accumulate_f32(ph + planes, ph, &geo, ph + planes + virt)
+            tod_dw_weight_reduce_f32(ph + planes + virt, &geo, &wv[c, 0, 0, 0])
+    return dw
+
+
+#: the linear backward passes read int8 operands in place (kernels/simd/float_s8b.h)
+INT8_OPERAND_GEMM = bool(TOD_HAVE_SGEMM_S8B)
+
+
+def _gemm_s8b(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float[::1] a, Py_ssize_t ars,
+              Py_ssize_t aks, const int8_t[::1] b, int zp, float[::1] c):
+    """C (M x N) = A . (B - zp), B int8 (K x N): one column panel per OpenMP work item, each
+    widened once into its thread's buffer (K x NR floats, from numpy: tracemalloc sees it)."""
+    cdef Py_ssize_t panels = (N + TOD_SNR - 1) // TOD_SNR, pan
+    cdef int nt = _num_threads
+    buf = np.empty((nt, K * TOD_SNR), dtype=np.float32)
+    cdef float[:, ::1] bv = buf
+    with nogil:
+        for pan in prange(panels, num_threads=nt, schedule="static"):
+            tod_sgemm_panel_s8b(M, N, K, &a[0], ars, aks, &b[0], N, zp, &c[0], N, pan,
+                                &bv[threadid(), 0])
 
 
 def linear_s8_backward_input(dout, w):
@@ -161,10 +168,15 @@ def linear_s8_backward_input(dout, w):
     n_rows = dout.shape[0] if isinstance(dout, np.ndarray) and dout.ndim == 2 else -1
     dout = chk.check_float_grad(fn, "dout", dout, (n_rows, w.shape[0]))
     cdef Py_ssize_t n = dout.shape[0], f = w.shape[0], k = w.shape[1]
+    if TOD_HAVE_SGEMM_S8B and n * k and f:
+        # dx (N x K) = dout (N x F) . W_q (F x K): A = dout rows, B = the int8 rows of W
+        dx = np.empty((n, k), dtype=np.float32)
+        _gemm_s8b(n, k, f, dout.reshape(-1), f, 1, w.reshape(-1), 0, dx.reshape(-1))
+        return dx
     dx = np.zeros((n, k), dtype=np.float32)
     if dx.size == 0:
         return dx
-    wf = np.ascontiguousarray(w, dtype=np.float32)
+    wf = _as_float(w)
     cdef const float[:, ::1] wv = wf
     cdef const float[:, ::1] dv = dout
     cdef float[:, ::1] dxv = dx
@@ -182,11 +194,15 @@ def linear_s8_backward_weight(dout, x, input_zero_point):
     f_cols = dout.shape[1] if isinstance(dout, np.ndarray) and dout.ndim == 2 else -1
     dout = chk.check_float_grad(fn, "dout", dout, (x.shape[0], f_cols))
     cdef Py_ssize_t n = x.shape[0], f = dout.shape[1], k = x.shape[1]
+    if TOD_HAVE_SGEMM_S8B and f * k and n:
+        # dW (F x K) = dout^T (F x N) . (x_q - zp) (N x K): A(f, n) = dout[n, f]
+        dw = np.empty((f, k), dtype=np.float32)
+        _gemm_s8b(f, k, n, dout.reshape(-1), 1, f, x.reshape(-1), zp, dw.reshape(-1))
+        return dw
     dw = np.zeros((f, k), dtype=np.float32)
     if dw.size == 0 or n == 0:
         return dw
-    xf = x.astype(np.float32)
-    xf -= zp
+    xf = _as_float(x, zp)
     cdef const float[:, ::1] xv = xf
     cdef const float[:, ::1] dv = dout
     cdef float[:, ::1] dwv = dw

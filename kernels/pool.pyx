@@ -59,6 +59,36 @@ cdef void _max_plane(const floating* xc, floating* oc, int64_t* ac,
             ac[oh * g.OW + ow] = best_i
 
 
+cdef inline void _take(floating v, int64_t i, floating* best, int64_t* best_i) noexcept nogil:
+    """Branch-free step of the window scan: v wins if greater, or if it is the first NaN."""
+    cdef bint take = (v > best[0]) | ((v != v) & (best[0] == best[0]))
+    best[0] = v if take else best[0]
+    best_i[0] = i if take else best_i[0]
+
+
+cdef void _max_plane_2x2(const floating* xc, floating* oc, int64_t* ac, Py_ssize_t W,
+                         Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    """2x2 windows, stride 2, no padding, every window inside the plane (the common case).
+
+    The same scan as ``_max_plane`` (row-major window order, first NaN wins) without
+    branches: on real data the comparisons are unpredictable, and a mispredicted branch
+    per pixel costs more than the comparison itself.
+    """
+    cdef Py_ssize_t oh, ow
+    cdef int64_t i, bi
+    cdef floating best
+    for oh in range(OH):
+        for ow in range(OW):
+            i = 2 * oh * W + 2 * ow
+            best = xc[i]
+            bi = i
+            _take(xc[i + 1], i + 1, &best, &bi)
+            _take(xc[i + W], i + W, &best, &bi)
+            _take(xc[i + W + 1], i + W + 1, &best, &bi)
+            oc[oh * OW + ow] = best
+            ac[oh * OW + ow] = bi
+
+
 cdef void _max_backward_plane(const floating* dc, const int64_t* ac, floating* dxc,
                               Py_ssize_t P, Py_ssize_t HW) noexcept nogil:
     cdef Py_ssize_t p
@@ -122,10 +152,16 @@ cdef void _max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
                        int64_t[:, :, :, ::1] argmax, const Geom* g) noexcept:
     cdef Py_ssize_t C = x.shape[1], i
     cdef int nt = _num_threads
+    cdef bint two = (g.KH == 2 and g.KW == 2 and g.SH == 2 and g.SW == 2 and g.PH == 0
+                     and g.PW == 0 and 2 * g.OH <= g.H and 2 * g.OW <= g.W)
     with nogil:
         for i in prange(x.shape[0] * C, num_threads=nt, schedule="static"):
-            _max_plane(&x[i // C, i % C, 0, 0], &out[i // C, i % C, 0, 0],
-                       &argmax[i // C, i % C, 0, 0], g)
+            if two:
+                _max_plane_2x2(&x[i // C, i % C, 0, 0], &out[i // C, i % C, 0, 0],
+                               &argmax[i // C, i % C, 0, 0], g.W, g.OH, g.OW)
+            else:
+                _max_plane(&x[i // C, i % C, 0, 0], &out[i // C, i % C, 0, 0],
+                           &argmax[i // C, i % C, 0, 0], g)
 
 
 cdef void _max_backward(const floating[:, :, :, ::1] dout, const int64_t[:, :, :, ::1] argmax,

@@ -49,14 +49,26 @@ def test_info_names_the_backend(capsys):
 
 def test_bench_kernels_writes_json(tmp_path):
     path = tmp_path / "bench.json"
-    res = _cli("bench", "kernels", "--quick", "--repeats", "1", "--json", str(path))
+    res = _cli(
+        "bench", "kernels", "--quick", "--repeats", "1", "--gemm-steps", "--threads2",
+        "--json", str(path),
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
     results = json.loads(path.read_text())
-    assert set(results) >= {"int8_gemm", "int8_conv", "float_conv", "training"}
-    assert results["int8_gemm"]["int8_gops"] > 0
-    assert {r["layer"].split()[1] for r in results["int8_conv"]} >= {"conv", "pointwise"}
-    assert {r["backend"] for r in results["training"]} == set(results["machine"]["backends"])
-    assert "int8 GEMM" in res.stdout
+    assert set(results) == {"machine", "command", "rows", "summary"}
+    summary = results["summary"]
+    assert summary["int8_gemm"]["vs_sgemm"] > 0 and summary["int8_gemm"]["linear_s8_gops"] > 0
+    assert summary["threads2"]["int8_gemm_speedup"] > 0
+    assert {r["layer"].split()[1] for r in summary["int8_conv"]} >= {"conv", "pointwise"}
+    assert all(r["scratch_bytes"] >= 0 for r in summary["int8_conv"])
+    groups = {r["group"] for r in results["rows"]}
+    assert groups >= {"int8_gemm", "int8_conv", "int8_backward", "float_conv", "gemm_steps"}
+    steps = [r for r in results["rows"] if r["group"] == "gemm_steps"]
+    assert [r["name"] for r in steps][0] == "reference" and all(r["exact"] for r in steps)
+    if "torch" in results["machine"]:  # the PyTorch baselines ran in the same process
+        assert summary["int8_gemm"]["vs_fbgemm"] > 0
+        assert all(r["vs_torch_qconv"] > 0 for r in summary["int8_conv"])
+    assert "int8 GEMM" in res.stdout and results["machine"]["cpu_flags"] is not None
 
 
 @pytest.mark.slow

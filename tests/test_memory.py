@@ -199,6 +199,20 @@ def _residual_model():
     )
 
 
+def _wide_pointwise():
+    """A 1x1 conv with C >= 64: kernels/conv.pyx packs its filters (implicit GEMM)."""
+    return nn.Sequential(
+        [
+            nn.Conv2d(1, 64, 3, stride=7, padding=1, seed=0),
+            nn.ReLU(),
+            nn.Conv2d(64, 256, 1, seed=1),
+            nn.ReLU(),
+            nn.GlobalAvgPool(),
+            nn.Linear(256, 10, seed=2),
+        ]
+    )
+
+
 def _dropout_mlp():
     return nn.Sequential(
         [nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 10)]
@@ -222,6 +236,7 @@ def _dropout_mlp():
             "cross_entropy",
         ),
         (_dropout_mlp, lambda m: nn.Adam(m, weight_decay=1e-3), "float32", "mse"),
+        (_wide_pointwise, lambda m: nn.SGD(m, lr=0.1, momentum=0.9), "float32", "cross_entropy"),
         (
             lambda: models.lenet5(seed=0).astype("float64"),
             lambda m: nn.SGD(m, lr=0.1),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyodl import nn
+from tinyodl import backend, nn
 from tinyodl.memory import analytic_training_memory, compare, measure_training_step
 
 REL_TOL = 0.10  # as in test_memory.py
@@ -74,7 +74,10 @@ def test_a_frozen_statistics_batchnorm_is_measured_as_it_runs():
     assert followed.saved_per_layer == measured.saved_per_layer
     bn_row = {r["name"]: r for r in followed.per_layer}["bn"]
     forced_row = {r["name"]: r for r in forced.per_layer}["bn"]
-    assert bn_row["backward_peak"] < forced_row["backward_peak"]  # dx = dout * scale only
+    if backend.get_backend() == "numpy":  # dx = dout * scale only, no training temporaries
+        assert bn_row["backward_peak"] < forced_row["backward_peak"]
+    else:  # the compiled kernel (kernels/norm.pyx) allocates only dx in either mode
+        assert bn_row["backward_peak"] == forced_row["backward_peak"]
     model["bn"].params["weight"].trainable = False
     measured = _step(model, opt, batch=8)
     assert measured.saved_per_layer["bn"] == 6 * 4  # inv_std only: no x_hat kept

@@ -46,6 +46,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "conv2d_s8",
         "depthwise_conv2d_s8",
     ),
+    "norm": ("batchnorm_forward", "batchnorm_backward"),
     "int8_backward": (
         "conv2d_s8_backward_input",
         "conv2d_s8_backward_weight",

@@ -60,9 +60,17 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
     }
     try:
+        from tinyodl._kernels import int8 as int8_kernels
+
+        info["int8_simd_path"] = int8_kernels.get_simd_path()
+        info["int8_simd_paths"] = int8_kernels.simd_paths()
+    except (ImportError, AttributeError):
+        pass
+    try:
         import torch
 
         info["torch"] = torch.__version__
+        info["torch_quantized_engine"] = "fbgemm"
     except ImportError:
         pass
     return info

@@ -24,7 +24,13 @@ Transients ("scratch") modelled per backend, for one call:
 * numpy conv backward: the column gradient (same size as the columns) plus its matmul
   temporary, a padded dx, and for dW the columns again plus the per-example products
   ``N*F*K`` summed over the batch;
-* Cython conv: one image's columns ``C*KH*KW*OH*OW`` (none for 1x1/stride-1 or depthwise);
+* Cython conv: one image's columns ``C*KH*KW*OH*OW`` (none for 1x1/stride-1); float32
+  stride-1 "same" convs instead pack their filters and one panel block per thread
+  (``_implicit_scratch``; the input gradient also copies the flipped filters), and a
+  float32 weight gradient with K >= 256 keeps dW^T and dout^T of one image beside the
+  columns; depthwise convs take one thread's phase planes and a virtual output plane
+  (see ``_dw_scratch``); a float32 linear forward at a small batch copies x^T;
+* Cython batchnorm (``kernels/norm.pyx``): no temporaries, only its results;
 * numpy max pooling: two padded copies, the windows and five int64 index arrays forward;
   the index buffer of ``np.add.at`` backward;
 * ``x * mask`` (ReLU, dropout) casts the bool mask through a ufunc buffer of at most
@@ -97,6 +103,55 @@ def _conv_kind(layer: Any, in_shape: Shape) -> str:
     return "gemm"
 
 
+def _dw_scratch(ctx: Context, layer: Any, out_shape: Shape, op: str) -> int:
+    """Bytes of one thread's scratch in the Cython depthwise kernels (kernels/simd/float_dw.h).
+
+    The phase planes (stride^2 planes of Hq x Wq) plus one "virtual" output plane
+    (OH x Wq); the weight gradient also keeps one such plane per filter tap.
+    """
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    oh, ow = out_shape[2], out_shape[3]
+    hq, wq = oh + (kh - 1) // sh + 1, ow + (kw - 1) // sw
+    elements = sh * sw * hq * wq + oh * wq
+    if op == "weight":
+        elements += kh * kw * oh * wq
+    return elements * ctx.itemsize
+
+
+def _sgemm_tile(module: str = "conv") -> tuple:
+    """(available, MR, NR, ...) of the compiled float32 GEMM (kernels/simd/float_gemm.h)."""
+    try:
+        import importlib
+
+        return importlib.import_module(f"tinyodl._kernels.{module}").SGEMM_TILE
+    except (ImportError, AttributeError):
+        return (False, 4, 16, 256)
+
+
+def _ceil_to(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _implicit_same(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) -> bool:
+    """conv.pyx's implicit-GEMM path: float32, no groups, stride 1, output as large as the
+    input, at least 64 rows of K, kernels up to 16 x 16, a SIMD build."""
+    kh, kw = layer.kernel_size
+    return (
+        _sgemm_tile()[0] and ctx.itemsize == 4 and layer.groups == 1
+        and layer.stride == (1, 1) and tuple(out_shape[2:]) == tuple(in_shape[2:])
+        and in_shape[1] * kh * kw >= 64 and kh <= 16 and kw <= 16
+    )  # fmt: skip
+
+
+def _implicit_scratch(ctx: Context, filters: int, channels: int, kernel) -> tuple[int, int]:
+    """(packed filters, one thread's panel block + tiles) of ``_conv_same``, in bytes."""
+    _, mr, nr, kblock = _sgemm_tile()
+    taps = kernel[0] * kernel[1]
+    kc = max(1, kblock // taps) * taps
+    apack = _ceil_to(filters, mr) * channels * taps * ctx.itemsize
+    return apack, (kc * nr + _ceil_to(filters, mr) * nr) * ctx.itemsize
+
+
 def _im2col_numpy(ctx: Context, shape: Shape, kernel, padding, out_hw) -> Buf:
     """reference im2col: np.pad copy and the (N, C*KH*KW, P) columns; returns the columns."""
     n, c = shape[:2]
@@ -119,9 +174,15 @@ def conv_forward(ctx: Context, layer: Any, in_shape: Shape, out_shape: Shape) ->
     f, p = out_shape[1], out_shape[2] * out_shape[3]
     kh, kw = layer.kernel_size
     if ctx.backend == "cython":
+        kind = _conv_kind(layer, in_shape)
         out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
-        if _conv_kind(layer, in_shape) == "gemm":
+        if kind != "depthwise" and _implicit_same(ctx, layer, in_shape, out_shape):
+            apack, scratch = _implicit_scratch(ctx, f, c, (kh, kw))  # 1x1 with C >= 64 too
+            ctx.tape.spike(apack + scratch)  # packed filters, one panel block and the tiles
+        elif kind == "gemm":
             ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        elif kind == "depthwise":
+            ctx.tape.spike(_dw_scratch(ctx, layer, out_shape, "forward"))
         return out
     cols = _im2col_numpy(ctx, in_shape, (kh, kw), layer.padding, p)
     out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
@@ -135,9 +196,23 @@ def conv_backward_input(ctx: Context, layer: Any, in_shape: Shape, out_shape: Sh
     p = out_shape[2] * out_shape[3]
     kh, kw = layer.kernel_size
     if ctx.backend == "cython":
+        kind = _conv_kind(layer, in_shape)
+        f = out_shape[1]
+        if (
+            kind != "depthwise" and _implicit_same(ctx, layer, in_shape, out_shape)
+            and c >= _sgemm_tile()[1]
+        ):  # fmt: skip  # the same conv of dout with flipped filters (a copy of w first)
+            wt = ctx.tape.new(layer.params["weight"].data.size * ctx.itemsize)
+            dx = ctx.tape.new(ctx.nbytes(in_shape))
+            apack, scratch = _implicit_scratch(ctx, c, f, (kh, kw))
+            ctx.tape.spike(apack + scratch)
+            ctx.tape.drop(wt)
+            return dx
         dx = ctx.tape.new(ctx.nbytes(in_shape))
-        if _conv_kind(layer, in_shape) == "gemm":
+        if kind == "gemm":
             ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        elif kind == "depthwise":
+            ctx.tape.spike(_dw_scratch(ctx, layer, out_shape, "input"))
         return dx
     cols_bytes = n * c * kh * kw * p * ctx.itemsize
     dcols = ctx.tape.new(cols_bytes)
@@ -153,9 +228,23 @@ def conv_backward_weight(ctx: Context, layer: Any, in_shape: Shape, out_shape: S
     kh, kw = layer.kernel_size
     w_bytes = layer.params["weight"].data.size * ctx.itemsize
     if ctx.backend == "cython":
+        kind = _conv_kind(layer, in_shape)
+        have, _, nr, _ = _sgemm_tile()
+        if (
+            kind != "depthwise" and have and ctx.itemsize == 4 and layer.groups == 1
+            and f >= nr // 2 and c * kh * kw >= 256
+        ):  # fmt: skip  # dW^T += cols . dout^T on the register tiles, then transposed
+            cols = ctx.tape.new(0 if kind == "pointwise" else c * kh * kw * p * ctx.itemsize)
+            dout_t = ctx.tape.new(p * f * ctx.itemsize)
+            dw_t = ctx.tape.new(w_bytes)
+            dw = ctx.tape.new(w_bytes)
+            ctx.tape.drop(cols, dout_t, dw_t)
+            return dw
         dw = ctx.tape.new(w_bytes)
-        if _conv_kind(layer, in_shape) == "gemm":
+        if kind == "gemm":
             ctx.tape.spike(c * kh * kw * p * ctx.itemsize)
+        elif kind == "depthwise":
+            ctx.tape.spike(_dw_scratch(ctx, layer, out_shape, "weight"))
         return dw
     cols = _im2col_numpy(ctx, in_shape, (kh, kw), layer.padding, p)
     dw = ctx.tape.new(w_bytes)
@@ -294,6 +383,11 @@ def _finish_backward(ctx: Context, name: str, layer: Any, dweight: Buf | None, d
 
 def linear_forward(ctx, name, layer, x, in_shape, out_shape, train):
     out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
+    have, _, nr = _sgemm_tile("linear")[:3]
+    n = in_shape[0]
+    if ctx.backend == "cython" and have and ctx.itemsize == 4 and 0 < n <= 128:
+        if 4 * n >= 3 * _ceil_to(n, nr):  # linear.pyx's tiled forward packs x^T
+            ctx.tape.spike(ctx.nbytes(in_shape))
     if layer.params["weight"].trainable:  # x is needed only for dW
         _save(ctx, name, "x", ctx.tape.ref(x), in_shape, layer.dtype.name)
     return out
@@ -440,6 +534,16 @@ def _broadcast_chain(ctx: Context, nbytes: int, ops: int, kind: str = "scratch")
 
 def batchnorm_forward(ctx, name, layer, x, in_shape, out_shape, train):
     tape, nbytes, c = ctx.tape, ctx.nbytes(in_shape), in_shape[1]
+    if ctx.backend == "cython":  # kernels/norm.pyx: the results only, no temporaries
+        out = tape.new(nbytes, "activations")
+        x_hat = tape.new(nbytes, "activations")
+        inv_std = tape.new(c * ctx.itemsize, "activations")
+        _save(ctx, name, "inv_std", inv_std, (c,), layer.dtype.name)
+        if train or layer.params["weight"].trainable:
+            _save(ctx, name, "x_hat", x_hat, in_shape, layer.dtype.name)
+        else:
+            tape.drop(x_hat)
+        return out
     if train:
         tape.spike(nbytes)  # x.var(): x - mean
     x_hat = _broadcast_chain(ctx, nbytes, 2, "activations")  # (x - mean) * inv_std
@@ -458,6 +562,12 @@ def batchnorm_backward(ctx, name, layer, dout, in_shape, out_shape):
     keys = {key for key, *_ in ctx.saved.get(name, [])}
     dbeta = tape.new(c * ctx.itemsize)
     dgamma = None
+    if ctx.backend == "cython":  # one pass for the sums, one writes dx
+        if "x_hat" in keys:
+            dgamma = tape.new(c * ctx.itemsize)
+        dx = tape.new(nbytes)
+        _finish_backward(ctx, name, layer, dgamma, dbeta)
+        return dx
     if "x_hat" in keys:
         tape.spike(nbytes)  # (dout * x_hat).sum()
         dgamma = tape.new(c * ctx.itemsize)

@@ -247,16 +247,6 @@ def global_avgpool_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
 # ----------------------------------------------------------------------------- batchnorm
 
 
-def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
-    """Axes a batchnorm averages over: all but the channel axis 1 (batch, length, H, W)."""
-    return (0, *range(2, x.ndim))
-
-
-def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
-    """View a (C,) vector so it broadcasts against (N, C), (N, C, L) or (N, C, H, W)."""
-    return v.reshape(1, -1, *([1] * (ndim - 2)))
-
-
 def batchnorm_forward(
     x: np.ndarray,
     gamma: np.ndarray,
@@ -272,23 +262,18 @@ def batchnorm_forward(
     variance in training and the running statistics in evaluation. Updating the running
     statistics is the layer's job: the cache returns the batch ``mean`` and ``var``.
 
+    The arithmetic is the kernel ``batchnorm_forward`` of :mod:`tinyodl.ops` (read the
+    numpy version in ``tinyodl/reference/norm.py``).
+
     Returns
     -------
     out : ndarray, same shape as x
     cache : dict with ``x_hat``, ``inv_std`` (C,), ``gamma``, ``train``; plus ``mean`` and
         ``var`` (C,) of the batch in training mode
     """
-    axes = _bn_axes(x)
-    if train:
-        mean = x.mean(axis=axes)
-        var = x.var(axis=axes)
-    else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batchnorm_forward: evaluation mode needs running_mean/running_var")
-        mean, var = running_mean, running_var
-    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-    x_hat = (x - _per_channel(mean, x.ndim)) * _per_channel(inv_std, x.ndim)
-    out = _per_channel(gamma, x.ndim) * x_hat + _per_channel(beta, x.ndim)
+    out, x_hat, inv_std, mean, var = ops.batchnorm_forward(
+        x, gamma, beta, eps, train, running_mean, running_var
+    )
     cache = {"x_hat": x_hat, "inv_std": inv_std, "gamma": gamma, "train": train}
     if train:
         cache.update(mean=mean, var=var)
@@ -312,20 +297,9 @@ def batchnorm_backward(dout: np.ndarray, cache: Cache):
     dx : ndarray, shape of dout
     dgamma, dbeta : ndarray, shape (C,)
     """
-    axes = _bn_axes(dout)
-    scale = _per_channel(cache["gamma"] * cache["inv_std"], dout.ndim)
-    dbeta = dout.sum(axis=axes)
-    x_hat = cache.get("x_hat")
-    dgamma = None if x_hat is None else (dout * x_hat).sum(axis=axes)
-    if not cache["train"]:
-        return dout * scale, dgamma, dbeta
-    m = dout.size // dout.shape[1]
-    dx = (scale / m) * (
-        m * dout
-        - _per_channel(dbeta, dout.ndim)
-        - x_hat * _per_channel((dout * x_hat).sum(axis=axes), dout.ndim)
+    return ops.batchnorm_backward(
+        dout, cache.get("x_hat"), cache["gamma"], cache["inv_std"], cache["train"]
     )
-    return dx, dgamma, dbeta
 
 
 def batchnorm_per_example_grads(dout: np.ndarray, cache: Cache):

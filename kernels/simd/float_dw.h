@@ -1,0 +1,169 @@
+/* tinyodl depthwise convolution loops in C, for float and double (kernels/conv.pyx and the
+ * int8 backward, kernels/int8_backward.pyx).
+ *
+ * Chapter 00. A depthwise convolution filters each (image, channel) plane on its own, with a
+ * KH x KW window: too little work per plane for a GEMM, and rows too short (7 to 28 values)
+ * for a fast loop over one output row. The trick used here:
+ *
+ *  * Split the zero-padded input plane by (row mod S, column mod S) into S x S "phase
+ *    planes" of Hq x Wq values (S = stride; one plane when S = 1). Output pixel (oh, ow)
+ *    reads, for tap (i, j), the value plane[(i mod S, j mod S)][(oh + i / S) Wq + ow + j / S].
+ *  * So one tap is a single long loop over the "virtual" output t = oh Wq + ow, for all
+ *    OH x Wq positions at once: out[t] += w[i, j] * plane[t + shift]. The Wq - OW extra
+ *    columns per row are computed and dropped. That loop vectorizes at any map size.
+ *  * The backward passes run the same loops the other way round: dx scatters
+ *    w[i, j] * dout[t] into the phase planes of dx, and dw[i, j] is the dot product of dout
+ *    with the shifted plane (summed over the batch element-wise first, reduced once).
+ *
+ * Hq = OH + (KH - 1) / SH + 1 and Wq = OW + (KW - 1) / SW (integer division); the extra
+ * row keeps the shifted reads of the dropped columns inside the buffer. The readable twin
+ * is the per-tap loop of tinyodl/reference/conv.py (im2col on one channel).
+ */
+#ifndef TINYODL_FLOAT_DW_H
+#define TINYODL_FLOAT_DW_H
+
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    int64_t H, W, KH, KW, SH, SW, PH, PW, OH, OW, Hq, Wq;
+} tod_dw_geom;
+
+static inline tod_dw_geom tod_dw_make_geom(int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                           int64_t SH, int64_t SW, int64_t PH, int64_t PW,
+                                           int64_t OH, int64_t OW) {
+    tod_dw_geom g = {H, W, KH, KW, SH, SW, PH, PW, OH, OW,
+                     OH + (KH - 1) / SH + 1, OW + (KW - 1) / SW};
+    return g;
+}
+
+/* Offset of tap (i, j) in the phase planes: plane (i mod SH, j mod SW), shifted. */
+static inline int64_t tod_dw_tap_offset(const tod_dw_geom *g, int64_t i, int64_t j) {
+    return ((i % g->SH) * g->SW + j % g->SW) * g->Hq * g->Wq + (i / g->SH) * g->Wq + j / g->SW;
+}
+
+#define TOD_DW_DEFINE(T, S)                                                                 \
+    /* y[t] += a * x[t]: one tap over the virtual plane. Kept out of line so that the       \
+     * restrict qualifiers hold and the loop is vectorized without a run-time alias test. */ \
+    __attribute__((noinline)) static void tod_axpy_##S(T *restrict y, const T *restrict x,  \
+                                                      T a, int64_t n) {                     \
+        for (int64_t t = 0; t < n; t++) y[t] += a * x[t];                                   \
+    }                                                                                       \
+    /* y[t] += a[t] * b[t] */                                                               \
+    __attribute__((noinline)) static void tod_fma_##S(T *restrict y, const T *restrict a,   \
+                                                     const T *restrict b, int64_t n) {      \
+        for (int64_t t = 0; t < n; t++) y[t] += a[t] * b[t];                                \
+    }                                                                                       \
+    /* planes <- phase planes of the zero-padded plane x (H, W). Column w of the input goes \
+     * to phase b = (w + PW) mod SW at v = (w + PW) / SW: walked phase by phase, no division. */ \
+    static void tod_dw_planes_##S(const T *x, const tod_dw_geom *g, T *planes) {            \
+        const int64_t plane = g->Hq * g->Wq;                                                \
+        memset(planes, 0, (size_t)(g->SH * g->SW * plane) * sizeof(T));                     \
+        for (int64_t h = 0; h < g->H; h++) {                                                \
+            const int64_t r = h + g->PH, u = r / g->SH;                                     \
+            if (u >= g->Hq) break;                                                          \
+            T *row = planes + (r % g->SH) * g->SW * plane + u * g->Wq;                      \
+            const T *src = x + h * g->W;                                                    \
+            for (int64_t b = 0; b < g->SW; b++) {                                           \
+                T *dst = row + b * plane;                                                   \
+                int64_t v = 0, w = b - g->PW;                                               \
+                for (; w < 0; v++, w += g->SW) {}                                           \
+                for (; v < g->Wq && w < g->W; v++, w += g->SW) dst[v] = src[w];             \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    /* int8 input: the planes hold x - zp (the int8 backward's float(x_q - zp)) */          \
+    static void tod_dw_planes_s8_##S(const int8_t *x, int32_t zp, const tod_dw_geom *g,     \
+                                     T *planes) {                                           \
+        const int64_t plane = g->Hq * g->Wq;                                                \
+        memset(planes, 0, (size_t)(g->SH * g->SW * plane) * sizeof(T));                     \
+        for (int64_t h = 0; h < g->H; h++) {                                                \
+            const int64_t r = h + g->PH, u = r / g->SH;                                     \
+            if (u >= g->Hq) break;                                                          \
+            T *row = planes + (r % g->SH) * g->SW * plane + u * g->Wq;                      \
+            const int8_t *src = x + h * g->W;                                               \
+            if (g->SW == 1) { /* one contiguous run: vectorized conversion */               \
+                const int64_t n = g->W < g->Wq - g->PW ? g->W : g->Wq - g->PW;              \
+                T *restrict dst = row + g->PW;                                              \
+                for (int64_t w = 0; w < n; w++) dst[w] = (T)(src[w] - zp);                  \
+                continue;                                                                   \
+            }                                                                               \
+            for (int64_t b = 0; b < g->SW; b++) {                                           \
+                T *dst = row + b * plane;                                                   \
+                int64_t v = 0, w = b - g->PW;                                               \
+                for (; w < 0; v++, w += g->SW) {}                                           \
+                for (; v < g->Wq && w < g->W; v++, w += g->SW) dst[v] = (T)(src[w] - zp);   \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    /* out (OH, OW) = bias + sum over taps of w[i, j] * shifted plane; acc: OH * Wq */      \
+    static void tod_dw_forward_##S(const T *planes, const T *w, T bias,                     \
+                                   const tod_dw_geom *g, T *restrict acc, T *restrict out) { \
+        const int64_t n = g->OH * g->Wq;                                                    \
+        for (int64_t t = 0; t < n; t++) acc[t] = bias;                                      \
+        for (int64_t i = 0; i < g->KH; i++)                                                 \
+            for (int64_t j = 0; j < g->KW; j++) {                                           \
+                tod_axpy_##S(acc, planes + tod_dw_tap_offset(g, i, j), w[i * g->KW + j], n); \
+            }                                                                               \
+        for (int64_t oh = 0; oh < g->OH; oh++)                                              \
+            memcpy(out + oh * g->OW, acc + oh * g->Wq, (size_t)g->OW * sizeof(T));          \
+    }                                                                                       \
+    /* dvirt (OH * Wq) <- dout (OH, OW) with zero in the dropped columns */                 \
+    static void tod_dw_virtual_##S(const T *dout, const tod_dw_geom *g, T *dvirt) {         \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                            \
+            memcpy(dvirt + oh * g->Wq, dout + oh * g->OW, (size_t)g->OW * sizeof(T));       \
+            for (int64_t ow = g->OW; ow < g->Wq; ow++) dvirt[oh * g->Wq + ow] = 0;          \
+        }                                                                                   \
+    }                                                                                       \
+    /* dx (H, W) of one plane: scatter w[i, j] * dout into phase planes, then gather */     \
+    static void tod_dw_backward_input_##S(const T *dout, const T *w, const tod_dw_geom *g,  \
+                                          T *restrict dvirt, T *restrict dplanes, T *dx) {  \
+        const int64_t n = g->OH * g->Wq, plane = g->Hq * g->Wq;                             \
+        tod_dw_virtual_##S(dout, g, dvirt);                                                 \
+        memset(dplanes, 0, (size_t)(g->SH * g->SW * plane) * sizeof(T));                    \
+        for (int64_t i = 0; i < g->KH; i++)                                                 \
+            for (int64_t j = 0; j < g->KW; j++) {                                           \
+                tod_axpy_##S(dplanes + tod_dw_tap_offset(g, i, j), dvirt, w[i * g->KW + j], n); \
+            }                                                                               \
+        for (int64_t h = 0; h < g->H; h++) { /* the real pixels of the padded plane */      \
+            const int64_t r = h + g->PH, u = r / g->SH;                                     \
+            T *drow = dx + h * g->W;                                                        \
+            memset(drow, 0, (size_t)g->W * sizeof(T));                                      \
+            if (u >= g->Hq) continue;                                                       \
+            const T *row = dplanes + (r % g->SH) * g->SW * plane + u * g->Wq;               \
+            for (int64_t b = 0; b < g->SW; b++) {                                           \
+                const T *src = row + b * plane;                                             \
+                int64_t v = 0, w = b - g->PW;                                               \
+                for (; w < 0; v++, w += g->SW) {}                                           \
+                for (; v < g->Wq && w < g->W; v++, w += g->SW) drow[w] = src[v];            \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    /* wacc[tap][t] += dvirt[t] * shifted plane[t]: one image's share of dw, element-wise */ \
+    static void tod_dw_weight_accumulate_##S(const T *dvirt, const T *planes,               \
+                                             const tod_dw_geom *g, T *restrict wacc) {      \
+        const int64_t n = g->OH * g->Wq;                                                    \
+        for (int64_t i = 0; i < g->KH; i++)                                                 \
+            for (int64_t j = 0; j < g->KW; j++) {                                           \
+                tod_fma_##S(wacc + (i * g->KW + j) * n, dvirt, planes + tod_dw_tap_offset(g, i, j), \
+                            n);                                                             \
+            }                                                                               \
+    }                                                                                       \
+    /* dw[tap] = sum_t wacc[tap][t], in double with eight partial sums */                  \
+    static void tod_dw_weight_reduce_##S(const T *wacc, const tod_dw_geom *g, T *dw) {      \
+        const int64_t n = g->OH * g->Wq;                                                    \
+        for (int64_t tap = 0; tap < g->KH * g->KW; tap++) {                                 \
+            const T *a = wacc + tap * n;                                                    \
+            double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                         \
+            int64_t t = 0;                                                                  \
+            for (; t + 8 <= n; t += 8)                                                      \
+                for (int l = 0; l < 8; l++) p[l] += (double)a[t + l];                       \
+            for (; t < n; t++) p[0] += (double)a[t];                                        \
+            dw[tap] = (T)(((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]))); \
+        }                                                                                   \
+    }
+
+TOD_DW_DEFINE(float, f32)
+TOD_DW_DEFINE(double, f64)
+
+#endif /* TINYODL_FLOAT_DW_H */

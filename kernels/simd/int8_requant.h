@@ -1,0 +1,237 @@
+/* tinyodl requantization in SIMD registers (AVX2: 8 lanes, AVX-512: 16 lanes).
+ *
+ * Chapter 03. The same arithmetic as tod_requant_row/_cols in int8_epilogue.h (read that
+ * first), kept in 32-bit lanes so that AVX2 can do it too:
+ *
+ *   v = sat32(acc + bias)          wrapping add, then overflow test on the signs
+ *   x = sat32(v << left)           compare v with INT32_MAX >> left and INT32_MIN >> left
+ *   h = (x * M0 + 2^30) >> 31      32 x 32 -> 64-bit products of the even and the odd
+ *                                  lanes (vpmuldq), bits 31..62 put back into 32 bits
+ *   y = (h >> right) + ((h & mask) > (mask >> 1) + (h < 0))
+ *   out = clamp(y, lo - zp, hi - zp) + zp           then narrowed to int8
+ *
+ * The left shift (and its saturation) is skipped when no channel of the row or chunk has a
+ * positive shift, the usual case of a multiplier below 1.
+ *
+ * Only double rounding with a bias that fits in int32 takes this route; anything else
+ * (single rounding, an extreme folded bias, the last few elements on AVX2) calls the
+ * plain C of int8_epilogue.h for that row. Tests force both routes and compare bit for bit.
+ */
+#ifndef TINYODL_INT8_REQUANT_H
+#define TINYODL_INT8_REQUANT_H
+
+#if TOD_X86
+
+/* --------------------------------------------------------------- AVX2, 8 lanes ---- */
+
+/* Per-lane requantization parameters (constants of a row, or of 8 channels). */
+typedef struct {
+    __m256i bias, m0, left, right, lim_hi, lim_lo, mask, half;
+} tod_rq8;
+
+TOD_AVX2_TARGET static inline tod_rq8 tod_rq8_make(__m256i bias, __m256i m0, __m256i left,
+                                                   __m256i right) {
+    tod_rq8 p;
+    p.bias = bias;
+    p.m0 = m0;
+    p.left = left;
+    p.right = right;
+    p.lim_hi = _mm256_srav_epi32(_mm256_set1_epi32(INT32_MAX), left);
+    p.lim_lo = _mm256_srav_epi32(_mm256_set1_epi32(INT32_MIN), left);
+    p.mask = _mm256_sub_epi32(_mm256_sllv_epi32(_mm256_set1_epi32(1), right),
+                              _mm256_set1_epi32(1));
+    p.half = _mm256_srai_epi32(p.mask, 1);
+    return p;
+}
+
+/* y (before the output zero point) of 8 int32 accumulators. */
+TOD_AVX2_TARGET static inline __m256i tod_rq8_apply(__m256i acc, const tod_rq8 *p,
+                                                   int has_left) {
+    const __m256i s = _mm256_add_epi32(acc, p->bias);
+    const __m256i ov = _mm256_srai_epi32(
+        _mm256_and_si256(_mm256_xor_si256(acc, s), _mm256_xor_si256(p->bias, s)), 31);
+    const __m256i sat = _mm256_xor_si256(_mm256_srai_epi32(p->bias, 31),
+                                         _mm256_set1_epi32(INT32_MAX));
+    const __m256i v = _mm256_blendv_epi8(s, sat, ov);
+    __m256i x = v;
+    if (has_left) { /* only when some channel multiplies by 2^shift first */
+        x = _mm256_sllv_epi32(v, p->left);
+        x = _mm256_blendv_epi8(x, _mm256_set1_epi32(INT32_MAX), _mm256_cmpgt_epi32(v, p->lim_hi));
+        x = _mm256_blendv_epi8(x, _mm256_set1_epi32(INT32_MIN), _mm256_cmpgt_epi32(p->lim_lo, v));
+    }
+    const __m256i nudge = _mm256_set1_epi64x((int64_t)1 << 30);
+    __m256i pe = _mm256_add_epi64(_mm256_mul_epi32(x, p->m0), nudge);
+    __m256i po = _mm256_add_epi64(
+        _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(p->m0, 32)), nudge);
+    /* even lanes: bits 31..62 to the low half; odd lanes: to the high half */
+    const __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(pe, 31), _mm256_slli_epi64(po, 1), 0xAA);
+    __m256i y = _mm256_srav_epi32(h, p->right);
+    const __m256i thr = _mm256_add_epi32(p->half, _mm256_srli_epi32(h, 31));
+    y = _mm256_sub_epi32(y, _mm256_cmpgt_epi32(_mm256_and_si256(h, p->mask), thr));
+    return y;
+}
+
+/* clamp to [lo - zp, hi - zp], add zp (no overflow, same result as clamping after the add)
+ * and store 8 int8 */
+TOD_AVX2_TARGET static inline void tod_rq8_store(__m256i y, __m256i zp, __m256i lo_zp,
+                                                 __m256i hi_zp, int8_t *out) {
+    y = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(y, lo_zp), hi_zp), zp);
+    const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+    _mm_storel_epi64((__m128i *)out, _mm_packs_epi16(w16, w16));
+}
+
+static inline int tod_fits_i32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
+
+TOD_AVX2_TARGET static void tod_requant_row_avx2x(const int32_t *acc, int64_t n, int64_t bias,
+                                                  int32_t m0, int32_t shift, int single,
+                                                  int32_t zp, int32_t lo, int32_t hi,
+                                                  int8_t *out) {
+    int64_t i = 0;
+    if (!single && tod_fits_i32(bias)) {
+        const tod_rq8 p = tod_rq8_make(_mm256_set1_epi32((int32_t)bias), _mm256_set1_epi32(m0),
+                                       _mm256_set1_epi32(shift > 0 ? shift : 0),
+                                       _mm256_set1_epi32(shift < 0 ? -shift : 0));
+        const __m256i vzp = _mm256_set1_epi32(zp), vlo = _mm256_set1_epi32(lo - zp),
+                      vhi = _mm256_set1_epi32(hi - zp);
+        const int has_left = shift > 0;
+        for (; i + 8 <= n; i += 8)
+            tod_rq8_store(tod_rq8_apply(_mm256_loadu_si256((const __m256i *)(acc + i)), &p,
+                                        has_left),
+                          vzp, vlo, vhi, out + i);
+    }
+    if (i < n) tod_requant_row_avx2(acc + i, n - i, bias, m0, shift, single, zp, lo, hi, out + i);
+}
+
+TOD_AVX2_TARGET static void tod_requant_tile_avx2x(
+    const int32_t *acc, int64_t ldt, int64_t rows, int64_t width, const int32_t *bias32,
+    const int64_t *bias, const int32_t *m0, const int32_t *left, const int32_t *right,
+    int single, int32_t zp, int32_t lo, int32_t hi, int8_t *out, int64_t ldo) {
+    int64_t j = 0;
+    if (!single && bias32 != NULL) { /* 8 channels at a time, their parameters set up once */
+        const __m256i vzp = _mm256_set1_epi32(zp), vlo = _mm256_set1_epi32(lo - zp),
+                      vhi = _mm256_set1_epi32(hi - zp);
+        for (; j + 8 <= width; j += 8) {
+            const tod_rq8 p = tod_rq8_make(_mm256_loadu_si256((const __m256i *)(bias32 + j)),
+                                           _mm256_loadu_si256((const __m256i *)(m0 + j)),
+                                           _mm256_loadu_si256((const __m256i *)(left + j)),
+                                           _mm256_loadu_si256((const __m256i *)(right + j)));
+            const int has_left = !_mm256_testz_si256(p.left, p.left);
+            for (int64_t r = 0; r < rows; r++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(acc + r * ldt + j));
+                tod_rq8_store(tod_rq8_apply(a, &p, has_left), vzp, vlo, vhi, out + r * ldo + j);
+            }
+        }
+    }
+    if (j < width)
+        tod_requant_tile_avx2(acc + j, ldt, rows, width - j, bias + j, m0 + j, left + j,
+                              right + j, single, zp, lo, hi, out + j, ldo);
+}
+
+/* ------------------------------------------------------------ AVX-512, 16 lanes ---- */
+
+typedef struct {
+    __m512i bias, m0, left, right, lim_hi, lim_lo, mask, half;
+} tod_rq16;
+
+TOD_VNNI_TARGET static inline tod_rq16 tod_rq16_make(__m512i bias, __m512i m0, __m512i left,
+                                                     __m512i right) {
+    tod_rq16 p;
+    p.bias = bias;
+    p.m0 = m0;
+    p.left = left;
+    p.right = right;
+    p.lim_hi = _mm512_srav_epi32(_mm512_set1_epi32(INT32_MAX), left);
+    p.lim_lo = _mm512_srav_epi32(_mm512_set1_epi32(INT32_MIN), left);
+    p.mask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), right),
+                              _mm512_set1_epi32(1));
+    p.half = _mm512_srai_epi32(p.mask, 1);
+    return p;
+}
+
+TOD_VNNI_TARGET static inline __m512i tod_rq16_apply(__m512i acc, const tod_rq16 *p,
+                                                     int has_left) {
+    const __m512i s = _mm512_add_epi32(acc, p->bias);
+    const __mmask16 ov = _mm512_movepi32_mask(
+        _mm512_and_si512(_mm512_xor_si512(acc, s), _mm512_xor_si512(p->bias, s)));
+    const __m512i sat = _mm512_xor_si512(_mm512_srai_epi32(p->bias, 31),
+                                         _mm512_set1_epi32(INT32_MAX));
+    const __m512i v = _mm512_mask_mov_epi32(s, ov, sat);
+    __m512i x = v;
+    if (has_left) {
+        x = _mm512_sllv_epi32(v, p->left);
+        x = _mm512_mask_mov_epi32(x, _mm512_cmpgt_epi32_mask(v, p->lim_hi),
+                                  _mm512_set1_epi32(INT32_MAX));
+        x = _mm512_mask_mov_epi32(x, _mm512_cmplt_epi32_mask(v, p->lim_lo),
+                                  _mm512_set1_epi32(INT32_MIN));
+    }
+    const __m512i nudge = _mm512_set1_epi64((int64_t)1 << 30);
+    __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(x, p->m0), nudge);
+    __m512i po = _mm512_add_epi64(
+        _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(p->m0, 32)), nudge);
+    const __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(pe, 31),
+                                              _mm512_slli_epi64(po, 1));
+    __m512i y = _mm512_srav_epi32(h, p->right);
+    const __m512i thr = _mm512_add_epi32(p->half, _mm512_srli_epi32(h, 31));
+    y = _mm512_mask_add_epi32(y, _mm512_cmpgt_epi32_mask(_mm512_and_si512(h, p->mask), thr), y,
+                              _mm512_set1_epi32(1));
+    return y;
+}
+
+TOD_VNNI_TARGET static inline void tod_rq16_store(__m512i y, __m512i zp, __m512i lo_zp,
+                                                  __m512i hi_zp, __mmask16 k, int8_t *out) {
+    y = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(y, lo_zp), hi_zp), zp);
+    _mm512_mask_cvtepi32_storeu_epi8(out, k, y);
+}
+
+static inline __mmask16 tod_tail16(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
+TOD_VNNI_TARGET static void tod_requant_row_vnnix(const int32_t *acc, int64_t n, int64_t bias,
+                                                  int32_t m0, int32_t shift, int single,
+                                                  int32_t zp, int32_t lo, int32_t hi,
+                                                  int8_t *out) {
+    if (single || !tod_fits_i32(bias)) {
+        tod_requant_row_vnni(acc, n, bias, m0, shift, single, zp, lo, hi, out);
+        return;
+    }
+    const tod_rq16 p = tod_rq16_make(_mm512_set1_epi32((int32_t)bias), _mm512_set1_epi32(m0),
+                                     _mm512_set1_epi32(shift > 0 ? shift : 0),
+                                     _mm512_set1_epi32(shift < 0 ? -shift : 0));
+    const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo - zp),
+                  vhi = _mm512_set1_epi32(hi - zp);
+    const int has_left = shift > 0;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tod_tail16(n - i);
+        tod_rq16_store(tod_rq16_apply(_mm512_maskz_loadu_epi32(k, acc + i), &p, has_left), vzp,
+                       vlo, vhi, k, out + i);
+    }
+}
+
+TOD_VNNI_TARGET static void tod_requant_tile_vnnix(
+    const int32_t *acc, int64_t ldt, int64_t rows, int64_t width, const int32_t *bias32,
+    const int64_t *bias, const int32_t *m0, const int32_t *left, const int32_t *right,
+    int single, int32_t zp, int32_t lo, int32_t hi, int8_t *out, int64_t ldo) {
+    if (single || bias32 == NULL) {
+        tod_requant_tile_vnni(acc, ldt, rows, width, bias, m0, left, right, single, zp, lo, hi,
+                              out, ldo);
+        return;
+    }
+    const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo - zp),
+                  vhi = _mm512_set1_epi32(hi - zp);
+    for (int64_t j = 0; j < width; j += 16) { /* 16 channels, parameters set up once */
+        const __mmask16 k = tod_tail16(width - j);
+        const tod_rq16 p = tod_rq16_make(_mm512_maskz_loadu_epi32(k, bias32 + j),
+                                         _mm512_maskz_loadu_epi32(k, m0 + j),
+                                         _mm512_maskz_loadu_epi32(k, left + j),
+                                         _mm512_maskz_loadu_epi32(k, right + j));
+        const int has_left = _mm512_test_epi32_mask(p.left, p.left) != 0;
+        for (int64_t r = 0; r < rows; r++)
+            tod_rq16_store(tod_rq16_apply(_mm512_maskz_loadu_epi32(k, acc + r * ldt + j), &p,
+                                          has_left),
+                           vzp, vlo, vhi, k, out + r * ldo + j);
+    }
+}
+
+#endif /* TOD_X86 */
+#endif /* TINYODL_INT8_REQUANT_H */

@@ -1,0 +1,273 @@
+"""Every SIMD path of the compiled int8 kernels, forced in turn, bit-exact to the reference.
+
+The compiled module picks the best path the CPU supports (AVX-512 VNNI, AVX2 or portable
+C); ``set_simd_path`` forces one, so on a VNNI machine all three run here. Shapes are
+chosen around the micro-kernel tiles (4 x 16 and 8 x 32) and the K % 4 padding, and the
+operands hit the cases each path treats specially (-128 on either side for AVX2, raw sums
+that wrap int32 for the unsigned trick, biases outside int32 for the SIMD epilogue).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyodl import backend, quant
+from tinyodl.reference import int8 as ref
+
+k8 = pytest.importorskip("tinyodl._kernels.int8", reason="compiled kernels not built")
+PATHS = k8.simd_paths()
+K_MAX = (2**31 - 1) // (255 * 127)
+
+
+@pytest.fixture(params=PATHS)
+def path(request):
+    """Force one SIMD path for the test, then go back to the automatic choice."""
+    k8.set_simd_path(request.param)
+    try:
+        yield request.param
+    finally:
+        k8.set_simd_path(None)
+
+
+def s8(rng, shape, lo=-128, hi=127):
+    return rng.integers(lo, hi + 1, shape).astype(np.int8)
+
+
+def requant(rng, channels, lo=1e-5, hi=0.5):
+    return quant.quantize_multiplier(rng.uniform(lo, hi, channels))
+
+
+def test_paths_are_listed_and_forcing_is_checked():
+    assert PATHS[0] == "portable" and k8.get_simd_path() == PATHS[-1]
+    with pytest.raises(ValueError, match="unknown path"):
+        k8.set_simd_path("sse9")
+    for name in set(k8.SIMD_PATHS) - set(PATHS):
+        with pytest.raises(ValueError, match="cannot run"):
+            k8.set_simd_path(name)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 5, 15), (4, 8, 16), (7, 13, 33), (9, 64, 17),
+                                   (17, 4, 31), (33, 130, 65)])  # fmt: skip
+def test_gemm_every_path(path, m, k, n):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    for a_lo, b_lo in [(-128, -128), (-128, -127), (-127, -128)]:  # AVX2 picks by the -128s
+        a, b = s8(rng, (m, k), a_lo), s8(rng, (k, n), b_lo)
+        for za, zb in [(0, 0), (5, -9), (-128, 127)]:
+            want = (a.astype(np.int64) - za) @ (b.astype(np.int64) - zb)
+            assert np.array_equal(k8.gemm_s8(a, b, za, zb), want), (path, a_lo, b_lo, za, zb)
+
+
+@given(
+    m=st.integers(1, 20), k=st.integers(1, 40), n=st.integers(1, 40),
+    za=st.integers(-128, 127), zb=st.integers(-128, 127), seed=st.integers(0, 2**16),
+)  # fmt: skip
+@settings(max_examples=25, deadline=None)
+def test_gemm_any_shape_any_path(m, k, n, za, zb, seed):
+    rng = np.random.default_rng(seed)
+    a, b = s8(rng, (m, k)), s8(rng, (k, n))
+    want = (a.astype(np.int64) - za) @ (b.astype(np.int64) - zb)
+    try:
+        for name in PATHS:
+            k8.set_simd_path(name)
+            assert np.array_equal(k8.gemm_s8(a, b, za, zb), want), name
+    finally:
+        k8.set_simd_path(None)
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_linear_every_path(path, rounding):
+    rng = np.random.default_rng(1)
+    for n, k, f in [(1, 3, 1), (5, 17, 15), (8, 64, 32), (13, 100, 47), (40, 7, 70)]:
+        x, w = s8(rng, (n, k)), s8(rng, (f, k), -127)
+        bias = rng.integers(-(10**6), 10**6, f).astype(np.int32)
+        m0, shift = requant(rng, f, 1e-5, 4.0)  # shifts of both signs (left shift or not)
+        for zp_in, zp_out, lo, hi in [(0, 0, -128, 127), (-128, 7, -20, 100), (127, -5, -128, 0)]:
+            args = (x, w, bias, zp_in, zp_out, m0, shift, lo, hi, rounding)
+            assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args)), (path, n, k, f)
+
+
+def test_linear_raw_sums_that_wrap_int32(path):
+    """x = -128 against w = 127 over K_MAX terms: the unsigned trick's raw sum exceeds 2^31."""
+    x = np.full((3, K_MAX), -128, np.int8)
+    w = np.full((5, K_MAX), 127, np.int8)
+    w[1], w[2, ::2] = -127, -127
+    bias = np.array([0, 5, -7, 2**31 - 1, -(2**31)], np.int32)  # folded biases leave int32
+    m0, shift = np.full(5, 2**31 - 1, np.int32), np.array([-24, -24, -3, -30, 0], np.int32)
+    for rounding in ("double", "single"):
+        args = (x, w, bias, 127, 3, m0, shift, -128, 127, rounding)
+        assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args))
+
+
+def random_conv(rng, depthwise=False):
+    n, c = int(rng.integers(1, 4)), int(rng.integers(1, 12))
+    h, w = int(rng.integers(3, 14)), int(rng.integers(3, 14))
+    groups = c if depthwise else int(rng.choice([g for g in (1, 2, 3) if c % g == 0]))
+    f = c if depthwise else int(rng.integers(1, 5)) * groups
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    stride = (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
+    padding = (int(rng.integers(0, kh)), int(rng.integers(0, kw)))
+    x = s8(rng, (n, c, h, w))
+    wt = s8(rng, (f, c // groups, kh, kw), -127)
+    bias = rng.integers(-(10**5), 10**5, f).astype(np.int32)
+    m0, shift = requant(rng, f, 1e-4, 3.0 if rng.random() < 0.3 else 0.3)
+    return x, wt, bias, m0, shift, stride, padding, groups
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_conv_every_path(path, rounding):
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        x, w, bias, m0, shift, stride, padding, groups = random_conv(rng)
+        if x.shape[2] + 2 * padding[0] < w.shape[2] or x.shape[3] + 2 * padding[1] < w.shape[3]:
+            continue
+        zp_in, zp_out = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        args = (x, w, bias, zp_in, zp_out, m0, shift, stride, padding, groups, -128, 127,
+                rounding)  # fmt: skip
+        assert np.array_equal(k8.conv2d_s8(*args), ref.conv2d_s8(*args)), (x.shape, w.shape)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 9, 9), (1, 16, 7, 7), (3, 5, 4, 6), (2, 40, 3, 3)])
+def test_pointwise_conv_every_path(path, shape):
+    """1x1 stride-1 convolutions pack panels straight from NCHW (across image borders)."""
+    rng = np.random.default_rng(shape[1])
+    x = s8(rng, shape)
+    for f in (1, 9, 24):
+        w = s8(rng, (f, shape[1], 1, 1), -127)
+        m0, shift = requant(rng, f, 1e-4, 0.3)
+        args = (x, w, None, -3, 4, m0, shift)
+        assert np.array_equal(k8.conv2d_s8(*args), ref.conv2d_s8(*args))
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_depthwise_every_path(path, rounding):
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        x, w, bias, m0, shift, stride, padding, _ = random_conv(rng, depthwise=True)
+        if x.shape[2] + 2 * padding[0] < w.shape[2] or x.shape[3] + 2 * padding[1] < w.shape[3]:
+            continue
+        args = (x, w, bias, int(rng.integers(-128, 128)), 9, m0, shift, stride, padding)
+        want = ref.depthwise_conv2d_s8(*args, -100, 120, rounding)
+        assert np.array_equal(k8.depthwise_conv2d_s8(*args, -100, 120, rounding), want)
+        # the same layer through conv2d_s8 with groups = C
+        conv = k8.conv2d_s8(*args, groups=x.shape[1], act_min=-100, act_max=120,
+                            rounding=rounding)  # fmt: skip
+        assert np.array_equal(conv, want)
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_requantize_every_path(path, rounding):
+    rng = np.random.default_rng(3)
+    edges = np.array([-(2**31), -(2**31) + 1, -(2**30), -65, -1, 0, 1, 64, 2**30, 2**31 - 1])
+    acc = np.concatenate([np.tile(edges, 3), rng.integers(-(2**31), 2**31, 37)])
+    acc = np.tile(acc, (2, 7, 1)).astype(np.int32)  # odd row length: SIMD body and tail
+    m0 = np.array([2**31 - 1, 2**30, 2**30, 2**31 - 1, 2**30 + 12345, 1, 0], np.int32)
+    shift = np.array([0, 0, -31, -20, 3, 30, -5], np.int32)
+    for zp, lo, hi in [(0, -128, 127), (-20, -20, 127), (100, -50, 60)]:
+        got = k8.requantize(acc, m0, shift, zp, lo, hi, rounding)
+        assert np.array_equal(got, ref.requantize(acc, m0, shift, zp, lo, hi, rounding))
+
+
+def test_two_threads_every_path(path):
+    rng = np.random.default_rng(5)
+    x, w = s8(rng, (4, 6, 15, 15)), s8(rng, (8, 3, 3, 3), -127)
+    m0, shift = requant(rng, 8)
+    a, b = s8(rng, (37, 70)), s8(rng, (70, 45))
+    xl, wl = s8(rng, (21, 50)), s8(rng, (19, 50), -127)
+    want = [
+        ref.conv2d_s8(x, w, None, 5, -2, m0, shift, 2, 1, 2),
+        ref.depthwise_conv2d_s8(x, w[:6, :1], None, 5, -2, m0[:6], shift[:6], 1, 1),
+        ref.gemm_s8(a, b, 3, -4),
+        ref.linear_s8(xl, wl, None, 1, 2, m0[0], shift[0]),
+    ]
+    try:
+        backend.set_num_threads(2)
+        got = [
+            k8.conv2d_s8(x, w, None, 5, -2, m0, shift, 2, 1, 2),
+            k8.depthwise_conv2d_s8(x, w[:6, :1], None, 5, -2, m0[:6], shift[:6], 1, 1),
+            k8.gemm_s8(a, b, 3, -4),
+            k8.linear_s8(xl, wl, None, 1, 2, m0[0], shift[0]),
+        ]
+    finally:
+        backend.set_num_threads(1)
+    for g, want_g in zip(got, want, strict=True):
+        assert np.array_equal(g, want_g)
+
+
+# ---- scratch memory: taken from numpy, so tracemalloc sees it and MemoryError is raised ----
+
+
+def traced_peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_scratch_is_seen_by_tracemalloc():
+    rng = np.random.default_rng(0)
+    x = s8(rng, (1, 2, 300, 300))
+    w = s8(rng, (2, 1, 3, 3), -127)
+    m0, shift = requant(rng, 2)
+    out_bytes = x.size  # int8 output, same shape
+    # depthwise scratch per thread: a phase plane (int16), int32 accumulators, int8 outputs
+    virt = 300 * 302
+    scratch = 302 * 302 * 2 + virt * 4 + virt
+    peak = traced_peak(lambda: k8.depthwise_conv2d_s8(x, w, None, 0, 0, m0, shift, 1, 1))
+    assert peak >= out_bytes + scratch
+    # conv scratch: the padded channels-last copy of the input (plus a panel and a tile)
+    wc = s8(rng, (4, 2, 3, 3), -127)
+    m0c, shiftc = requant(rng, 4)
+    peak = traced_peak(lambda: k8.conv2d_s8(x, wc, None, 0, 0, m0c, shiftc, 1, 1))
+    assert peak >= 4 * x[0, 0].size + 302 * 302 * 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS semantics are Linux's")
+@pytest.mark.parametrize("kernel", ["depthwise", "conv", "linear"])
+def test_memory_error_instead_of_a_crash(kernel):
+    """Under a tight address-space limit a kernel's scratch raises MemoryError (no segfault)."""
+    script = textwrap.dedent(
+        f"""
+        import resource, sys
+        import numpy as np
+        import tinyodl._kernels.int8 as k8
+        x = np.ones((1, 1, 3000, 3000), np.int8)       # 9 MB input
+        xc = np.ones((10, 1, 3000, 3000), np.int8)     # 90 MB input
+        w = np.ones((1, 1, 3, 3), np.int8)
+        m0, sh = np.array([2**30], np.int32), np.array([0], np.int32)
+        xl, wl = np.ones((10, 4000), np.int8), np.ones((30000, 4000), np.int8)  # 120 MB
+        def vm_bytes():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+        limit = vm_bytes() + 48 * 2**20                # room for the output, not the scratch
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            if "{kernel}" == "depthwise":              # ~90 MB of plane scratch
+                k8.depthwise_conv2d_s8(x, w, None, 0, 0, m0, sh, 1, 1)
+            elif "{kernel}" == "conv":                 # 90 MB padded channels-last copy
+                k8.conv2d_s8(xc, w, None, 0, 0, m0, sh, 1, 1)
+            else:                                      # 120 MB of packed weights
+                k8.linear_s8(xl, wl, None, 0, 0, m0[0], sh[0])
+        except MemoryError:
+            print("MemoryError")
+            sys.exit(0)
+        print("no error")
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "MemoryError"
