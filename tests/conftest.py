@@ -58,6 +58,19 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="session")
+def executed_chapters(tmp_path_factory):
+    """A cache of executed chapter notebooks (:mod:`tinyodl.course.execute`), shared by all
+    pytest-xdist workers of the session: each chapter executes once
+    (:func:`~tinyodl.course.execute.executed_once`), in the notebook test or in the site test
+    (``tests/test_site.py``), whichever asks first."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # basetemp/popen-gwN: share their parent
+        folder = tmp_path_factory.getbasetemp().parent / "executed-chapters"
+        folder.mkdir(exist_ok=True)
+        return folder
+    return tmp_path_factory.mktemp("executed-chapters")
+
+
 def pytest_collection_modifyitems(config, items):
     skip_torch = pytest.mark.skip(reason="PyTorch is not installed (oracle tests)")
     for item in items:

@@ -128,11 +128,12 @@ def test_check_mode_exit_status_lists_stale_files(tmp_path):
 # ----------------------------------------------------------------------------- execution
 
 
-def execute_notebook(path: Path, cwd: Path) -> None:
+def execute_notebook(path: Path, cwd: Path):
     """Run the ``.ipynb`` at ``path`` top to bottom in a fresh ``python3`` kernel started in
-    ``cwd``; raise ``nbclient.exceptions.CellExecutionError`` at the first failing cell.
+    ``cwd`` and return the executed notebook; raise
+    ``nbclient.exceptions.CellExecutionError`` at the first failing cell.
 
-    The caller sets ``MPLBACKEND=Agg`` in the environment, which the kernel inherits.
+    The caller sets ``MPLBACKEND`` in the environment, which the kernel inherits.
     """
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -145,20 +146,29 @@ def execute_notebook(path: Path, cwd: Path) -> None:
         resources={"metadata": {"path": str(cwd)}},  # cwd: files it writes land here
     )
     client.execute()
+    return notebook
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
-def test_notebook_runs_top_to_bottom(source, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(source, executed_chapters):
     """In the quick configuration (``TINYODL_QUICK=1``, docs/contributing.md): smaller runs,
-    the same code paths and the same asserts."""
-    nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("TINYODL_QUICK", "1")
+    the same code paths and the same asserts, in a fresh kernel and a temporary folder.
+    Figures stay in the outputs (the inline backend) and the executed notebook is kept for
+    the site test (``tests/test_site.py``), which may have asked for it first: each chapter
+    executes once per session (``tinyodl.course.execute.executed_once``)."""
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from tinyodl.course.execute import ExecutionError, executed_once
+
     try:
-        execute_notebook(source.with_suffix(".ipynb"), tmp_path)
-    except nbclient.exceptions.CellExecutionError as err:
-        pytest.fail(f"{source.with_suffix('.ipynb').name} failed:\n{err}", pytrace=False)
+        executed_once(source.with_suffix(".ipynb"), executed_chapters, "quick", log=_quiet)
+    except ExecutionError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+def _quiet(*args) -> None:
+    pass
 
 
 @pytest.mark.notebook

@@ -6,6 +6,8 @@ Sub-commands::
     tinyodl train                         train LeNet-5 from scratch on the shipped subset
     tinyodl grade NOTEBOOK [--json F]     grade a student's exercise notebook
     tinyodl exercises release --out DIR   write student (and solution) notebooks
+    tinyodl exercises gradescope NN       a Gradescope autograder bundle (zip)
+    tinyodl docs build --out DIR          the course as a website (docs extra)
     tinyodl bench NAME [--json F]         benchmarks (kernels, ...; see tinyodl bench -h)
     tinyodl info                          versions, backend, build details
     tinyodl export MODEL --format F --out FILE   ONNX / int8 ONNX / TFLite / C array (ch. 13)
@@ -100,6 +102,17 @@ def _add_exercises(sub: argparse._SubParsersAction) -> None:
     esub = p.add_subparsers(dest="exercises_command", required=True)
     r = esub.add_parser("release", help="write student (and solution) notebooks")
     add_release_arguments(r)
+    from tinyodl.course.cli import add_gradescope_arguments
+
+    g = esub.add_parser("gradescope", help="write a Gradescope autograder bundle (zip)")
+    add_gradescope_arguments(g)
+
+
+def _add_docs(sub: argparse._SubParsersAction) -> None:
+    from tinyodl.course.cli import add_docs_arguments
+
+    p = sub.add_parser("docs", help="the course as a website: build, serve, check")
+    add_docs_arguments(p)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -124,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_grade(sub)
     _add_exercises(sub)
+    _add_docs(sub)
     _add_bench(sub)
     sub.add_parser("info", help="versions, active backend and build details")
     _add_export(sub)
@@ -217,6 +231,10 @@ def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tinyodl.backend import BackendError
     from tinyodl.checkpoint import CheckpointError
+    from tinyodl.course.catalog import CourseError
+    from tinyodl.course.execute import ExecutionError
+    from tinyodl.course.gradescope import BundleError
+    from tinyodl.course.site import SiteError
     from tinyodl.data import DataFormatError
     from tinyodl.grading.release import MarkerError
     from tinyodl.train import DivergenceError
@@ -230,6 +248,10 @@ def _run(argv: Sequence[str] | None) -> int:
         DataFormatError,
         DivergenceError,
         MarkerError,
+        CourseError,
+        BundleError,
+        SiteError,
+        ExecutionError,
     ) as err:
         print(f"tinyodl: error: {err}", file=sys.stderr)
         return 1
@@ -249,9 +271,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return grade_main(args)
     if args.command == "exercises":
+        if args.exercises_command == "gradescope":
+            from tinyodl.course.cli import gradescope_main
+
+            return gradescope_main(args)
         from tinyodl.grading import release_main
 
         return release_main(args)
+    if args.command == "docs":
+        from tinyodl.course.cli import docs_main
+
+        return docs_main(args)
     if args.command == "bench":
         from tinyodl.bench import load_benchmark
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tinyodl.grading.engine import DEFAULT_BUDGET, DEFAULT_TIMEOUT, grade_notebook
-from tinyodl.grading.release import release_all, release_exercise
+from tinyodl.grading.release import exercise_sources, release_exercise
 from tinyodl.grading.sandbox import SandboxConfig
 
 SOURCES_MISSING = (
@@ -94,6 +94,30 @@ def add_release_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     )
     parser.add_argument(
         "--no-solutions", action="store_true", help="write only the student notebooks"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NN",
+        help="release only these exercises (numbers or names; repeatable or comma-separated)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="grade the solution (full marks) and student version (every check fails) of "
+        "each exercise first; write nothing unless all pass",
+    )
+    parser.add_argument(
+        "--no-nbgrader",
+        action="store_true",
+        help="do not write the nbgrader source notebooks (nbgrader/source/NN_name/)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"with --check: seconds per task (default {DEFAULT_TIMEOUT:g})",
     )
     return parser
 
@@ -186,8 +210,32 @@ def _no_tracebacks(record: logging.LogRecord) -> bool:
     return True
 
 
+def _selected(sources: list[Path], only: list[str] | None) -> list[Path]:
+    """The sources named by ``--only`` ("03", "03_quantization", "00,03"), in number order."""
+    if not only:
+        return sources
+    wanted = [w.strip() for item in only for w in item.split(",") if w.strip()]
+    chosen = []
+    for want in wanted:
+        matches = [p for p in sources if p.stem == want or p.stem[:2] == want.zfill(2)[:2]]
+        if not want[:2].isdigit() or not matches:
+            names = ", ".join(p.stem for p in sources)
+            raise FileNotFoundError(f"--only {want}: no such exercise (have: {names})")
+        chosen += [p for p in matches if p not in chosen]
+    return sorted(chosen)
+
+
 def release_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
-    """``tinyodl exercises release --out DIR [--source PATH] [--no-solutions]``; returns 0."""
+    """``tinyodl exercises release --out DIR [--source PATH] [--only NN] [--check] ...``.
+
+    Writes ``DIR/student/`` (to hand out), and unless ``--no-solutions`` ``DIR/solution/`` and
+    ``DIR/nbgrader/source/NN_name/`` (staff only: they hold the solutions). With ``--check``
+    the release is staged in a temporary folder, every grader is run on the solution and on
+    the student version (:mod:`tinyodl.course.release_check`), and ``DIR`` is written only
+    if every exercise passes. Returns 0, or 1 when the check fails.
+    """
+    import shutil
+
     args = _namespace(args, add_release_arguments, "tinyodl exercises release")
     source = Path(args.source) if args.source else Path("exercises")
     if not source.exists():
@@ -196,15 +244,66 @@ def release_main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         )
     solutions = not getattr(args, "no_solutions", False)
     if source.is_dir():
-        if not any(source.glob("[0-9][0-9]_*.py")):
+        sources = exercise_sources(source)
+        if not sources:
             raise FileNotFoundError(
                 f"tinyodl exercises release: no NN_*.py sources in {source}; {SOURCES_MISSING}"
             )
-        written = release_all(source, args.out, solutions)
     else:
-        written = [release_exercise(source, args.out, solutions)]
+        sources = [source]
+    sources = _selected(sources, getattr(args, "only", None))
+    check = getattr(args, "check", False)
+    nbgrader = solutions and not getattr(args, "no_nbgrader", False)
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="tinyodl-release-") as staging:
+        target = Path(staging) if check else out
+        written = _release(sources, target, solutions or check, nbgrader)
+        if check:
+            if not _check_release(written, getattr(args, "timeout", DEFAULT_TIMEOUT)):
+                print(f"release check failed: nothing written to {out}", file=sys.stderr)
+                return 1
+            if not solutions:
+                shutil.rmtree(target / "solution", ignore_errors=True)
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(target, out, dirs_exist_ok=True)
+            for paths in written:
+                for key in ("student", "solution", "nbgrader"):
+                    if paths.get(key) is not None:
+                        paths[key] = out / Path(paths[key]).relative_to(target)
     for paths in written:
-        for path in paths.values():
-            if path is not None:
-                print(f"wrote {path}")
+        for key in ("student", "solution", "nbgrader"):
+            if paths.get(key) is not None and (key != "solution" or solutions):
+                print(f"wrote {paths[key]}")
     return 0
+
+
+def _release(sources: list[Path], out: Path, solutions: bool, nbgrader: bool) -> list[dict]:
+    written = []
+    for path in sources:
+        paths = release_exercise(path, out, solutions)
+        paths["source"] = path
+        paths["nbgrader"] = None
+        if nbgrader:
+            from tinyodl.course.nbgrader import write_nbgrader_source
+            from tinyodl.grading.api import collect_tasks
+            from tinyodl.grading.engine import grader_module_name, load_grader
+
+            tasks = collect_tasks(load_grader(grader_module_name(path.stem)))
+            paths["nbgrader"] = write_nbgrader_source(path, tasks, out)
+        written.append(paths)
+    return written
+
+
+def _check_release(written: list[dict], timeout: float) -> bool:
+    from tinyodl.course.release_check import check_exercise
+
+    ok = True
+    for paths in written:
+        result = check_exercise(
+            paths["source"], paths, timeout=timeout, nbgrader_path=paths.get("nbgrader")
+        )
+        print(result.line())
+        for problem in result.problems:
+            print(f"    {problem}")
+        ok = ok and result.ok
+    return ok
