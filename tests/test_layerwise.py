@@ -62,7 +62,9 @@ def test_frozen_forward_retains_only_its_output():
     plain = measure_peak(body.forward, x, False)
     kept = measure_peak(frozen.forward, x)
     out = kept.result.nbytes
-    assert kept.retained_bytes < out + 4096  # the output (and small objects), nothing else
+    # the output and small objects (one-off interpreter caches, a few KB when other tests ran
+    # first in the process), nothing else: any kept activation would be >= 100 KB here
+    assert kept.retained_bytes < out + 16384
     assert plain.retained_bytes > out + 64 * 8 * 14 * 14  # plain layers keep masks
 
 
