@@ -269,8 +269,9 @@ assert after > before
 #
 # A training checkpoint must survive a power cut and a bad flash cell: the arrays go to an
 # `.npz` (no pickle), a JSON manifest beside it holds the version, the step, the random
-# generator's state, the quantization parameters and a SHA-256 per array and per file. Both
-# are written atomically; the loader checks everything before it returns anything.
+# generator's state, the quantization parameters, a SHA-256 per array and per file, and one
+# over its own content (so an edited step or generator state is caught too). Both are
+# written atomically; the loader checks everything before it returns anything.
 #
 # For a federated round the device sends `trained - base`. Uncompressed, applying it
 # reproduces the trained model exactly; int8 (one scale per tensor) or top-k (the 1% largest

@@ -109,6 +109,27 @@ def test_clear_errors_for_damaged_files(saved, tmp_path):
         load_training_checkpoint(manifest)
 
 
+def test_an_edited_step_or_generator_state_is_refused(saved, tmp_path):
+    """No array checksum covers the step or the generator state: the manifest's own does (a
+    fuzzed digit of the PCG64 increment once loaded silently)."""
+    for edit in ("step", "rng"):
+        (tmp_path / edit).mkdir()
+        npz, manifest = _copy_pair(saved[0], tmp_path / edit)
+        meta = json.loads(manifest.read_text())
+        if edit == "step":
+            meta["step"] += 1
+        else:
+            meta["rng_state"]["state"]["inc"] += 10
+        manifest.write_text(json.dumps(meta, indent=1, sort_keys=True))
+        with pytest.raises(CheckpointError, match=r"ckpt\.json.*manifest_sha256"):
+            load_training_checkpoint(manifest)
+    # the same content written with other whitespace still loads
+    (tmp_path / "spaces").mkdir()
+    npz, manifest = _copy_pair(saved[0], tmp_path / "spaces")
+    manifest.write_text(json.dumps(json.loads(manifest.read_text())))
+    assert load_training_checkpoint(manifest).step == load_training_checkpoint(saved[0][1]).step
+
+
 def test_mismatched_pair_is_refused(saved, tmp_path):
     npz, manifest = _copy_pair(saved[0], tmp_path)
     other, _ = _trained(_model(seed=3))

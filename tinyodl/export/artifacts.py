@@ -148,10 +148,19 @@ def save_training_checkpoint(
             for k, v in arrays.items()
         },
     }
+    manifest["manifest_sha256"] = _manifest_sha256(manifest)  # step, RNG state, parameters
     text = json.dumps(manifest, indent=1, sort_keys=True)
     write_bytes_atomic(npz_path, data)
     write_bytes_atomic(json_path, text.encode())
     return npz_path, json_path
+
+
+def _manifest_sha256(manifest: dict[str, Any]) -> str:
+    """Checksum of the manifest's content (everything but this checksum), canonical JSON: it
+    covers the step, the generator state and the quantization parameters, which no array
+    checksum does; whitespace changes do not alter it."""
+    content = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return _sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _read_manifest(json_path: Path) -> dict[str, Any]:
@@ -182,6 +191,11 @@ def _read_manifest(json_path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{fn}: {json_path}: the manifest's array table is malformed")
     if not isinstance(manifest.get("step"), int) or isinstance(manifest.get("step"), bool):
         raise CheckpointError(f"{fn}: {json_path}: 'step' must be an integer")
+    if manifest.get("manifest_sha256") != _manifest_sha256(manifest):
+        raise CheckpointError(
+            f"{fn}: {json_path}: the manifest was changed after it was written (its content "
+            "does not match its manifest_sha256)"
+        )
     return manifest
 
 
