@@ -456,6 +456,162 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- energy
+
+#: The radio of the demo's energy columns (:mod:`tinyodl.energy`; every radio is in the JSON).
+RADIO = "ble"
+CLOUD_ROW = "upload_and_retrain_in_cloud"
+
+
+def _energy_setup(method: str, row: dict[str, Any], cfg: DemoConfig):
+    """Layer costs, what trains and the update's bytes of one method (seed 0's model)."""
+    from tinyodl import energy, transfer
+    from tinyodl import sparse_update as su
+
+    task, model, qmodel, _, _ = _setup(
+        cfg.seeds[0], cfg.per_class, cfg.calibration_images, cfg.test_images
+    )
+    shape = task.x_train.shape[1:]
+    if method in FLOAT_METHODS:
+        model = transfer.prepare(copy.deepcopy(model), _PREPARE[method], seed=cfg.seeds[0])
+        trainable = energy.trainable_from_model(model)
+        update_bytes = 4 * model.num_params(trainable_only=True)
+        return task, energy.layer_costs(model, shape), trainable, update_bytes
+    scheme = UpdateScheme.from_dict(row["scheme"])
+    work = su.apply_scheme(copy.deepcopy(qmodel), scheme)
+    trainable = energy.trainable_from_scheme(qmodel, scheme)
+    return task, energy.layer_costs(qmodel, shape), trainable, su.trainable_int8_bytes(work)
+
+
+def add_energy(rows: list[dict[str, Any]], cfg: DemoConfig, constants=None) -> dict[str, Any]:
+    """Add energy columns to the rows; return the cloud row (:mod:`tinyodl.energy`).
+
+    Per method: ``energy`` = the counts of one training step at the demo's batch size
+    (MACs from ``describe()``, the analytic bytes), ``energy_step_joules``,
+    ``adaptation_steps`` (``epochs * ceil(N / batch_size)``), ``energy_adaptation_joules``
+    (compute only), ``update_bytes`` (the trained values: what a device would send to
+    share its adaptation) and ``update_radio_joules`` ({radio: J} to send them). The
+    returned row ``upload_and_retrain_in_cloud`` (the JSON's ``cloud_row``, the last row
+    of :func:`format_energy_table`): the device sends its N labelled raw
+    images (one byte a pixel plus one label byte) and receives the whole retrained int8
+    model; no compute on the device; its accuracy is ``fp32_full``'s (the cloud runs that
+    recipe). ``energy_adaptation_joules`` of that row is the radio energy over
+    :data:`RADIO`.
+    """
+    from tinyodl import energy
+
+    c = constants if constants is not None else energy.DEFAULT
+    for row in rows:
+        if row.get("accuracy") is None:
+            continue
+        task, costs, trainable, update_bytes = _energy_setup(row["method"], row, cfg)
+        counts = energy.training_step_counts(costs, trainable, cfg.batch_size, momentum=True)
+        n = len(task.x_train)
+        steps = cfg.epochs * -(-n // cfg.batch_size)
+        step_j = energy.compute_energy(counts, c)
+        row["energy"] = {
+            "macs_int8": counts.macs_int8,
+            "macs_fp32": counts.macs_fp32,
+            "sram_bytes": counts.sram_bytes,
+            "flash_bytes": counts.flash_bytes,
+            "joules_by_term": step_j,
+        }
+        row["energy_step_joules"] = step_j["total"]
+        row["adaptation_steps"] = steps
+        row["energy_adaptation_joules"] = step_j["total"] * steps
+        row["update_bytes"] = int(update_bytes)
+        row["update_radio_joules"] = {
+            r: energy.radio_energy(update_bytes, 0, r, c) for r in energy.RADIOS
+        }
+    by = {r["method"]: r for r in rows if r.get("accuracy") is not None}
+    task, _, qmodel, _, _ = _setup(
+        cfg.seeds[0], cfg.per_class, cfg.calibration_images, cfg.test_images
+    )
+    n = len(task.x_train)
+    up = n * (int(np.prod(task.x_train.shape[1:])) + 1)  # uint8 pixels + a label byte
+    down = int(qmodel.nbytes())
+    radio = {r: energy.radio_energy(up, down, r, c) for r in energy.RADIOS}
+    ref = by.get("fp32_full")
+    return {
+        "method": CLOUD_ROW,
+        "accuracy": None if ref is None else ref["accuracy"],
+        "accuracy_std": None if ref is None else ref["accuracy_std"],
+        "accuracy_source": "fp32_full",
+        "radio_bytes_up": up,
+        "radio_bytes_down": down,
+        "radio_joules": radio,
+        "energy_step_joules": None,
+        "energy_adaptation_joules": radio[RADIO],
+        "radio": RADIO,
+    }
+
+
+def _energy_sources(constants=None) -> dict[str, Any]:
+    from tinyodl import energy
+
+    c = constants if constants is not None else energy.DEFAULT
+    return {"radio": RADIO, "constants_joules": c.to_dict(), "sources": dict(energy.SOURCES)}
+
+
+def format_energy_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text energy table: per step and per adaptation (uJ / mJ), radio bytes."""
+    head = (
+        f"{'method':<28}{'MACs/step':>11}{'SRAM B':>10}{'flash B':>10}{'uJ/step':>9}"
+        f"{'steps':>7}{'mJ/adapt.':>11}{'radio B up':>12}{'mJ ' + RADIO:>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r["method"] == CLOUD_ROW:
+            lines.append(
+                f"{r['method']:<28}{'-':>11}{'-':>10}{'-':>10}{'-':>9}{'-':>7}"
+                f"{1e3 * r['energy_adaptation_joules']:>11.2f}{r['radio_bytes_up']:>12,}"
+                f"{1e3 * r['radio_joules'][RADIO]:>9.2f}"
+            )
+            continue
+        if r.get("energy") is None:
+            continue
+        e = r["energy"]
+        lines.append(
+            f"{r['method']:<28}{e['macs_int8'] + e['macs_fp32']:>11,}{e['sram_bytes']:>10,}"
+            f"{e['flash_bytes']:>10,}{1e6 * r['energy_step_joules']:>9.2f}"
+            f"{r['adaptation_steps']:>7}{1e3 * r['energy_adaptation_joules']:>11.3f}"
+            f"{r['update_bytes']:>12,}{1e3 * r['update_radio_joules'][RADIO]:>9.2f}"
+        )
+    return "\n".join(lines)
+
+
+def plot_energy(rows: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against the energy of one adaptation (log scale), one point per method;
+    the cloud row is its radio energy over :data:`RADIO`."""
+    import matplotlib
+
+    if "MPLBACKEND" not in os.environ:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for r in rows:
+        if r.get("accuracy") is None or r.get("energy_adaptation_joules") is None:
+            continue
+        cloud = r["method"] == CLOUD_ROW
+        int8 = not r["method"].startswith(("fp32", "tinytl")) and not cloud
+        x, y = 1e3 * r["energy_adaptation_joules"], 100 * r["accuracy"]
+        ax.errorbar(
+            x, y, yerr=100 * (r.get("accuracy_std") or 0.0),
+            fmt="^" if cloud else ("s" if int8 else "o"), capsize=3,
+        )  # fmt: skip
+        label = f"{r['method']} ({RADIO} radio)" if cloud else r["method"]
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("energy of one adaptation on the device (mJ, log scale; tinyodl.energy)")
+    ax.set_ylabel("task A test accuracy (%)")
+    ax.set_title("Accuracy vs energy (circles fp32, squares int8, triangle: upload + cloud)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- entry
 
 
@@ -485,12 +641,16 @@ def run(cfg: DemoConfig, jobs: int = 2, progress: bool = True) -> dict[str, Any]
                     bar.update(1)
     rows = _rows(cfg, results)
     summary = _summary(rows, cfg)
+    cloud = add_energy(rows, cfg)  # energy columns; the cloud row
+    summary["energy"] = _energy_sources()
     summary["wall_seconds"] = time.perf_counter() - start
     t = os.times()  # this process and its finished worker processes
     summary["cpu_seconds"] = t.user + t.system + t.children_user + t.children_system
     summary["jobs"] = jobs
     config = asdict(cfg)
-    return {"machine": machine_info(), "config": config, "rows": rows, "summary": summary}
+    doc = {"machine": machine_info(), "config": config, "rows": rows, "summary": summary}
+    doc["cloud_row"] = cloud
+    return doc
 
 
 def run_demo(args: Any) -> int:
@@ -523,11 +683,13 @@ def run_demo(args: Any) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot(doc["rows"], out / "demo.png")
+    plot_energy([*doc["rows"], doc["cloud_row"]], out / "demo_energy.png")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     s = doc["summary"]
     print(format_table(doc["rows"]))
+    print(format_energy_table([*doc["rows"], doc["cloud_row"]]))
     if s.get("memory_ratio") is not None:
         print(
             f"sparse_update_engine vs fp32_full: {s['memory_ratio']:.1f}x less measured peak "
@@ -539,5 +701,8 @@ def run_demo(args: Any) -> int:
         f"wall time: {s['wall_seconds']:.1f} s ({args.jobs} processes; "
         f"CPU time {s['cpu_seconds']:.1f} s)"
     )
-    print(f"wrote {out / 'demo.png'}" + (f" and {args.json}" if args.json else ""))
+    print(
+        f"wrote {out / 'demo.png'}, {out / 'demo_energy.png'}"
+        + (f" and {args.json}" if args.json else "")
+    )
     return 0
