@@ -126,3 +126,88 @@ def test_cli_writes_the_json(tmp_path):
     assert doc["command"].startswith("tinyodl demo --seeds 1")
     assert [r["method"] for r in doc["rows"]] == ["fp32_last_layer", "sparse_update"]
     assert "wall time" in res.stdout and (tmp_path / "demo.png").exists()
+
+
+# ------------------------------------------------------------------------------ energy
+
+
+def test_energy_columns_are_computed_from_the_counts(doc):
+    from tinyodl import energy
+
+    c = energy.DEFAULT
+    cfg = doc["config"]
+    for row in doc["rows"]:
+        if row.get("error"):
+            continue
+        e = row["energy"]
+        by_term = {
+            "mac_int8": e["macs_int8"] * c.int8_mac,
+            "mac_fp32": e["macs_fp32"] * c.fp32_mac,
+            "sram": e["sram_bytes"] * c.sram_per_byte,
+            "flash": e["flash_bytes"] * c.flash_per_byte,
+        }
+        assert row["energy_step_joules"] == pytest.approx(sum(by_term.values()))
+        n = 5 * cfg["per_class"]  # task A: five new classes
+        assert row["adaptation_steps"] == cfg["epochs"] * -(-n // cfg["batch_size"])
+        assert row["energy_adaptation_joules"] == pytest.approx(
+            row["energy_step_joules"] * row["adaptation_steps"]
+        )
+        assert row["update_radio_joules"]["ble"] == pytest.approx(
+            row["update_bytes"] * c.ble_tx_per_byte
+        )
+    by = {r["method"]: r for r in doc["rows"]}
+    # int8 rows run the forward in int8; float rows in fp32
+    assert by["fp32_full"]["energy"]["macs_int8"] == 0
+    assert by["sparse_update"]["energy"]["macs_int8"] > 0
+    # training less costs less: the sparse update vs the full int8 update and full fp32
+    sparse = by["sparse_update"]["energy_step_joules"]
+    assert (
+        sparse < by["int8_full_qas"]["energy_step_joules"] < by["fp32_full"]["energy_step_joules"]
+    )
+    # the float update is 4 bytes a trainable parameter
+    assert by["fp32_full"]["update_bytes"] == 4 * by["fp32_full"]["trainable_params"]
+
+
+def test_forward_macs_come_from_describe(doc):
+    from tinyodl import tasks
+    from tinyodl.pruning.cost import count_macs
+
+    by = {r["method"]: r for r in doc["rows"]}
+    task = tasks.load_task("A", per_class=2, seed=0)
+    fwd = count_macs(task.starting_model(seed=0), task.x_train.shape[1:])
+    # int8 rows: the forward is int8, every backward product is counted in fp32
+    assert by["sparse_update"]["energy"]["macs_int8"] == fwd
+    # the classifier alone: forward plus its own weight gradient, no input gradient
+    head = by["fp32_last_layer"]["energy"]
+    assert head["macs_fp32"] == fwd + 160 * 10
+
+
+def test_cloud_row_counts_raw_images_up_and_the_model_down(doc):
+    from tinyodl import demo, energy
+
+    cloud = doc["cloud_row"]
+    assert cloud["method"] == demo.CLOUD_ROW and cloud["radio"] == demo.RADIO
+    n = 5 * doc["config"]["per_class"]
+    assert cloud["radio_bytes_up"] == n * (28 * 28 + 1)
+    _, _, qmodel, _, _ = demo._setup(0, 2, 32, 40)
+    assert cloud["radio_bytes_down"] == qmodel.nbytes()
+    for radio in energy.RADIOS:
+        assert cloud["radio_joules"][radio] == pytest.approx(
+            energy.radio_energy(cloud["radio_bytes_up"], cloud["radio_bytes_down"], radio)
+        )
+    by = {r["method"]: r for r in doc["rows"]}
+    assert cloud["accuracy"] == by["fp32_full"]["accuracy"]
+    # the summary carries the constants and their sources
+    src = doc["summary"]["energy"]
+    assert set(src["sources"]) == set(src["constants_joules"])
+    assert "Horowitz" in src["sources"]["int8_mult"]
+
+
+def test_energy_plot_and_table(doc, tmp_path):
+    from tinyodl import demo
+
+    rows = [*doc["rows"], doc["cloud_row"]]
+    demo.plot_energy(rows, tmp_path / "e.png")
+    assert (tmp_path / "e.png").stat().st_size > 10_000
+    table = demo.format_energy_table(rows)
+    assert demo.CLOUD_ROW in table and "sparse_update" in table
