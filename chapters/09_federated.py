@@ -490,7 +490,7 @@ plt.show()
 # And LoRa is two to three orders of magnitude dearer per byte than BLE or Wi-Fi (long
 # range costs airtime, and its duty cycle caps the bytes per hour): a 797 kB model does not
 # travel over LoRa at all in practice — federated learning there needs tiny models or tiny
-# updates (e.g. only a head, chapter 08). The compute of one round (one epoch over a
+# updates (e.g. only a classifier head). The compute of one round (one epoch over a
 # client's 120 examples, twelve steps) is hundreds of times smaller than the radio -- with
 # the caveat that the model counts arithmetic and memory traffic only, not the CPU's
 # instruction overhead or idle power. `tinyodl demo` makes the same comparison for the

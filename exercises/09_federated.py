@@ -24,9 +24,11 @@
 # 5. **top-k sparsification with error feedback** (2 points);
 # 6. **robust aggregation**: coordinate-wise median and trimmed mean (1.5 points);
 # 7. **Krum** (1.5 points);
-# 8. **pairwise masking** for secure aggregation, modulo $2^{32}$ (2 points).
+# 8. **pairwise masking** for secure aggregation, modulo $2^{32}$ (2 points);
+# 9. the **energy of one training step** from its MACs and bytes (2 points);
+# 10. the **radio energy of federated rounds vs uploading the raw data** (2 points).
 #
-# 14.5 points in all.
+# 18.5 points in all.
 #
 # **How you are graded.** The autograder looks up your functions *by name*; keep the names
 # and signatures. You may add cells and helper functions. Each task is graded in a fresh,
@@ -324,3 +326,109 @@ seed_of = {u: [(v, shared[min(u, v), max(u, v)]) for v in users if v != u] for u
 xs = {u: rng.integers(0, 1000, 5).astype(np.uint32) for u in users}
 ys = {u: mask_input(xs[u], u, seed_of[u]) for u in users}
 print("sum of masked == sum of inputs:", np.array_equal(sum(ys.values()), sum(xs.values())))
+
+
+# %% [markdown]
+# ## Part 9 — The energy of one training step
+#
+# A device's energy goes to arithmetic and to moving bytes (chapter 09, `tinyodl.energy`).
+# Horowitz's 45 nm table (ISSCC 2014) prices a float32 multiply at 3.7 pJ and an add at
+# 0.9 pJ, so a float32 multiply-accumulate (MAC) costs 4.6 pJ; reading 8 bytes from a 32 KB
+# SRAM costs 20 pJ, 2.5 pJ a byte. For a training step, count both.
+#
+# The model is an MLP of linear layers with biases, `layer_sizes = [d_0, d_1, ..., d_L]`
+# (layer `i` maps `d_i` inputs to `d_{i+1}` outputs), every parameter trained, float32
+# (4 bytes a value), a batch of `B` examples:
+#
+# * **MACs**: the forward pass costs `B * d_i * d_{i+1}` for each layer; the backward pass
+#   costs the same again for each layer's *weight gradient*, and the same again for each
+#   layer's *input gradient* -- except the first layer, whose input (the data) needs no
+#   gradient.
+# * **Bytes**: with `P` the number of parameters (weights and biases of all layers), the
+#   parameters are read in the forward pass, read again in the backward pass and their
+#   gradient is written: `3 * P` values; in the forward pass every layer reads its input and
+#   writes its output: `B * (d_i + d_{i+1})` values for layer `i`. Bytes are 4 times the
+#   number of values.
+#
+# **Task 9 (2 points).** `step_counts(layer_sizes, batch_size)` returns `(macs, nbytes)`, two
+# Python `int`s; `step_energy(layer_sizes, batch_size, e_mac, e_byte)` returns the joules
+# `macs * e_mac + nbytes * e_byte` as a Python `float`.
+
+
+# %%
+def step_counts(layer_sizes, batch_size):
+    """(MACs, bytes) of one SGD step of the MLP ``layer_sizes`` (see the task text)."""
+    ### BEGIN SOLUTION
+    pairs = list(zip(layer_sizes[:-1], layer_sizes[1:], strict=False))
+    fwd = sum(a * b for a, b in pairs)
+    macs = batch_size * (2 * fwd + fwd - pairs[0][0] * pairs[0][1])
+    params = sum(a * b + b for a, b in pairs)
+    values = 3 * params + batch_size * sum(a + b for a, b in pairs)
+    return int(macs), int(4 * values)
+    ### END SOLUTION
+
+
+def step_energy(layer_sizes, batch_size, e_mac, e_byte):
+    """Joules of one SGD step: MACs * e_mac + bytes * e_byte."""
+    ### BEGIN SOLUTION
+    macs, nbytes = step_counts(layer_sizes, batch_size)
+    return float(macs * e_mac + nbytes * e_byte)
+    ### END SOLUTION
+
+
+# %%
+### grader: skip
+macs, nbytes = step_counts([784, 200, 200, 10], 10)
+print(f"2NN, batch 10: {macs:,} MACs, {nbytes:,} bytes")
+print(f"energy: {1e6 * step_energy([784, 200, 200, 10], 10, 4.6e-12, 2.5e-12):.1f} uJ")
+
+# %% [markdown]
+# ## Part 10 — A federated round's radio vs uploading the raw data
+#
+# Instead of federated rounds a device could upload its raw examples once and download the
+# model trained in the cloud. Which costs the device less radio energy? With `e_tx` and
+# `e_rx` the joules per byte sent and received (e.g. an nRF52832 BLE radio: about 0.18 uJ a
+# byte sent, 0.17 uJ received; `tinyodl.energy` derives them):
+#
+# * an update of `d` values is sent as: `"float32"` 4 bytes a value; `"int8"` one byte a
+#   value plus one float32 scale (4 bytes) for the whole vector; `"topk"` `k` entries, each an
+#   int32 index and a float32 value (8 bytes);
+# * a **federated round** downloads the model (`d` float32 values) and uploads one update;
+# * the **raw upload** sends `num_samples * sample_bytes` bytes once and downloads the
+#   trained model (`d` float32 values) once.
+#
+# **Task 10 (2 points).** `update_bytes(d, compression, k=None)` returns the bytes of one
+# update as a Python `int` (raise `ValueError` for an unknown `compression`);
+# `federated_vs_raw(d, compression, k, rounds, num_samples, sample_bytes, e_tx, e_rx)` returns
+# a dict `{"federated": J of `rounds` rounds, "raw": J of the raw upload}` of Python floats.
+
+
+# %%
+def update_bytes(d, compression, k=None):
+    """Bytes of one update of d values: float32, int8 (+ one scale) or top-k (8 B each)."""
+    ### BEGIN SOLUTION
+    if compression == "float32":
+        return int(4 * d)
+    if compression == "int8":
+        return int(d + 4)
+    if compression == "topk":
+        return int(8 * k)
+    raise ValueError(f"update_bytes: unknown compression {compression!r}")
+    ### END SOLUTION
+
+
+def federated_vs_raw(d, compression, k, rounds, num_samples, sample_bytes, e_tx, e_rx):
+    """{"federated": J, "raw": J} on the device's radio (see the task text)."""
+    ### BEGIN SOLUTION
+    model_down = 4 * d * e_rx
+    per_round = model_down + update_bytes(d, compression, k) * e_tx
+    raw = num_samples * sample_bytes * e_tx + model_down
+    return {"federated": float(rounds * per_round), "raw": float(raw)}
+    ### END SOLUTION
+
+
+# %%
+### grader: skip
+for comp, k in (("float32", None), ("int8", None), ("topk", 1992)):
+    e = federated_vs_raw(199210, comp, k, 20, 120, 785, 0.18e-6, 0.17e-6)
+    print(f"{comp:8s} 20 rounds: {e['federated']:.3f} J; raw upload once: {e['raw']:.3f} J")

@@ -168,4 +168,78 @@ BUGS = {
             )
         ],
     },
+    "input gradient of the first layer counted too": {
+        "task": "step_energy",
+        "fails": [
+            "MACs: forward, weight and input gradients (none for the first layer's input)",
+            "energy = MACs * e_mac + bytes * e_byte",
+        ],
+        "replace": [
+            (
+                "macs = batch_size * (2 * fwd + fwd - pairs[0][0] * pairs[0][1])",
+                "macs = batch_size * 3 * fwd",
+            )
+        ],
+    },
+    "backward counted like the forward (no weight gradients)": {
+        "task": "step_energy",
+        "fails": [
+            "MACs: forward, weight and input gradients (none for the first layer's input)",
+            "energy = MACs * e_mac + bytes * e_byte",
+        ],
+        "replace": [
+            (
+                "macs = batch_size * (2 * fwd + fwd - pairs[0][0] * pairs[0][1])",
+                "macs = batch_size * 2 * fwd",
+            )
+        ],
+    },
+    "biases left out of the parameters": {
+        "task": "step_energy",
+        "fails": [
+            "bytes: 3 P parameter values and the forward activations, 4 bytes each",
+            "energy = MACs * e_mac + bytes * e_byte",
+        ],
+        "replace": [
+            ("params = sum(a * b + b for a, b in pairs)", "params = sum(a * b for a, b in pairs)")
+        ],
+    },
+    "bytes counted as values (float32 forgotten)": {
+        "task": "step_energy",
+        "fails": [
+            "bytes: 3 P parameter values and the forward activations, 4 bytes each",
+            "energy = MACs * e_mac + bytes * e_byte",
+        ],
+        "replace": [("return int(macs), int(4 * values)", "return int(macs), int(values)")],
+    },
+    "energy of the MACs only": {
+        "task": "step_energy",
+        "fails": ["energy = MACs * e_mac + bytes * e_byte"],
+        "replace": [("return float(macs * e_mac + nbytes * e_byte)", "return float(macs * e_mac)")],
+    },
+    "int8 update without its scale": {
+        "task": "radio",
+        "fails": ["update bytes as the compressors send them", "rounds vs the raw upload"],
+        "replace": [("        return int(d + 4)", "        return int(d)")],
+    },
+    "top-k sends the values only": {
+        "task": "radio",
+        "fails": ["update bytes as the compressors send them", "rounds vs the raw upload"],
+        "replace": [("        return int(8 * k)", "        return int(4 * k)")],
+    },
+    "raw upload forgets the model download": {
+        "task": "radio",
+        "fails": ["rounds vs the raw upload"],
+        "replace": [
+            (
+                "raw = num_samples * sample_bytes * e_tx + model_down",
+                "raw = num_samples * sample_bytes * e_tx",
+            )
+        ],
+    },
+    "download priced at the send rate": {
+        "task": "radio",
+        "fails": ["rounds vs the raw upload"],
+        "replace": [("model_down = 4 * d * e_rx", "model_down = 4 * d * e_tx")],
+    },
 }

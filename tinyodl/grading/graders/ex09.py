@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyodl.grading.api import Fn, task
+from tinyodl.grading.api import Fn, StudentError, task
 from tinyodl.grading.checks import check_array, check_close, check_equal, check_true
 
 EXERCISE = "09_federated"
@@ -366,3 +366,101 @@ def masks(t):
         expected = [sum(int(xs[u][i]) for u in users) % 2**32 for i in range(20)]
         check_equal("sum of the masked inputs mod 2^32", np.array([a % 2**32 for a in total]),
                     np.array(expected))  # fmt: skip
+
+
+# -- Task 9 -----------------------------------------------------------------------------------
+
+
+def _mlp_counts_oracle(sizes, batch):
+    """MACs from tinyodl.energy's counter on a real model; bytes by an explicit loop."""
+    from tinyodl import energy, nn
+
+    layers = [nn.Linear(sizes[i], sizes[i + 1], seed=i) for i in range(len(sizes) - 1)]
+    model = nn.Sequential(layers)
+    costs = energy.layer_costs(model, (sizes[0],))
+    macs = energy.training_step_counts(costs, energy.trainable_from_model(model), batch).macs_fp32
+    values = 0
+    for i in range(len(sizes) - 1):
+        params = sizes[i] * sizes[i + 1] + sizes[i + 1]
+        values += 3 * params  # read forward, read backward, gradient written
+        values += batch * sizes[i] + batch * sizes[i + 1]  # input read, output written
+    return int(macs), 4 * values
+
+
+@task(
+    "Task 9: energy of a training step",
+    checks={
+        "MACs: forward, weight and input gradients (none for the first layer's input)": 1,
+        "bytes: 3 P parameter values and the forward activations, 4 bytes each": 0.5,
+        "energy = MACs * e_mac + bytes * e_byte": 0.5,
+    },
+)
+def step_energy(t):
+    cases = [([784, 200, 200, 10], 10), ([5, 3], 1), ([16, 8, 4, 2], 7), ([3, 9, 1], 32)]
+    outs = [_items(t.call("step_counts", list(s), b), 2, "(macs, nbytes)") for s, b in cases]
+    oracles = [_mlp_counts_oracle(s, b) for s, b in cases]
+    with t.check("MACs: forward, weight and input gradients (none for the first layer's input)"):
+        for (s, b), (macs, _), (o_macs, _) in zip(cases, outs, oracles, strict=True):
+            check_true("macs", isinstance(macs, int), f"must be an int, got {type(macs).__name__}")
+            check_equal(f"MACs of step_counts({s}, {b})", macs, o_macs)
+    with t.check("bytes: 3 P parameter values and the forward activations, 4 bytes each"):
+        for (s, b), (_, nbytes), (_, o_bytes) in zip(cases, outs, oracles, strict=True):
+            check_true("nbytes", isinstance(nbytes, int), "must be an int")
+            check_equal(f"bytes of step_counts({s}, {b})", nbytes, o_bytes)
+    with t.check("energy = MACs * e_mac + bytes * e_byte"):
+        for (s, b), (o_macs, o_bytes) in zip(cases, oracles, strict=True):
+            for e_mac, e_byte in ((4.6e-12, 2.5e-12), (3e-13, 1e-10)):
+                got = t.call("step_energy", list(s), b, e_mac, e_byte)
+                check_true("step_energy", isinstance(got, float), "must return a float")
+                check_close(f"step_energy({s}, {b}, {e_mac}, {e_byte})", got,
+                            o_macs * e_mac + o_bytes * e_byte, 1e-9, 0)  # fmt: skip
+
+
+# -- Task 10 ----------------------------------------------------------------------------------
+
+
+def _payload_oracle(d, compression, k):
+    """Bytes the chapter-09 compressors really produce for a vector of d values."""
+    from tinyodl.federated import Int8Quantization, TopK, payload_bytes
+
+    comp = {"int8": Int8Quantization(), "topk": TopK(k=k) if k else None}.get(compression)
+    vec = np.linspace(-1, 1, d, dtype=np.float32)
+    if comp is None:
+        return 4 * d
+    return payload_bytes(comp.compress(vec, np.random.default_rng(0)))
+
+
+@task(
+    "Task 10: radio energy of federated rounds vs the raw upload",
+    checks={"update bytes as the compressors send them": 1, "rounds vs the raw upload": 1},
+)
+def radio(t):
+    from tinyodl import energy
+
+    cases = [(199210, "float32", None), (199210, "int8", None), (1000, "topk", 10),
+             (37, "topk", 5), (50, "int8", None)]  # fmt: skip
+    with t.check("update bytes as the compressors send them"):
+        for d, comp, k in cases:
+            got = t.call("update_bytes", d, comp, k)
+            check_true("update_bytes", isinstance(got, int), "must return an int")
+            check_equal(f"update_bytes({d}, {comp!r}, {k})", got, _payload_oracle(d, comp, k))
+        try:
+            out = t.call("update_bytes", 10, "fp16", None)
+        except StudentError as err:
+            check_true("update_bytes(10, 'fp16')", "ValueError" in str(err),
+                       f"expected ValueError, got {err}")  # fmt: skip
+        else:
+            check_true("update_bytes(10, 'fp16')", False, f"expected ValueError, got {out!r}")
+    with t.check("rounds vs the raw upload"):
+        for (d, comp, k), rounds, n, sb in zip(cases, (20, 5, 1, 3, 7), (120, 10, 1, 60, 2),
+                                               (785, 785, 3, 10, 1000), strict=True):  # fmt: skip
+            e_tx, e_rx = 1.8e-7, 1.7e-7
+            c = energy.with_constants(ble_tx_per_byte=e_tx, ble_rx_per_byte=e_rx)
+            fed = rounds * energy.radio_energy(_payload_oracle(d, comp, k), 4 * d, "ble", c)
+            raw = energy.radio_energy(n * sb, 4 * d, "ble", c)
+            got = t.call("federated_vs_raw", d, comp, k, rounds, n, sb, e_tx, e_rx)
+            check_true("federated_vs_raw", isinstance(got, dict), "must return a dict")
+            check_close(f"federated_vs_raw(...)['federated'] ({comp}, {rounds} rounds)",
+                        got.get("federated"), fed, 1e-9, 0)  # fmt: skip
+            check_close(f"federated_vs_raw(...)['raw'] ({n} x {sb} bytes)", got.get("raw"),
+                        raw, 1e-9, 0)  # fmt: skip
