@@ -276,3 +276,24 @@ def test_energy_hook_uses_the_rounds_byte_accounting(fed_data):
     assert up["int8"] < up["float32"] and up["topk"] < up["float32"]
     ratio = records["int8"]["bytes_up"] / records["float32"]["bytes_up"]
     assert up["int8"] / up["float32"] == pytest.approx(ratio)
+
+
+def test_engine_plan_traffic_covers_every_planned_buffer(task_models):
+    import copy
+
+    from tinyodl import demo, engine, tinytrain
+
+    task, _, qmodel = task_models
+    model = tinytrain.apply(copy.deepcopy(qmodel), demo.SCHEME)
+    plan = engine.compile_training(
+        model, (1, *task.x_train.shape[1:]), scheme=demo.SCHEME, lr=0.003, momentum=0.9, qas=True
+    )
+    traffic = energy.plan_traffic(plan)
+    # every planned buffer is written once and read at least once
+    written = sum(b.nbytes for b in plan.memory_plan.buffers)
+    assert traffic >= 2 * written - sum(
+        b.nbytes for b in plan.memory_plan.buffers if b.kind in ("weight_grad", "bias_grad")
+    )
+    from tinyodl.federated import EnergyHook
+
+    assert EnergyHook is energy.EnergyHook

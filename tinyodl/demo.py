@@ -483,11 +483,30 @@ def _energy_setup(method: str, row: dict[str, Any], cfg: DemoConfig):
     return task, energy.layer_costs(qmodel, shape), trainable, su.trainable_int8_bytes(work)
 
 
+def _engine_plan_traffic(row: dict[str, Any], cfg: DemoConfig) -> int:
+    """Bytes chapter 12's compiled step moves through its planned buffers (a cross-check
+    of the analytic activation and gradient traffic; :func:`tinyodl.energy.plan_traffic`)."""
+    from tinyodl import energy, engine, tinytrain
+
+    task, _, qmodel, _, _ = _setup(
+        cfg.seeds[0], cfg.per_class, cfg.calibration_images, cfg.test_images
+    )
+    scheme = UpdateScheme.from_dict(row["scheme"])
+    model = tinytrain.apply(copy.deepcopy(qmodel), scheme)
+    shape = (cfg.batch_size, *task.x_train.shape[1:])
+    plan = engine.compile_training(
+        model, shape, scheme=scheme, lr=cfg.lr[row["method"]], momentum=0.9, qas=True
+    )
+    return energy.plan_traffic(plan)
+
+
 def add_energy(rows: list[dict[str, Any]], cfg: DemoConfig, constants=None) -> dict[str, Any]:
     """Add energy columns to the rows; return the cloud row (:mod:`tinyodl.energy`).
 
     Per method: ``energy`` = the counts of one training step at the demo's batch size
     (MACs from ``describe()``, the analytic bytes), ``energy_step_joules``,
+    for the engine rows also ``engine_plan_buffer_bytes`` (the compiled schedule's buffer
+    traffic, a cross-check), ``energy_step_joules``,
     ``adaptation_steps`` (``epochs * ceil(N / batch_size)``), ``energy_adaptation_joules``
     (compute only), ``update_bytes`` (the trained values: what a device would send to
     share its adaptation) and ``update_radio_joules`` ({radio: J} to send them). The
@@ -516,6 +535,8 @@ def add_energy(rows: list[dict[str, Any]], cfg: DemoConfig, constants=None) -> d
             "flash_bytes": counts.flash_bytes,
             "joules_by_term": step_j,
         }
+        if row["method"] in ("sparse_update_engine", "tinytrain"):
+            row["energy"]["engine_plan_buffer_bytes"] = _engine_plan_traffic(row, cfg)
         row["energy_step_joules"] = step_j["total"]
         row["adaptation_steps"] = steps
         row["energy_adaptation_joules"] = step_j["total"] * steps

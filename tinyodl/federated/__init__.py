@@ -19,6 +19,7 @@ Flower (``tinyodl.federated.flower``, extra ``fl``). The contract is in
 2
 """
 
+from tinyodl.energy import EnergyHook  # energy per round per client (issue 15)
 from tinyodl.federated.aggregation import (
     Aggregator,
     ClippedMean,
@@ -82,6 +83,7 @@ __all__ = [
     "Compressor",
     "CoordinateMedian",
     "DeviceProfile",
+    "EnergyHook",
     "FaultPlan",
     "Faults",
     "FedAvgM",
