@@ -126,6 +126,10 @@ def test_cli_writes_the_json(tmp_path):
     assert doc["command"].startswith("tinyodl demo --seeds 1")
     assert [r["method"] for r in doc["rows"]] == ["fp32_last_layer", "sparse_update"]
     assert "wall time" in res.stdout and (tmp_path / "demo.png").exists()
+    # the energy table, its cloud row and the accuracy-vs-energy plot
+    assert "upload_and_retrain_in_cloud" in res.stdout and (tmp_path / "demo_energy.png").exists()
+    assert doc["cloud_row"]["radio_bytes_up"] == 10 * (28 * 28 + 1)
+    assert all(r["energy_adaptation_joules"] > 0 for r in doc["rows"])
 
 
 # ------------------------------------------------------------------------------ energy

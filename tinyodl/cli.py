@@ -61,7 +61,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=_positive_int, default=2, help="processes (default 2)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="rows to run")
     p.add_argument("--json", default=None, help="write the table as JSON to this file")
-    p.add_argument("--out", default="tinyodl-demo", help="folder for the plot (demo.png)")
+    p.add_argument(
+        "--out", default="tinyodl-demo", help="folder for the plots (demo.png, demo_energy.png)"
+    )
     p.add_argument("--backend", choices=["numpy", "cython"], default=None)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
