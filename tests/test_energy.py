@@ -297,3 +297,26 @@ def test_engine_plan_traffic_covers_every_planned_buffer(task_models):
     from tinyodl.federated import EnergyHook
 
     assert EnergyHook is energy.EnergyHook
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(1, 12), min_size=3, max_size=6),
+    st.data(),
+    st.integers(1, 4),
+)
+def test_training_more_never_computes_or_moves_less(sizes, data, batch):
+    model = nn.Sequential([nn.Linear(a, b, seed=i) for i, (a, b) in
+                           enumerate(zip(sizes[:-1], sizes[1:], strict=True))])  # fmt: skip
+    costs = energy.layer_costs(model, (sizes[0],))
+    names = [c.name for c in costs]
+    chosen = data.draw(st.lists(st.sampled_from(names), unique=True))
+    extra = data.draw(st.sampled_from(names))
+    small = {n: (1.0, True) for n in chosen}
+    big = {**small, extra: (1.0, True)}
+    a = energy.training_step_counts(costs, small, batch)
+    b = energy.training_step_counts(costs, big, batch)
+    assert b.macs_fp32 >= a.macs_fp32
+    assert b.sram_bytes + b.flash_bytes >= a.sram_bytes + a.flash_bytes
+    if extra not in small:
+        assert b.macs_fp32 > a.macs_fp32  # at least its weight gradient
