@@ -320,3 +320,25 @@ def test_training_more_never_computes_or_moves_less(sizes, data, batch):
     assert b.sram_bytes + b.flash_bytes >= a.sram_bytes + a.flash_bytes
     if extra not in small:
         assert b.macs_fp32 > a.macs_fp32  # at least its weight gradient
+
+
+@pytest.mark.parametrize(
+    "method", ["finetune_full", "feature_extraction", "tinytl_bias", "tinytl_lite_residual"]
+)
+def test_float_counts_agree_with_the_memory_model(task_models, method):
+    """Parameter gradients and momentum: the bytes tinyodl.memory's replay allocates."""
+    import copy
+
+    from tinyodl import transfer
+    from tinyodl.memory import analytic_training_memory
+
+    task, model, _ = task_models
+    model = transfer.prepare(copy.deepcopy(model), method, seed=0)
+    shape = task.x_train.shape[1:]
+    mem = analytic_training_memory(model, shape, 1, optimizer="sgd_momentum")
+    counts = energy.training_step_counts(
+        energy.layer_costs(model, shape), energy.trainable_from_model(model), 1
+    )
+    assert counts.parts["param_grad_bytes"] == mem.gradients == mem.optimizer_state
+    # the update reads the gradient and reads and writes the value and the momentum
+    assert counts.parts["update_bytes"] == 5 * mem.gradients

@@ -283,11 +283,15 @@ def _float_cost(row: dict[str, Any]) -> LayerCost:
         groups = int(cfg.get("groups", cin))  # DepthwiseConv2d: one group per channel
         macs = out_elems * (cin // groups) * int(kh) * int(kw)
     params = int(row["num_params"])
-    biases = int(cfg.get("out_features", cfg.get("out_channels", 0))) if cfg.get("bias") else 0
-    if macs == 0:
+    out_ch = int(row["output_shape"][1]) if len(row["output_shape"]) > 1 else 0
+    if macs:
+        biases = out_ch if cfg.get("bias") else 0
+    elif "num_features" in cfg and params == 2 * int(cfg["num_features"]):
+        biases = int(cfg["num_features"])  # a batchnorm's beta; its gamma is the "weight"
+    else:
         biases = 0
     return LayerCost(
-        row["name"], row["type"], macs, params - biases if macs else params, biases,
+        row["name"], row["type"], macs, params - biases, biases,
         4 * params, _elems(row["input_shape"]), out_elems, False,
     )  # fmt: skip
 
@@ -378,7 +382,9 @@ class StepCounts:
     ``macs_int8``/``macs_fp32``: multiply-accumulates by arithmetic (the int8 graph's
     forward is int8; every backward product is float32, as the kernels compute it);
     ``sram_bytes``: activations written and read, gradients, trainable weights and
-    optimizer state; ``flash_bytes``: frozen weights read. ``parts`` breaks them down.
+    optimizer state; ``flash_bytes``: frozen weights read. ``parts`` breaks them down
+    (``param_grad_bytes``, the parameter gradients written, is included in
+    ``gradient_bytes``).
     """
 
     macs_int8: int = 0
@@ -435,7 +441,8 @@ def training_step_counts(
     n = batch_size
     p = dict.fromkeys(
         ("fwd_macs", "bwd_input_macs", "bwd_weight_macs", "activation_bytes",
-         "gradient_bytes", "weight_sram_bytes", "weight_flash_bytes", "update_bytes"), 0,
+         "gradient_bytes", "weight_sram_bytes", "weight_flash_bytes", "update_bytes",
+         "param_grad_bytes"), 0,
     )  # fmt: skip
     for i, c in enumerate(costs):
         act = 1 if c.int8 else 4
@@ -463,6 +470,7 @@ def training_step_counts(
         values = trained_w + (c.biases if bias else 0)
         per_value = 4 + 8 + (8 if momentum else 0)  # read grad; r/w value; r/w momentum
         p["gradient_bytes"] += 4 * values  # the parameter gradient written
+        p["param_grad_bytes"] += 4 * values  # (its part of gradient_bytes)
         p["update_bytes"] += values * per_value + (trained_w if c.int8 else 0)
     fwd_int8 = p["fwd_macs"] if costs and costs[0].int8 else 0
     return StepCounts(
