@@ -342,3 +342,23 @@ def test_float_counts_agree_with_the_memory_model(task_models, method):
     assert counts.parts["param_grad_bytes"] == mem.gradients == mem.optimizer_state
     # the update reads the gradient and reads and writes the value and the momentum
     assert counts.parts["update_bytes"] == 5 * mem.gradients
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_int8_counts_agree_with_the_engine_plan(task_models, full):
+    """The engine keeps an fp32 shadow and a momentum per trained value: 2 x the gradients."""
+    import copy
+
+    from tinyodl import demo, engine, tinytrain
+
+    task, _, qmodel = task_models
+    scheme = demo._full_scheme(qmodel) if full else demo.SCHEME
+    model = tinytrain.apply(copy.deepcopy(qmodel), scheme)
+    shape = task.x_train.shape[1:]
+    plan = engine.compile_training(
+        model, (1, *shape), scheme=scheme, lr=0.003, momentum=0.9, qas=True
+    )
+    counts = energy.training_step_counts(
+        energy.layer_costs(qmodel, shape), energy.trainable_from_scheme(qmodel, scheme), 1
+    )
+    assert plan.memory_plan.state_bytes == 2 * counts.parts["param_grad_bytes"]
