@@ -61,6 +61,11 @@ def test_with_constants_replaces_one_field_and_checks_input():
         energy.with_constants(sram_per_byte=-1.0)
     with pytest.raises(ValueError, match="unknown radio"):
         C.radio("zigbee")
+    with pytest.raises(ValueError, match="unknown radio"):
+        energy.EnergyHook(StepCounts(), radio="zigbee")
+    # the figures no source confirmed say so
+    for name in ("flash_per_byte", "lora_tx_per_byte", "wifi_tx_per_byte"):
+        assert "assumption" in energy.SOURCES[name]
 
 
 # ------------------------------------------------------------------------------ counters
