@@ -367,3 +367,27 @@ def test_int8_counts_agree_with_the_engine_plan(task_models, full):
         energy.layer_costs(qmodel, shape), energy.trainable_from_scheme(qmodel, scheme), 1
     )
     assert plan.memory_plan.state_bytes == 2 * counts.parts["param_grad_bytes"]
+
+
+def test_energy_hook_fedsgd_is_one_step_per_epoch(fed_data):
+    from tinyodl.federated import (
+        FederatedServer,
+        LocalSGD,
+        RandomSelection,
+        iid_partition,
+        make_clients,
+    )
+
+    x, y = fed_data
+    model = nn.Sequential([nn.Flatten(), nn.Linear(784, 10, seed=0)])
+    clients = make_clients(iid_partition(len(y), 6, seed=0), seed=0)
+    full = len(y) // 6  # every client's full batch
+    step = energy.training_step_counts(
+        energy.layer_costs(model, x.shape[1:]), energy.trainable_from_model(model), full
+    )
+    server = FederatedServer(model, x, y, clients, LocalSGD(3, None, 0.1),
+                             selection=RandomSelection(0.5), hooks=[energy.EnergyHook(step)],
+                             seed=0)  # fmt: skip
+    server.run(1, progress=False)
+    e = server.history_[-1]["energy"]
+    assert e["compute"] == pytest.approx(3 * energy.compute_energy(step)["total"])

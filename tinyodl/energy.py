@@ -529,7 +529,9 @@ class EnergyHook:
     constants : EnergyConstants
 
     Each round record gains ``energy``: the mean over reporting clients of ``compute``
-    (local steps: ``epochs * ceil(n_k / batch_size)`` of the server's ``LocalSGD``),
+    (local steps: ``epochs * ceil(n_k / batch_size)`` of the server's ``LocalSGD``; one
+    step per epoch for ``batch_size=None``, FedSGD, where ``step`` must be counted at the
+    client's full batch),
     ``radio_up`` (the round's ``bytes_up`` / reporting clients), ``radio_down`` (the
     server's ``download_bytes``) and ``total``, in joules, and ``radio``.
     """
@@ -556,12 +558,12 @@ class EnergyHook:
             record["energy"] = None
             return
         fn = server.update_fn
-        epochs, batch = int(getattr(fn, "epochs", 1)), int(getattr(fn, "batch_size", 1))
+        epochs, batch = int(getattr(fn, "epochs", 1)), getattr(fn, "batch_size", None)
         up = record["bytes_up"] / len(reported)
         per = [
             round_energy(
                 self.step,
-                epochs * math.ceil(server.clients[cid].num_examples / batch),
+                epochs * (math.ceil(server.clients[cid].num_examples / batch) if batch else 1),
                 up,
                 server.download_bytes,
                 self.radio,
