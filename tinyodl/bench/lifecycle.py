@@ -77,8 +77,8 @@ def plot(doc: dict[str, Any], path: str | Path, window: int = 100) -> None:
             ax.plot(a, 100 * smooth[min(max(a - window + 1, 0), len(smooth) - 1)], "v",
                     color=line.get_color(), ms=6)  # fmt: skip
     ax.axvline(run["info"]["switch"], color="black", ls=":", label="new writer")
-    ax.set(xlabel="stream step", ylabel=f"accuracy, moving average of {window} (%)",
-           title=f"drift -> trigger -> adapt ({run['info']['method']}; v = adaptation)")  # fmt: skip
+    title = f"drift -> trigger -> adapt ({run['info']['method']}; v = adaptation)"
+    ax.set(xlabel="stream step", ylabel=f"accuracy, moving average of {window} (%)", title=title)
     ax.legend(fontsize="small", ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -113,6 +113,8 @@ def main(args: Any) -> int:
             np.mean([r["info"]["accuracy_before_adaptation_clean"] for r in runs])
         ),
         "seconds": time.perf_counter() - start,
+        "quick": bool(args.quick),
+        "seeds": seeds,
         "energy_joules": None,  # hook for tinyodl.energy (issue 15's energy part)
     }
     print(

@@ -140,8 +140,10 @@ def model_signals(model: Any, x: np.ndarray, batch_size: int = 500) -> dict[str,
 
     feats, preds, conf = [], [], []
     for s in range(0, len(x), batch_size):
-        f = model["features"].forward(x[s : s + batch_size], train=False).reshape(
-            len(x[s : s + batch_size]), -1
+        f = (
+            model["features"]
+            .forward(x[s : s + batch_size], train=False)
+            .reshape(len(x[s : s + batch_size]), -1)
         )
         p = softmax(model["classifier"].forward(f, train=False))
         feats.append(f)
@@ -396,7 +398,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['policy']:<14}{r['detected']:>5}/{r['seeds']:<3}{num(r['detection_delay'], '.0f'):>8}"
+            f"{r['policy']:<14}{r['detected']:>5}/{r['seeds']:<3}"
+            f"{num(r['detection_delay'], '.0f'):>8}"
             f"{num(r['false_alarms_per_10k'], '.1f'):>8}{r['n_adaptations']:>7.1f}"
             f"{100 * r['stream_accuracy_before_switch']:>14.1f}"
             f"{100 * r['stream_accuracy_after_switch']:>7.1f}"

@@ -253,7 +253,11 @@ class WindowDetector:
             raise ValueError(f"WindowDetector: test must be 'mmd' or 'ks', got {test!r}")
         if int(window) < 2:
             raise ValueError(f"WindowDetector: window must be >= 2, got {window}")
-        self.test, self.window, self.alpha = test, int(window), _check_alpha(alpha, "WindowDetector")
+        self.test, self.window, self.alpha = (
+            test,
+            int(window),
+            _check_alpha(alpha, "WindowDetector"),
+        )
         self.seed, self.options = int(seed), options
         self.rebase(reference)
         self.n_alarms = 0
