@@ -302,3 +302,43 @@ def test_bad_input_gets_a_clear_error():
         ks_test(np.full((5, 2), np.nan), np.zeros((5, 2)))
     with pytest.raises(ValueError, match="expected a vector of 3"):
         WindowDetector(np.zeros((10, 3))).update(np.zeros(2))
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+@pytest.mark.slow
+def test_bench_lifecycle_quick(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path, plot = tmp_path / "lifecycle.json", tmp_path / "lifecycle.png"
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "tinyodl", "bench", "lifecycle", "--quick", "--json", str(path),
+         "--plot", str(plot)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(path.read_text())
+    assert set(doc) >= {"machine", "command", "rows", "summary", "runs"}
+    assert doc["command"].startswith("tinyodl bench lifecycle")
+    assert doc["summary"]["quick"] is True and plot.stat().st_size > 10_000
+    rows = {r["policy"]: r for r in doc["rows"]}
+    assert set(rows) == {"never", "schedule", "page_hinkley", "ddm"}
+    never = rows["never"]
+    assert never["n_adaptations"] == 0 and never["detection_delay"] is None
+    assert never["false_alarms_per_10k"] == 0
+    assert rows["schedule"]["n_adaptations"] >= 1
+    # the writer shift costs the pretrained model accuracy: that is what is to be detected
+    assert never["stream_accuracy_after_switch"] < never["stream_accuracy_before_switch"] - 0.1
+    assert rows["page_hinkley"]["detected"] == 1  # the confidence drop is found
+    run = doc["runs"][0]
+    switch = run["info"]["switch"]
+    for row in run["rows"]:
+        assert all(a > alarm for a, alarm in zip(row["adaptations"], row["alarms"], strict=False))
+        assert row["false_alarms"] == sum(a < switch for a in row["alarms"])
+    assert doc["summary"]["method"] in ("fp32_full", "fp32_last_layer", "tinytl_bias",
+                                        "tinytl_lite_residual")  # fmt: skip
