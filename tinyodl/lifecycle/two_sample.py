@@ -223,7 +223,9 @@ class WindowDetector:
 
     Samples are collected into windows of ``window`` rows; when a window is full it is
     tested against ``reference`` and :meth:`update` returns the test's decision (otherwise
-    ``False``). Windows do not overlap. The reference never changes until :meth:`rebase`.
+    ``False``). Windows do not overlap. After an alarm the window that drifted becomes the
+    reference (``rebase_on_alarm``), so a shift that persists raises one alarm, not one per
+    window -- as the streaming detectors restart after theirs; :meth:`rebase` sets another.
 
     Parameters
     ----------
@@ -235,6 +237,7 @@ class WindowDetector:
         Per-window false-alarm level.
     seed : int, default 0
         Seeds the permutations of the MMD test (window k uses ``seed + k``).
+    rebase_on_alarm : bool, default True
     **options
         Passed to :func:`mmd_test` (``n_permutations``, ``bandwidth``) or :func:`ks_test`
         (``correction``).
@@ -247,6 +250,7 @@ class WindowDetector:
         window: int = 100,
         alpha: float = 0.01,
         seed: int = 0,
+        rebase_on_alarm: bool = True,
         **options,
     ) -> None:
         if test not in ("mmd", "ks"):
@@ -259,6 +263,7 @@ class WindowDetector:
             _check_alpha(alpha, "WindowDetector"),
         )
         self.seed, self.options = int(seed), options
+        self.rebase_on_alarm = bool(rebase_on_alarm)
         self.rebase(reference)
         self.n_alarms = 0
         self.n_seen = 0
@@ -270,7 +275,9 @@ class WindowDetector:
         ref = np.asarray(reference, dtype=np.float64)
         if ref.ndim != 2 or len(ref) < 2:
             raise ValueError(f"WindowDetector: reference must be (N >= 2, D), got {ref.shape}")
-        if self.test == "mmd" and "bandwidth" not in self.options:
+        if not hasattr(self, "_own_bandwidth"):
+            self._own_bandwidth = "bandwidth" not in self.options
+        if self.test == "mmd" and self._own_bandwidth:
             self.options = {**self.options, "bandwidth": median_bandwidth(ref)}
         self.reference = ref
         self._buf: list[np.ndarray] = []
@@ -297,4 +304,6 @@ class WindowDetector:
             self.last = ks_test(self.reference, current, self.alpha, **self.options)
         self.n_windows += 1
         self.n_alarms += self.last.drift
+        if self.last.drift and self.rebase_on_alarm:
+            self.rebase(current)
         return self.last.drift
