@@ -386,13 +386,19 @@ def summarise(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table of :func:`summarise`'s rows (accuracies in %)."""
+    """Plain-text table of :func:`summarise`'s rows (accuracies in %).
+
+    Columns: seeds whose stream raised an alarm at or after the switch; mean detection delay
+    (steps); false alarms per 10,000 steps before the switch; adaptations per stream; mean
+    steps from the switch to the first adaptation after it ("at +"); stream accuracy before
+    the switch, after it and on the last quarter; final test accuracy, new writer and clean.
+    """
 
     def num(v, fmt):
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
     head = (
-        f"{'policy':<14}{'detected':>9}{'delay':>8}{'FA/10k':>8}{'adapt.':>7}"
+        f"{'policy':<14}{'detected':>9}{'delay':>8}{'FA/10k':>8}{'adapt.':>7}{'at +':>6}"
         f"{'stream before':>14}{'after':>7}{'last 1/4':>9}{'test new':>9}{'clean':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -401,6 +407,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             f"{r['policy']:<14}{r['detected']:>5}/{r['seeds']:<3}"
             f"{num(r['detection_delay'], '.0f'):>8}"
             f"{num(r['false_alarms_per_10k'], '.1f'):>8}{r['n_adaptations']:>7.1f}"
+            f"{num(r['adaptation_delay'], '.0f'):>6}"
             f"{100 * r['stream_accuracy_before_switch']:>14.1f}"
             f"{100 * r['stream_accuracy_after_switch']:>7.1f}"
             f"{100 * r['stream_accuracy_last_quarter']:>9.1f}"
