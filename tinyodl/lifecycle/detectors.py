@@ -8,14 +8,12 @@ alarm when the stream's mean moves. Every detector here has the same interface::
     det.n_alarms, det.n_seen  # counters
     det.reset()               # forget everything (the counters too)
 
-=================  ========================================  ================================
-class              watches                                   paper
-=================  ========================================  ================================
-:class:`PageHinkley`  mean shift of any real stream, up/down   Page 1954; Hinkley 1971
-:class:`CUSUM`       mean shift from a known target (one side) Page 1954
-:class:`DDM`         error rate of a classifier (0/1 stream)  Gama et al., SBIA 2004
-:class:`ADWIN`       mean of any bounded stream, adaptive     Bifet & Gavaldà, SDM 2007
-=================  ========================================  ================================
+* :class:`PageHinkley` -- a shift of the mean of any real stream, up or down (Page 1954;
+  Hinkley 1971);
+* :class:`CUSUM` -- a rise above a known target mean, one-sided (Page 1954);
+* :class:`DDM` -- the error rate of a classifier, a 0/1 stream (Gama et al., SBIA 2004);
+* :class:`ADWIN` -- the mean of any bounded stream, with an adaptive window (Bifet &
+  Gavaldà, SDM 2007).
 
 The implementations are the readable ones: :class:`ADWIN` keeps its whole window (ADWIN0 of
 the paper, with the variance-aware bound of its ADWIN2 section) instead of the paper's
