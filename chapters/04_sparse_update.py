@@ -258,8 +258,8 @@ from tinyodl.lifecycle import scenario
 costs = lifecycle.demo_costs()
 for budget in (64 * 1024, 256 * 1024, 2 * 1024 * 1024):
     name = lifecycle.choose_method(costs, budget)
-    peak = costs[name]["peak_bytes"] if name else 0
-    print(f"budget {format_bytes(budget):>9}: {name} (measured peak {format_bytes(peak)})")
+    fits = f"{name} (measured peak {format_bytes(costs[name]['peak_bytes'])})" if name else "none"
+    print(f"budget {format_bytes(budget):>9}: {fits}")
 assert lifecycle.choose_method(costs, 256 * 1024) in ("sparse_update_engine", "tinytrain")
 
 # %% [markdown]
