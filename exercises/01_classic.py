@@ -23,7 +23,9 @@
 # 3. the exact **merge of running statistics** (count, mean, variance) with a new batch;
 # 4. an **incremental Gaussian naive Bayes** classifier with scikit-learn's `partial_fit`
 #    conventions;
-# 5. a **nearest class mean** classifier with running class means.
+# 5. a **nearest class mean** classifier with running class means;
+# 6. the **Page–Hinkley** test, which notices that a stream has changed;
+# 7. the **trigger policy** that decides when a device adapts, and with which method.
 #
 # **How you are graded.** The autograder looks up your functions and classes *by name*;
 # keep the names and signatures. You may add cells and helper functions. Each task is graded
@@ -326,3 +328,144 @@ ncm = NearestClassMean()
 for i in range(0, 100, 25):
     ncm.partial_fit(X2[i : i + 25], y2[i : i + 25], classes=[-1, 1])
 print("centroids", ncm.centroids_, "accuracy", np.mean(ncm.predict(X2) == y2))
+
+
+# %% [markdown]
+# ## Part 6 — Noticing drift: the Page–Hinkley test
+#
+# A deployed learner must notice when its stream changes (a new writer, a new sensor) before
+# it can react. The Page–Hinkley test (Page 1954; Hinkley 1971) watches one number per
+# example -- the model's confidence, or its 0/1 error once a label arrives -- and raises an
+# alarm when its mean moves. With `n` the samples seen since the last restart and
+# `xbar_n` their running mean **including** the current sample `x_n`:
+#
+# $$m^{up}_n = m^{up}_{n-1} + (x_n - \bar x_n - \delta),\qquad
+#   M^{up}_n = \min_{i \le n} m^{up}_i,\qquad \text{alarm if } m^{up}_n - M^{up}_n > \lambda$$
+#
+# for an **increase** of the mean (`mode="up"`), and for a **decrease** (`mode="down"`)
+#
+# $$m^{down}_n = m^{down}_{n-1} + (x_n - \bar x_n + \delta),\qquad
+#   M^{down}_n = \max_{i \le n} m^{down}_i,\qquad
+#   \text{alarm if } M^{down}_n - m^{down}_n > \lambda,$$
+#
+# starting from `m_0 = 0` (the minimum / maximum run over `m_1 .. m_n`). No alarm is raised
+# while `n < min_instances`. After an alarm the test **restarts**: the next sample is the
+# first of a new stream (`n = 1`, fresh mean and sums). `delta` is the change tolerated;
+# `lambda = threshold` trades false alarms for delay.
+#
+# **Task 6 (3 points).** `PageHinkley(delta=0.005, threshold=50.0, min_instances=30,
+# mode="up")` with `update(x)`, which feeds one sample (a Python float) and returns `True`
+# if it raises an alarm, `False` otherwise.
+
+
+# %%
+class PageHinkley:
+    """Page–Hinkley test for an increase (mode "up") or a decrease ("down") of the mean."""
+
+    def __init__(self, delta=0.005, threshold=50.0, min_instances=30, mode="up"):
+        self.delta, self.threshold = delta, threshold
+        self.min_instances, self.mode = min_instances, mode
+        ### BEGIN SOLUTION
+        self.n, self.mean, self.m, self.extreme = 0, 0.0, 0.0, None
+        ### END SOLUTION
+
+    def update(self, x):
+        """Feed one sample; True if it raises an alarm (the test then restarts)."""
+        ### BEGIN SOLUTION
+        self.n += 1
+        self.mean += (x - self.mean) / self.n
+        if self.mode == "up":
+            self.m += x - self.mean - self.delta
+            self.extreme = self.m if self.extreme is None else min(self.extreme, self.m)
+            gap = self.m - self.extreme
+        else:
+            self.m += x - self.mean + self.delta
+            self.extreme = self.m if self.extreme is None else max(self.extreme, self.m)
+            gap = self.extreme - self.m
+        if self.n >= self.min_instances and gap > self.threshold:
+            self.n, self.mean, self.m, self.extreme = 0, 0.0, 0.0, None
+            return True
+        return False
+        ### END SOLUTION
+
+
+# %%
+### grader: skip
+# Self-check: the mean of a noisy stream rises by 1 at step 500.
+ph = PageHinkley(delta=0.05, threshold=10.0)
+stream = np.concatenate([rng.normal(0, 0.5, 500), rng.normal(1, 0.5, 300)])
+print("alarms at", [i for i, v in enumerate(stream) if ph.update(float(v))])
+
+# %% [markdown]
+# ## Part 7 — When to adapt, and with what: the trigger policy
+#
+# An alarm alone is not enough to adapt: the device needs labelled examples of the *new*
+# data, and it can store only a few (chapter 07's storage budget). The policy of
+# `tinyodl.lifecycle`, which you now write, works step by step. At each step `t`:
+#
+# 1. if a detector raised an alarm (`alarms[t]`), the trigger is **armed** and the buffer
+#    is **emptied** (what it held describes the old data; an alarm while already armed
+#    empties it again);
+# 2. if armed, the `labels[t]` labels arriving at this step are buffered, the buffer
+#    holding at most `capacity` examples;
+# 3. if armed and the buffer holds at least `min_examples`, the device **adapts at step
+#    `t`**; the trigger disarms and the buffer is emptied.
+#
+# Labels arriving while the trigger is not armed are not counted.
+#
+# Which method? `costs` maps each method's name to `{"peak_bytes": ..., "accuracy": ...}`
+# (the demo's measured peak training memory and accuracy). The device runs the **most
+# accurate** method whose peak fits the memory budget (`peak_bytes <= budget_bytes`); on a
+# tie in accuracy, the one with the smaller peak; `None` if no method fits.
+#
+# **Task 7 (3 points).** `adaptation_steps(alarms, labels, min_examples, capacity)`
+# (`alarms` a bool array (T,), `labels` an int array (T,)) returns the list of steps (Python
+# ints, increasing) at which the device adapts, and raises `ValueError` unless
+# `1 <= min_examples <= capacity`; `choose_method(costs, budget_bytes)` returns the name of
+# the method to run, or `None`.
+
+
+# %%
+def adaptation_steps(alarms, labels, min_examples, capacity):
+    """Steps at which the trigger policy adapts (list of int)."""
+    ### BEGIN SOLUTION
+    if not 1 <= min_examples <= capacity:
+        raise ValueError(f"need 1 <= min_examples <= capacity, got {min_examples}, {capacity}")
+    armed, buffered, steps = False, 0, []
+    for t in range(len(alarms)):
+        if alarms[t]:
+            armed, buffered = True, 0
+        if armed:
+            buffered = min(capacity, buffered + int(labels[t]))
+            if buffered >= min_examples:
+                steps.append(t)
+                armed, buffered = False, 0
+    return steps
+    ### END SOLUTION
+
+
+def choose_method(costs, budget_bytes):
+    """The most accurate method that fits the budget (ties: smaller peak), or None."""
+    ### BEGIN SOLUTION
+    best = None
+    for name, c in costs.items():
+        if c["peak_bytes"] > budget_bytes:
+            continue
+        key = (-c["accuracy"], c["peak_bytes"])
+        if best is None or key < best[0]:
+            best = (key, name)
+    return None if best is None else best[1]
+    ### END SOLUTION
+
+
+# %%
+### grader: skip
+demo = {
+    "fp32_full": {"peak_bytes": 2_043_793, "accuracy": 0.772},
+    "fp32_last_layer": {"peak_bytes": 189_648, "accuracy": 0.802},
+    "sparse_update_engine": {"peak_bytes": 208_067, "accuracy": 0.833},
+}
+print(choose_method(demo, 256 * 1024), choose_method(demo, 200_000), choose_method(demo, 1000))
+alarm = np.zeros(30, dtype=bool)
+alarm[[3, 12]] = True
+print(adaptation_steps(alarm, np.ones(30, dtype=int), 5, 10))

@@ -90,6 +90,7 @@ ORACLES = (
     "onnx",
     "onnxruntime",
     "ai_edge_litert",
+    "river",
 )
 
 

@@ -126,4 +126,93 @@ BUGS = {
         "fails": ["predictions (a class not seen is never predicted)"],
         "replace": [("        d2[:, self.class_count_ == 0] = np.inf\n", "")],
     },
+    "Page-Hinkley mean before the sample is added": {
+        "task": "page_hinkley",
+        "fails": ["an increase: the alarm step"],
+        "replace": [
+            (
+                "        self.n += 1\n        self.mean += (x - self.mean) / self.n\n"
+                '        if self.mode == "up":\n            self.m += x - self.mean - self.delta\n',
+                "        self.n += 1\n        old = self.mean\n"
+                "        self.mean += (x - self.mean) / self.n\n"
+                '        if self.mode == "up":\n            self.m += x - old - self.delta\n',
+            )
+        ],
+    },
+    "Page-Hinkley never restarts": {
+        "task": "page_hinkley",
+        "fails": ["min_instances and the restart after an alarm"],
+        "replace": [
+            (
+                "            self.n, self.mean, self.m, self.extreme = 0, 0.0, 0.0, None\n"
+                "            return True\n",
+                "            return True\n",
+            )
+        ],
+    },
+    "Page-Hinkley down mode with the delta of up": {
+        "task": "page_hinkley",
+        "fails": ["a decrease with mode='down'"],
+        "replace": [
+            (
+                "            self.m += x - self.mean + self.delta\n",
+                "            self.m += x - self.mean - self.delta\n",
+            )
+        ],
+    },
+    "Page-Hinkley ignores min_instances": {
+        "task": "page_hinkley",
+        "fails": ["min_instances and the restart after an alarm"],
+        "replace": [
+            (
+                "        if self.n >= self.min_instances and gap > self.threshold:\n",
+                "        if gap > self.threshold:\n",
+            )
+        ],
+    },
+    "labels counted before any alarm": {
+        "task": "trigger_policy",
+        "fails": ["adaptation steps"],
+        "replace": [
+            (
+                "    armed, buffered, steps = False, 0, []\n",
+                "    armed, buffered, steps = True, 0, []\n",
+            )
+        ],
+    },
+    "a second alarm does not empty the buffer": {
+        "task": "trigger_policy",
+        "fails": ["an alarm while armed restarts the count"],
+        "replace": [
+            (
+                "        if alarms[t]:\n            armed, buffered = True, 0\n",
+                "        if alarms[t] and not armed:\n            armed, buffered = True, 0\n",
+            )
+        ],
+    },
+    "no check of min_examples against the capacity": {
+        "task": "trigger_policy",
+        "fails": ["min_examples outside 1..capacity is a ValueError"],
+        "replace": [("    if not 1 <= min_examples <= capacity:\n", "    if min_examples < 0:\n")],
+    },
+    "a method exactly at the budget is refused": {
+        "task": "trigger_policy",
+        "fails": ["choose_method"],
+        "replace": [
+            (
+                '        if c["peak_bytes"] > budget_bytes:\n',
+                '        if c["peak_bytes"] >= budget_bytes:\n',
+            )
+        ],
+    },
+    "ties broken by the larger peak": {
+        "task": "trigger_policy",
+        "fails": ["choose_method"],
+        "replace": [
+            (
+                '        key = (-c["accuracy"], c["peak_bytes"])\n',
+                '        key = (-c["accuracy"], -c["peak_bytes"])\n',
+            )
+        ],
+    },
 }

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from scipy.stats import norm
 
-from tinyodl.grading.api import Ref, task
+from tinyodl.grading.api import Ref, StudentError, StudentGone, task
 from tinyodl.grading.checks import check_array, check_close, check_equal, check_true
 
 EXERCISE = "01_classic"
@@ -269,3 +269,164 @@ def nearest_class_mean(t):
         d = cdist(Xt, centroids[:3])
         check_equal("predict(X of shape (30, 6))", t.method(ref, "predict", Xt),
                     classes[:3][np.argmin(d, axis=1)])  # fmt: skip
+
+
+# -- Task 6 -----------------------------------------------------------------------------------
+
+
+def oracle_page_hinkley(xs, delta, threshold, min_instances, mode):
+    """Alarm steps, segment by segment, with cumulative sums (no per-sample loop)."""
+    xs, alarms, start = np.asarray(xs, dtype=np.float64), [], 0
+    while start < len(xs):
+        seg = xs[start:]
+        n = np.arange(1, len(seg) + 1)
+        mean = np.cumsum(seg) / n
+        if mode == "up":
+            m = np.cumsum(seg - mean - delta)
+            gap = m - np.minimum.accumulate(m)
+        else:
+            m = np.cumsum(seg - mean + delta)
+            gap = np.maximum.accumulate(m) - m
+        hits = np.flatnonzero((n >= min_instances) & (gap > threshold))
+        if len(hits) == 0:
+            break
+        alarms.append(start + int(hits[0]))
+        start += int(hits[0]) + 1
+    return alarms
+
+
+def _ph_alarms(t, xs, **kwargs):
+    ref = t.new("PageHinkley", **kwargs)
+    out = [t.method(ref, "update", float(x)) for x in xs]
+    check_true(
+        "PageHinkley.update",
+        all(isinstance(o, bool) or (np.ndim(o) == 0 and np.asarray(o).dtype == bool) for o in out),
+        "update must return True or False",
+    )
+    return [i for i, o in enumerate(out) if bool(o)]
+
+
+@task(
+    "Task 6: PageHinkley",
+    checks={"no alarm on a constant stream": 0.5, "an increase: the alarm step": 1,
+            "a decrease with mode='down'": 0.5, "min_instances and the restart after an alarm": 1},
+)  # fmt: skip
+def page_hinkley(t):
+    rng = np.random.default_rng(606)
+    with t.check("no alarm on a constant stream"):
+        for value in (0.0, 3.5):
+            got = _ph_alarms(t, np.full(80, value), threshold=1.0, min_instances=5)
+            check_equal(f"alarm steps on 80 samples equal to {value}", got, [])
+    with t.check("an increase: the alarm step"):
+        for delta, lam in [(0.05, 5.0), (0.0, 8.0)]:
+            xs = np.concatenate([rng.normal(0, 0.5, 120), rng.normal(1.0, 0.5, 60)])
+            got = _ph_alarms(t, xs, delta=delta, threshold=lam, min_instances=10)
+            expected = oracle_page_hinkley(xs, delta, lam, 10, "up")
+            check_equal(f"alarm steps (delta={delta}, threshold={lam}, mean + 1 at step 120)",
+                        got, expected)  # fmt: skip
+    with t.check("a decrease with mode='down'"):
+        xs = np.concatenate([rng.normal(0, 0.5, 100), rng.normal(-1.2, 0.5, 60)])
+        got = _ph_alarms(t, xs, delta=0.05, threshold=5.0, min_instances=10, mode="down")
+        check_equal("alarm steps, mode='down' (decrease at 100)", got,
+                    oracle_page_hinkley(xs, 0.05, 5.0, 10, "down"))  # fmt: skip
+        got_up = _ph_alarms(t, xs, delta=0.05, threshold=5.0, min_instances=10)
+        check_equal("alarm steps, mode='up' on the same decreasing stream", got_up,
+                    oracle_page_hinkley(xs, 0.05, 5.0, 10, "up"))  # fmt: skip
+    with t.check("min_instances and the restart after an alarm"):
+        xs = np.concatenate([np.zeros(3), np.full(40, 5.0)])  # a jump at step 3
+        got = _ph_alarms(t, xs, delta=0.0, threshold=2.0, min_instances=8)
+        check_equal("alarm steps with min_instances=8 (jump at step 3)", got,
+                    oracle_page_hinkley(xs, 0.0, 2.0, 8, "up"))  # fmt: skip
+        xs = np.concatenate([rng.normal(0, 0.3, 60), rng.normal(2, 0.3, 60),
+                             rng.normal(4, 0.3, 60)])  # fmt: skip
+        got = _ph_alarms(t, xs, delta=0.05, threshold=3.0, min_instances=5)
+        check_equal("every alarm step of a stream whose mean rises twice", got,
+                    oracle_page_hinkley(xs, 0.05, 3.0, 5, "up"))  # fmt: skip
+
+
+# -- Task 7 -----------------------------------------------------------------------------------
+
+
+def oracle_adaptation_steps(alarms, labels, min_examples):
+    """Jump from alarm to alarm with cumulative label counts (capacity cannot matter when
+    min_examples <= capacity: a capped count reaches min_examples when the sum does)."""
+    alarm_steps = np.flatnonzero(alarms)
+    steps, i = [], 0
+    while i < len(alarm_steps):
+        a = int(alarm_steps[i])
+        counts = np.cumsum(labels[a:])
+        reached = np.flatnonzero(counts >= min_examples)
+        done = a + int(reached[0]) if len(reached) else None
+        later = alarm_steps[(alarm_steps > a) & (alarm_steps <= (done if done is not None
+                                                                   else len(labels)))]  # fmt: skip
+        if len(later):  # re-armed before adapting: the count starts again there
+            i = int(np.searchsorted(alarm_steps, later[0]))
+            continue
+        if done is None:
+            break
+        steps.append(done)
+        i = int(np.searchsorted(alarm_steps, done, side="right"))
+    return steps
+
+
+def oracle_choose(costs, budget):
+    names = sorted(n for n in costs if costs[n]["peak_bytes"] <= budget)
+    if not names:
+        return None
+    best_acc = max(costs[n]["accuracy"] for n in names)
+    top = [n for n in names if costs[n]["accuracy"] == best_acc]
+    return min(top, key=lambda n: costs[n]["peak_bytes"])
+
+
+@task(
+    "Task 7: adaptation_steps and choose_method",
+    checks={"adaptation steps": 1, "an alarm while armed restarts the count": 0.5,
+            "min_examples outside 1..capacity is a ValueError": 0.5,
+            "choose_method": 1},
+)  # fmt: skip
+def trigger_policy(t):
+    rng = np.random.default_rng(707)
+    with t.check("adaptation steps"):
+        for T, m, cap in [(60, 5, 8), (120, 12, 12), (80, 1, 3)]:
+            alarms = np.zeros(T, dtype=bool)
+            alarms[rng.choice(T, 3, replace=False)] = True
+            labels = rng.integers(0, 3, T)
+            got = t.call("adaptation_steps", alarms, labels, m, cap)
+            expected = oracle_adaptation_steps(alarms, labels, m)
+            label = f"adaptation_steps (T={T}, min_examples={m}, capacity={cap})"
+            check_equal(label, [int(v) for v in got], expected)
+        none = t.call("adaptation_steps", np.zeros(20, dtype=bool), np.ones(20, dtype=np.int64),
+                      2, 4)  # fmt: skip
+        check_equal("adaptation_steps without any alarm", list(none), [])
+    with t.check("an alarm while armed restarts the count"):
+        alarms = np.zeros(30, dtype=bool)
+        alarms[[2, 5, 20]] = True
+        labels = np.ones(30, dtype=np.int64)
+        got = t.call("adaptation_steps", alarms, labels, 4, 10)
+        check_equal("adaptation_steps (alarms at 2, 5 and 20, one label a step, min 4)",
+                    [int(v) for v in got], oracle_adaptation_steps(alarms, labels, 4))  # fmt: skip
+    with t.check("min_examples outside 1..capacity is a ValueError"):
+        for m, cap in [(5, 4), (0, 4)]:
+            label = f"adaptation_steps(..., min_examples={m}, capacity={cap})"
+            try:
+                out = t.call("adaptation_steps", np.zeros(5, dtype=bool),
+                             np.ones(5, dtype=np.int64), m, cap)  # fmt: skip
+            except StudentGone:
+                raise
+            except StudentError as err:
+                kind = str(err).split(":", 1)[0].strip()
+                check_true(label, kind == "ValueError", f"expected a ValueError, got {kind}")
+                continue
+            check_true(label, False, f"expected a ValueError, it returned {out!r}")
+    with t.check("choose_method"):
+        costs = {
+            "fp32_full": {"peak_bytes": 2_000_000, "accuracy": 0.77},
+            "last_layer": {"peak_bytes": 190_000, "accuracy": 0.80},
+            "sparse": {"peak_bytes": 208_000, "accuracy": 0.83},
+            "tinytrain": {"peak_bytes": 220_000, "accuracy": 0.83},
+            "int8_full": {"peak_bytes": 1_600_000, "accuracy": 0.90},
+        }
+        for budget in (10_000, 190_000, 215_000, 262_144, 1_600_000, 10**7):
+            got = t.call("choose_method", costs, budget)
+            check_equal(f"choose_method(demo-like costs, budget_bytes={budget})", got,
+                        oracle_choose(costs, budget))  # fmt: skip
