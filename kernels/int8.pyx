@@ -220,6 +220,25 @@ cdef object _fast_conv_args(x, w, bias, zp_in, zp_out, multiplier, shift, stride
     return chk.Int8ConvArgs(x, w, b, zp_in, geom, rq)
 
 
+cdef object _folded_bias(w2d, bias, int64_t za):
+    """``bias - za * rowsum(w2d)`` as int64 (F,), summed in C: numpy's casting reduction
+    (``w.sum(axis=1, dtype=np.int64)``) allocates a buffer of 8192 int64 values (64 KiB),
+    larger than everything else an int8 training step at batch 1 holds."""
+    cdef const int8_t[:, ::1] wv = w2d
+    cdef const int32_t[::1] bv = np.ascontiguousarray(bias, dtype=np.int32)
+    cdef Py_ssize_t F = wv.shape[0], K = wv.shape[1], f, k
+    out = np.empty(F, dtype=np.int64)
+    cdef int64_t[::1] ov = out
+    cdef int64_t s
+    with nogil:
+        for f in range(F):
+            s = 0
+            for k in range(K):
+                s = s + wv[f, k]
+            ov[f] = bv[f] - za * s
+    return out
+
+
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
 
@@ -464,11 +483,13 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                            and PH == 0 and PW == 0 and PB == 0 and PR == 0)
     # weights: (F, K) in (i, j, c) order, K padded to 4 with zeros; the bias absorbs
     # -(off + zp_in) * rowsum(w) (pointwise panels keep the NCHW channel order, same thing)
-    w2d = np.zeros((F, 4 * kq), dtype=np.int8)
-    w2d[:, :K] = a.w.transpose(0, 2, 3, 1).reshape(F, K)
+    if pointwise and K == 4 * kq:  # (F, C) rows are already the layout: no copy
+        w2d = a.w.reshape(F, K)
+    else:
+        w2d = np.zeros((F, 4 * kq), dtype=np.int8)
+        w2d[:, :K] = a.w.transpose(0, 2, 3, 1).reshape(F, K)
     cdef const int8_t[:, ::1] wv = w2d
-    cdef const int64_t[::1] b = (a.bias.astype(np.int64)
-                                 - (off + zp_in) * w2d.sum(axis=1, dtype=np.int64))
+    cdef const int64_t[::1] b = _folded_bias(w2d, a.bias, off + zp_in)
     cdef const int32_t[::1] m0 = a.rq.multiplier
     cdef const int32_t[::1] sh = a.rq.shift
     cdef int single = a.rq.rounding, zp = a.rq.zp_out, lo = a.rq.act_min, hi = a.rq.act_max
@@ -489,7 +510,7 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     geo.C = C; geo.Hp = Hp; geo.Wp = Wp; geo.KH = KH; geo.KW = KW
     geo.SH = g.SH; geo.SW = g.SW; geo.OH = g.OH; geo.OW = g.OW
     panel_bufs = np.empty((threads, max(kq * nr * 4, 1)), dtype=np.uint8)
-    tiles = np.empty((threads, Fg * nr), dtype=np.int32)
+    tiles = np.empty((threads, mr * nr), dtype=np.int32)  # one MR x NR block at a time
     cdef uint8_t[:, ::1] pb = panel_bufs
     cdef int32_t[:, ::1] tv = tiles
     cdef int8_t* o = <int8_t*>cnp.PyArray_DATA(out)
@@ -511,20 +532,23 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                     tod_pack_conv_panel(&hv[0], &geo, gi * Cg, Cg, j0, ncols, nr, xmask, kq,
                                         panel)
                 for ft in range(_cdiv(Fg, mr)):
+                    # one block of MR filters x NR pixels, requantized while in cache: the
+                    # int32 accumulators never exceed one tile (CMSIS-NN keeps a few too)
                     f0 = ft * mr
                     p.ukr_bsafe(kq, &wv[gi * Fg + f0, 0], 4 * kq,
-                                Fg - f0 if Fg - f0 < mr else mr, panel, tile + f0 * nr, 0)
-                jj = 0
-                while jj < ncols:  # runs of columns inside one image
-                    j = j0 + jj
-                    n = j // P
-                    q = j % P
-                    ln = P - q if P - q < ncols - jj else ncols - jj
-                    for f in range(Fg):
-                        ch = gi * Fg + f
-                        path.requant_row(tile + f * nr + jj, ln, b[ch], m0[ch], sh[ch], single,
-                                         zp, lo, hi, o + (n * F + ch) * P + q)
-                    jj = jj + ln
+                                Fg - f0 if Fg - f0 < mr else mr, panel, tile, 0)
+                    jj = 0
+                    while jj < ncols:  # runs of columns inside one image
+                        j = j0 + jj
+                        n = j // P
+                        q = j % P
+                        ln = P - q if P - q < ncols - jj else ncols - jj
+                        for f in range(f0, f0 + mr if f0 + mr < Fg else Fg):
+                            ch = gi * Fg + f
+                            path.requant_row(tile + (f - f0) * nr + jj, ln, b[ch], m0[ch],
+                                             sh[ch], single, zp, lo, hi,
+                                             o + (n * F + ch) * P + q)
+                        jj = jj + ln
     return out
 
 
