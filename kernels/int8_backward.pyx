@@ -46,8 +46,8 @@ cdef extern from "float_s8a.h" nogil:
     void tod_pw_dx_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
                            const int8_t* w, Py_ssize_t ldw, const float* dout, float* dx,
                            Py_ssize_t c0, float* abuf)
-    void tod_pw_dw_s8_tile(Py_ssize_t C, Py_ssize_t F, Py_ssize_t P, const int8_t* x, int zp,
-                           const float* dt, float* dw, Py_ssize_t c0, int accumulate,
+    void tod_pw_dw_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
+                           const int8_t* x, int zp, const float* dt, float* dw, Py_ssize_t c0,
                            float* abuf)
 
 cdef extern from "float_s8b.h" nogil:
@@ -155,27 +155,26 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
 
 
 cdef object _pointwise_weight(dout, x, int zp, g):
-    """dW of a pointwise layer with the int8 input read in place: per image, dout
-    transposed once (P x F) and MR input rows of x - zp widened per work item."""
-    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, n, t
+    """dW of a pointwise layer with the int8 input read in place: dout transposed once
+    (NP x F) and, per work item, MR input rows of x - zp widened (MR x NP floats)."""
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, n, t, f, p
     cdef Py_ssize_t tiles = (C + TOD_SMR - 1) // TOD_SMR
     dw = np.empty((F, C, 1, 1), dtype=np.float32)
-    dt = np.empty((P, F), dtype=np.float32)
-    abuf = np.empty((_num_threads, TOD_SMR * P), dtype=np.float32)
+    dt = np.empty((N * P, F), dtype=np.float32)
+    abuf = np.empty((_num_threads, TOD_SMR * N * P), dtype=np.float32)
     cdef float[:, ::1] av = abuf
     cdef float[:, ::1] tv = dt
-    cdef const int8_t[:, :, ::1] xv = x.reshape(N, C, P)
+    cdef const int8_t[::1] xv = x.reshape(-1)
     cdef const float[:, :, ::1] dv = dout.reshape(N, F, P)
     cdef float[::1] wv = dw.reshape(-1)
-    cdef Py_ssize_t f, p
     with nogil:
         for n in range(N):
             for f in range(F):
                 for p in range(P):
-                    tv[p, f] = dv[n, f, p]
-            for t in prange(tiles, num_threads=_num_threads, schedule="static"):
-                tod_pw_dw_s8_tile(C, F, P, &xv[n, 0, 0], zp, &tv[0, 0], &wv[0], t * TOD_SMR,
-                                  n > 0, &av[threadid(), 0])
+                    tv[n * P + p, f] = dv[n, f, p]
+        for t in prange(tiles, num_threads=_num_threads, schedule="static"):
+            tod_pw_dw_s8_tile(N, C, F, P, &xv[0], zp, &tv[0, 0], &wv[0], t * TOD_SMR,
+                              &av[threadid(), 0])
     return dw
 
 
@@ -208,7 +207,7 @@ cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
 
 
 #: dx and dW of a pointwise (1x1, stride 1, unpadded) conv read the int8 operand in place,
-#: with F x MR (dx) or MR x P + P x F (dW) floats of scratch (kernels/simd/float_s8a.h)
+#: with F x MR (dx) or MR x NP + NP x F (dW) floats of scratch (kernels/simd/float_s8a.h)
 POINTWISE_DX_IN_PLACE = bool(TOD_HAVE_PW_DX_S8)
 
 #: the linear backward passes read int8 operands in place (kernels/simd/float_s8b.h)

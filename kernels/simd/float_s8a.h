@@ -42,38 +42,39 @@ static void tod_pw_dx_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const 
         }
 }
 
-/* Weight gradient of the same layer, input channels [c0, c0 + MR) (cut at C), one image:
+/* Weight gradient of the same layer, input channels [c0, c0 + MR) (cut at C):
  *
- *   dW^T[c0:c0+MR] (MR x F) (+)= (x[n] - zp)[c0:c0+MR] (MR x P) . dout[n]^T (P x F)
+ *   dW^T[c0:c0+MR] (MR x F) = (x - zp)[:, c0:c0+MR] (MR x NP) . dout^T (NP x F)
  *
- * A = the MR int8 rows of x[n] widened (minus zp) into abuf (MR x P floats); B = dout[n]
- * transposed by the caller once per image (dt, P x F); the tile is stored transposed into
- * dW (F x C, row stride C), added to it for images after the first. Each dW value is a
- * float32 sum over the pixels of each image in order, then over the images in order:
- * independent of the tiles, threads and of which output channels are asked for. */
-static void tod_pw_dw_s8_tile(int64_t C, int64_t F, int64_t P, const int8_t *x, int32_t zp,
-                              const float *dt, float *dw, int64_t c0, int accumulate,
+ * with the reduction over the N P pixels of the whole batch. A = the MR int8 input rows of
+ * every image widened (minus zp) into abuf (MR x NP floats); B = dout transposed by the
+ * caller once (dt, NP x F); each tile is stored transposed into dW (F x C, row stride C).
+ * Each dW value is one float32 sum over the images and their pixels in order: independent
+ * of the tiles, threads and of which output channels are asked for. */
+static void tod_pw_dw_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
+                              int32_t zp, const float *dt, float *dw, int64_t c0,
                               float *abuf) {
-    const int64_t mr = C - c0 < TOD_SMR ? C - c0 : TOD_SMR;
-    for (int64_t r = 0; r < mr; r++) {
-        const int8_t *src = x + (c0 + r) * P;
-        float *dst = abuf + r * P;
-        for (int64_t p = 0; p < P; p++) dst[p] = (float)((int32_t)src[p] - zp);
-    }
+    const int64_t mr = C - c0 < TOD_SMR ? C - c0 : TOD_SMR, NP = N * P;
+    for (int64_t r = 0; r < mr; r++)
+        for (int64_t n = 0; n < N; n++) {
+            const int8_t *src = x + (n * C + c0 + r) * P;
+            float *dst = abuf + r * NP + n * P;
+            for (int64_t p = 0; p < P; p++) dst[p] = (float)((int32_t)src[p] - zp);
+        }
     for (int64_t f0 = 0; f0 < F; f0 += TOD_SNR) {
         const int64_t nr = F - f0 < TOD_SNR ? F - f0 : TOD_SNR;
-        tod_sgemm_tile(P, abuf, P, 1, dt + f0, F, (int)mr, (int)nr, dw + f0 * C + c0, C, 1,
-                       accumulate);
+        tod_sgemm_tile(NP, abuf, NP, 1, dt + f0, F, (int)mr, (int)nr, dw + f0 * C + c0, C, 1,
+                       0);
     }
 }
 
 #else
 #define TOD_HAVE_PW_DX_S8 0
-static void tod_pw_dw_s8_tile(int64_t C, int64_t F, int64_t P, const int8_t *x, int32_t zp,
-                              const float *dt, float *dw, int64_t c0, int accumulate,
+static void tod_pw_dw_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
+                              int32_t zp, const float *dt, float *dw, int64_t c0,
                               float *abuf) {
-    (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dt; (void)dw; (void)c0;
-    (void)accumulate; (void)abuf;
+    (void)N; (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dt; (void)dw; (void)c0;
+    (void)abuf;
 }
 static void tod_pw_dx_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *w,
                               int64_t ldw, const float *dout, float *dx, int64_t c0,
