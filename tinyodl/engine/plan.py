@@ -187,9 +187,10 @@ def _mask_in_place(g: np.ndarray, bits: np.ndarray) -> None:
 def _dx_chunks(conv, limit: int | None) -> list[slice]:
     """Input-channel slices whose float32 weight copy stays under ``limit`` bytes.
 
-    The int8 backward kernels convert the weight they are given to float32 (4 bytes per
-    weight); given all of it, that copy is the largest scratch of a sparse step. An input
-    channel's gradient needs only the weights that read it (``W[:, c]``; a depthwise
+    The numpy reference and the compiled kernels of other than 1x1 layers convert the
+    weight they are given to float32 (4 bytes per weight, more with the float backward's
+    packing); given all of it, that copy can be the largest scratch of a sparse step. An
+    input channel's gradient needs only the weights that read it (``W[:, c]``; a depthwise
     layer's ``W[c]``), so the engine asks for ``dL/dx`` a few input channels at a time.
     """
     c_in = conv.weight.shape[1] if conv.kind != "depthwise" else conv.weight.shape[0]
@@ -655,10 +656,13 @@ def compile_training(
         Apply each update as soon as its gradient exists and free it (TTE's operator
         reordering); False: all updates after the backward.
     scratch_limit : int or None, default 16 KiB
-        Bound the kernels' scratch: the forward computes a few output channels at a time
-        (its int32 accumulators) and ``dL/dx`` a few input channels at a time (the float32
-        copy of the weight), each under this many bytes (None: whole layers at once). The
-        results are the same either way (tested bit-equal on both backends).
+        Bound the kernels' scratch where it grows with a layer: the forward computes a few
+        output channels at a time (the numpy reference's int32 accumulators, the compiled
+        kernel's reordered weight rows) and ``dL/dx`` a few input channels at a time (the
+        float32 copy of the weight, where the kernel makes one), each under this many bytes
+        (None: whole layers at once). The compiled 1x1 and linear backward passes read the
+        int8 weights in place and run whole. The results are the same either way (tested
+        bit-equal on both backends).
     profile : bool, default True
         Measure each step's kernel workspace once (on a random batch drawn from ``seed``;
         weights restored) and include it in the planned peak. False: buffers only.
