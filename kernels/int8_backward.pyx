@@ -149,7 +149,9 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
     dout = chk.check_float_grad(fn, "dout", dout, (g.N, g.F, g.OH, g.OW))
     if g.groups > 1 and g.groups == g.C == g.F:
         return _depthwise_weight(dout, x, zp, g, w_shape)
-    if TOD_HAVE_PW_DX_S8 and _is_pointwise(g) and g.N * g.C * g.H * g.W and g.F:
+    if TOD_HAVE_PW_DX_S8 and _is_pointwise(g) and g.N * g.C * g.H * g.W and 0 < g.F <= g.C:
+        # its scratch is 4 N P F bytes (dout transposed), the float path's 4 N P C (x - zp
+        # converted): the in-place path when it holds less (a projection, a few channels)
         return _pointwise_weight(dout, x, zp, g)
     return _conv._backward_weight(dout, _as_float(x, zp), w_shape, g)
 

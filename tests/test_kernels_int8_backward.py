@@ -182,7 +182,8 @@ def test_pointwise_backward_against_reference(kernels, rng, shape):
 
 def test_pointwise_backward_bits_do_not_depend_on_the_split(kernels, rng):
     """The engine asks for dx a few input channels at a time and dW for some output
-    channels: each value is the same sum in the same order, so the same bits."""
+    channels: each value is the same sum in the same order, so the same bits (F <= C: the
+    in-place dW path for the whole layer and for the rows)."""
     n, c, h, w, f = 2, 37, 5, 5, 29
     x, wq = rand_s8(rng, (n, c, h, w)), rand_s8(rng, (f, c, 1, 1), -127)
     dout = rng.normal(size=(n, f, h, w)).astype(np.float32)

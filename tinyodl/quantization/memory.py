@@ -23,8 +23,8 @@ backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight val
 * ``dx`` and ``dW`` of a pointwise convolution (1x1, stride 1, unpadded; SIMD builds):
   the int8 operand is read in place (``kernels/simd/float_s8a.h``): ``4 F MR`` bytes of
   widened weights for ``dx``; ``dout`` transposed (``4 NP F``) and ``MR`` widened input
-  rows (``4 MR NP``) for ``dW`` (``NP`` = pixels of the batch, ``MR`` = the float tile's
-  rows);
+  rows (``4 MR NP``) for ``dW`` when ``F <= C`` (``NP`` = pixels of the batch, ``MR`` = the
+  float tile's rows; otherwise as the other convolutions below);
 * ``dx`` of other convolutions: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
   ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
   GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
@@ -357,7 +357,7 @@ class _Replay:
             tape.spike(self._s8_panel(shape[0]) if _s8_gemm() else 4 * int(np.prod(shape)))
             tape.drop(g_w)
             return dw
-        if _pointwise(op) and _s8_pointwise():  # dout^T, MR widened input rows of the batch
+        if _pointwise(op) and _s8_pointwise() and filters <= shape[1]:  # dout^T, MR x NP
             dw = tape.new(4 * filters * op.weight.shape[1])
             pixels = int(shape[0] * shape[2] * shape[3])
             tape.spike(4 * pixels * filters, 4 * pixels * _rules._sgemm_tile()[1])
