@@ -21,13 +21,15 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    and uses the sign trick (``|a| * (b * sign(a))``, exact because the weights are in
    [-127, 127]). The zero points give ``sum_k (a - za)(b - zb) = sum ab - zb rowsum(a) -
    za colsum(b) + K za zb``: per-row or per-column constants, folded into the bias.
-4. **Convolution = GEMM on the fly.** The input is copied once into a padded channels-last
-   byte buffer (its border holds the packed input zero point, so padding taps contribute
-   nothing), then im2col is done *one panel of NR output pixels at a time*, straight into
-   the packed layout, and multiplied by every filter while it is in L1. The batch is one
-   long row of pixels, so 7x7 maps fill whole panels too. Scratch: the padded copy plus,
-   per thread, one panel (K x NR bytes) and one tile of accumulators -- never the
-   whole im2col matrix. 1x1 stride-1 convolutions pack panels straight from the NCHW input.
+4. **Convolution = GEMM on the fly.** im2col is done *one panel of NR output pixels at a
+   time*, straight from the NCHW input into the packed layout (a tap in the padding reads
+   the input zero point, which contributes nothing; ``kernels/simd/int8_im2col.h``), and
+   multiplied by every filter while it is in L1, one MR x NR block of int32 accumulators
+   at a time, requantized as soon as it completes. The batch is one long row of pixels, so
+   7x7 maps fill whole panels too. Scratch, per thread: one panel (K x NR bytes) and one
+   block of accumulators (CMSIS-NN keeps a few im2col columns the same way), plus the
+   weights in (i, j, c) order -- never the im2col matrix nor a copy of the input. 1x1
+   stride-1 convolutions read their weight rows in place.
 5. **Depthwise** convolutions are direct loops: each (image, channel) plane is split into
    stride x stride "phase planes" of ``x - zp`` (int16), so that every filter tap is one
    long vectorized multiply-add over the whole output plane, whatever its size and stride.
@@ -57,7 +59,6 @@ from _int8_simd cimport (
     TOD_ISA_AVX2,
     TOD_ISA_PORTABLE,
     tod_best_isa,
-    tod_conv_geom,
     tod_copy_rows_xor,
     tod_dw_phase_planes_s8,
     tod_gemm_path,
@@ -65,12 +66,18 @@ from _int8_simd cimport (
     tod_int8_path_of,
     tod_isa_supported,
     tod_pack_cols,
-    tod_pack_conv_panel,
     tod_pack_pointwise_panel,
     tod_pack_rows,
-    tod_to_padded_hwc,
     tod_ukr_fn,
 )
+
+cdef extern from "int8_im2col.h" nogil:
+    ctypedef struct tod_nchw_geom:
+        int64_t C, H, W, KH, KW, SH, SW, PT, PL, OH, OW
+    void tod_pack_conv_panel_nchw(const int8_t* x, const tod_nchw_geom* g, int64_t c0,
+                                  int64_t Cg, int64_t j0, int64_t ncols, int nr,
+                                  uint8_t xor_mask, uint8_t pad, uint8_t fill, int64_t kq,
+                                  uint8_t* dst)
 
 from tinyodl.reference import _int8_checks as chk
 
@@ -497,18 +504,12 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef uint8_t pad = <uint8_t>(<int8_t>zp_in) ^ xmask
     cdef const int8_t[:, :, :, ::1] xv = a.x
     cdef int threads = _num_threads
-    cdef Py_ssize_t Hp = PH + H + PB, Wp = PW + W + PR, n
-    cdef uint8_t[::1] hv
-    if not pointwise:  # padded channels-last copy of the batch, once
-        hwc = np.empty(max(N * Hp * Wp * C, 1), dtype=np.uint8)
-        hv = hwc
-        with nogil:
-            for n in prange(N, num_threads=threads, schedule="static"):
-                tod_to_padded_hwc(&xv[n, 0, 0, 0], C, H, W, PH, PB, PW, PR, xmask, pad,
-                                  &hv[n * Hp * Wp * C])
-    cdef tod_conv_geom geo
-    geo.C = C; geo.Hp = Hp; geo.Wp = Wp; geo.KH = KH; geo.KW = KW
-    geo.SH = g.SH; geo.SW = g.SW; geo.OH = g.OH; geo.OW = g.OW
+    cdef Py_ssize_t n
+    # im2col straight from NCHW, one panel of NR columns at a time (kernels/simd/
+    # int8_im2col.h): padding taps read the zero point, no padded copy of the batch
+    cdef tod_nchw_geom geo
+    geo.C = C; geo.H = H; geo.W = W; geo.KH = KH; geo.KW = KW; geo.SH = g.SH; geo.SW = g.SW
+    geo.PT = PH; geo.PL = PW; geo.OH = g.OH; geo.OW = g.OW
     panel_bufs = np.empty((threads, max(kq * nr * 4, 1)), dtype=np.uint8)
     tiles = np.empty((threads, mr * nr), dtype=np.int32)  # one MR x NR block at a time
     cdef uint8_t[:, ::1] pb = panel_bufs
@@ -529,8 +530,8 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                     tod_pack_pointwise_panel(&xv[0, 0, 0, 0], C, P, gi * Cg, Cg, j0, ncols, nr,
                                              xmask, kq, panel)
                 else:
-                    tod_pack_conv_panel(&hv[0], &geo, gi * Cg, Cg, j0, ncols, nr, xmask, kq,
-                                        panel)
+                    tod_pack_conv_panel_nchw(&xv[0, 0, 0, 0], &geo, gi * Cg, Cg, j0, ncols,
+                                             nr, xmask, pad, xmask, kq, panel)
                 for ft in range(_cdiv(Fg, mr)):
                     # one block of MR filters x NR pixels, requantized while in cache: the
                     # int32 accumulators never exceed one tile (CMSIS-NN keeps a few too)

@@ -440,10 +440,9 @@ def _int8_forward_scratch(op: QConv, shape, out_shape) -> tuple[int, ...]:
     """Scratch of the compiled int8 forward (``kernels/int8.pyx``), one call, one thread.
 
     * conv: the (i, j, c) copy of the weights, K padded to 4 (none for a pointwise layer
-      with C a multiple of 4: its rows are read in place), the padded channels-last copy
-      of the batch (not for pointwise layers), one packed panel (K x NR bytes), one
-      MR x NR block of int32 accumulators (requantized as it completes) and the folded
-      bias (int64 per filter);
+      with C a multiple of 4: its rows are read in place), one packed panel of im2col
+      columns read straight from NCHW (K x NR bytes), one MR x NR block of int32
+      accumulators (requantized as it completes) and the folded bias (int64 per filter);
     * depthwise: one thread's int16 phase planes, int32 accumulators and int8 outputs;
     * linear: the packed weights (F rounded up to NR, x K) and the per-column constants.
     """
@@ -451,19 +450,16 @@ def _int8_forward_scratch(op: QConv, shape, out_shape) -> tuple[int, ...]:
     if op.kind == "linear":
         k4, f = -(-int(shape[1]) // 4) * 4, int(op.weight.shape[0])
         return (-(-f // INT8_NR) * INT8_NR * k4, 4 * n * k4 + 24 * f + 4 * INT8_MR * INT8_NR)
-    _, c, h, w = (int(v) for v in shape)
     kh, kw = (int(v) for v in op.weight.shape[2:])
-    (sh, sw), (ph, pw) = tuple(op.stride), tuple(op.padding)
+    sh, sw = tuple(op.stride)
     oh, ow = int(out_shape[2]), int(out_shape[3])
     if op.kind == "depthwise":
         hq, wq = oh + (kh - 1) // sh + 1, ow + (kw - 1) // sw
         return (2 * sh * sw * hq * wq + 5 * oh * wq,)
     f, k = int(op.weight.shape[0]), int(np.prod(op.weight.shape[1:]))
     k4 = -(-k // 4) * 4
-    pointwise = _pointwise(op)
-    w_copy = 0 if pointwise and k == k4 else f * k4
-    padded = 0 if pointwise else n * (h + 2 * ph) * (w + 2 * pw) * c
-    return (w_copy, padded, INT8_NR * k4 + 4 * INT8_MR * INT8_NR + 8 * f)
+    w_copy = 0 if _pointwise(op) and k == k4 else f * k4
+    return (w_copy, INT8_NR * k4 + 4 * INT8_MR * INT8_NR + 8 * f)
 
 
 def _s8_gemm() -> bool:
