@@ -127,13 +127,12 @@ for _paper, analytic, measured in priced.values():
 assert priced["a sparse scheme"][2] < priced["everything"][2] / 4
 
 # %% [markdown]
-# The measured peak never falls below about 90 KB: that is the int8 *inference* of this
-# model at batch 1 (the largest layer's int32 accumulators, quantizing the input), which any
-# scheme pays. Everything above it is what the scheme chose -- plus the backward kernels'
-# own scratch: with the compiled kernels, computing `dL/dx` of a 1x1 convolution converts
-# its int8 weight to float32, then flips and packs that copy for the float backward (about
-# 12 bytes per weight, per call). The analytic replay models it; chapter 12's engine bounds
-# it by working in input-channel chunks.
+# The measured peak has a floor that no scheme removes: the int8 *inference* of this model
+# at batch 1 (quantizing the input, each layer's int8 output, the kernels' panels and
+# blocks of int32 accumulators). Everything above it is what the scheme chose -- plus the
+# backward kernels' own scratch. The compiled kernels read the int8 operands in place (a
+# 1x1 convolution's `dL/dx` widens a few columns of W at a time, not a float copy of the
+# whole weight), so that scratch is a few KB; the analytic replay models it, kernel by kernel.
 #
 # ## 2. Contribution analysis
 #
@@ -198,8 +197,8 @@ plt.show()
 #
 # The scheme found at 64 KB, trained on the whole adaptation set (int8 graph, SGD-M with
 # QAS, batch 1), against the classifier alone; its measured training memory must fit the
-# 256 KB of the paper's microcontroller once chapter 12's engine runs it (the eager step
-# here also pays the backward kernels' scratch, see above).
+# 256 KB of the paper's microcontroller (chapter 12's engine, which frees each gradient at
+# its update, needs less still).
 
 # %%
 scheme = found[64][0]["scheme"]

@@ -110,7 +110,10 @@ for name, u in updates.items():
 # scale in place, then `bwd_dx`, `bwd_db`, `bwd_dw`), and the updates. With `reorder=True`
 # each `update_*` follows its gradient immediately. The forward keeps a **1-bit mask** of
 # each clamp (not the int8 output) and the int8 input of a layer only if its weight trains;
-# a depthwise layer updated on a few channels keeps only those channels' input.
+# a depthwise layer updated on a few channels keeps only those channels' input. A stride-1
+# depthwise layer writes `dL/dx` over its `dL/dy` (`bwd_dx_inplace`: channel c of one needs
+# only channel c of the other), after `bwd_db` and `bwd_dw` have read it and before its
+# weights change.
 
 # %%
 plan = engine.compile_training(copy.deepcopy(qmodel), (1, 1, 28, 28), scheme=scheme, lr=0.01)

@@ -21,13 +21,15 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    and uses the sign trick (``|a| * (b * sign(a))``, exact because the weights are in
    [-127, 127]). The zero points give ``sum_k (a - za)(b - zb) = sum ab - zb rowsum(a) -
    za colsum(b) + K za zb``: per-row or per-column constants, folded into the bias.
-4. **Convolution = GEMM on the fly.** The input is copied once into a padded channels-last
-   byte buffer (its border holds the packed input zero point, so padding taps contribute
-   nothing), then im2col is done *one panel of NR output pixels at a time*, straight into
-   the packed layout, and multiplied by every filter while it is in L1. The batch is one
-   long row of pixels, so 7x7 maps fill whole panels too. Scratch: the padded copy plus,
-   per thread, one panel (K x NR bytes) and one tile of accumulators -- never the
-   whole im2col matrix. 1x1 stride-1 convolutions pack panels straight from the NCHW input.
+4. **Convolution = GEMM on the fly.** im2col is done *one panel of NR output pixels at a
+   time*, straight from the NCHW input into the packed layout (a tap in the padding reads
+   the input zero point, which contributes nothing; ``kernels/simd/int8_im2col.h``), and
+   multiplied by every filter while it is in L1, one MR x NR block of int32 accumulators
+   at a time, requantized as soon as it completes. The batch is one long row of pixels, so
+   7x7 maps fill whole panels too. Scratch, per thread: one panel (K x NR bytes) and one
+   block of accumulators (CMSIS-NN keeps a few im2col columns the same way), plus the
+   weights in (i, j, c) order -- never the im2col matrix nor a copy of the input. 1x1
+   stride-1 convolutions read their weight rows in place.
 5. **Depthwise** convolutions are direct loops: each (image, channel) plane is split into
    stride x stride "phase planes" of ``x - zp`` (int16), so that every filter tap is one
    long vectorized multiply-add over the whole output plane, whatever its size and stride.
@@ -57,7 +59,6 @@ from _int8_simd cimport (
     TOD_ISA_AVX2,
     TOD_ISA_PORTABLE,
     tod_best_isa,
-    tod_conv_geom,
     tod_copy_rows_xor,
     tod_dw_phase_planes_s8,
     tod_gemm_path,
@@ -65,12 +66,18 @@ from _int8_simd cimport (
     tod_int8_path_of,
     tod_isa_supported,
     tod_pack_cols,
-    tod_pack_conv_panel,
     tod_pack_pointwise_panel,
     tod_pack_rows,
-    tod_to_padded_hwc,
     tod_ukr_fn,
 )
+
+cdef extern from "int8_im2col.h" nogil:
+    ctypedef struct tod_nchw_geom:
+        int64_t C, H, W, KH, KW, SH, SW, PT, PL, OH, OW
+    void tod_pack_conv_panel_nchw(const int8_t* x, const tod_nchw_geom* g, int64_t c0,
+                                  int64_t Cg, int64_t j0, int64_t ncols, int nr,
+                                  uint8_t xor_mask, uint8_t pad, uint8_t fill, int64_t kq,
+                                  uint8_t* dst)
 
 from tinyodl.reference import _int8_checks as chk
 
@@ -218,6 +225,25 @@ cdef object _fast_conv_args(x, w, bias, zp_in, zp_out, multiplier, shift, stride
     geom = chk.ConvGeometry(N, C, H, W, F, KH, KW, stride, stride, padding, padding, OH, OW,
                             groups, padding, padding)
     return chk.Int8ConvArgs(x, w, b, zp_in, geom, rq)
+
+
+cdef object _folded_bias(w2d, bias, int64_t za):
+    """``bias - za * rowsum(w2d)`` as int64 (F,), summed in C: numpy's casting reduction
+    (``w.sum(axis=1, dtype=np.int64)``) allocates a buffer of 8192 int64 values (64 KiB),
+    larger than everything else an int8 training step at batch 1 holds."""
+    cdef const int8_t[:, ::1] wv = w2d
+    cdef const int32_t[::1] bv = np.ascontiguousarray(bias, dtype=np.int32)
+    cdef Py_ssize_t F = wv.shape[0], K = wv.shape[1], f, k
+    out = np.empty(F, dtype=np.int64)
+    cdef int64_t[::1] ov = out
+    cdef int64_t s
+    with nogil:
+        for f in range(F):
+            s = 0
+            for k in range(K):
+                s = s + wv[f, k]
+            ov[f] = bv[f] - za * s
+    return out
 
 
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -464,11 +490,13 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                            and PH == 0 and PW == 0 and PB == 0 and PR == 0)
     # weights: (F, K) in (i, j, c) order, K padded to 4 with zeros; the bias absorbs
     # -(off + zp_in) * rowsum(w) (pointwise panels keep the NCHW channel order, same thing)
-    w2d = np.zeros((F, 4 * kq), dtype=np.int8)
-    w2d[:, :K] = a.w.transpose(0, 2, 3, 1).reshape(F, K)
+    if pointwise and K == 4 * kq:  # (F, C) rows are already the layout: no copy
+        w2d = a.w.reshape(F, K)
+    else:
+        w2d = np.zeros((F, 4 * kq), dtype=np.int8)
+        w2d[:, :K] = a.w.transpose(0, 2, 3, 1).reshape(F, K)
     cdef const int8_t[:, ::1] wv = w2d
-    cdef const int64_t[::1] b = (a.bias.astype(np.int64)
-                                 - (off + zp_in) * w2d.sum(axis=1, dtype=np.int64))
+    cdef const int64_t[::1] b = _folded_bias(w2d, a.bias, off + zp_in)
     cdef const int32_t[::1] m0 = a.rq.multiplier
     cdef const int32_t[::1] sh = a.rq.shift
     cdef int single = a.rq.rounding, zp = a.rq.zp_out, lo = a.rq.act_min, hi = a.rq.act_max
@@ -476,20 +504,14 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef uint8_t pad = <uint8_t>(<int8_t>zp_in) ^ xmask
     cdef const int8_t[:, :, :, ::1] xv = a.x
     cdef int threads = _num_threads
-    cdef Py_ssize_t Hp = PH + H + PB, Wp = PW + W + PR, n
-    cdef uint8_t[::1] hv
-    if not pointwise:  # padded channels-last copy of the batch, once
-        hwc = np.empty(max(N * Hp * Wp * C, 1), dtype=np.uint8)
-        hv = hwc
-        with nogil:
-            for n in prange(N, num_threads=threads, schedule="static"):
-                tod_to_padded_hwc(&xv[n, 0, 0, 0], C, H, W, PH, PB, PW, PR, xmask, pad,
-                                  &hv[n * Hp * Wp * C])
-    cdef tod_conv_geom geo
-    geo.C = C; geo.Hp = Hp; geo.Wp = Wp; geo.KH = KH; geo.KW = KW
-    geo.SH = g.SH; geo.SW = g.SW; geo.OH = g.OH; geo.OW = g.OW
+    cdef Py_ssize_t n
+    # im2col straight from NCHW, one panel of NR columns at a time (kernels/simd/
+    # int8_im2col.h): padding taps read the zero point, no padded copy of the batch
+    cdef tod_nchw_geom geo
+    geo.C = C; geo.H = H; geo.W = W; geo.KH = KH; geo.KW = KW; geo.SH = g.SH; geo.SW = g.SW
+    geo.PT = PH; geo.PL = PW; geo.OH = g.OH; geo.OW = g.OW
     panel_bufs = np.empty((threads, max(kq * nr * 4, 1)), dtype=np.uint8)
-    tiles = np.empty((threads, Fg * nr), dtype=np.int32)
+    tiles = np.empty((threads, mr * nr), dtype=np.int32)  # one MR x NR block at a time
     cdef uint8_t[:, ::1] pb = panel_bufs
     cdef int32_t[:, ::1] tv = tiles
     cdef int8_t* o = <int8_t*>cnp.PyArray_DATA(out)
@@ -508,23 +530,26 @@ def conv2d_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                     tod_pack_pointwise_panel(&xv[0, 0, 0, 0], C, P, gi * Cg, Cg, j0, ncols, nr,
                                              xmask, kq, panel)
                 else:
-                    tod_pack_conv_panel(&hv[0], &geo, gi * Cg, Cg, j0, ncols, nr, xmask, kq,
-                                        panel)
+                    tod_pack_conv_panel_nchw(&xv[0, 0, 0, 0], &geo, gi * Cg, Cg, j0, ncols,
+                                             nr, xmask, pad, xmask, kq, panel)
                 for ft in range(_cdiv(Fg, mr)):
+                    # one block of MR filters x NR pixels, requantized while in cache: the
+                    # int32 accumulators never exceed one tile (CMSIS-NN keeps a few too)
                     f0 = ft * mr
                     p.ukr_bsafe(kq, &wv[gi * Fg + f0, 0], 4 * kq,
-                                Fg - f0 if Fg - f0 < mr else mr, panel, tile + f0 * nr, 0)
-                jj = 0
-                while jj < ncols:  # runs of columns inside one image
-                    j = j0 + jj
-                    n = j // P
-                    q = j % P
-                    ln = P - q if P - q < ncols - jj else ncols - jj
-                    for f in range(Fg):
-                        ch = gi * Fg + f
-                        path.requant_row(tile + f * nr + jj, ln, b[ch], m0[ch], sh[ch], single,
-                                         zp, lo, hi, o + (n * F + ch) * P + q)
-                    jj = jj + ln
+                                Fg - f0 if Fg - f0 < mr else mr, panel, tile, 0)
+                    jj = 0
+                    while jj < ncols:  # runs of columns inside one image
+                        j = j0 + jj
+                        n = j // P
+                        q = j % P
+                        ln = P - q if P - q < ncols - jj else ncols - jj
+                        for f in range(f0, f0 + mr if f0 + mr < Fg else Fg):
+                            ch = gi * Fg + f
+                            path.requant_row(tile + (f - f0) * nr + jj, ln, b[ch], m0[ch],
+                                             sh[ch], single, zp, lo, hi,
+                                             o + (n * F + ch) * P + q)
+                        jj = jj + ln
     return out
 
 

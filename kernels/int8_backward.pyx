@@ -39,6 +39,17 @@ from _float_dw cimport (
     tod_dw_weight_reduce_f32,
 )
 
+cdef extern from "float_s8a.h" nogil:
+    cdef enum:
+        TOD_HAVE_PW_DX_S8
+        TOD_SMR
+    void tod_pw_dx_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
+                           const int8_t* w, Py_ssize_t ldw, const float* dout, float* dx,
+                           Py_ssize_t c0, float* abuf)
+    void tod_pw_dw_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
+                           const int8_t* x, int zp, const float* dt, float* dw, Py_ssize_t c0,
+                           float* abuf)
+
 cdef extern from "float_s8b.h" nogil:
     cdef enum:
         TOD_HAVE_SGEMM_S8B
@@ -98,7 +109,33 @@ def conv2d_s8_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
     x_shape = chk.check_shape4(fn, "x_shape", x_shape)
     g = chk.conv_geometry(fn, x_shape, w.shape, stride, padding, groups)
     dout = chk.check_float_grad(fn, "dout", dout, (g.N, g.F, g.OH, g.OW))
+    if TOD_HAVE_PW_DX_S8 and _is_pointwise(g) and g.N * g.C * g.H * g.W and g.F:
+        return _pointwise_input(dout, w, g)
     return _conv._backward_input(dout, _as_float(w), g)
+
+
+def _is_pointwise(g):
+    """1x1, stride 1, no padding, no groups: dx[n] = W^T . dout[n] (float_s8a.h)."""
+    return (g.groups == 1 and g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1
+            and g.PH == 0 and g.PW == 0 and g.OH == g.H and g.OW == g.W)
+
+
+cdef object _pointwise_input(dout, w, g):
+    """dx of a pointwise layer with the int8 weights read in place: MR input channels per
+    work item, their F x MR weights widened into the thread's buffer (from numpy)."""
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, tiles = (C + TOD_SMR - 1) // TOD_SMR
+    cdef Py_ssize_t t
+    dx = np.empty((N, C, g.H, g.W), dtype=np.float32)
+    abuf = np.empty((_num_threads, F * TOD_SMR), dtype=np.float32)
+    cdef float[:, ::1] av = abuf
+    cdef const int8_t[::1] wv = w.reshape(-1)
+    cdef const float[::1] dv = dout.reshape(-1)
+    cdef float[::1] xv = dx.reshape(-1)
+    with nogil:
+        for t in prange(tiles, num_threads=_num_threads, schedule="static"):
+            tod_pw_dx_s8_tile(N, C, F, P, &wv[0], C, &dv[0], &xv[0], t * TOD_SMR,
+                              &av[threadid(), 0])
+    return dx
 
 
 def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padding=0,
@@ -112,7 +149,35 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
     dout = chk.check_float_grad(fn, "dout", dout, (g.N, g.F, g.OH, g.OW))
     if g.groups > 1 and g.groups == g.C == g.F:
         return _depthwise_weight(dout, x, zp, g, w_shape)
+    if TOD_HAVE_PW_DX_S8 and _is_pointwise(g) and g.N * g.C * g.H * g.W and 0 < g.F <= g.C:
+        # its scratch is 4 N P F bytes (dout transposed), the float path's 4 N P C (x - zp
+        # converted): the in-place path when it holds less (a projection, a few channels)
+        return _pointwise_weight(dout, x, zp, g)
     return _conv._backward_weight(dout, _as_float(x, zp), w_shape, g)
+
+
+cdef object _pointwise_weight(dout, x, int zp, g):
+    """dW of a pointwise layer with the int8 input read in place: dout transposed once
+    (NP x F) and, per work item, MR input rows of x - zp widened (MR x NP floats)."""
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, n, t, f, p
+    cdef Py_ssize_t tiles = (C + TOD_SMR - 1) // TOD_SMR
+    dw = np.empty((F, C, 1, 1), dtype=np.float32)
+    dt = np.empty((N * P, F), dtype=np.float32)
+    abuf = np.empty((_num_threads, TOD_SMR * N * P), dtype=np.float32)
+    cdef float[:, ::1] av = abuf
+    cdef float[:, ::1] tv = dt
+    cdef const int8_t[::1] xv = x.reshape(-1)
+    cdef const float[:, :, ::1] dv = dout.reshape(N, F, P)
+    cdef float[::1] wv = dw.reshape(-1)
+    with nogil:
+        for n in range(N):
+            for f in range(F):
+                for p in range(P):
+                    tv[n * P + p, f] = dv[n, f, p]
+        for t in prange(tiles, num_threads=_num_threads, schedule="static"):
+            tod_pw_dw_s8_tile(N, C, F, P, &xv[0], zp, &tv[0, 0], &wv[0], t * TOD_SMR,
+                              &av[threadid(), 0])
+    return dw
 
 
 cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
@@ -142,6 +207,10 @@ cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
             tod_dw_weight_reduce_f32(ph + planes + virt, &geo, &wv[c, 0, 0, 0])
     return dw
 
+
+#: dx and dW of a pointwise (1x1, stride 1, unpadded) conv read the int8 operand in place,
+#: with F x MR (dx) or MR x NP + NP x F (dW) floats of scratch (kernels/simd/float_s8a.h)
+POINTWISE_DX_IN_PLACE = bool(TOD_HAVE_PW_DX_S8)
 
 #: the linear backward passes read int8 operands in place (kernels/simd/float_s8b.h)
 INT8_OPERAND_GEMM = bool(TOD_HAVE_SGEMM_S8B)

@@ -150,7 +150,10 @@ def test_reordering_frees_each_gradient_at_its_update(base_qmodel):
     for b in early.memory_plan.buffers:
         if b.kind in ("weight_grad", "bias_grad"):
             assert early.steps[b.free].kind.startswith("update")
-            assert b.free == b.alloc + 1
+            # a depthwise layer whose dx overwrites its dout updates after that dx (which
+            # reads the old weights): its dW waits one step
+            between = [s.kind for s in early.steps[b.alloc + 1 : b.free]]
+            assert between in ([], ["bwd_dx_inplace"]), (b.name, between)
     # at the end: all of them are alive at once before the first update
     first_update = min(i for i, s in enumerate(late.steps) if s.kind.startswith("update"))
     grads = [b for b in late.memory_plan.buffers if b.kind == "weight_grad"]
@@ -261,15 +264,24 @@ def test_profile_restores_the_model(base_qmodel):
     assert _same_integers(mine, base_qmodel)
 
 
-def test_scratch_limit_lowers_the_peak_without_changing_the_result(base_qmodel, task):
+@pytest.mark.parametrize("name", ["numpy", "cython"])
+def test_scratch_limit_lowers_the_peak_without_changing_the_result(base_qmodel, task, name):
+    """The numpy reference's kernels hold whole-layer int32 accumulators and float weight
+    copies: chunks lower its peak. The compiled ones keep a few blocks of scratch whatever
+    the layer (int8 operands read in place), so the limit changes little there."""
+    if name not in backend.available_backends():
+        pytest.skip(f"backend {name} not available")
     steps = _batches(task, 2, size=1)
     models, peaks = [], []
     for limit in (None, 8192):
         mine = copy.deepcopy(base_qmodel)
-        plan = compile_training(mine, (1, 1, 28, 28), scheme=SPARSE, lr=0.05, scratch_limit=limit)
-        for x, y in steps:
-            plan.step(x, y)
+        with backend.use_backend(name):
+            plan = compile_training(
+                mine, (1, 1, 28, 28), scheme=SPARSE, lr=0.05, scratch_limit=limit
+            )
+            for x, y in steps:
+                plan.step(x, y)
         models.append(mine)
         peaks.append(plan.memory_plan.peak_bytes)
     assert _same_integers(*models)
-    assert peaks[1] < 0.8 * peaks[0]
+    assert peaks[1] < (0.8 if name == "numpy" else 1.1) * peaks[0], peaks

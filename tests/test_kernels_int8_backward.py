@@ -151,3 +151,71 @@ def test_backward_errors(kernels, rng):
         kernels.conv2d_s8_backward_weight(dout.astype(np.int32), x, 0, w.shape)
     with pytest.raises(ValueError, match="q has shape"):
         kernels.ste_clamp_backward(dout, x, -128, 127)
+
+
+# the pointwise paths (kernels/simd/float_s8a.h): shapes around the MR x NR tiles (4 x 24 on
+# AVX2, 8 x 32 on AVX-512), N > 1, tails in every dimension; (N, C, H, W, F)
+POINTWISE = [
+    (1, 1, 1, 1, 1),
+    (2, 13, 5, 3, 7),
+    (3, 9, 4, 4, 33),
+    (1, 40, 7, 7, 24),
+    (2, 17, 6, 1, 65),
+]
+
+
+@pytest.mark.parametrize("shape", POINTWISE)
+def test_pointwise_backward_against_reference(kernels, rng, shape):
+    n, c, h, w, f = shape
+    x, wq = rand_s8(rng, (n, c, h, w)), rand_s8(rng, (f, c, 1, 1), -127)
+    dout = rng.normal(size=(n, f, h, w)).astype(np.float32)
+    dx = kernels.conv2d_s8_backward_input(dout, wq, x.shape)
+    dw = kernels.conv2d_s8_backward_weight(dout, x, 9, wq.shape)
+    assert dx.dtype == dw.dtype == np.float32 and dx.shape == x.shape and dw.shape == wq.shape
+    want = np.einsum("fc,nfp->ncp", wq[:, :, 0, 0].astype(float), dout.reshape(n, f, -1))
+    np.testing.assert_allclose(dx, want.reshape(x.shape), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(dx, ref.conv2d_s8_backward_input(dout, wq, x.shape),
+                               rtol=RTOL, atol=ATOL)  # fmt: skip
+    want = ref.conv2d_s8_backward_weight(dout, x, 9, wq.shape)
+    np.testing.assert_allclose(dw, want, rtol=RTOL, atol=1e-6 * np.abs(want).max())
+
+
+def test_pointwise_backward_bits_do_not_depend_on_the_split(kernels, rng):
+    """The engine asks for dx a few input channels at a time and dW for some output
+    channels: each value is the same sum in the same order, so the same bits (F <= C: the
+    in-place dW path for the whole layer and for the rows)."""
+    n, c, h, w, f = 2, 37, 5, 5, 29
+    x, wq = rand_s8(rng, (n, c, h, w)), rand_s8(rng, (f, c, 1, 1), -127)
+    dout = rng.normal(size=(n, f, h, w)).astype(np.float32)
+    dx = kernels.conv2d_s8_backward_input(dout, wq, x.shape)
+    dw = kernels.conv2d_s8_backward_weight(dout, x, -5, wq.shape)
+    for sl in (slice(0, 3), slice(3, 20), slice(20, 37)):
+        part = kernels.conv2d_s8_backward_input(dout, wq[:, sl], (n, sl.stop - sl.start, h, w))
+        assert np.array_equal(part, dx[:, sl])
+    rows = [0, 4, 5, 28]
+    part = kernels.conv2d_s8_backward_weight(
+        np.ascontiguousarray(dout[:, rows]), x, -5, (len(rows), c, 1, 1)
+    )
+    assert np.array_equal(part, dw[rows])
+
+
+def test_pointwise_backward_input_makes_no_copy_of_the_weights(backend_name, kernels, rng):
+    """Scratch of the compiled dx: F x MR floats, not a float copy (4+ bytes per weight)."""
+    import tracemalloc
+
+    if backend_name != "cython":
+        pytest.skip("the numpy reference converts the weights")
+    kb = pytest.importorskip("tinyodl._kernels.int8_backward")
+    if not kb.POINTWISE_DX_IN_PLACE:
+        pytest.skip("no SIMD float micro-kernel in this build: convert and call BLAS")
+    f, c = 256, 256
+    wq, dout = rand_s8(rng, (f, c, 1, 1), -127), rng.normal(size=(1, f, 2, 2)).astype(np.float32)
+    kernels.conv2d_s8_backward_input(dout, wq, (1, c, 2, 2))  # warm-up
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        dx = kernels.conv2d_s8_backward_input(dout, wq, (1, c, 2, 2))
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < dx.nbytes + wq.size, (peak, dx.nbytes)  # under 1 byte per weight

@@ -48,20 +48,51 @@ def _channel_shape(ndim: int) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------- forward
 
 
+#: Values per block of the elementwise steps (input quantization, clamp masks): their numpy
+#: temporaries (float64 in the quantizer, a casting buffer in the mask) stay a few KiB
+#: instead of a few times the tensor. Elementwise, so the bits are the same.
+BLOCK = 256
+
+
 def k_quantize(plan, step, env):
-    return {"a:input": plan.graph.qmodel.quantize_input(env["x"])}
+    x, qp = env["x"], plan.graph.qmodel.input
+    flat = np.ascontiguousarray(x).reshape(-1)
+    q = np.empty(flat.shape, dtype=np.int8)
+    for i in range(0, flat.size, BLOCK):
+        q[i : i + BLOCK] = qp.quantize(flat[i : i + BLOCK])
+    return {"a:input": q.reshape(x.shape)}
+
+
+def _forward_scratch_per_channel(conv, out_shape) -> int:
+    """Bytes of the int8 forward kernel's scratch that grow with the output channels.
+
+    numpy reference: the weight row widened (about 3 bytes per weight) and an int32
+    accumulator per output value. Compiled kernel: it requantizes each MR x NR block of
+    accumulators as it completes (``kernels/int8.pyx``), so only its (i, j, c) copy of the
+    weight row remains (1 byte per weight; none for a pointwise layer whose C is a multiple
+    of 4, whose rows are read in place).
+    """
+    from tinyodl import backend
+
+    if backend.get_backend() != "cython":
+        return 3 * conv.weight[0].size + 4 * int(np.prod(out_shape)) // conv.out_channels
+    pointwise = conv.weight.shape[2:] == (1, 1) and tuple(conv.stride) == (1, 1)
+    if pointwise and tuple(conv.padding) == (0, 0) and conv.weight.shape[1] % 4 == 0:
+        return 0
+    return conv.weight[0].size
 
 
 def _conv_forward(conv, x: np.ndarray, limit: int | None) -> np.ndarray:
     """``conv.forward(x)``, a few output channels at a time when its scratch is large.
 
-    Per output channel the int8 kernel's scratch holds the weight row packed to int16 and
-    transposed (3 bytes per weight) and an int32 accumulator per output value; computing
-    ``limit // that`` output channels per call bounds it. Integer arithmetic: the result is
-    exactly ``conv.forward(x)``.
+    Computing ``limit // per_channel`` output channels per call bounds the part of the
+    kernel's scratch that grows with them (:func:`_forward_scratch_per_channel`). Integer
+    arithmetic: the result is exactly ``conv.forward(x)``.
     """
     out_shape = conv.output_shape(x.shape)
-    per_channel = 3 * conv.weight[0].size + 4 * int(np.prod(out_shape)) // conv.out_channels
+    if conv.kind == "linear":
+        return conv.forward(x)
+    per_channel = max(1, _forward_scratch_per_channel(conv, out_shape))
     if limit is None or per_channel * conv.out_channels <= limit or conv.kind == "linear":
         return conv.forward(x)
     if conv.kind == "conv" and conv.groups != 1:
@@ -121,25 +152,100 @@ def k_bwd_mask(plan, step, env):
     """``g <- mask * g * M`` in place: the clamp's straight-through estimator, then d acc."""
     node = plan.nodes[step.node]
     g = env[step.inplace[0]]
-    np.multiply(g, _unpack(env[step.reads[0]], g.shape), out=g)
-    g *= node.op._multiplier32.reshape(_channel_shape(g.ndim))
+    _mask_in_place(g, env[step.reads[0]])
+    _scale_channels_in_place(g, node.op._multiplier32)
     return {}
+
+
+def _scale_channels_in_place(g: np.ndarray, m: np.ndarray) -> None:
+    """``g *= m`` per channel (axis 1), a few channels at a time.
+
+    numpy broadcasts ``(N, C, H, W) * (1, C, 1, 1)`` through a buffer of up to 8192 values
+    (32 KiB of float32, as much as the gradient itself here); on blocks of about
+    :data:`BLOCK` values that buffer stays small. Same products, same bits.
+    """
+    if g.ndim == 2:
+        g *= m.reshape(1, -1)
+        return
+    n, c = g.shape[:2]
+    rows = g.reshape(n, c, -1)
+    step = max(1, BLOCK // (n * rows.shape[2]))
+    for c0 in range(0, c, step):
+        part = rows[:, c0 : c0 + step]
+        np.multiply(part, m[c0 : c0 + step].reshape(1, -1, 1), out=part)
+
+
+def _mask_in_place(g: np.ndarray, bits: np.ndarray) -> None:
+    """``g *= mask`` (``bits`` packed, one per value), :data:`BLOCK` values at a time."""
+    flat = g.reshape(-1)  # g is C-contiguous: a view
+    for i in range(0, flat.size, BLOCK):  # BLOCK is a multiple of 8: whole bytes
+        part = flat[i : i + BLOCK]
+        mask = np.unpackbits(bits[i // 8 : (i + BLOCK) // 8], count=part.size).view(bool)
+        np.multiply(part, mask, out=part)
 
 
 def _dx_chunks(conv, limit: int | None) -> list[slice]:
     """Input-channel slices whose float32 weight copy stays under ``limit`` bytes.
 
-    The int8 backward kernels convert the weight they are given to float32 (4 bytes per
-    weight); given all of it, that copy is the largest scratch of a sparse step. An input
-    channel's gradient needs only the weights that read it (``W[:, c]``; a depthwise
+    The numpy reference and the compiled kernels of other than 1x1 layers convert the
+    weight they are given to float32 (4 bytes per weight, more with the float backward's
+    packing); given all of it, that copy can be the largest scratch of a sparse step. An
+    input channel's gradient needs only the weights that read it (``W[:, c]``; a depthwise
     layer's ``W[c]``), so the engine asks for ``dL/dx`` a few input channels at a time.
     """
     c_in = conv.weight.shape[1] if conv.kind != "depthwise" else conv.weight.shape[0]
-    if limit is None or (conv.kind == "conv" and conv.groups != 1):
+    if limit is None or (conv.kind == "conv" and conv.groups != 1) or _int8_dx_in_place(conv):
         return [slice(0, c_in)]
     per_channel = 4 * (conv.weight.size // c_in)
     step = max(1, int(limit) // per_channel)
     return [slice(c, min(c + step, c_in)) for c in range(0, c_in, step)]
+
+
+def _int8_dx_in_place(conv) -> bool:
+    """Does this backend's ``dL/dx`` read the int8 weights in place (no float copy)?
+
+    The compiled pointwise kernel does (``kernels/simd/float_s8a.h``: F x MR floats of
+    scratch); the linear one too when ``INT8_OPERAND_GEMM``. Then one call is best.
+    """
+    from tinyodl import backend
+
+    if backend.get_backend() != "cython":
+        return False
+    from tinyodl._kernels import int8_backward as kb
+
+    if conv.kind == "linear":
+        return bool(getattr(kb, "INT8_OPERAND_GEMM", False))
+    pointwise = (
+        conv.kind == "conv"
+        and conv.groups == 1
+        and conv.weight.shape[2:] == (1, 1)
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.padding) == (0, 0)
+    )
+    return pointwise and bool(getattr(kb, "POINTWISE_DX_IN_PLACE", False))
+
+
+def k_bwd_dx_inplace(plan, step, env):
+    """``dL/dx`` of a stride-1 "same" depthwise layer written over its ``dL/dout``.
+
+    Channel c of ``dx`` needs only channel c of ``dout``, so a few channels at a time are
+    computed into a small buffer and copied back over the gradient they came from (the
+    schedule lets this buffer take the place of ``dout``, whose last reader this is).
+    """
+    node = plan.nodes[step.node]
+    conv, g = node.op, env[step.reads[0]]
+    n, c, h, w = g.shape
+    per_channel = 4 * n * h * w
+    limit = plan.scratch_limit or 16 * 1024
+    step_c = max(1, (limit // 4) // per_channel)
+    for c0 in range(0, c, step_c):
+        sl = slice(c0, min(c0 + step_c, c))
+        shape = (n, sl.stop - sl.start, h, w)
+        g[:, sl] = ops.conv2d_s8_backward_input(
+            np.ascontiguousarray(g[:, sl]), conv.weight[sl], shape,
+            conv.stride, conv.padding, shape[1],
+        )  # fmt: skip
+    return {step.allocs[0]: g}
 
 
 def k_bwd_dx(plan, step, env):
@@ -323,6 +429,7 @@ KERNELS: dict[str, Callable[[Any, Step, dict], dict]] = {
     "loss": k_loss,
     "bwd_mask": k_bwd_mask,
     "bwd_dx": k_bwd_dx,
+    "bwd_dx_inplace": k_bwd_dx_inplace,
     "bwd_db": k_bwd_db,
     "bwd_dw": k_bwd_dw,
     "bwd_add": k_bwd_add,
@@ -433,8 +540,12 @@ class TrainingPlan:
     def profile(self, x: np.ndarray, y: np.ndarray) -> list[int]:
         """Run one step and measure each step's peak above its live buffers (tracemalloc).
 
-        Returns the per-step workspace bytes (kernel scratch, temporaries, array headers).
-        The model and the optimizer state are restored afterwards.
+        Returns the per-step workspace bytes: the step's peak above the start of the whole
+        training step, minus the planned buffers alive during it (kernel scratch,
+        temporaries, and the interpreter's small objects that the step's earlier
+        operations left alive -- a few KiB of ints, tuples and cached checks that a
+        per-operation baseline would miss). The model and the optimizer state are
+        restored afterwards.
         """
         self._check(x, y)
         backup = self._snapshot()
@@ -445,13 +556,12 @@ class TrainingPlan:
             gc.collect()
             env: dict[str, Any] = {"x": x, "y": y}
             ws = []
-            for s in self.steps:
-                before = tracemalloc.get_traced_memory()[0]
+            base = tracemalloc.get_traced_memory()[0]
+            for i, s in enumerate(self.steps):
                 tracemalloc.reset_peak()
                 out = KERNELS[s.kind](self, s, env)
                 peak = tracemalloc.get_traced_memory()[1]
-                planned = sum(self.memory_plan_buffer(n) for n in s.allocs)
-                ws.append(max(0, peak - before - planned))
+                ws.append(max(0, peak - base - self.memory_plan.live_bytes[i]))
                 env.update(out)
                 del out
                 for name in s.frees:
@@ -546,10 +656,13 @@ def compile_training(
         Apply each update as soon as its gradient exists and free it (TTE's operator
         reordering); False: all updates after the backward.
     scratch_limit : int or None, default 16 KiB
-        Bound the kernels' scratch: the forward computes a few output channels at a time
-        (its int32 accumulators) and ``dL/dx`` a few input channels at a time (the float32
-        copy of the weight), each under this many bytes (None: whole layers at once). The
-        results are the same either way (tested bit-equal on both backends).
+        Bound the kernels' scratch where it grows with a layer: the forward computes a few
+        output channels at a time (the numpy reference's int32 accumulators, the compiled
+        kernel's reordered weight rows) and ``dL/dx`` a few input channels at a time (the
+        float32 copy of the weight, where the kernel makes one), each under this many bytes
+        (None: whole layers at once). The compiled 1x1 and linear backward passes read the
+        int8 weights in place and run whole. The results are the same either way (tested
+        bit-equal on both backends).
     profile : bool, default True
         Measure each step's kernel workspace once (on a random batch drawn from ``seed``;
         weights restored) and include it in the planned peak. False: buffers only.

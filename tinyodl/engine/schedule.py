@@ -60,7 +60,9 @@ class Step:
 
     ``kind`` selects the executor function (``tinyodl.engine.plan.KERNELS``); ``node`` is
     the forward node's name; ``reads``/``allocs``/``inplace`` are buffer names; ``frees``
-    (filled by :func:`plan_memory`) are released right after the step runs.
+    (filled by :func:`plan_memory`) are released right after the step runs; ``reuse`` maps
+    an allocated buffer to the one whose memory it takes over (read for the last time by
+    this step and overwritten in place: the depthwise ``dx`` over its ``dout``).
     """
 
     kind: str
@@ -70,6 +72,7 @@ class Step:
     inplace: list[str] = field(default_factory=list)
     frees: list[str] = field(default_factory=list)
     workspace: int = 0
+    reuse: dict[str, str] = field(default_factory=dict)
 
     def label(self) -> str:
         return f"{self.kind}({self.node})"
@@ -92,8 +95,9 @@ class _Builder:
         self.buffers[name] = Buffer(name, shape, dtype, kind, int(nbytes))
         return name
 
-    def step(self, kind, node, reads=(), allocs=(), inplace=()) -> None:
+    def step(self, kind, node, reads=(), allocs=(), inplace=(), reuse=None) -> None:
         self.steps.append(Step(kind, node, list(reads), list(allocs), list(inplace)))
+        self.steps[-1].reuse = dict(reuse or {})
 
     # -- forward
     def forward(self) -> None:
@@ -155,7 +159,14 @@ class _Builder:
         u, src, g = self.updates[node.name], node.inputs[0], f"g:{node.output}"
         pending = []
         self.step("bwd_mask", node.name, [f"m:{node.output}"], inplace=[g])
-        if self.req[src]:
+        # a stride-1 "same" depthwise layer writes dx over dout (channel c needs only
+        # channel c): after db and dW have read dout, before the weight update
+        in_place = (
+            self.req[src]
+            and node.op.kind == "depthwise"
+            and tuple(node.in_shapes[0]) == tuple(node.out_shape)
+        )
+        if self.req[src] and not in_place:
             self.step("bwd_dx", node.name, [g], [self._grad_buffer(src, node.in_shapes[0])])
         if u.bias:
             db = self.buf(f"db:{node.name}", (node.op.out_channels,), "float32", "bias_grad")
@@ -169,8 +180,11 @@ class _Builder:
             saved = f"s:{node.name}" if f"s:{node.name}" in self.buffers else f"a:{src}"
             self.step("bwd_dw", node.name, [g, saved], [dw])
             pending.append(("update_w", node.name))
-            if reorder:
-                self.step("update_w", node.name, [dw])
+        if in_place:
+            dx = self._grad_buffer(src, node.in_shapes[0])
+            self.step("bwd_dx_inplace", node.name, [g], [dx], reuse={dx: g})
+        if u.weight and reorder:
+            self.step("update_w", node.name, [f"dW:{node.name}"])
         return pending
 
     def _add_backward(self, node) -> None:
@@ -293,13 +307,18 @@ def plan_memory(steps: list[Step], buffers: dict[str, Buffer]) -> MemoryPlan:
     for name, i in last.items():
         buffers[name].free = i
         steps[i].frees.append(name)
+    for i, s in enumerate(steps):
+        for new, old in s.reuse.items():
+            if buffers[old].free != i or buffers[new].nbytes != buffers[old].nbytes:
+                raise ValueError(f"engine: step {s.label()} cannot reuse {old!r} for {new!r}")
     live, lives = 0, []
     peak, peak_step = 0, 0
     for i, s in enumerate(steps):
-        live += sum(buffers[n].nbytes + ARRAY_HEADER_BYTES for n in s.allocs)
+        reused = set(s.reuse.values())
+        live += sum(buffers[n].nbytes + ARRAY_HEADER_BYTES for n in s.allocs if n not in s.reuse)
         lives.append(live)
         if live + s.workspace > peak:
             peak, peak_step = live + s.workspace, i
-        live -= sum(buffers[n].nbytes + ARRAY_HEADER_BYTES for n in s.frees)
+        live -= sum(buffers[n].nbytes + ARRAY_HEADER_BYTES for n in s.frees if n not in reused)
     ordered = sorted(buffers.values(), key=lambda b: (b.alloc, b.name))
     return MemoryPlan(ordered, steps, lives, peak, peak_step)

@@ -16,10 +16,16 @@ categories (Lin et al. 2022, Fig. 1 and 6):
 
 :func:`measure_int8_training_step` runs one step under :class:`tinyodl.memory.MemoryProbe`;
 :func:`analytic_int8_training_memory` adds the categories up from shapes, with the kernels'
-scratch per backend. The compiled backward (``kernels/int8_backward.pyx``) allocates, per
-call (``W`` = weight values, ``X`` = input values, ``NR`` = the float GEMM's tile width):
+scratch per backend (the compiled forward's: :func:`_int8_forward_scratch`). The compiled
+backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight values,
+``X`` = input values, ``NR`` = the float GEMM's tile width):
 
-* ``dx`` of a convolution: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
+* ``dx`` and ``dW`` of a pointwise convolution (1x1, stride 1, unpadded; SIMD builds):
+  the int8 operand is read in place (``kernels/simd/float_s8a.h``): ``4 F MR`` bytes of
+  widened weights for ``dx``; ``dout`` transposed (``4 NP F``) and ``MR`` widened input
+  rows (``4 MR NP``) for ``dW`` when ``F <= C`` (``NP`` = pixels of the batch, ``MR`` = the
+  float tile's rows; otherwise as the other convolutions below);
+* ``dx`` of other convolutions: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
   ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
   GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
 * ``dW`` of a depthwise layer: the phase planes of one thread (no converted input); of
@@ -144,7 +150,7 @@ def analytic_int8_training_memory(
     per_element = {"sgd": 4 if momentum else 0, "adam": 8}[kind] + (4 if store == "shadow" else 0)
     n_in = n * int(np.prod(input_shape))
     params = qmodel.nbytes()
-    ctx = _Replay(Tape(), backend or get_backend())
+    ctx = _Replay(_HeaderTape(Tape()), backend or get_backend())
     tape = ctx.tape
     tape.spike(8 * n_in, 8 * n_in, 8 * n_in)  # quantize: x / s, |.|, floor (float64)
     x = tape.new(n_in)
@@ -193,6 +199,31 @@ def analytic_int8_training_memory(
     )
 
 
+#: What tracemalloc counts for one ndarray besides its data (the object, shape, strides):
+#: the value :data:`tinyodl.engine.schedule.ARRAY_HEADER_BYTES` measured. At batch 1 a step
+#: holds a few dozen arrays of a few KiB, so the replay counts it for every buffer.
+ARRAY_HEADER_BYTES = 192
+
+
+class _HeaderTape:
+    """A :class:`tinyodl.memory._tape.Tape` whose every new buffer carries an array header."""
+
+    def __init__(self, tape) -> None:
+        self._tape = tape
+
+    def __getattr__(self, name):
+        return getattr(self._tape, name)
+
+    def new(self, nbytes: int, kind: str = "scratch"):
+        return self._tape.new(int(nbytes) + ARRAY_HEADER_BYTES, kind)
+
+    def spike(self, *nbytes: int) -> None:
+        self._tape.drop(*[self.new(n) for n in nbytes])
+
+    def chain(self, nbytes: int, ops: int, kind: str = "scratch"):
+        return self._tape.chain(int(nbytes) + ARRAY_HEADER_BYTES, ops, kind)
+
+
 class _Replay:
     """Forward and backward rules of the integer operations on a :class:`Tape`."""
 
@@ -208,8 +239,8 @@ class _Replay:
         if isinstance(op, QConv):
             out_shape = op.output_shape(shape)
             k, p = _conv_k_p(op, shape, out_shape)
-            if self.backend == "cython":  # packed int16 weights, int32 accumulators, one image
-                tape.spike(2 * op.weight.size, 4 * out_shape[1] * p, 2 * int(np.prod(shape[1:])))
+            if self.backend == "cython":
+                tape.spike(*_int8_forward_scratch(op, shape, out_shape))
             else:  # int8 im2col, then float64 columns minus the zero point, whole batch
                 cols = shape[0] * k * p * (op.groups if op.kind == "conv" else 1)
                 tape.spike(cols, 8 * cols, 8 * cols)
@@ -229,7 +260,8 @@ class _Replay:
                 tape.drop(h)
                 h, s = out, self.shape
             y = tape.new(int(np.prod(s)))
-            tape.spike(*[8 * int(np.prod(s))] * 3)  # add_s8's int64 temporaries (numpy)
+            if self.backend == "numpy":  # add_s8's int64 temporaries
+                tape.spike(*[8 * int(np.prod(s))] * 3)
             tape.drop(h)
             self.saved[id(op)] = [tape.ref(y)]
             self.shape = s
@@ -251,7 +283,8 @@ class _Replay:
             if self.backend == "numpy":
                 tape.spike(out_f32 // 4, out_f32 // 4)  # the boolean masks
             g_acc = tape.new(out_f32)
-            tape.drop(masked)
+            if op.kind != "linear":  # numpy's buffer for the per-channel broadcast M * g
+                tape.spike(4 * min(int(np.prod(out_shape[1:])), 8192))
             saved = self.saved.pop(id(op))
             if op.weight_trainable:
                 if self.backend == "cython":
@@ -268,7 +301,7 @@ class _Replay:
             elif input_grad:
                 dx = tape.new(4 * int(np.prod(shape)))
                 tape.spike(4 * op.weight.size, *self._scratch(op, shape, k, p))
-            tape.drop(g_acc)
+            tape.drop(g_acc, masked)  # QConv.backward's local g holds the masked one
             return dx
         if isinstance(op, QResidual):
             y = self.saved.pop(id(op))
@@ -300,6 +333,10 @@ class _Replay:
             dx = tape.new(4 * int(np.prod(shape)))
             tape.spike(self._s8_panel(op.weight.shape[0]) if _s8_gemm() else 4 * op.weight.size)
             return dx
+        if _pointwise(op) and _s8_pointwise():  # F x MR widened weights per thread
+            dx = tape.new(4 * int(np.prod(shape)))
+            tape.spike(4 * op.weight.shape[0] * _rules._sgemm_tile()[1])
+            return dx
         w_f = tape.new(4 * op.weight.size)  # _as_float(w)
         layer = _FloatConv(op, op._groups(), op.weight.shape[0])
         dx = _rules.conv_backward_input(self._ctx(), layer, shape, out_shape)
@@ -318,6 +355,12 @@ class _Replay:
         if op.kind == "linear":
             dw = tape.new(4 * filters * op.weight.shape[1])
             tape.spike(self._s8_panel(shape[0]) if _s8_gemm() else 4 * int(np.prod(shape)))
+            tape.drop(g_w)
+            return dw
+        if _pointwise(op) and _s8_pointwise() and filters <= shape[1]:  # dout^T, MR x NP
+            dw = tape.new(4 * filters * op.weight.shape[1])
+            pixels = int(shape[0] * shape[2] * shape[3])
+            tape.spike(4 * pixels * filters, 4 * pixels * _rules._sgemm_tile()[1])
             tape.drop(g_w)
             return dw
         if op.kind == "depthwise":
@@ -366,6 +409,57 @@ class _FloatConv:
         self.groups, self.out_channels = int(groups), int(filters)
         size = filters * int(np.prod(op.weight.shape[1:]))
         self.params = {"weight": SimpleNamespace(data=SimpleNamespace(size=size))}
+
+
+def _pointwise(op: QConv) -> bool:
+    """1x1, stride 1, unpadded, no groups: the compiled backward's in-place int8 path."""
+    return (
+        op.kind == "conv"
+        and op.groups == 1
+        and op.weight.shape[2:] == (1, 1)
+        and tuple(op.stride) == (1, 1)
+        and tuple(op.padding) == (0, 0)
+    )
+
+
+def _s8_pointwise() -> bool:
+    """Whether the compiled conv backward reads int8 operands in place (pointwise layers)."""
+    try:
+        from tinyodl._kernels.int8_backward import POINTWISE_DX_IN_PLACE
+    except ImportError:
+        return False
+    return bool(POINTWISE_DX_IN_PLACE)
+
+
+#: Upper bounds of the int8 micro-kernel's tile (kernels/simd/int8_ukernels.h: 8 x 32 on
+#: AVX-512 VNNI; AVX2 and portable are smaller), for the forward scratch below.
+INT8_MR, INT8_NR = 8, 32
+
+
+def _int8_forward_scratch(op: QConv, shape, out_shape) -> tuple[int, ...]:
+    """Scratch of the compiled int8 forward (``kernels/int8.pyx``), one call, one thread.
+
+    * conv: the (i, j, c) copy of the weights, K padded to 4 (none for a pointwise layer
+      with C a multiple of 4: its rows are read in place), one packed panel of im2col
+      columns read straight from NCHW (K x NR bytes), one MR x NR block of int32
+      accumulators (requantized as it completes) and the folded bias (int64 per filter);
+    * depthwise: one thread's int16 phase planes, int32 accumulators and int8 outputs;
+    * linear: the packed weights (F rounded up to NR, x K) and the per-column constants.
+    """
+    n = int(shape[0])
+    if op.kind == "linear":
+        k4, f = -(-int(shape[1]) // 4) * 4, int(op.weight.shape[0])
+        return (-(-f // INT8_NR) * INT8_NR * k4, 4 * n * k4 + 24 * f + 4 * INT8_MR * INT8_NR)
+    kh, kw = (int(v) for v in op.weight.shape[2:])
+    sh, sw = tuple(op.stride)
+    oh, ow = int(out_shape[2]), int(out_shape[3])
+    if op.kind == "depthwise":
+        hq, wq = oh + (kh - 1) // sh + 1, ow + (kw - 1) // sw
+        return (2 * sh * sw * hq * wq + 5 * oh * wq,)
+    f, k = int(op.weight.shape[0]), int(np.prod(op.weight.shape[1:]))
+    k4 = -(-k // 4) * 4
+    w_copy = 0 if _pointwise(op) and k == k4 else f * k4
+    return (w_copy, INT8_NR * k4 + 4 * INT8_MR * INT8_NR + 8 * f)
 
 
 def _s8_gemm() -> bool:
