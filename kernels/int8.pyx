@@ -33,7 +33,11 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    long vectorized multiply-add over the whole output plane, whatever its size and stride.
 6. **Fused epilogue.** bias, MultiplyByQuantizedMultiplier (both roundings), output zero
    point and clamp run on the tile while it is in cache; the C is compiled once per path
-   (``kernels/simd/int8_epilogue.h``) so the compiler vectorizes it for each ISA.
+   (``kernels/simd/int8_epilogue.h``) so the compiler vectorizes it for each ISA. On the
+   VNNI path ``linear_s8`` requantizes each tile while it is still in registers (16 lanes
+   per instruction, ``kernels/simd/int8_requant.h``) and skips the saturating bias add when
+   ``|acc| + |bias|`` provably fits in int32: with 16-256 inputs per output the
+   requantization costs about as much as the multiply-adds.
 7. **Threads.** Panels are independent: ``prange`` over panels (GEMM, conv) or planes
    (depthwise), ``set_num_threads(n)`` OpenMP threads (default 1).
 
@@ -55,6 +59,7 @@ from libc.string cimport memcpy, memset
 
 from _int8_simd cimport (
     TOD_ISA_AVX2,
+    TOD_ISA_AVX512_VNNI,
     TOD_ISA_PORTABLE,
     tod_best_isa,
     tod_conv_geom,
@@ -64,6 +69,7 @@ from _int8_simd cimport (
     tod_int8_path,
     tod_int8_path_of,
     tod_isa_supported,
+    tod_linear_tile_vnni,
     tod_pack_cols,
     tod_pack_conv_panel,
     tod_pack_pointwise_panel,
@@ -395,7 +401,8 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef const int32_t* shv = <const int32_t*>cnp.PyArray_DATA(rq.shift)
     cdef int8_t* o = <int8_t*>cnp.PyArray_DATA(out)
     cdef int single = rq.rounding, zp = rq.zp_out, lo = rq.act_min, hi = rq.act_max
-    cdef bint fits = True
+    cdef bint fits = True, fused = False, nosat = False
+    cdef int64_t bmax = 0
     cdef Py_ssize_t t, item, items = panels * _cdiv(n, mr)
     with nogil:
         if copy_x:
@@ -418,13 +425,19 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                 rv[t] = -shv[t] if shv[t] < 0 else 0
         if not fits:
             b32 = NULL
+        # the fused VNNI tile (kernels/simd/int8_requant.h): double rounding, int32 biases;
+        # no saturating bias add when |acc| <= K * 255 * 128 leaves room for every bias
+        fused = p.isa == TOD_ISA_AVX512_VNNI and not single and b32 != NULL and kq > 0
+        for t in range(f):
+            bmax = colb[t] if colb[t] > bmax else (-colb[t] if -colb[t] > bmax else bmax)
+        nosat = bmax <= INT32_MAX - 4 * kq * 255 * 128
         if threads == 1:  # no OpenMP region for one thread (a few microseconds per call)
             for item in range(items):
-                _linear_item(&path, ukr, item, panels, n, f, kq, xa, wp, tiles, colb, b32, m0,
-                             lv, rv, single, zp, lo, hi, o)
+                _linear_item(&path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp, tiles,
+                             colb, b32, m0, lv, rv, single, zp, lo, hi, o)
         else:
             for item in prange(items, num_threads=threads, schedule="static"):
-                _linear_item(&path, ukr, item, panels, n, f, kq, xa, wp,
+                _linear_item(&path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp,
                              tiles + threadid() * mr * nr, colb, b32, m0, lv, rv, single, zp,
                              lo, hi, o)
     return out
@@ -435,7 +448,8 @@ cdef inline Py_ssize_t _a64(Py_ssize_t nbytes) noexcept nogil:
     return (nbytes + 63) // 64 * 64
 
 
-cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, Py_ssize_t item,
+cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fused,
+                              bint nosat, Py_ssize_t item,
                               Py_ssize_t panels, Py_ssize_t n, Py_ssize_t f, Py_ssize_t kq,
                               const int8_t* xa, const uint8_t* wp, int32_t* tile,
                               const int64_t* colb, const int32_t* b32, const int32_t* m0,
@@ -446,6 +460,11 @@ cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, Py_ssiz
     cdef Py_ssize_t pan = item % panels, i0 = (item // panels) * mr, col0 = pan * nr
     cdef Py_ssize_t rows = n - i0 if n - i0 < mr else mr
     cdef Py_ssize_t width = f - col0 if f - col0 < nr else nr
+    if fused:  # micro-kernel and requantization in registers, int8 stored directly
+        tod_linear_tile_vnni(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,
+                             b32 + col0, m0 + col0, lv + col0, rv + col0, nosat, zp, lo, hi,
+                             o + i0 * f + col0, f)
+        return
     if kq:
         ukr(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, tile, 0)
     else:

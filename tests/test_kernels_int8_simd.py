@@ -106,6 +106,26 @@ def test_linear_raw_sums_that_wrap_int32(path):
         assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args))
 
 
+@pytest.mark.parametrize("n,k,f", [(9, 1000, 16), (17, 999, 33), (3, 64, 8), (16, 12, 70)])
+def test_linear_fused_tile_saturating_bias(path, n, k, f):
+    """linear_s8's VNNI tile requantizes in registers and drops the saturating bias add when
+    |acc| + |bias| cannot overflow; biases near +-2^31 (folded bias still in int32) make
+    acc + bias overflow, panels of <= 16 channels take the half-width tile."""
+    rng = np.random.default_rng(n * k + f)
+    x = s8(rng, (n, k))
+    x[0], x[-1, ::2] = 127, -128  # largest raw sums of both signs
+    w = s8(rng, (f, k), -127)
+    w[0], w[-1] = 127, -127
+    bias = rng.integers(-(10**4), 10**4, f).astype(np.int64)
+    bias[0], bias[-1] = 2**31 - 1 - 10**6, -(2**31) + 10**6
+    bias = bias.astype(np.int32)
+    for m0, shift in [requant(rng, f, 1e-6, 1e-3), requant(rng, f, 1e-5, 4.0)]:
+        for zp_in, zp_out, lo, hi in [(-128, 0, -128, 127), (0, -7, -7, 127), (5, 3, -100, 90)]:
+            for b in (bias, None):
+                args = (x, w, b, zp_in, zp_out, m0, shift, lo, hi, "double")
+                assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args)), (path, zp_in)
+
+
 def random_conv(rng, depthwise=False):
     n, c = int(rng.integers(1, 4)), int(rng.integers(1, 12))
     h, w = int(rng.integers(3, 14)), int(rng.integers(3, 14))
