@@ -404,12 +404,22 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef bint fits = True, fused = False, nosat = False
     cdef int64_t bmax = 0
     cdef Py_ssize_t t, item, items = panels * _cdiv(n, mr)
+    cdef Py_ssize_t chunk = 64, r0
     with nogil:
         if copy_x:
-            tod_copy_rows_xor(xsrc, n, k, k, 0x80 if bu8 else 0, 4 * kq, base + o_x)
             xa = <const int8_t*>(base + o_x)
-        if kq:
+            if threads == 1:
+                tod_copy_rows_xor(xsrc, n, k, k, 0x80 if bu8 else 0, 4 * kq, base + o_x)
+            else:  # blocks of 64 rows of x, and panels of weights, shared among the threads
+                for r0 in prange(0, n, chunk, num_threads=threads, schedule="static"):
+                    tod_copy_rows_xor(xsrc + r0 * k, n - r0 if n - r0 < chunk else chunk, k, k,
+                                      0x80 if bu8 else 0, 4 * kq, base + o_x + r0 * 4 * kq)
+        if kq and threads == 1:
             tod_pack_rows(wsrc, f, k, k, nr, 0, kq, wp)
+        elif kq:
+            for t in prange(panels, num_threads=threads, schedule="static"):
+                tod_pack_rows(wsrc + t * nr * k, f - t * nr if f - t * nr < nr else nr, k, k,
+                              nr, 0, kq, wp + t * kq * nr * 4)
         # sum_k (x - zp) w = acc - (off + zp) rowsum(w): with the bias, one int64 per channel;
         # beside it the split shifts of the requantization (see kernels/simd/int8_epilogue.h)
         path.rowsum(wsrc, f, k, k, colb)

@@ -221,6 +221,25 @@ def test_two_threads_every_path(path):
         assert np.array_equal(g, want_g)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_linear_threads_share_packing_every_path(path, threads):
+    """On several threads linear_s8 packs weight panels and copies blocks of 64 rows of x in
+    parallel: several blocks with a tail, several panels with a tail, K % 4 != 0."""
+    rng = np.random.default_rng(threads)
+    x, w = s8(rng, (150, 70)), s8(rng, (75, 70), -127)
+    bias = rng.integers(-(10**5), 10**5, 75).astype(np.int32)
+    m0, shift = requant(rng, 75, 1e-4, 0.2)
+    for rounding in ("double", "single"):
+        args = (x, w, bias, -3, 4, m0, shift, -128, 127, rounding)
+        want = ref.linear_s8(*args)
+        try:
+            backend.set_num_threads(threads)
+            got = k8.linear_s8(*args)
+        finally:
+            backend.set_num_threads(1)
+        assert np.array_equal(got, want), (path, rounding)
+
+
 # ---- scratch memory: taken from numpy, so tracemalloc sees it and MemoryError is raised ----
 
 
