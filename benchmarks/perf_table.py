@@ -107,11 +107,9 @@ def main() -> None:
                            (t2t, "train_speedup", "cnn_mcmahan step, batch 32")):  # fmt: skip
         if doc:
             s = doc["summary"]["threads2"]
-            cpu = s.get(f"{key}_cpu")  # the calling thread's CPU, one thread over two
-            cpu_note = f"; calling thread's CPU 1t/2t {cpu:.2f}" if cpu else ""
             out.append(
                 f"| 5. two threads over one (wall clock) | {name} | >= 1.7 | - | "
-                f"{s[key]:.2f} | load average {s['load_average_before']:.2f}{cpu_note} |"
+                f"{s[key]:.2f} | load average {s['load_average_before']:.2f} |"
             )
         else:  # only meaningful with both cores idle (benchmarks/run_threads.sh waits for it)
             out.append(

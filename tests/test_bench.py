@@ -87,5 +87,4 @@ def test_bench_train_quick_writes_json(tmp_path, capsys):
     if "torch" in results["machine"]:
         assert all(r["vs_torch"] > 0 for r in train)
     assert results["summary"]["threads2"]["train_speedup"] > 0
-    assert results["summary"]["threads2"]["train_speedup_cpu"] > 0
     assert "samples/s" in capsys.readouterr().out

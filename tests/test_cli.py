@@ -60,7 +60,6 @@ def test_bench_kernels_writes_json(tmp_path):
     summary = results["summary"]
     assert summary["int8_gemm"]["vs_sgemm"] > 0 and summary["int8_gemm"]["linear_s8_gops"] > 0
     assert summary["threads2"]["int8_gemm_speedup"] > 0
-    assert summary["threads2"]["int8_gemm_speedup_cpu"] > 0
     assert {r["layer"].split()[1] for r in summary["int8_conv"]} >= {"conv", "pointwise"}
     assert all(r["scratch_bytes"] >= 0 for r in summary["int8_conv"])
     groups = {r["group"] for r in results["rows"]}

@@ -360,6 +360,5 @@ def bench_threads(n: int = 512, repeats: int = 9, seed: int = 0) -> dict[str, An
     return dict(
         n=n, backend=name, one_thread_s=one["wall"], two_threads_s=two["wall"],
         int8_gemm_speedup=one["wall"] / two["wall"], cores=os.cpu_count(),
-        int8_gemm_speedup_cpu=one["cpu"] / two["cpu"],  # calling thread's CPU, 1 over 2
         load_average_before=load_before, load_average_after=os.getloadavg()[0],
     )  # fmt: skip

@@ -154,10 +154,6 @@ def bench_train_threads(
     out = dict(
         model=model, batch=batch, one_thread_s=times[0]["wall"],
         two_threads_s=times[1]["wall"], train_speedup=times[0]["wall"] / times[1]["wall"],
-        # CPU seconds of the calling thread, one thread over two: the work left on the
-        # calling thread (its share plus everything serial); a loaded machine distorts it
-        # much less than the wall clock, but it does not see waiting for the other thread
-        train_speedup_cpu=times[0]["cpu"] / times[1]["cpu"],
         load_average_before=load_before, load_average_after=os.getloadavg()[0],
         cores=os.cpu_count(),
     )  # fmt: skip
@@ -207,11 +203,10 @@ def main(args: argparse.Namespace) -> int:
         if args.threads2:
             t2 = bench_train_threads(batch=2 if args.quick else 32, repeats=repeats, seed=args.seed)
             rows.append({"group": "threads2", **t2})
-            summary["threads2"] = {  # train_speedup_cpu: see bench_train_threads
+            summary["threads2"] = {
                 k: t2.get(k)
                 for k in (
                     "train_speedup",
-                    "train_speedup_cpu",
                     "torch_speedup",
                     "load_average_before",
                     "load_average_after",
