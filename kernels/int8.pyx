@@ -70,6 +70,7 @@ from _int8_simd cimport (
     tod_int8_path_of,
     tod_isa_supported,
     tod_linear_tile_vnni,
+    tod_panel_sums_vnni,
     tod_pack_cols,
     tod_pack_conv_panel,
     tod_pack_pointwise_panel,
@@ -422,7 +423,10 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                               nr, 0, kq, wp + t * kq * nr * 4)
         # sum_k (x - zp) w = acc - (off + zp) rowsum(w): with the bias, one int64 per channel;
         # beside it the split shifts of the requantization (see kernels/simd/int8_epilogue.h)
-        path.rowsum(wsrc, f, k, k, colb)
+        if p.isa == TOD_ISA_AVX512_VNNI and kq:  # from the packed panels
+            tod_panel_sums_vnni(wp, panels, kq, f, colb)
+        else:
+            path.rowsum(wsrc, f, k, k, colb)
         for t in range(f):
             colb[t] = bias_p[t] - (zp_in + off) * colb[t]
             fits = fits and INT32_MIN <= colb[t] <= INT32_MAX

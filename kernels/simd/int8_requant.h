@@ -330,6 +330,27 @@ TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, in
 }
 #undef TOD_VNNI_ROW_BU8_HALF
 
+/* out[j] = sum_k w[j][k] (j < cols) read from linear_s8's packed weight panels
+ * ([panels][kq][32][4] signed bytes, zero padding): one vpdpbusd of bytes 1 per 16 columns
+ * and 4 k, instead of a pass over the rows (which, for the short rows of a 1x1 layer, costs
+ * more than this whole sum). */
+TOD_VNNI_TARGET static void tod_panel_sums_vnni(const uint8_t *packed, int64_t panels,
+                                                int64_t kq, int64_t cols, int64_t *out) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t p = 0; p < panels; p++) {
+        __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+        const uint8_t *b = packed + p * kq * 128;
+        for (int64_t q = 0; q < kq; q++, b += 128) {
+            s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512((const void *)b));
+            s1 = _mm512_dpbusd_epi32(s1, ones, _mm512_loadu_si512((const void *)(b + 64)));
+        }
+        int32_t tmp[32];
+        _mm512_storeu_si512(tmp, s0);
+        _mm512_storeu_si512(tmp + 16, s1);
+        for (int64_t j = 0; j < 32 && p * 32 + j < cols; j++) out[p * 32 + j] = tmp[j];
+    }
+}
+
 #else /* not x86: no VNNI path, never called */
 static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, int64_t lda, int mr,
                                  const uint8_t *b, int64_t width, const int32_t *bias32,
@@ -338,6 +359,10 @@ static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, int64_t lda, int m
                                  int64_t ldo) {
     (void)kq; (void)a; (void)lda; (void)mr; (void)b; (void)width; (void)bias32; (void)m0;
     (void)left; (void)right; (void)nosat; (void)zp; (void)lo; (void)hi; (void)out; (void)ldo;
+}
+static void tod_panel_sums_vnni(const uint8_t *packed, int64_t panels, int64_t kq, int64_t cols,
+                                int64_t *out) {
+    (void)packed; (void)panels; (void)kq; (void)cols; (void)out;
 }
 #endif /* TOD_X86 */
 #endif /* TINYODL_INT8_REQUANT_H */
