@@ -169,24 +169,32 @@ cdef bint _weights_ok(w):
     return lo >= -127
 
 
-cdef object _fast_requant(Py_ssize_t channels, multiplier, shift, zp_out, act_min, act_max,
-                          rounding):
-    """RequantArgs for int32 (F,) multiplier/shift and plain ints, else None."""
+cdef bint _requant_ok(Py_ssize_t channels, multiplier, shift, zp_out, act_min, act_max,
+                      rounding):
+    """int32 (F,) multiplier/shift in range, plain ints and a known rounding."""
     if not (_array(multiplier, cnp.NPY_INT32, 1) and _array(shift, cnp.NPY_INT32, 1)):
-        return None
+        return False
     if multiplier.shape[0] != channels or shift.shape[0] != channels:
-        return None
+        return False
     if not (_is_int(zp_out, -128, 127) and _is_int(act_min, -128, 127)
             and _is_int(act_max, -128, 127) and act_min <= act_max):
-        return None
+        return False
     if rounding != "double" and rounding != "single":
-        return None
+        return False
     cdef const int32_t* m = <const int32_t*>cnp.PyArray_DATA(multiplier)
     cdef const int32_t* sh = <const int32_t*>cnp.PyArray_DATA(shift)
     cdef Py_ssize_t i
     for i in range(channels):
         if m[i] < 0 or sh[i] < -31 or sh[i] > 30:
-            return None
+            return False
+    return True
+
+
+cdef object _fast_requant(Py_ssize_t channels, multiplier, shift, zp_out, act_min, act_max,
+                          rounding):
+    """RequantArgs for int32 (F,) multiplier/shift and plain ints, else None."""
+    if not _requant_ok(channels, multiplier, shift, zp_out, act_min, act_max, rounding):
+        return None
     return chk.RequantArgs(multiplier, shift, zp_out, act_min, act_max,
                            0 if rounding == "double" else 1)
 
@@ -349,19 +357,24 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
               act_min=-128, act_max=127, rounding="double"):
     """Int8 fully connected layer, int8 (N, F). See the reference."""
     fn = "linear_s8"
-    rq = b_fast = None
+    b_fast = None
+    cdef bint fast = False
     if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and x.shape[1] == w.shape[1]
             and w.shape[1] * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
             and _weights_ok(w)):
         b_fast = _fast_bias(bias, w.shape[0])
-        rq = _fast_requant(w.shape[0], multiplier, shift, output_zero_point, act_min, act_max,
-                           rounding)
-    if rq is None or b_fast is None:
+        fast = b_fast is not None and _requant_ok(w.shape[0], multiplier, shift,
+                                                  output_zero_point, act_min, act_max, rounding)
+    cdef int single, zp, lo, hi
+    if fast:  # plain valid arguments: no RequantArgs to build (a small layer's call is short)
+        bias = b_fast
+        single, zp, lo, hi = rounding == "single", output_zero_point, act_min, act_max
+    else:
         x, w, bias, input_zero_point = chk.linear_args(fn, x, w, bias, input_zero_point)
         rq = chk.requant_args(fn, w.shape[0], multiplier, shift, output_zero_point, act_min,
                               act_max, rounding)
-    else:
-        bias = b_fast
+        multiplier, shift = rq.multiplier, rq.shift
+        single, zp, lo, hi = rq.rounding, rq.zp_out, rq.act_min, rq.act_max
     cdef int zp_in = input_zero_point
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1], f = w.shape[0]
     out = np.empty((n, f), dtype=np.int8)
@@ -398,10 +411,9 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef const int8_t* wsrc = <const int8_t*>cnp.PyArray_DATA(w)
     cdef const int8_t* xa = xsrc
     cdef const int32_t* bias_p = <const int32_t*>cnp.PyArray_DATA(bias)
-    cdef const int32_t* m0 = <const int32_t*>cnp.PyArray_DATA(rq.multiplier)
-    cdef const int32_t* shv = <const int32_t*>cnp.PyArray_DATA(rq.shift)
+    cdef const int32_t* m0 = <const int32_t*>cnp.PyArray_DATA(multiplier)
+    cdef const int32_t* shv = <const int32_t*>cnp.PyArray_DATA(shift)
     cdef int8_t* o = <int8_t*>cnp.PyArray_DATA(out)
-    cdef int single = rq.rounding, zp = rq.zp_out, lo = rq.act_min, hi = rq.act_max
     cdef bint fits = True, fused = False, nosat = False
     cdef int64_t bmax = 0
     cdef Py_ssize_t t, item, items = panels * _cdiv(n, mr)
