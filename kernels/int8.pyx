@@ -69,6 +69,7 @@ from _int8_simd cimport (
     tod_int8_path,
     tod_int8_path_of,
     tod_isa_supported,
+    tod_linear_tile_avx2,
     tod_linear_tile_vnni,
     tod_panel_sums_vnni,
     tod_pack_cols,
@@ -453,7 +454,8 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
             b32 = NULL
         # the fused VNNI tile (kernels/simd/int8_requant.h): double rounding, int32 biases;
         # no saturating bias add when |acc| <= K * 255 * 128 leaves room for every bias
-        fused = p.isa == TOD_ISA_AVX512_VNNI and not single and b32 != NULL and kq > 0
+        fused = ((p.isa == TOD_ISA_AVX512_VNNI or p.isa == TOD_ISA_AVX2) and not single
+                 and b32 != NULL and kq > 0)
         for t in range(f):
             bmax = colb[t] if colb[t] > bmax else (-colb[t] if -colb[t] > bmax else bmax)
         nosat = bmax <= INT32_MAX - 4 * kq * 255 * 128
@@ -486,6 +488,11 @@ cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fu
     cdef Py_ssize_t pan = item % panels, i0 = (item // panels) * mr, col0 = pan * nr
     cdef Py_ssize_t rows = n - i0 if n - i0 < mr else mr
     cdef Py_ssize_t width = f - col0 if f - col0 < nr else nr
+    if fused and path.gemm.isa == TOD_ISA_AVX2:  # the AVX2 twin of the tile below
+        tod_linear_tile_avx2(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,
+                             b32 + col0, m0 + col0, lv + col0, rv + col0, nosat, zp, lo, hi,
+                             o + i0 * f + col0, f)
+        return
     if fused:  # micro-kernel and requantization in registers, int8 stored directly
         tod_linear_tile_vnni(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,
                              b32 + col0, m0 + col0, lv + col0, rv + col0, nosat, zp, lo, hi,

@@ -44,15 +44,10 @@ TOD_AVX2_TARGET static inline tod_rq8 tod_rq8_make(__m256i bias, __m256i m0, __m
     return p;
 }
 
-/* y (before the output zero point) of 8 int32 accumulators. */
-TOD_AVX2_TARGET static inline __m256i tod_rq8_apply(__m256i acc, const tod_rq8 *p,
-                                                   int has_left) {
-    const __m256i s = _mm256_add_epi32(acc, p->bias);
-    const __m256i ov = _mm256_srai_epi32(
-        _mm256_and_si256(_mm256_xor_si256(acc, s), _mm256_xor_si256(p->bias, s)), 31);
-    const __m256i sat = _mm256_xor_si256(_mm256_srai_epi32(p->bias, 31),
-                                         _mm256_set1_epi32(INT32_MAX));
-    const __m256i v = _mm256_blendv_epi8(s, sat, ov);
+/* y (before the output zero point) of 8 lanes whose sum with the bias, v, is already
+ * saturated to int32. */
+TOD_AVX2_TARGET static inline __m256i tod_rq8_apply_v(__m256i v, const tod_rq8 *p,
+                                                     int has_left) {
     __m256i x = v;
     if (has_left) { /* only when some channel multiplies by 2^shift first */
         x = _mm256_sllv_epi32(v, p->left);
@@ -69,6 +64,17 @@ TOD_AVX2_TARGET static inline __m256i tod_rq8_apply(__m256i acc, const tod_rq8 *
     const __m256i thr = _mm256_add_epi32(p->half, _mm256_srli_epi32(h, 31));
     y = _mm256_sub_epi32(y, _mm256_cmpgt_epi32(_mm256_and_si256(h, p->mask), thr));
     return y;
+}
+
+/* y (before the output zero point) of 8 int32 accumulators. */
+TOD_AVX2_TARGET static inline __m256i tod_rq8_apply(__m256i acc, const tod_rq8 *p,
+                                                   int has_left) {
+    const __m256i s = _mm256_add_epi32(acc, p->bias);
+    const __m256i ov = _mm256_srai_epi32(
+        _mm256_and_si256(_mm256_xor_si256(acc, s), _mm256_xor_si256(p->bias, s)), 31);
+    const __m256i sat = _mm256_xor_si256(_mm256_srai_epi32(p->bias, 31),
+                                         _mm256_set1_epi32(INT32_MAX));
+    return tod_rq8_apply_v(_mm256_blendv_epi8(s, sat, ov), p, has_left);
 }
 
 /* clamp to [lo - zp, hi - zp], add zp (no overflow, same result as clamping after the add)
@@ -125,6 +131,61 @@ TOD_AVX2_TARGET static void tod_requant_tile_avx2x(
     if (j < width)
         tod_requant_tile_avx2(acc + j, ldt, rows, width - j, bias + j, m0 + j, left + j,
                               right + j, single, zp, lo, hi, out + j, ldo);
+}
+
+/* linear_s8's 4 x 16 AVX2 tile, requantized in registers (see tod_linear_tile_vnni below:
+ * the same contract; here x stays signed and the weights are the safe operand). */
+TOD_AVX2_TARGET static inline void tod_rq8_row_out(__m256i acc, const tod_rq8 *p, int has_left,
+                                                   int nosat, __m256i vzp, __m256i vlo,
+                                                   __m256i vhi, int64_t n, int8_t *out) {
+    const __m256i y = nosat ? tod_rq8_apply_v(_mm256_add_epi32(acc, p->bias), p, has_left)
+                            : tod_rq8_apply(acc, p, has_left);
+    if (n >= 8) {
+        tod_rq8_store(y, vzp, vlo, vhi, out);
+    } else { /* the last channels of the layer */
+        int8_t tmp[8];
+        tod_rq8_store(y, vzp, vlo, vhi, tmp);
+        memcpy(out, tmp, (size_t)n);
+    }
+}
+
+TOD_AVX2_TARGET static void tod_linear_tile_avx2(int64_t kq, const int8_t *a, int64_t lda,
+                                                 int mr, const uint8_t *b, int64_t width,
+                                                 const int32_t *bias32, const int32_t *m0,
+                                                 const int32_t *left, const int32_t *right,
+                                                 int nosat, int32_t zp, int32_t lo, int32_t hi,
+                                                 int8_t *out, int64_t ldo) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
+            c21 = c00, c30 = c00, c31 = c00;
+    TOD_ROW_POINTERS4(a, lda, mr);
+    for (int64_t q = 0; q < kq; q++, b += 64) {
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
+        TOD_AVX2_ROW_VSAFE(0);
+        TOD_AVX2_ROW_VSAFE(1);
+        TOD_AVX2_ROW_VSAFE(2);
+        TOD_AVX2_ROW_VSAFE(3);
+    }
+    const __m256i vzp = _mm256_set1_epi32(zp), vlo = _mm256_set1_epi32(lo - zp),
+                  vhi = _mm256_set1_epi32(hi - zp);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int h = 0; h < 2 && 8 * h < width; h++) {
+        const int64_t n = width - 8 * h < 8 ? width - 8 * h : 8;
+        const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)n), lane);
+        const tod_rq8 p = tod_rq8_make(_mm256_maskload_epi32(bias32 + 8 * h, k),
+                                       _mm256_maskload_epi32(m0 + 8 * h, k),
+                                       _mm256_maskload_epi32(left + 8 * h, k),
+                                       _mm256_maskload_epi32(right + 8 * h, k));
+        const int has_left = !_mm256_testz_si256(p.left, p.left);
+        int8_t *o = out + 8 * h;
+        if (mr > 0) tod_rq8_row_out(h ? c01 : c00, &p, has_left, nosat, vzp, vlo, vhi, n, o);
+        if (mr > 1) tod_rq8_row_out(h ? c11 : c10, &p, has_left, nosat, vzp, vlo, vhi, n, o + ldo);
+        if (mr > 2)
+            tod_rq8_row_out(h ? c21 : c20, &p, has_left, nosat, vzp, vlo, vhi, n, o + 2 * ldo);
+        if (mr > 3)
+            tod_rq8_row_out(h ? c31 : c30, &p, has_left, nosat, vzp, vlo, vhi, n, o + 3 * ldo);
+    }
 }
 
 /* ------------------------------------------------------------ AVX-512, 16 lanes ---- */
@@ -363,6 +424,14 @@ static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, int64_t lda, int m
 static void tod_panel_sums_vnni(const uint8_t *packed, int64_t panels, int64_t kq, int64_t cols,
                                 int64_t *out) {
     (void)packed; (void)panels; (void)kq; (void)cols; (void)out;
+}
+static void tod_linear_tile_avx2(int64_t kq, const int8_t *a, int64_t lda, int mr,
+                                 const uint8_t *b, int64_t width, const int32_t *bias32,
+                                 const int32_t *m0, const int32_t *left, const int32_t *right,
+                                 int nosat, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                                 int64_t ldo) {
+    tod_linear_tile_vnni(kq, a, lda, mr, b, width, bias32, m0, left, right, nosat, zp, lo, hi,
+                         out, ldo);
 }
 #endif /* TOD_X86 */
 #endif /* TINYODL_INT8_REQUANT_H */
