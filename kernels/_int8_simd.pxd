@@ -73,6 +73,21 @@ cdef extern from "int8_simd.h" nogil:
                                 int64_t SW, int64_t PH, int64_t PW, int64_t Hq, int64_t Wq,
                                 int16_t* planes)
 
+    # linear_s8's tile on the VNNI path, requantized in registers (int8_requant.h)
+    void tod_linear_tile_vnni(int64_t kq, const int8_t* a, int64_t lda, int mr,
+                              const uint8_t* b, int64_t width, const int32_t* bias32,
+                              const int32_t* m0, const int32_t* left, const int32_t* right,
+                              int nosat, int32_t zp, int32_t lo, int32_t hi, int8_t* out,
+                              int64_t ldo)
+
+    void tod_linear_tile_avx2(int64_t kq, const int8_t* a, int64_t lda, int mr,
+                              const uint8_t* b, int64_t width, const int32_t* bias32,
+                              const int32_t* m0, const int32_t* left, const int32_t* right,
+                              int nosat, int32_t zp, int32_t lo, int32_t hi, int8_t* out,
+                              int64_t ldo)
+    void tod_panel_sums_vnni(const uint8_t* packed, int64_t panels, int64_t kq, int64_t cols,
+                             int64_t* out)
+
     # the portable micro-kernel, for the teaching steps
     void tod_ukr_portable(int64_t kq, const int8_t* a, int64_t lda, int mr, const uint8_t* b,
                           int32_t* c, int accumulate)

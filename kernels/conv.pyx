@@ -404,6 +404,62 @@ def _weight_grad_tiled(dout, x, w_shape, g):
     return np.ascontiguousarray(dw_t.T).reshape(w_shape)
 
 
+def _use_images_tiled(x, groups, g):
+    """float32 without groups, a few taps per output (K < 64: first layers), a SIMD build:
+    one image per OpenMP thread, im2col + the register tiles of float_linear.h. The result
+    does not depend on the number of threads (each image is one sequence of tiles)."""
+    return (TOD_HAVE_SGEMM and x.dtype == np.float32 and groups == 1
+            and not (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PH == 0
+                     and g.PW == 0 and g.PB == 0 and g.PR == 0)
+            and g.C * g.KH * g.KW < 64)
+
+
+def _forward_images_tiled(x, w, b, out, g):
+    """conv2d forward per image in parallel: out[n] (F x P) = W (F x K) . im2col(x[n])."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w.shape[0], n, f, p, tid
+    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW
+    cdef Py_ssize_t panels = (P + TOD_SNR - 1) // TOD_SNR
+    cdef Geom geo = _geom(g)
+    cdef int nt = _num_threads
+    buf = np.empty((nt, K * P), dtype=np.float32)
+    cdef float[:, ::1] bv = buf
+    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[:, :, :, ::1] wv = w
+    cdef const float[::1] bias = b
+    cdef float[:, :, :, ::1] ov = out
+    cdef float* o
+    with nogil:
+        for n in prange(N, num_threads=nt, schedule="static"):
+            tid = threadid()
+            _im2col_image(&xv[n, 0, 0, 0], &bv[tid, 0], C, &geo, 1)
+            o = &ov[n, 0, 0, 0]
+            tod_sgemm_block(F, P, K, &wv[0, 0, 0, 0], K, 1, &bv[tid, 0], P, o, P, 0, 0, 0, F,
+                            0, panels)
+            for f in range(F):
+                for p in range(P):
+                    o[f * P + p] = o[f * P + p] + bias[f]
+
+
+def _backward_input_images_tiled(dout, w, dx, g):
+    """dx[n] = col2im(W^T (K x F) . dout[n] (F x P)), one image per OpenMP thread."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], F = w.shape[0], n, tid
+    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW
+    cdef Py_ssize_t panels = (P + TOD_SNR - 1) // TOD_SNR
+    cdef Geom geo = _geom(g)
+    cdef int nt = _num_threads
+    buf = np.empty((nt, K * P), dtype=np.float32)
+    cdef float[:, ::1] bv = buf
+    cdef const float[:, :, :, ::1] dv = dout
+    cdef const float[:, :, :, ::1] wv = w
+    cdef float[:, :, :, ::1] xv = dx
+    with nogil:
+        for n in prange(N, num_threads=nt, schedule="static"):
+            tid = threadid()
+            tod_sgemm_block(K, P, F, &wv[0, 0, 0, 0], 1, K, &dv[n, 0, 0, 0], P, &bv[tid, 0], P,
+                            0, 0, 0, K, 0, panels)
+            _col2im_image(&bv[tid, 0], &xv[n, 0, 0, 0], C, &geo, 1, True)
+
+
 cdef void _forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                         const floating[::1] b, bint has_bias, floating[:, :, :, ::1] out,
                         int groups, const Geom* g) noexcept:
@@ -615,6 +671,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1):
             _dw_forward[float](x, w, b, out, &geo)
         else:
             _dw_forward[double](x, w, b, out, &geo)
+    elif _use_images_tiled(x, g.groups, g):
+        _forward_images_tiled(x, w, b, out, g)
     elif single:
         _forward_gemm[float](x, w, b, has_bias, out, g.groups, &geo)
     else:
@@ -651,6 +709,8 @@ def _backward_input(dout, w, g):
             _dw_backward_input[float](dout, w, dx, &geo)
         else:
             _dw_backward_input[double](dout, w, dx, &geo)
+    elif _use_images_tiled(dout, g.groups, g):
+        _backward_input_images_tiled(dout, w, dx, g)
     elif single:
         _backward_input_gemm[float](dout, w, dx, g.groups, &geo)
     else:

@@ -35,7 +35,11 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    long vectorized multiply-add over the whole output plane, whatever its size and stride.
 6. **Fused epilogue.** bias, MultiplyByQuantizedMultiplier (both roundings), output zero
    point and clamp run on the tile while it is in cache; the C is compiled once per path
-   (``kernels/simd/int8_epilogue.h``) so the compiler vectorizes it for each ISA.
+   (``kernels/simd/int8_epilogue.h``) so the compiler vectorizes it for each ISA. On the
+   VNNI path ``linear_s8`` requantizes each tile while it is still in registers (16 lanes
+   per instruction, ``kernels/simd/int8_requant.h``) and skips the saturating bias add when
+   ``|acc| + |bias|`` provably fits in int32: with 16-256 inputs per output the
+   requantization costs about as much as the multiply-adds.
 7. **Threads.** Panels are independent: ``prange`` over panels (GEMM, conv) or planes
    (depthwise), ``set_num_threads(n)`` OpenMP threads (default 1).
 
@@ -52,11 +56,12 @@ import numpy as np
 
 cimport numpy as cnp
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
+from libc.stdint cimport INT32_MAX, INT32_MIN, int8_t, int16_t, int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
 from _int8_simd cimport (
     TOD_ISA_AVX2,
+    TOD_ISA_AVX512_VNNI,
     TOD_ISA_PORTABLE,
     tod_best_isa,
     tod_copy_rows_xor,
@@ -65,6 +70,9 @@ from _int8_simd cimport (
     tod_int8_path,
     tod_int8_path_of,
     tod_isa_supported,
+    tod_linear_tile_avx2,
+    tod_linear_tile_vnni,
+    tod_panel_sums_vnni,
     tod_pack_cols,
     tod_pack_pointwise_panel,
     tod_pack_rows,
@@ -169,24 +177,32 @@ cdef bint _weights_ok(w):
     return lo >= -127
 
 
-cdef object _fast_requant(Py_ssize_t channels, multiplier, shift, zp_out, act_min, act_max,
-                          rounding):
-    """RequantArgs for int32 (F,) multiplier/shift and plain ints, else None."""
+cdef bint _requant_ok(Py_ssize_t channels, multiplier, shift, zp_out, act_min, act_max,
+                      rounding):
+    """int32 (F,) multiplier/shift in range, plain ints and a known rounding."""
     if not (_array(multiplier, cnp.NPY_INT32, 1) and _array(shift, cnp.NPY_INT32, 1)):
-        return None
+        return False
     if multiplier.shape[0] != channels or shift.shape[0] != channels:
-        return None
+        return False
     if not (_is_int(zp_out, -128, 127) and _is_int(act_min, -128, 127)
             and _is_int(act_max, -128, 127) and act_min <= act_max):
-        return None
+        return False
     if rounding != "double" and rounding != "single":
-        return None
+        return False
     cdef const int32_t* m = <const int32_t*>cnp.PyArray_DATA(multiplier)
     cdef const int32_t* sh = <const int32_t*>cnp.PyArray_DATA(shift)
     cdef Py_ssize_t i
     for i in range(channels):
         if m[i] < 0 or sh[i] < -31 or sh[i] > 30:
-            return None
+            return False
+    return True
+
+
+cdef object _fast_requant(Py_ssize_t channels, multiplier, shift, zp_out, act_min, act_max,
+                          rounding):
+    """RequantArgs for int32 (F,) multiplier/shift and plain ints, else None."""
+    if not _requant_ok(channels, multiplier, shift, zp_out, act_min, act_max, rounding):
+        return None
     return chk.RequantArgs(multiplier, shift, zp_out, act_min, act_max,
                            0 if rounding == "double" else 1)
 
@@ -368,19 +384,24 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
               act_min=-128, act_max=127, rounding="double"):
     """Int8 fully connected layer, int8 (N, F). See the reference."""
     fn = "linear_s8"
-    rq = b32 = None
+    b_fast = None
+    cdef bint fast = False
     if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and x.shape[1] == w.shape[1]
             and w.shape[1] * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
             and _weights_ok(w)):
-        b32 = _fast_bias(bias, w.shape[0])
-        rq = _fast_requant(w.shape[0], multiplier, shift, output_zero_point, act_min, act_max,
-                           rounding)
-    if rq is None or b32 is None:
+        b_fast = _fast_bias(bias, w.shape[0])
+        fast = b_fast is not None and _requant_ok(w.shape[0], multiplier, shift,
+                                                  output_zero_point, act_min, act_max, rounding)
+    cdef int single, zp, lo, hi
+    if fast:  # plain valid arguments: no RequantArgs to build (a small layer's call is short)
+        bias = b_fast
+        single, zp, lo, hi = rounding == "single", output_zero_point, act_min, act_max
+    else:
         x, w, bias, input_zero_point = chk.linear_args(fn, x, w, bias, input_zero_point)
         rq = chk.requant_args(fn, w.shape[0], multiplier, shift, output_zero_point, act_min,
                               act_max, rounding)
-    else:
-        bias = b32
+        multiplier, shift = rq.multiplier, rq.shift
+        single, zp, lo, hi = rq.rounding, rq.zp_out, rq.act_min, rq.act_max
     cdef int zp_in = input_zero_point
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1], f = w.shape[0]
     out = np.empty((n, f), dtype=np.int8)
@@ -395,69 +416,120 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef tod_ukr_fn ukr = p.ukr_bu8 if bu8 else p.ukr_vsafe
     cdef Py_ssize_t kq = _cdiv(k, 4), nr = p.nr, mr = p.mr, panels = _cdiv(f, nr)
     cdef int64_t off = 128 if bu8 else 0
-    cdef const int8_t[:, ::1] xsrc = x
-    cdef int8_t[:, ::1] xv
-    if bu8 or 4 * kq != k:
-        xv = np.empty((n, max(4 * kq, 1)), dtype=np.int8)
-        tod_copy_rows_xor(&xsrc[0, 0] if k else NULL, n, k, k, 0x80 if bu8 else 0, 4 * kq,
-                          <uint8_t*>&xv[0, 0])
-    else:
-        xv = x
-    wpack = np.empty(max(panels * kq * nr * 4, 1), dtype=np.uint8)
-    cdef const int8_t[:, ::1] wv = w
-    cdef uint8_t[::1] wp = wpack
-    if kq:
-        tod_pack_rows(&wv[0, 0], f, k, k, nr, 0, kq, &wp[0])
-    # sum_k (x - zp) w = acc - (off + zp) rowsum(w): with the bias, one int64 per channel;
-    # beside it the split shifts of the requantization (see kernels/simd/int8_epilogue.h)
-    cdef int single = rq.rounding, zp = rq.zp_out, lo = rq.act_min, hi = rq.act_max
-    rowsum = np.empty(f, dtype=np.int64)
-    per_col = np.empty((3, f), dtype=np.int32)   # bias32, left, right
-    colb64 = np.empty(f, dtype=np.int64)
-    cdef int64_t[::1] rs = rowsum
-    cdef int32_t[:, ::1] pc = per_col
-    cdef int64_t[::1] colb = colb64
-    cdef const int32_t[::1] bv = bias
-    cdef const int32_t[::1] m0 = rq.multiplier
-    cdef const int32_t[::1] shv = rq.shift
-    cdef bint fits = True
-    cdef Py_ssize_t t
-    path.rowsum(&wv[0, 0], f, k, k, &rs[0])
-    for t in range(f):
-        colb[t] = bv[t] - (zp_in + off) * rs[t]
-        fits = fits and -2**31 <= colb[t] < 2**31
-        pc[0, t] = <int32_t>colb[t]
-        if single:
-            pc[1, t] = 31 - shv[t]
-            pc[2, t] = 0
-        else:
-            pc[1, t] = shv[t] if shv[t] > 0 else 0
-            pc[2, t] = -shv[t] if shv[t] < 0 else 0
-    cdef const int32_t* colb32_ptr = &pc[0, 0] if fits else NULL
-    cdef const int32_t* lv = &pc[1, 0]
-    cdef const int32_t* rv = &pc[2, 0]
-    tiles = np.empty((_num_threads, mr * nr), dtype=np.int32)
-    cdef int32_t[:, ::1] tv = tiles
-    cdef int8_t[:, ::1] o = out
-    cdef Py_ssize_t item, items = panels * _cdiv(n, mr), pan, i0, width, rows, col0
-    cdef int32_t* tile
+    cdef bint copy_x = bu8 or 4 * kq != k
+    cdef int threads = _num_threads
+    # All scratch in one numpy buffer (a small layer's call is mostly fixed costs), cut into
+    # 64-byte aligned pieces: per channel the folded bias (int64), b32 / left / right
+    # (int32), the tiles of the threads, the packed weights and the copy of x.
+    cdef Py_ssize_t o_b32 = _a64(8 * f), o_l = o_b32 + _a64(4 * f), o_r = o_l + _a64(4 * f)
+    cdef Py_ssize_t o_t = o_r + _a64(4 * f), o_w = o_t + _a64(4 * mr * nr * threads)
+    cdef Py_ssize_t o_x = o_w + _a64(panels * kq * nr * 4)
+    cdef Py_ssize_t total = o_x + (_a64(n * 4 * kq) if copy_x else 0)
+    scratch = np.empty(total + 64, dtype=np.uint8)
+    cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(scratch)
+    base = base + ((64 - (<size_t>base) % 64) % 64)
+    cdef int64_t* colb = <int64_t*>base
+    cdef int32_t* b32 = <int32_t*>(base + o_b32)
+    cdef int32_t* lv = <int32_t*>(base + o_l)
+    cdef int32_t* rv = <int32_t*>(base + o_r)
+    cdef int32_t* tiles = <int32_t*>(base + o_t)
+    cdef uint8_t* wp = base + o_w
+    cdef const int8_t* xsrc = <const int8_t*>cnp.PyArray_DATA(x)
+    cdef const int8_t* wsrc = <const int8_t*>cnp.PyArray_DATA(w)
+    cdef const int8_t* xa = xsrc
+    cdef const int32_t* bias_p = <const int32_t*>cnp.PyArray_DATA(bias)
+    cdef const int32_t* m0 = <const int32_t*>cnp.PyArray_DATA(multiplier)
+    cdef const int32_t* shv = <const int32_t*>cnp.PyArray_DATA(shift)
+    cdef int8_t* o = <int8_t*>cnp.PyArray_DATA(out)
+    cdef bint fits = True, fused = False, nosat = False
+    cdef int64_t bmax = 0
+    cdef Py_ssize_t t, item, items = panels * _cdiv(n, mr)
+    cdef Py_ssize_t chunk = 64, r0
     with nogil:
-        for item in prange(items, num_threads=_num_threads, schedule="static"):
-            pan = item % panels
-            i0 = (item // panels) * mr
-            col0 = pan * nr
-            rows = n - i0 if n - i0 < mr else mr
-            width = f - col0 if f - col0 < nr else nr
-            tile = &tv[threadid(), 0]
-            if kq:
-                ukr(kq, &xv[i0, 0], 4 * kq, rows, &wp[pan * kq * nr * 4], tile, 0)
+        if copy_x:
+            xa = <const int8_t*>(base + o_x)
+            if threads == 1:
+                tod_copy_rows_xor(xsrc, n, k, k, 0x80 if bu8 else 0, 4 * kq, base + o_x)
+            else:  # blocks of 64 rows of x, and panels of weights, shared among the threads
+                for r0 in prange(0, n, chunk, num_threads=threads, schedule="static"):
+                    tod_copy_rows_xor(xsrc + r0 * k, n - r0 if n - r0 < chunk else chunk, k, k,
+                                      0x80 if bu8 else 0, 4 * kq, base + o_x + r0 * 4 * kq)
+        if kq and threads == 1:
+            tod_pack_rows(wsrc, f, k, k, nr, 0, kq, wp)
+        elif kq:
+            for t in prange(panels, num_threads=threads, schedule="static"):
+                tod_pack_rows(wsrc + t * nr * k, f - t * nr if f - t * nr < nr else nr, k, k,
+                              nr, 0, kq, wp + t * kq * nr * 4)
+        # sum_k (x - zp) w = acc - (off + zp) rowsum(w): with the bias, one int64 per channel;
+        # beside it the split shifts of the requantization (see kernels/simd/int8_epilogue.h)
+        if p.isa == TOD_ISA_AVX512_VNNI and kq:  # from the packed panels
+            tod_panel_sums_vnni(wp, panels, kq, f, colb)
+        else:
+            path.rowsum(wsrc, f, k, k, colb)
+        for t in range(f):
+            colb[t] = bias_p[t] - (zp_in + off) * colb[t]
+            fits = fits and INT32_MIN <= colb[t] <= INT32_MAX
+            b32[t] = <int32_t>colb[t]
+            if single:
+                lv[t] = 31 - shv[t]
+                rv[t] = 0
             else:
-                memset(tile, 0, mr * nr * sizeof(int32_t))
-            path.requant_tile(tile, nr, rows, width,
-                              colb32_ptr + col0 if colb32_ptr != NULL else NULL, &colb[col0],
-                              &m0[col0], lv + col0, rv + col0, single, zp, lo, hi,
-                              &o[i0, col0], f)
+                lv[t] = shv[t] if shv[t] > 0 else 0
+                rv[t] = -shv[t] if shv[t] < 0 else 0
+        if not fits:
+            b32 = NULL
+        # the fused VNNI tile (kernels/simd/int8_requant.h): double rounding, int32 biases;
+        # no saturating bias add when |acc| <= K * 255 * 128 leaves room for every bias
+        fused = ((p.isa == TOD_ISA_AVX512_VNNI or p.isa == TOD_ISA_AVX2) and not single
+                 and b32 != NULL and kq > 0)
+        for t in range(f):
+            bmax = colb[t] if colb[t] > bmax else (-colb[t] if -colb[t] > bmax else bmax)
+        nosat = bmax <= INT32_MAX - 4 * kq * 255 * 128
+        if threads == 1:  # no OpenMP region for one thread (a few microseconds per call)
+            for item in range(items):
+                _linear_item(&path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp, tiles,
+                             colb, b32, m0, lv, rv, single, zp, lo, hi, o)
+        else:
+            for item in prange(items, num_threads=threads, schedule="static"):
+                _linear_item(&path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp,
+                             tiles + threadid() * mr * nr, colb, b32, m0, lv, rv, single, zp,
+                             lo, hi, o)
     return out
+
+
+cdef inline Py_ssize_t _a64(Py_ssize_t nbytes) noexcept nogil:
+    """``nbytes`` rounded up to a multiple of 64 (a cache line)."""
+    return (nbytes + 63) // 64 * 64
+
+
+cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fused,
+                              bint nosat, Py_ssize_t item,
+                              Py_ssize_t panels, Py_ssize_t n, Py_ssize_t f, Py_ssize_t kq,
+                              const int8_t* xa, const uint8_t* wp, int32_t* tile,
+                              const int64_t* colb, const int32_t* b32, const int32_t* m0,
+                              const int32_t* lv, const int32_t* rv, int single, int zp, int lo,
+                              int hi, int8_t* o) noexcept nogil:
+    """One MR x NR tile of linear_s8: micro-kernel, then requantization into ``o``."""
+    cdef Py_ssize_t mr = path.gemm.mr, nr = path.gemm.nr
+    cdef Py_ssize_t pan = item % panels, i0 = (item // panels) * mr, col0 = pan * nr
+    cdef Py_ssize_t rows = n - i0 if n - i0 < mr else mr
+    cdef Py_ssize_t width = f - col0 if f - col0 < nr else nr
+    if fused and path.gemm.isa == TOD_ISA_AVX2:  # the AVX2 twin of the tile below
+        tod_linear_tile_avx2(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,
+                             b32 + col0, m0 + col0, lv + col0, rv + col0, nosat, zp, lo, hi,
+                             o + i0 * f + col0, f)
+        return
+    if fused:  # micro-kernel and requantization in registers, int8 stored directly
+        tod_linear_tile_vnni(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,
+                             b32 + col0, m0 + col0, lv + col0, rv + col0, nosat, zp, lo, hi,
+                             o + i0 * f + col0, f)
+        return
+    if kq:
+        ukr(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, tile, 0)
+    else:
+        memset(tile, 0, mr * nr * sizeof(int32_t))
+    path.requant_tile(tile, nr, rows, width, b32 + col0 if b32 != NULL else NULL, colb + col0,
+                      m0 + col0, lv + col0, rv + col0, single, zp, lo, hi, o + i0 * f + col0, f)
 
 
 # ---------------------------------------------------------------------------------------

@@ -144,6 +144,18 @@ def linear_backward_input(dout, w):
         return dx
     dout = np.ascontiguousarray(dout)
     w = np.ascontiguousarray(w)
+    cdef const float[:, ::1] dt
+    cdef const float[:, ::1] wv
+    cdef float[:, ::1] dxv
+    cdef Py_ssize_t N = dout.shape[0], O = dout.shape[1], I = w.shape[1]
+    if _use_tiled(dout, N):
+        # dx^T (I x N) = w^T (I x O) . dout^T: A = columns of w, B = dout^T packed once
+        dt = np.ascontiguousarray(dout.T)
+        wv = w
+        dxv = dx
+        with nogil:
+            _tiled(I, N, O, &wv[0, 0], 1, I, &dt[0, 0], N, &dxv[0, 0], I, 1)
+        return dx
     if dout.dtype == np.float32:
         _backward_input[float](dout, w, dx)
     else:
@@ -159,6 +171,19 @@ def linear_backward_weight(dout, x):
         return dw
     dout = np.ascontiguousarray(dout)
     x = np.ascontiguousarray(x)
+    cdef const float[:, ::1] dv
+    cdef const float[:, ::1] xv
+    cdef float[:, ::1] dwv
+    cdef Py_ssize_t N = dout.shape[0], O = dout.shape[1], I = x.shape[1]
+    if (TOD_HAVE_SGEMM and dout.dtype == np.float32 and N <= SMALL_BATCH
+            and 4 * I >= 3 * TOD_SNR):
+        # dw (O x I) = dout^T (O x N) . x: A = columns of dout, B = rows of x, in place
+        dv = dout
+        xv = x
+        dwv = dw
+        with nogil:
+            _tiled(O, I, N, &dv[0, 0], 1, O, &xv[0, 0], I, &dwv[0, 0], I, 0)
+        return dw
     if dout.dtype == np.float32:
         _backward_weight[float](dout, x, dw)
     else:

@@ -222,9 +222,9 @@ def maxpool2d_backward(dout, argmax, x_shape):
     check_argmax(fn, dout, argmax, x_shape)
     dout = np.ascontiguousarray(dout)
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
-    dx = np.zeros(x_shape, dtype=dout.dtype)
-    if dout.size == 0 or dx.size == 0:
-        return dx
+    if dout.size == 0 or int(np.prod(x_shape)) == 0:
+        return np.zeros(x_shape, dtype=dout.dtype)
+    dx = np.empty(x_shape, dtype=dout.dtype)  # each thread zeroes its own planes
     if dout.dtype == np.float32:
         _max_backward[float](dout, argmax, dx)
     else:

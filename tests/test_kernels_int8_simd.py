@@ -106,6 +106,26 @@ def test_linear_raw_sums_that_wrap_int32(path):
         assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args))
 
 
+@pytest.mark.parametrize("n,k,f", [(9, 1000, 16), (17, 999, 33), (3, 64, 8), (16, 12, 70)])
+def test_linear_fused_tile_saturating_bias(path, n, k, f):
+    """linear_s8's VNNI tile requantizes in registers and drops the saturating bias add when
+    |acc| + |bias| cannot overflow; biases near +-2^31 (folded bias still in int32) make
+    acc + bias overflow, panels of <= 16 channels take the half-width tile."""
+    rng = np.random.default_rng(n * k + f)
+    x = s8(rng, (n, k))
+    x[0], x[-1, ::2] = 127, -128  # largest raw sums of both signs
+    w = s8(rng, (f, k), -127)
+    w[0], w[-1] = 127, -127
+    bias = rng.integers(-(10**4), 10**4, f).astype(np.int64)
+    bias[0], bias[-1] = 2**31 - 1 - 10**6, -(2**31) + 10**6
+    bias = bias.astype(np.int32)
+    for m0, shift in [requant(rng, f, 1e-6, 1e-3), requant(rng, f, 1e-5, 4.0)]:
+        for zp_in, zp_out, lo, hi in [(-128, 0, -128, 127), (0, -7, -7, 127), (5, 3, -100, 90)]:
+            for b in (bias, None):
+                args = (x, w, b, zp_in, zp_out, m0, shift, lo, hi, "double")
+                assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args)), (path, zp_in)
+
+
 def random_conv(rng, depthwise=False):
     n, c = int(rng.integers(1, 4)), int(rng.integers(1, 12))
     h, w = int(rng.integers(3, 14)), int(rng.integers(3, 14))
@@ -199,6 +219,25 @@ def test_two_threads_every_path(path):
         backend.set_num_threads(1)
     for g, want_g in zip(got, want, strict=True):
         assert np.array_equal(g, want_g)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_linear_threads_share_packing_every_path(path, threads):
+    """On several threads linear_s8 packs weight panels and copies blocks of 64 rows of x in
+    parallel: several blocks with a tail, several panels with a tail, K % 4 != 0."""
+    rng = np.random.default_rng(threads)
+    x, w = s8(rng, (150, 70)), s8(rng, (75, 70), -127)
+    bias = rng.integers(-(10**5), 10**5, 75).astype(np.int32)
+    m0, shift = requant(rng, 75, 1e-4, 0.2)
+    for rounding in ("double", "single"):
+        args = (x, w, bias, -3, 4, m0, shift, -128, 127, rounding)
+        want = ref.linear_s8(*args)
+        try:
+            backend.set_num_threads(threads)
+            got = k8.linear_s8(*args)
+        finally:
+            backend.set_num_threads(1)
+        assert np.array_equal(got, want), (path, rounding)
 
 
 # ---- scratch memory: taken from numpy, so tracemalloc sees it and MemoryError is raised ----

@@ -44,15 +44,10 @@ TOD_AVX2_TARGET static inline tod_rq8 tod_rq8_make(__m256i bias, __m256i m0, __m
     return p;
 }
 
-/* y (before the output zero point) of 8 int32 accumulators. */
-TOD_AVX2_TARGET static inline __m256i tod_rq8_apply(__m256i acc, const tod_rq8 *p,
-                                                   int has_left) {
-    const __m256i s = _mm256_add_epi32(acc, p->bias);
-    const __m256i ov = _mm256_srai_epi32(
-        _mm256_and_si256(_mm256_xor_si256(acc, s), _mm256_xor_si256(p->bias, s)), 31);
-    const __m256i sat = _mm256_xor_si256(_mm256_srai_epi32(p->bias, 31),
-                                         _mm256_set1_epi32(INT32_MAX));
-    const __m256i v = _mm256_blendv_epi8(s, sat, ov);
+/* y (before the output zero point) of 8 lanes whose sum with the bias, v, is already
+ * saturated to int32. */
+TOD_AVX2_TARGET static inline __m256i tod_rq8_apply_v(__m256i v, const tod_rq8 *p,
+                                                     int has_left) {
     __m256i x = v;
     if (has_left) { /* only when some channel multiplies by 2^shift first */
         x = _mm256_sllv_epi32(v, p->left);
@@ -69,6 +64,17 @@ TOD_AVX2_TARGET static inline __m256i tod_rq8_apply(__m256i acc, const tod_rq8 *
     const __m256i thr = _mm256_add_epi32(p->half, _mm256_srli_epi32(h, 31));
     y = _mm256_sub_epi32(y, _mm256_cmpgt_epi32(_mm256_and_si256(h, p->mask), thr));
     return y;
+}
+
+/* y (before the output zero point) of 8 int32 accumulators. */
+TOD_AVX2_TARGET static inline __m256i tod_rq8_apply(__m256i acc, const tod_rq8 *p,
+                                                   int has_left) {
+    const __m256i s = _mm256_add_epi32(acc, p->bias);
+    const __m256i ov = _mm256_srai_epi32(
+        _mm256_and_si256(_mm256_xor_si256(acc, s), _mm256_xor_si256(p->bias, s)), 31);
+    const __m256i sat = _mm256_xor_si256(_mm256_srai_epi32(p->bias, 31),
+                                         _mm256_set1_epi32(INT32_MAX));
+    return tod_rq8_apply_v(_mm256_blendv_epi8(s, sat, ov), p, has_left);
 }
 
 /* clamp to [lo - zp, hi - zp], add zp (no overflow, same result as clamping after the add)
@@ -127,6 +133,61 @@ TOD_AVX2_TARGET static void tod_requant_tile_avx2x(
                               right + j, single, zp, lo, hi, out + j, ldo);
 }
 
+/* linear_s8's 4 x 16 AVX2 tile, requantized in registers (see tod_linear_tile_vnni below:
+ * the same contract; here x stays signed and the weights are the safe operand). */
+TOD_AVX2_TARGET static inline void tod_rq8_row_out(__m256i acc, const tod_rq8 *p, int has_left,
+                                                   int nosat, __m256i vzp, __m256i vlo,
+                                                   __m256i vhi, int64_t n, int8_t *out) {
+    const __m256i y = nosat ? tod_rq8_apply_v(_mm256_add_epi32(acc, p->bias), p, has_left)
+                            : tod_rq8_apply(acc, p, has_left);
+    if (n >= 8) {
+        tod_rq8_store(y, vzp, vlo, vhi, out);
+    } else { /* the last channels of the layer */
+        int8_t tmp[8];
+        tod_rq8_store(y, vzp, vlo, vhi, tmp);
+        memcpy(out, tmp, (size_t)n);
+    }
+}
+
+TOD_AVX2_TARGET static void tod_linear_tile_avx2(int64_t kq, const int8_t *a, int64_t lda,
+                                                 int mr, const uint8_t *b, int64_t width,
+                                                 const int32_t *bias32, const int32_t *m0,
+                                                 const int32_t *left, const int32_t *right,
+                                                 int nosat, int32_t zp, int32_t lo, int32_t hi,
+                                                 int8_t *out, int64_t ldo) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
+            c21 = c00, c30 = c00, c31 = c00;
+    TOD_ROW_POINTERS4(a, lda, mr);
+    for (int64_t q = 0; q < kq; q++, b += 64) {
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
+        TOD_AVX2_ROW_VSAFE(0);
+        TOD_AVX2_ROW_VSAFE(1);
+        TOD_AVX2_ROW_VSAFE(2);
+        TOD_AVX2_ROW_VSAFE(3);
+    }
+    const __m256i vzp = _mm256_set1_epi32(zp), vlo = _mm256_set1_epi32(lo - zp),
+                  vhi = _mm256_set1_epi32(hi - zp);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int h = 0; h < 2 && 8 * h < width; h++) {
+        const int64_t n = width - 8 * h < 8 ? width - 8 * h : 8;
+        const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)n), lane);
+        const tod_rq8 p = tod_rq8_make(_mm256_maskload_epi32(bias32 + 8 * h, k),
+                                       _mm256_maskload_epi32(m0 + 8 * h, k),
+                                       _mm256_maskload_epi32(left + 8 * h, k),
+                                       _mm256_maskload_epi32(right + 8 * h, k));
+        const int has_left = !_mm256_testz_si256(p.left, p.left);
+        int8_t *o = out + 8 * h;
+        if (mr > 0) tod_rq8_row_out(h ? c01 : c00, &p, has_left, nosat, vzp, vlo, vhi, n, o);
+        if (mr > 1) tod_rq8_row_out(h ? c11 : c10, &p, has_left, nosat, vzp, vlo, vhi, n, o + ldo);
+        if (mr > 2)
+            tod_rq8_row_out(h ? c21 : c20, &p, has_left, nosat, vzp, vlo, vhi, n, o + 2 * ldo);
+        if (mr > 3)
+            tod_rq8_row_out(h ? c31 : c30, &p, has_left, nosat, vzp, vlo, vhi, n, o + 3 * ldo);
+    }
+}
+
 /* ------------------------------------------------------------ AVX-512, 16 lanes ---- */
 
 typedef struct {
@@ -148,14 +209,9 @@ TOD_VNNI_TARGET static inline tod_rq16 tod_rq16_make(__m512i bias, __m512i m0, _
     return p;
 }
 
-TOD_VNNI_TARGET static inline __m512i tod_rq16_apply(__m512i acc, const tod_rq16 *p,
-                                                     int has_left) {
-    const __m512i s = _mm512_add_epi32(acc, p->bias);
-    const __mmask16 ov = _mm512_movepi32_mask(
-        _mm512_and_si512(_mm512_xor_si512(acc, s), _mm512_xor_si512(p->bias, s)));
-    const __m512i sat = _mm512_xor_si512(_mm512_srai_epi32(p->bias, 31),
-                                         _mm512_set1_epi32(INT32_MAX));
-    const __m512i v = _mm512_mask_mov_epi32(s, ov, sat);
+/* y of 16 accumulators whose sum with the bias, v, is already saturated to int32. */
+TOD_VNNI_TARGET static inline __m512i tod_rq16_apply_v(__m512i v, const tod_rq16 *p,
+                                                       int has_left) {
     __m512i x = v;
     if (has_left) {
         x = _mm512_sllv_epi32(v, p->left);
@@ -175,6 +231,16 @@ TOD_VNNI_TARGET static inline __m512i tod_rq16_apply(__m512i acc, const tod_rq16
     y = _mm512_mask_add_epi32(y, _mm512_cmpgt_epi32_mask(_mm512_and_si512(h, p->mask), thr), y,
                               _mm512_set1_epi32(1));
     return y;
+}
+
+TOD_VNNI_TARGET static inline __m512i tod_rq16_apply(__m512i acc, const tod_rq16 *p,
+                                                     int has_left) {
+    const __m512i s = _mm512_add_epi32(acc, p->bias);
+    const __mmask16 ov = _mm512_movepi32_mask(
+        _mm512_and_si512(_mm512_xor_si512(acc, s), _mm512_xor_si512(p->bias, s)));
+    const __m512i sat = _mm512_xor_si512(_mm512_srai_epi32(p->bias, 31),
+                                         _mm512_set1_epi32(INT32_MAX));
+    return tod_rq16_apply_v(_mm512_mask_mov_epi32(s, ov, sat), p, has_left);
 }
 
 TOD_VNNI_TARGET static inline void tod_rq16_store(__m512i y, __m512i zp, __m512i lo_zp,
@@ -233,5 +299,139 @@ TOD_VNNI_TARGET static void tod_requant_tile_vnnix(
     }
 }
 
+
+/* ------------------------------------------- linear_s8's fused VNNI tile ---- */
+
+/* One MR x NR tile of linear_s8 on the VNNI path, requantized while it is in registers.
+ *
+ * The micro-kernel of tod_ukr_vnni_bu8 (x as u8 = x + 128 broadcast, packed signed weights,
+ * 8 x 32 int32 accumulators), then tod_rq16_* on each row of accumulators and an int8 store
+ * of `width` channels: no int32 tile goes through memory. A panel of at most 16 channels
+ * runs only the first half of the tile (a narrow layer does half the multiply-adds).
+ * Double rounding with int32 biases only (the caller falls back to the generic route
+ * otherwise). nosat: the caller proved |acc| + |bias| <= INT32_MAX for every channel
+ * (|acc| <= K * 255 * 128), so the saturating add of the bias is a plain add. */
+#define TOD_VNNI_ROW_BU8_HALF(r)                                         \
+    do {                                                                 \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, _mm512_set1_epi32(tod_load_i32(a##r)), b0); \
+        a##r += 4;                                                       \
+    } while (0)
+
+TOD_VNNI_TARGET static inline void tod_rq16_row_out(__m512i acc, const tod_rq16 *p,
+                                                    int has_left, int nosat, __m512i vzp,
+                                                    __m512i vlo, __m512i vhi, __mmask16 k,
+                                                    int8_t *out) {
+    const __m512i y = nosat ? tod_rq16_apply_v(_mm512_add_epi32(acc, p->bias), p, has_left)
+                            : tod_rq16_apply(acc, p, has_left);
+    tod_rq16_store(y, vzp, vlo, vhi, k, out);
+}
+
+TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, int64_t lda,
+                                                 int mr, const uint8_t *b, int64_t width,
+                                                 const int32_t *bias32, const int32_t *m0,
+                                                 const int32_t *left, const int32_t *right,
+                                                 int nosat, int32_t zp, int32_t lo, int32_t hi,
+                                                 int8_t *out, int64_t ldo) {
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
+            c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00,
+            c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    TOD_ROW_POINTERS4(a, lda, mr);
+    const int8_t *a4 = a + (mr > 4 ? 4 : 0) * lda, *a5 = a + (mr > 5 ? 5 : 0) * lda,
+                 *a6 = a + (mr > 6 ? 6 : 0) * lda, *a7 = a + (mr > 7 ? 7 : 0) * lda;
+    if (width > 16) {
+        for (int64_t q = 0; q < kq; q++, b += 128) {
+            const __m512i b0 = _mm512_loadu_si512((const void *)b);
+            const __m512i b1 = _mm512_loadu_si512((const void *)(b + 64));
+            TOD_VNNI_ROW_BU8(0);
+            TOD_VNNI_ROW_BU8(1);
+            TOD_VNNI_ROW_BU8(2);
+            TOD_VNNI_ROW_BU8(3);
+            TOD_VNNI_ROW_BU8(4);
+            TOD_VNNI_ROW_BU8(5);
+            TOD_VNNI_ROW_BU8(6);
+            TOD_VNNI_ROW_BU8(7);
+        }
+    } else {
+        for (int64_t q = 0; q < kq; q++, b += 128) {
+            const __m512i b0 = _mm512_loadu_si512((const void *)b);
+            TOD_VNNI_ROW_BU8_HALF(0);
+            TOD_VNNI_ROW_BU8_HALF(1);
+            TOD_VNNI_ROW_BU8_HALF(2);
+            TOD_VNNI_ROW_BU8_HALF(3);
+            TOD_VNNI_ROW_BU8_HALF(4);
+            TOD_VNNI_ROW_BU8_HALF(5);
+            TOD_VNNI_ROW_BU8_HALF(6);
+            TOD_VNNI_ROW_BU8_HALF(7);
+        }
+    }
+    const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo - zp),
+                  vhi = _mm512_set1_epi32(hi - zp);
+    for (int h = 0; h < 2 && 16 * h < width; h++) {
+        const __mmask16 k = tod_tail16(width - 16 * h);
+        const tod_rq16 p = tod_rq16_make(_mm512_maskz_loadu_epi32(k, bias32 + 16 * h),
+                                         _mm512_maskz_loadu_epi32(k, m0 + 16 * h),
+                                         _mm512_maskz_loadu_epi32(k, left + 16 * h),
+                                         _mm512_maskz_loadu_epi32(k, right + 16 * h));
+        const int has_left = _mm512_test_epi32_mask(p.left, p.left) != 0;
+        int8_t *o = out + 16 * h;
+#define TOD_RQ_ROW(r)                                                                    \
+    if (mr > r)                                                                          \
+        tod_rq16_row_out(h ? c##r##1 : c##r##0, &p, has_left, nosat, vzp, vlo, vhi, k,   \
+                         o + r * ldo)
+        TOD_RQ_ROW(0);
+        TOD_RQ_ROW(1);
+        TOD_RQ_ROW(2);
+        TOD_RQ_ROW(3);
+        TOD_RQ_ROW(4);
+        TOD_RQ_ROW(5);
+        TOD_RQ_ROW(6);
+        TOD_RQ_ROW(7);
+#undef TOD_RQ_ROW
+    }
+}
+#undef TOD_VNNI_ROW_BU8_HALF
+
+/* out[j] = sum_k w[j][k] (j < cols) read from linear_s8's packed weight panels
+ * ([panels][kq][32][4] signed bytes, zero padding): one vpdpbusd of bytes 1 per 16 columns
+ * and 4 k, instead of a pass over the rows (which, for the short rows of a 1x1 layer, costs
+ * more than this whole sum). */
+TOD_VNNI_TARGET static void tod_panel_sums_vnni(const uint8_t *packed, int64_t panels,
+                                                int64_t kq, int64_t cols, int64_t *out) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t p = 0; p < panels; p++) {
+        __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+        const uint8_t *b = packed + p * kq * 128;
+        for (int64_t q = 0; q < kq; q++, b += 128) {
+            s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512((const void *)b));
+            s1 = _mm512_dpbusd_epi32(s1, ones, _mm512_loadu_si512((const void *)(b + 64)));
+        }
+        int32_t tmp[32];
+        _mm512_storeu_si512(tmp, s0);
+        _mm512_storeu_si512(tmp + 16, s1);
+        for (int64_t j = 0; j < 32 && p * 32 + j < cols; j++) out[p * 32 + j] = tmp[j];
+    }
+}
+
+#else /* not x86: no VNNI path, never called */
+static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, int64_t lda, int mr,
+                                 const uint8_t *b, int64_t width, const int32_t *bias32,
+                                 const int32_t *m0, const int32_t *left, const int32_t *right,
+                                 int nosat, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                                 int64_t ldo) {
+    (void)kq; (void)a; (void)lda; (void)mr; (void)b; (void)width; (void)bias32; (void)m0;
+    (void)left; (void)right; (void)nosat; (void)zp; (void)lo; (void)hi; (void)out; (void)ldo;
+}
+static void tod_panel_sums_vnni(const uint8_t *packed, int64_t panels, int64_t kq, int64_t cols,
+                                int64_t *out) {
+    (void)packed; (void)panels; (void)kq; (void)cols; (void)out;
+}
+static void tod_linear_tile_avx2(int64_t kq, const int8_t *a, int64_t lda, int mr,
+                                 const uint8_t *b, int64_t width, const int32_t *bias32,
+                                 const int32_t *m0, const int32_t *left, const int32_t *right,
+                                 int nosat, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                                 int64_t ldo) {
+    tod_linear_tile_vnni(kq, a, lda, mr, b, width, bias32, m0, left, right, nosat, zp, lo, hi,
+                         out, ldo);
+}
 #endif /* TOD_X86 */
 #endif /* TINYODL_INT8_REQUANT_H */

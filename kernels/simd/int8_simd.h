@@ -98,6 +98,18 @@ static inline tod_int8_path tod_int8_path_of(int isa) {
  * paths (mask 0x80; the padding then holds the code of 0, i.e. mask). */
 static void tod_copy_rows_xor(const int8_t *src, int64_t rows, int64_t k, int64_t ld,
                               uint8_t mask, int64_t kp, uint8_t *dst) {
+    if (k == kp && ld == k) { /* same layout: one flat pass, eight bytes at a time */
+        const int64_t total = rows * k, mask64 = (int64_t)(0x0101010101010101ull * mask);
+        int64_t i = 0;
+        for (; i + 8 <= total; i += 8) {
+            int64_t v;
+            memcpy(&v, src + i, 8);
+            v ^= mask64;
+            memcpy(dst + i, &v, 8);
+        }
+        for (; i < total; i++) dst[i] = (uint8_t)src[i] ^ mask;
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         const int8_t *s = src + r * ld;
         uint8_t *d = dst + r * kp;
@@ -115,14 +127,24 @@ static void tod_copy_rows_xor(const int8_t *src, int64_t rows, int64_t k, int64_
 /* The vector operand given as `cols` rows of K bytes (row stride ld): linear weights. */
 static void tod_pack_rows(const int8_t *src, int64_t cols, int64_t k, int64_t ld, int nr,
                           uint8_t xor_mask, int64_t kq, uint8_t *dst) {
-    int64_t panels = (cols + nr - 1) / nr;
+    const int64_t panels = (cols + nr - 1) / nr, kfull = k / 4 < kq ? k / 4 : kq;
+    const uint32_t mask32 = 0x01010101u * xor_mask;
     for (int64_t p = 0; p < panels; p++) {
         uint8_t *panel = dst + p * kq * nr * 4;
-        memset(panel, xor_mask, (size_t)(kq * nr * 4));
-        for (int64_t j = 0; j < nr && p * nr + j < cols; j++) {
+        const int64_t ncols = cols - p * nr < nr ? cols - p * nr : nr;
+        if (ncols < nr || kfull < kq) /* padding columns, and the last group of k */
+            memset(panel, xor_mask, (size_t)(kq * nr * 4));
+        for (int64_t j = 0; j < ncols; j++) {
             const int8_t *row = src + (p * nr + j) * ld;
-            for (int64_t kk = 0; kk < k; kk++)
-                panel[(kk >> 2) * nr * 4 + j * 4 + (kk & 3)] = (uint8_t)row[kk] ^ xor_mask;
+            uint8_t *d = panel + j * 4;
+            for (int64_t q = 0; q < kfull; q++) { /* four k of one column: one 32-bit move */
+                uint32_t v;
+                memcpy(&v, row + 4 * q, 4);
+                v ^= mask32;
+                memcpy(d + q * nr * 4, &v, 4);
+            }
+            for (int64_t kk = 4 * kfull; kk < k && kk < 4 * kq; kk++)
+                d[(kk >> 2) * nr * 4 + (kk & 3)] = (uint8_t)row[kk] ^ xor_mask;
         }
     }
 }

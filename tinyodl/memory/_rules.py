@@ -398,6 +398,11 @@ def linear_forward(ctx, name, layer, x, in_shape, out_shape, train):
 def linear_backward(ctx, name, layer, dout, in_shape, out_shape):
     tape = ctx.tape
     dx = tape.new(ctx.nbytes(in_shape))
+    have, _, nr = _sgemm_tile("linear")[:3]
+    n = in_shape[0]
+    if ctx.backend == "cython" and have and ctx.itemsize == 4 and 0 < n <= 128:
+        if 4 * n >= 3 * _ceil_to(n, nr):  # linear.pyx's tiled input gradient packs dout^T
+            tape.spike(ctx.nbytes(out_shape))
     dw = db = None
     if name in ctx.saved:  # dW = dout.T @ x
         dw = tape.new(layer.params["weight"].data.size * ctx.itemsize)

@@ -1,0 +1,91 @@
+"""Two OpenMP threads give the same float32 results as one, bit for bit (issue 8, target 5).
+
+Every compiled float kernel of a ``cnn_mcmahan`` training step splits its work so that each
+output element is computed by one thread in the same order whatever the thread count:
+panels of pixels (implicit-GEMM conv), whole images (first-layer conv: im2col + register
+tiles), blocks of rows x panels of columns (linear layers, conv weight gradient), planes
+(pooling). So the step is bit-identical on 1 and 2 threads; each kernel is also held to the
+numpy reference within float32 rounding.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from tinyodl import backend
+
+pytestmark = pytest.mark.skipif(not backend.cython_available(), reason="compiled kernels not built")
+
+
+def _on_threads(n, fn):
+    backend.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        backend.set_num_threads(1)
+
+
+def _kernel_cases(rng):
+    from tinyodl._kernels import conv, linear, pool
+
+    def r(*shape):
+        return rng.standard_normal(shape, dtype=np.float32)
+
+    x1, w1, b1, d1 = r(5, 1, 28, 28), r(32, 1, 5, 5), r(32), r(5, 32, 28, 28)
+    x2, w2, d2 = r(5, 32, 14, 14), r(64, 32, 5, 5), r(5, 64, 14, 14)
+    xl, wl, dl = r(5, 3136), r(512, 3136), r(5, 512)
+    return {
+        "conv1 forward": ("conv", conv.conv2d_forward, (x1, w1, b1, 1, 2)),
+        "conv1 backward_input": ("conv", conv.conv2d_backward_input, (d1, w1, x1.shape, 1, 2)),
+        "conv1 backward_weight": ("conv", conv.conv2d_backward_weight, (d1, x1, w1.shape, 1, 2)),
+        "conv2 forward": ("conv", conv.conv2d_forward, (x2, w2, None, 1, 2)),
+        "conv2 backward_input": ("conv", conv.conv2d_backward_input, (d2, w2, x2.shape, 1, 2)),
+        "conv2 backward_weight": ("conv", conv.conv2d_backward_weight, (d2, x2, w2.shape, 1, 2)),
+        "linear forward": ("linear", linear.linear_forward, (xl, wl, None)),
+        "linear backward_input": ("linear", linear.linear_backward_input, (dl, wl)),
+        "linear backward_weight": ("linear", linear.linear_backward_weight, (dl, xl)),
+        "maxpool forward": ("pool", pool.maxpool2d_forward, (d2, 2, 2, 0, False)),
+    }
+
+
+def test_float_kernels_two_threads_bit_equal_and_close_to_reference():
+    rng = np.random.default_rng(0)
+    for name, (module, fn, args) in _kernel_cases(rng).items():
+        one = _on_threads(1, lambda fn=fn, args=args: fn(*args))
+        two = _on_threads(2, lambda fn=fn, args=args: fn(*args))
+        one, two = (r if isinstance(r, tuple) else (r,) for r in (one, two))
+        for a, b in zip(one, two, strict=True):
+            assert np.array_equal(a, b), name
+        ref_module = importlib.import_module(f"tinyodl.reference.{module}")
+        want = getattr(ref_module, fn.__name__)(*args)
+        want = want if isinstance(want, tuple) else (want,)
+        np.testing.assert_allclose(one[0], want[0], rtol=1e-4, atol=1e-3, err_msg=name)
+
+
+def test_cnn_mcmahan_step_two_threads_bit_equal():
+    """Two SGD-momentum steps of cnn_mcmahan reach the same parameters on 1 and 2 threads."""
+    from tinyodl import models
+    from tinyodl.bench.train import batch_of
+    from tinyodl.nn import SGD, softmax_cross_entropy
+
+    x, y = batch_of(6, 0)
+    params = []
+    for threads in (1, 2):
+        model = models.cnn_mcmahan(seed=0)
+        opt = SGD(model, lr=0.01, momentum=0.9)
+
+        def steps(model=model, opt=opt):
+            for _ in range(2):
+                opt.zero_grad()
+                _, dlogits = softmax_cross_entropy(model.forward(x, train=True), y)
+                model.backward(dlogits)
+                opt.step()
+
+        with backend.use_backend("cython"):
+            _on_threads(threads, steps)
+        params.append([p.data.copy() for p in model.parameters()])
+    for a, b in zip(*params, strict=True):
+        assert np.array_equal(a, b)
