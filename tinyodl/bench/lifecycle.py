@@ -115,7 +115,8 @@ def main(args: Any) -> int:
         "seconds": time.perf_counter() - start,
         "quick": bool(args.quick),
         "seeds": seeds,
-        "energy_joules": None,  # hook for tinyodl.energy (issue 15's energy part)
+        "energy_joules": {r["policy"]: r["energy_joules"] for r in rows},  # mean over seeds
+        "radio": runs[0]["info"]["radio"],
     }
     print(
         f"method {summary['method']} (peak {summary['method_peak_bytes'] / 1024:.0f} KB <= "
