@@ -324,6 +324,10 @@ def run_policy(
                 {
                     "examples": len(y),
                     "steps": steps,
+                    "step_macs_int8": counts.macs_int8,
+                    "step_macs_fp32": counts.macs_fp32,
+                    "step_sram_bytes": counts.sram_bytes,
+                    "step_flash_bytes": counts.flash_bytes,
                     "step_joules": energy.compute_energy(counts, c)["total"],
                     "joules": energy.compute_energy(counts.scaled(steps), c)["total"],
                     "cloud_bytes_up": up,
