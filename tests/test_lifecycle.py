@@ -434,3 +434,38 @@ def test_scenario_energy_scales_with_the_constants(oracle_run):
     assert b["cloud_radio_joules"] == pytest.approx(
         a["cloud_bytes_down"] * energy.DEFAULT.ble_rx_per_byte, rel=1e-12
     )
+
+
+def test_the_chosen_int8_method_is_the_one_that_runs():
+    """Under a budget only TinyTrain fits well: the loop deploys the int8 model and runs
+    TinyTrain's selection and the compiled engine (not the best float method)."""
+    from dataclasses import replace
+
+    from tinyodl import energy
+    from tinyodl.bench.lifecycle import config
+    from tinyodl.lifecycle.scenario import LOOP_METHODS, deployed_model, run_scenario
+
+    costs = {
+        "fp32_full": {"peak_bytes": 4_000_000, "accuracy": 0.99},  # does not fit
+        "fp32_last_layer": {"peak_bytes": 150_000, "accuracy": 0.80},
+        "tinytrain": {"peak_bytes": 200_000, "accuracy": 0.90},
+    }
+    cfg = replace(config(True, 0), policies=("oracle",), methods=LOOP_METHODS, costs=costs,
+                  memory_budget=256_000)  # fmt: skip
+    assert choose_method(costs, cfg.memory_budget) == "tinytrain"
+    doc = run_scenario(cfg, progress=False)
+    assert doc["info"]["method"] == "tinytrain"
+    (row,) = doc["rows"]
+    (a,) = row["adaptation_costs"]
+    assert a["method"] == "tinytrain" and a["steps"] == cfg.epochs * a["examples"]
+    assert "channels" in a["scheme"]  # TinyTrain's selection ran on the buffer
+    # an int8 forward; the backward and the update in float32, as the kernels compute them
+    qmodel = deployed_model("tinytrain")
+    fwd = sum(c.macs for c in energy.layer_costs(qmodel, (1, 28, 28)))
+    assert a["step_macs_int8"] == fwd and a["step_macs_fp32"] > 0
+    assert a["cloud_bytes_down"] == qmodel.nbytes()  # the int8 model comes back
+    # the float loop under the same costs runs the float method instead
+    float_doc = run_scenario(replace(cfg, methods=LOOP_METHODS[:4]), progress=False)
+    assert float_doc["info"]["method"] == "fp32_last_layer"
+    (b,) = float_doc["rows"][0]["adaptation_costs"]
+    assert b["method"] == "fp32_last_layer" and b["scheme"] is None and b["step_macs_int8"] == 0

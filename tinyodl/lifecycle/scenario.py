@@ -55,12 +55,15 @@ from tinyodl.lifecycle.two_sample import WindowDetector
 
 __all__ = [
     "DETECTORS",
+    "FLOAT_METHODS",
+    "INT8_METHODS",
     "LOOP_METHODS",
     "POLICIES",
     "ScenarioConfig",
     "Stream",
     "adapt",
     "adapt_counted",
+    "deployed_model",
     "make_stream",
     "model_signals",
     "run_policy",
@@ -69,9 +72,13 @@ __all__ = [
 
 DETECTORS = ("page_hinkley", "mmd", "ks", "ddm", "adwin")
 POLICIES = ("never", "schedule", "oracle", *DETECTORS)
-#: The demo methods this loop can run on a float model (the int8 ones are listed by
-#: :func:`choose_method` but not run here yet).
-LOOP_METHODS = ("fp32_full", "fp32_last_layer", "tinytl_bias", "tinytl_lite_residual")
+#: The demo's float methods (the default candidates of the scenario).
+FLOAT_METHODS = ("fp32_full", "fp32_last_layer", "tinytl_bias", "tinytl_lite_residual")
+#: The demo's int8 methods: the device then runs task B's model quantized (PTQ on clean
+#: calibration images) and adapts it with the demo's int8 recipe of that method.
+INT8_METHODS = ("int8_full", "int8_full_qas", "sparse_update", "sparse_update_engine", "tinytrain")
+#: Every demo method this loop can run.
+LOOP_METHODS = FLOAT_METHODS + INT8_METHODS
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class ScenarioConfig:
     n_test: int | None = 1000
     seed: int = 0
     radio: str = "ble"
+    methods: tuple[str, ...] = FLOAT_METHODS
     policies: tuple[str, ...] = POLICIES
     costs: dict[str, dict[str, Any]] | None = field(default=None)
 
@@ -145,17 +153,27 @@ def make_stream(cfg: ScenarioConfig) -> Stream:
 
 
 def model_signals(model: Any, x: np.ndarray, batch_size: int = 500) -> dict[str, np.ndarray]:
-    """Penultimate features (N, F), predictions (N,) and confidence (max softmax, N,)."""
+    """Penultimate features (N, F), predictions (N,) and confidence (max softmax, N,).
+
+    ``model``: a float ``Sequential`` with ``"features"`` and ``"classifier"``, or a
+    :class:`~tinyodl.quantization.QuantizedModel` (features: the int8 input of its last
+    operation, as float).
+    """
     from tinyodl.nn import softmax
 
     feats, preds, conf = [], [], []
+    int8 = not hasattr(model, "named_layers")  # a QuantizedModel
     for s in range(0, len(x), batch_size):
-        f = (
-            model["features"]
-            .forward(x[s : s + batch_size], train=False)
-            .reshape(len(x[s : s + batch_size]), -1)
-        )
-        p = softmax(model["classifier"].forward(f, train=False))
+        xb = x[s : s + batch_size]
+        if int8:  # the int8 features before the last QConv (an affine map of the real ones)
+            h = model.quantize_input(xb)
+            for op in model.ops[:-1]:
+                h = op.forward(h)
+            f = h.reshape(len(xb), -1).astype(np.float32)
+            p = softmax(model.dequantize_output(model.ops[-1].forward(h)).reshape(len(xb), -1))
+        else:
+            f = model["features"].forward(xb, train=False).reshape(len(xb), -1)
+            p = softmax(model["classifier"].forward(f, train=False))
         feats.append(f)
         preds.append(p.argmax(1))
         conf.append(p.max(1))
@@ -173,12 +191,13 @@ def adapt(model: Any, method: str, x: np.ndarray, y: np.ndarray, epochs: int, se
 
 def adapt_counted(
     model: Any, method: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int
-) -> tuple[Any, Any, int]:
-    """:func:`adapt`, and what it cost: ``(model, step_counts, steps_run)``.
+) -> tuple[Any, Any, int, dict | None]:
+    """:func:`adapt`, and what it cost: ``(model, step_counts, steps_run, scheme)``.
 
     ``step_counts`` (:class:`tinyodl.energy.StepCounts`): one SGD step (batch 1, momentum)
     of the prepared model that was trained, from its ``describe()`` rows and trainable
-    flags; ``steps_run``: the optimizer steps the run actually took (counted).
+    flags; ``steps_run``: the optimizer steps the run actually took (counted); ``scheme``:
+    the int8 methods' update scheme as a dict (TinyTrain's has its ``channels``), else None.
     """
     from tinyodl import energy, nn, schedules, transfer
     from tinyodl.demo import _PREPARE, LR
@@ -186,6 +205,12 @@ def adapt_counted(
 
     if method not in LOOP_METHODS:
         raise ValueError(f"adapt: method must be one of {LOOP_METHODS}, got {method!r}")
+    int8 = not hasattr(model, "named_layers")
+    if int8 != (method in INT8_METHODS):
+        kind = "an int8 (QuantizedModel)" if int8 else "a float"
+        raise ValueError(f"adapt: method {method!r} cannot adapt {kind} model")
+    if int8:
+        return _adapt_int8(model, method, x, y, epochs, seed)
     work = transfer.prepare(copy.deepcopy(model), _PREPARE[method], seed=seed)
     counts = energy.training_step_counts(
         energy.layer_costs(work, x.shape[1:]), energy.trainable_from_model(work), 1, momentum=True
@@ -202,7 +227,69 @@ def adapt_counted(
     steps = epochs * len(x)
     fit(work, opt, x, y, epochs=epochs, batch_size=1, seed=seed,
         schedule=schedules.Cosine(LR[method], steps), progress=False)  # fmt: skip
-    return work.eval(), counts, taken[0]
+    return work.eval(), counts, taken[0], None
+
+
+def _adapt_int8(
+    qmodel: Any, method: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int
+) -> tuple[Any, Any, int, dict]:
+    """The demo's int8 recipes (:mod:`tinyodl.demo`) at batch size 1 on the buffer:
+    ``int8_full`` (plain SGD-M on the integers) and ``int8_full_qas`` train every layer,
+    ``sparse_update`` the demo's :data:`~tinyodl.demo.SCHEME` (with QAS);
+    ``sparse_update_engine`` runs that scheme and ``tinytrain`` TinyTrain's selection on the
+    buffer (budget :data:`~tinyodl.demo.BUDGET_BYTES`) with chapter 12's compiled engine.
+    Returns ``(model, step_counts, steps_run, scheme)`` (steps: the losses the loop
+    returned)."""
+    from tinyodl import energy, engine, schedules, tinytrain
+    from tinyodl import sparse_update as su
+    from tinyodl.demo import BUDGET_BYTES, LR, SCHEME, _full_scheme
+    from tinyodl.qas import fit_int8
+
+    lr, steps = LR[method], epochs * len(x)
+    if method in ("int8_full", "int8_full_qas"):
+        scheme = _full_scheme(qmodel)
+    elif method == "tinytrain":
+        scheme = tinytrain.select(qmodel, x, y, BUDGET_BYTES, batch_size=1, momentum=True)
+    else:
+        scheme = SCHEME
+    if method in ("sparse_update_engine", "tinytrain"):
+        work = tinytrain.apply(copy.deepcopy(qmodel), scheme)
+        plan = engine.compile_training(
+            work, (1, *x.shape[1:]), scheme=scheme, lr=lr, momentum=0.9, qas=True
+        )
+        losses = engine.fit(plan, x, y, epochs=epochs, seed=seed,
+                            schedule=schedules.Cosine(lr, steps))  # fmt: skip
+    else:
+        work = su.apply_scheme(copy.deepcopy(qmodel), scheme)
+        opt = su.SparseInt8Optimizer(work, "sgd", lr=lr, momentum=0.9, qas=method != "int8_full")
+        cosine = schedules.Cosine(lr, steps)
+        losses = fit_int8(work, opt, x, y, epochs=epochs, batch_size=1, seed=seed,
+                          schedule=cosine, step_fn=su.sparse_train_step)  # fmt: skip
+    counts = energy.training_step_counts(
+        energy.layer_costs(qmodel, x.shape[1:]),
+        energy.trainable_from_scheme(qmodel, scheme),
+        1,
+        momentum=True,
+    )
+    return work, counts, len(losses), scheme.to_dict()
+
+
+def deployed_model(method: str, calibration: int = 128) -> Any:
+    """Task B's pretrained model as the device runs it for ``method``: float, or int8 (PTQ
+    on ``calibration`` clean images, :func:`tinyodl.tasks.calibration_images`)."""
+    from tinyodl.tasks import calibration_images, pretrained
+
+    model = pretrained("B")
+    if method not in INT8_METHODS:
+        return model
+    from tinyodl.quantization import quantize_model
+
+    return quantize_model(model, calibration_images("B", calibration))
+
+
+def _model_bytes(model: Any) -> int:
+    """Bytes of the model a cloud would send back: int8 graph or float32 parameters."""
+    return int(model.nbytes()) if hasattr(model, "nbytes") else 4 * model.num_params()
 
 
 def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -314,14 +401,16 @@ def run_policy(
             go = trigger.step(alarm, new)
         if go and t + 1 < T:
             x, y = buffer.data()
-            model, counts, steps = adapt_counted(
+            model, counts, steps, scheme = adapt_counted(
                 model, method, x, y, cfg.epochs, cfg.seed + len(adaptations)
             )
             adaptations.append(t)
             up = len(y) * (int(np.prod(x.shape[1:])) + 1)  # raw uint8 pixels + a label byte
-            down = 4 * model.num_params()  # the retrained float32 model
+            down = _model_bytes(model)  # the retrained model
             costs.append(
                 {
+                    "method": method,
+                    "scheme": scheme,
                     "examples": len(y),
                     "steps": steps,
                     "step_macs_int8": counts.macs_int8,
@@ -390,10 +479,11 @@ def run_scenario(
     """
     from tqdm.auto import tqdm
 
-    from tinyodl.tasks import pretrained
-
     costs = cfg.costs if cfg.costs is not None else demo_costs()
-    runnable = {m: c for m, c in costs.items() if m in LOOP_METHODS}
+    bad = sorted(set(cfg.methods) - set(LOOP_METHODS))
+    if bad:
+        raise ValueError(f"run_scenario: unknown methods {bad}; the loop runs {LOOP_METHODS}")
+    runnable = {m: c for m, c in costs.items() if m in cfg.methods}
     method = choose_method(runnable, cfg.memory_budget)
     if method is None:
         raise ValueError(
@@ -401,7 +491,7 @@ def run_scenario(
             f"{cfg.memory_budget} bytes"
         )
     stream = make_stream(cfg)
-    model = pretrained("B")
+    model = deployed_model(method)
     base = {
         "signals": model_signals(model, stream.x),
         "test_new": _accuracy(model, stream.x_test_new, stream.y_test_new),
