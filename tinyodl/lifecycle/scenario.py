@@ -589,7 +589,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             f"{100 * r['stream_accuracy_after_switch']:>7.1f}"
             f"{100 * r['stream_accuracy_last_quarter']:>9.1f}"
             f"{100 * r['test_accuracy_new_writer']:>9.1f}{100 * r['test_accuracy_clean']:>7.1f}"
-            f"{num(mj(r['energy_per_adaptation_joules']), '.2f'):>9}"
-            f"{num(mj(r['energy_joules']), '.2f'):>9}{num(mj(r['cloud_radio_joules']), '.1f'):>9}"
+            f"{num(mj(r.get('energy_per_adaptation_joules')), '.2f'):>9}"
+            f"{num(mj(r.get('energy_joules')), '.2f'):>9}"
+            f"{num(mj(r.get('cloud_radio_joules')), '.1f'):>9}"
         )
     return "\n".join(lines)
