@@ -361,6 +361,7 @@ def oracle_run():
     return cfg, run_scenario(cfg, progress=False)
 
 
+@pytest.mark.slow
 def test_scenario_energy_from_the_constants(oracle_run):
     from tinyodl import energy, transfer
     from tinyodl.demo import _PREPARE
@@ -412,6 +413,7 @@ def test_scenario_energy_from_the_constants(oracle_run):
     assert doc["info"]["energy_joules"] == {"never": 0.0, "oracle": oracle["energy_joules"]}
 
 
+@pytest.mark.slow
 def test_scenario_energy_scales_with_the_constants(oracle_run):
     """Doubling a constant doubles exactly its term (the energy is linear in them)."""
     from dataclasses import replace
@@ -436,6 +438,7 @@ def test_scenario_energy_scales_with_the_constants(oracle_run):
     )
 
 
+@pytest.mark.slow
 def test_the_chosen_int8_method_is_the_one_that_runs():
     """Under a budget only TinyTrain fits well: the loop deploys the int8 model and runs
     TinyTrain's selection and the compiled engine (not the best float method)."""
