@@ -289,9 +289,14 @@ assert any(a >= stream.switch for a in alarms)
 # %% [markdown]
 # The whole loop -- every detector (Page–Hinkley, MMD and KS on the penultimate features,
 # DDM and ADWIN on late labels), the trigger policy, adaptation, against never adapting and
-# a fixed schedule -- is `tinyodl bench lifecycle`. It runs the demo's *float* methods (the
-# int8 ones are chosen above but not yet run inside the loop), so at 256 KB it adapts with
-# `fp32_last_layer`. Its committed result (mean over 3 seeds):
+# a fixed schedule -- is `tinyodl bench lifecycle`. By default it chooses among the demo's
+# *float* methods, so at 256 KB it adapts with `fp32_last_layer`; `--methods all` lets it
+# choose among every method, and the loop then deploys the int8 model and runs the chosen
+# int8 recipe (at 256 KB, TinyTrain on chapter 12's engine). The last columns are the
+# energy of `tinyodl.energy` (chapter 09): the compute of each adaptation (the steps it ran
+# times one step's MACs and bytes) and, for comparison, the radio energy of sending the
+# buffered images to a cloud and receiving the retrained model. Its committed result (mean
+# over 3 seeds):
 
 # %%
 lc_file = Path(tinyodl.__file__).resolve().parents[1] / "benchmarks/results/lifecycle.json"

@@ -344,3 +344,131 @@ def test_bench_lifecycle_quick(tmp_path):
         assert row["false_alarms"] == sum(a < switch for a in row["alarms"])
     assert doc["summary"]["method"] in ("fp32_full", "fp32_last_layer", "tinytl_bias",
                                         "tinytl_lite_residual")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- energy
+
+
+@pytest.fixture(scope="module")
+def oracle_run():
+    """The quick scenario, oracle and never policies only (one adaptation, seconds)."""
+    from dataclasses import replace
+
+    from tinyodl.bench.lifecycle import config
+    from tinyodl.lifecycle.scenario import run_scenario
+
+    cfg = replace(config(True, 0), policies=("never", "oracle"))
+    return cfg, run_scenario(cfg, progress=False)
+
+
+@pytest.mark.slow
+def test_scenario_energy_from_the_constants(oracle_run):
+    from tinyodl import energy, transfer
+    from tinyodl.demo import _PREPARE
+    from tinyodl.pruning.cost import count_macs
+    from tinyodl.tasks import pretrained
+
+    cfg, doc = oracle_run
+    rows = {r["policy"]: r for r in doc["rows"]}
+    never, oracle = rows["never"], rows["oracle"]
+    assert never["energy_joules"] == 0 and never["energy_per_adaptation_joules"] is None
+    assert never["cloud_radio_joules"] == 0 and never["adaptation_steps_run"] == 0
+    assert oracle["n_adaptations"] == 1 and oracle["radio_joules"] == 0  # nothing uploaded
+    (a,) = oracle["adaptation_costs"]
+    # the steps the optimizer ran: batch 1, every buffered example, every epoch
+    assert a["examples"] == cfg.min_examples and a["steps"] == cfg.epochs * cfg.min_examples
+    # the MACs of a step, counted independently (chapter 02's counter + the trained layer)
+    method = doc["info"]["method"]
+    work = transfer.prepare(pretrained("B"), _PREPARE[method], seed=0)
+    trained = [
+        layer
+        for _, layer in work.named_layers()
+        if not list(layer.children())
+        and any(p.trainable for p in getattr(layer, "params", {}).values())
+    ]
+    if method == "fp32_last_layer":
+        (head,) = trained
+        w_in, w_out = head.params["weight"].data.shape[::-1]
+        assert a["step_macs_fp32"] == count_macs(work, (1, 28, 28)) + w_in * w_out
+        frozen = work.num_params() - work.num_params(trainable_only=True)
+        assert a["step_flash_bytes"] == 4 * frozen  # each frozen weight read once
+    assert a["step_macs_int8"] == 0 and a["step_sram_bytes"] > 0
+    c = energy.DEFAULT
+    step = (
+        a["step_macs_fp32"] * c.fp32_mac
+        + a["step_sram_bytes"] * c.sram_per_byte
+        + a["step_flash_bytes"] * c.flash_per_byte
+    )
+    assert a["step_joules"] == pytest.approx(step, rel=1e-12)
+    assert oracle["energy_joules"] == pytest.approx(a["steps"] * step, rel=1e-6)
+    assert oracle["energy_per_adaptation_joules"] == oracle["energy_joules"]
+    # the cloud alternative: the raw buffered images up, the float model down, over BLE
+    up = cfg.min_examples * (28 * 28 + 1)
+    down = 4 * work.num_params()
+    assert (a["cloud_bytes_up"], a["cloud_bytes_down"]) == (up, down)
+    assert oracle["cloud_radio_joules"] == pytest.approx(
+        up * c.ble_tx_per_byte + down * c.ble_rx_per_byte, rel=1e-12
+    )
+    assert oracle["cloud_radio_up_joules"] == pytest.approx(up * c.ble_tx_per_byte, rel=1e-12)
+    assert doc["info"]["energy_joules"] == {"never": 0.0, "oracle": oracle["energy_joules"]}
+
+
+@pytest.mark.slow
+def test_scenario_energy_scales_with_the_constants(oracle_run):
+    """Doubling a constant doubles exactly its term (the energy is linear in them)."""
+    from dataclasses import replace
+
+    from tinyodl import energy
+    from tinyodl.lifecycle.scenario import run_scenario
+
+    cfg, doc = oracle_run
+    d = energy.DEFAULT
+    c = energy.with_constants(
+        fp32_mult=2 * d.fp32_mult, fp32_add=2 * d.fp32_add, ble_tx_per_byte=0.0
+    )
+    other = run_scenario(replace(cfg, policies=("oracle",)), progress=False, constants=c)
+    (a,) = doc["rows"][1]["adaptation_costs"]
+    (b,) = other["rows"][0]["adaptation_costs"]
+    extra = a["steps"] * a["step_macs_fp32"] * energy.DEFAULT.fp32_mac
+    assert other["rows"][0]["energy_joules"] == pytest.approx(
+        doc["rows"][1]["energy_joules"] + extra, rel=1e-9
+    )
+    assert b["cloud_radio_joules"] == pytest.approx(
+        a["cloud_bytes_down"] * energy.DEFAULT.ble_rx_per_byte, rel=1e-12
+    )
+
+
+@pytest.mark.slow
+def test_the_chosen_int8_method_is_the_one_that_runs():
+    """Under a budget only TinyTrain fits well: the loop deploys the int8 model and runs
+    TinyTrain's selection and the compiled engine (not the best float method)."""
+    from dataclasses import replace
+
+    from tinyodl import energy
+    from tinyodl.bench.lifecycle import config
+    from tinyodl.lifecycle.scenario import LOOP_METHODS, deployed_model, run_scenario
+
+    costs = {
+        "fp32_full": {"peak_bytes": 4_000_000, "accuracy": 0.99},  # does not fit
+        "fp32_last_layer": {"peak_bytes": 150_000, "accuracy": 0.80},
+        "tinytrain": {"peak_bytes": 200_000, "accuracy": 0.90},
+    }
+    cfg = replace(config(True, 0), policies=("oracle",), methods=LOOP_METHODS, costs=costs,
+                  memory_budget=256_000)  # fmt: skip
+    assert choose_method(costs, cfg.memory_budget) == "tinytrain"
+    doc = run_scenario(cfg, progress=False)
+    assert doc["info"]["method"] == "tinytrain"
+    (row,) = doc["rows"]
+    (a,) = row["adaptation_costs"]
+    assert a["method"] == "tinytrain" and a["steps"] == cfg.epochs * a["examples"]
+    assert "channels" in a["scheme"]  # TinyTrain's selection ran on the buffer
+    # an int8 forward; the backward and the update in float32, as the kernels compute them
+    qmodel = deployed_model("tinytrain")
+    fwd = sum(c.macs for c in energy.layer_costs(qmodel, (1, 28, 28)))
+    assert a["step_macs_int8"] == fwd and a["step_macs_fp32"] > 0
+    assert a["cloud_bytes_down"] == qmodel.nbytes()  # the int8 model comes back
+    # the float loop under the same costs runs the float method instead
+    float_doc = run_scenario(replace(cfg, methods=LOOP_METHODS[:4]), progress=False)
+    assert float_doc["info"]["method"] == "fp32_last_layer"
+    (b,) = float_doc["rows"][0]["adaptation_costs"]
+    assert b["method"] == "fp32_last_layer" and b["scheme"] is None and b["step_macs_int8"] == 0

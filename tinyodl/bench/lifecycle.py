@@ -8,8 +8,10 @@ arming the trigger policy -- the detection delay, false alarms per 10,000 steps 
 switch, adaptations, the accuracy on the stream before/after the switch and on its last
 quarter, and the final model's accuracy on held-out images of the new writer and of clean
 digits. Mean over seeds; ``--plot`` draws the stream accuracy of each policy over time
-(seed 0). The method is the most accurate of the demo's float methods whose measured peak
-(``benchmarks/results/demo.json``) fits ``--memory-budget``.
+(seed 0). The method is the most accurate of the demo's float methods (``--methods all``:
+of all its methods, int8 ones included) whose measured peak
+(``benchmarks/results/demo.json``) fits ``--memory-budget``. Energy per adaptation and over
+the stream from :mod:`tinyodl.energy` (the steps actually run, MACs from ``describe()``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--storage", type=int, default=64 * 1024, help="adaptation buffer budget, bytes"
     )
+    parser.add_argument(
+        "--methods",
+        choices=("float", "all"),
+        default="float",
+        help="candidate methods: the demo's float ones (default) or all, int8 included",
+    )
     parser.add_argument("--plot", default=None, help="write the accuracy-over-time figure")
 
 
@@ -55,7 +63,12 @@ def config(quick: bool, seed: int, args: Any = None):
             policies=("never", "schedule", "page_hinkley", "ddm"),
         )
     if args is not None:
-        cfg = replace(cfg, memory_budget=args.memory_budget, storage_bytes=args.storage)
+        from tinyodl.lifecycle.scenario import FLOAT_METHODS, LOOP_METHODS
+
+        methods = LOOP_METHODS if getattr(args, "methods", "float") == "all" else FLOAT_METHODS
+        cfg = replace(
+            cfg, memory_budget=args.memory_budget, storage_bytes=args.storage, methods=methods
+        )
     return cfg
 
 
@@ -115,7 +128,8 @@ def main(args: Any) -> int:
         "seconds": time.perf_counter() - start,
         "quick": bool(args.quick),
         "seeds": seeds,
-        "energy_joules": None,  # hook for tinyodl.energy (issue 15's energy part)
+        "energy_joules": {r["policy"]: r["energy_joules"] for r in rows},  # mean over seeds
+        "radio": runs[0]["info"]["radio"],
     }
     print(
         f"method {summary['method']} (peak {summary['method_peak_bytes'] / 1024:.0f} KB <= "
