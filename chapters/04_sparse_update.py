@@ -266,9 +266,9 @@ assert lifecycle.choose_method(costs, 256 * 1024) in ("sparse_update_engine", "t
 # here, or the one TinyTrain selects on the device under 64 KB, about two points more
 # accurate in the recorded run) is the best that fits; at 64 KB nothing does (the smallest
 # measured peak, the sparse engine's, is about 82 KB: a step's working memory includes the
-# forward's own buffers and the fp32 shadow and momentum of the trained integers). Now the detector, on
-# task B's shipped model (clean digits) watching a stream whose writer changes at a seeded
-# step (`lifecycle.scenario.make_stream`):
+# forward's own buffers and the fp32 shadow and momentum of the trained integers). Now the
+# detector, on task B's shipped model (clean digits) watching a stream whose writer changes
+# at a seeded step (`lifecycle.scenario.make_stream`):
 
 # %%
 cfg = scenario.ScenarioConfig(n_stream=600 if QUICK else 2000, reference=100, n_test=100)
