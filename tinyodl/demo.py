@@ -84,19 +84,19 @@ LR = {
 }
 
 #: The scheme ``sparse_update`` trains: found by ``tinyodl bench sparse_update --json
-#: benchmarks/results/sparse_update.json`` (``summary.found_scheme``: exact search on task
-#: A's contribution table, budget :data:`BUDGET_BYTES`, paper accounting with momentum).
+#: benchmarks/results/sparse_update.json`` (``summary.searches``, budget
+#: :data:`SCHEME_BUDGET_BYTES`: exact and evolutionary search on task A's contribution table
+#: agree, paper accounting with momentum). The paper picks the scheme that fits the
+#: device's budget; the 32 KB one (the 64 KB scheme minus three partial weight layers)
+#: keeps the demo's accuracy target and takes the sparse engine under 20x fp32_full.
 SCHEME = UpdateScheme(
     bias_depth=8,
-    weights={
-        "classifier.0": 1.0,
-        "features.7.project": 0.125,
-        "features.8.expand": 0.125,
-        "features.8.depthwise": 0.5,
-        "features.8.project": 0.125,
-    },
+    weights={"classifier.0": 1.0, "features.8.expand": 0.125},
 )
-#: Memory budget of the search and of TinyTrain's selection (paper accounting, bytes).
+#: The search budget :data:`SCHEME` was found under (paper accounting, bytes).
+SCHEME_BUDGET_BYTES = 32 * 1024
+#: Memory budget of TinyTrain's selection and of ``tinyodl bench sparse_update``'s found
+#: scheme (paper accounting, bytes).
 BUDGET_BYTES = 64 * 1024
 #: The target of the 256KB paper: measured training memory of the sparse engine row.
 TARGET_BYTES = 256 * 1024
