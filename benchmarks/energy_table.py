@@ -1,6 +1,6 @@
 """The README's energy table from a ``tinyodl demo --json`` file (issue 15).
 
-    python benchmarks/energy_table.py [benchmarks/results/demo_energy.json]
+    python benchmarks/energy_table.py [benchmarks/results/demo.json]
 
 One Markdown row per method: accuracy and measured peak training memory (the demo's memory
 table) beside the energy columns ``tinyodl demo`` adds (:mod:`tinyodl.energy`), then the
@@ -46,5 +46,5 @@ def table(doc: dict) -> str:
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/demo_energy.json")
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/demo.json")
     print(table(json.loads(path.read_text())))
