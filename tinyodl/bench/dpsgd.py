@@ -40,9 +40,11 @@ LOT_SIZE, CLIP_NORM, DELTA, HIDDEN, COMPONENTS = 600, 4.0, 1e-5, 1000, 60
 #: epsilon, as in the paper.
 FULL_RUNS = ((0.5, 60), (2.0, 200), (8.0, 400))
 QUICK_RUNS = ((2.0, 5), (8.0, 5))
-#: DP-SGD's learning rate is the paper's schedule times LR_SCALE; the reported model is the
-#: exponential moving average of the iterates with this decay (post-processing).
-LR_SCALE, AVERAGE = 2.0, 0.9995
+#: The learning rate is the paper's schedule times LR_SCALE, falling linearly to zero over
+#: the last DECAY_FRACTION of the steps; the reported DP-SGD model is the exponential moving
+#: average of the iterates with decay AVERAGE (post-processing). Chosen by pilots on a
+#: 50,000 / 10,000 split of the training set (benchmarks/README.md).
+LR_SCALE, DECAY_FRACTION, AVERAGE = 15.0, 0.5, 0.9995
 FTRL_EPOCHS, NON_PRIVATE_EPOCHS = 30, 50
 
 
@@ -62,10 +64,22 @@ def add_arguments(parser) -> None:
         help="noise multiplier of the DP-PCA (default: max(8, 16 / epsilon))",
     )
     parser.add_argument(
+        "--lr-scale",
+        type=float,
+        default=LR_SCALE,
+        help=f"learning rate: the paper's schedule times this (default {LR_SCALE:g})",
+    )
+    parser.add_argument(
         "--ftrl-epochs", type=int, default=None, help="epochs of each DP-FTRL run (default 30)"
     )
     parser.add_argument("--no-ftrl", action="store_true", help="skip the DP-FTRL comparison")
     parser.add_argument("--no-baseline", action="store_true", help="skip the non-private baseline")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows already in --json FILE that this run does not redo "
+        "(same method and target epsilon are replaced)",
+    )
     parser.add_argument("--plot", default=None, help="write the privacy-utility plot here")
     parser.add_argument(
         "--replot",
@@ -84,11 +98,20 @@ def _abadi_model(seed: int):
     )
 
 
-def _schedule(steps_per_epoch: int, scale: float = 1.0):
+def _schedule(steps_per_epoch: int, scale: float = 1.0, total_steps: int | None = None):
     """``scale`` times 0.1 falling linearly to 0.052 over 10 epochs, then constant (the
-    paper's schedule for ``scale=1``)."""
+    paper's schedule for ``scale=1``); with ``total_steps``, the rate then falls linearly to
+    zero over the last ``DECAY_FRACTION`` of the run (less noise in the final iterates)."""
     ramp = 10 * steps_per_epoch
-    return lambda step: scale * (0.1 - (0.1 - 0.052) * min(step, ramp) / ramp)
+    tail = None if total_steps is None else max(1, round(DECAY_FRACTION * total_steps))
+
+    def lr(step: int) -> float:
+        rate = scale * (0.1 - (0.1 - 0.052) * min(step, ramp) / ramp)
+        if tail is not None:
+            rate *= min(1.0, max(0.0, total_steps - step) / tail)
+        return rate
+
+    return lr
 
 
 def load_features(data: str | None, quick: bool, pca_noise: float, seed: int):
@@ -141,7 +164,15 @@ def _row(method, target, spent, sigma, pca_noise, epochs, steps, acc, seconds) -
     }
 
 
-def run_dpsgd(data, target: float, epochs: int, pca_noise: float, seed: int, progress: bool):
+def run_dpsgd(
+    data,
+    target: float,
+    epochs: int,
+    pca_noise: float,
+    seed: int,
+    progress: bool,
+    lr_scale: float = LR_SCALE,
+):
     """One DP-SGD run at a target epsilon (the model reported is the average of the
     iterates); returns its row."""
     from tinyodl import nn, privacy
@@ -164,14 +195,14 @@ def run_dpsgd(data, target: float, epochs: int, pca_noise: float, seed: int, pro
         epochs=epochs,
         delta=DELTA,
         seed=seed,
-        schedule=_schedule(round(len(xtr) / LOT_SIZE), LR_SCALE),
+        schedule=_schedule(round(len(xtr) / LOT_SIZE), lr_scale, steps),
         clipping="ghost",
         progress=progress,
         prior=prior,
         average=AVERAGE,
     )
     acc = evaluate(model, xte, yte)[1]
-    return _row(
+    row = _row(
         "dp-sgd",
         target,
         run.epsilons[-1],
@@ -182,6 +213,8 @@ def run_dpsgd(data, target: float, epochs: int, pca_noise: float, seed: int, pro
         acc,
         time.perf_counter() - t0,
     )
+    row["lr_scale"] = lr_scale
+    return row
 
 
 def run_ftrl(data, target: float, epochs: int, pca_noise: float, seed: int, progress: bool):
@@ -224,13 +257,14 @@ def run_ftrl(data, target: float, epochs: int, pca_noise: float, seed: int, prog
     )
 
 
-def run_non_private(data_path, quick: bool, epochs: int, seed: int):
+def run_non_private(data_path, quick: bool, epochs: int, seed: int, lr_scale: float = LR_SCALE):
     """The same network and schedule without privacy (PCA without noise); returns its row."""
     from tinyodl import nn
     from tinyodl.train import evaluate, fit
 
     xtr, ytr, xte, yte, _, _ = load_features(data_path, quick, 0.0, seed)
     model = _abadi_model(seed)
+    steps_per_epoch = len(xtr) // LOT_SIZE
     t0 = time.perf_counter()
     fit(
         model,
@@ -240,7 +274,7 @@ def run_non_private(data_path, quick: bool, epochs: int, seed: int):
         epochs=epochs,
         batch_size=LOT_SIZE,
         seed=seed,
-        schedule=_schedule(len(xtr) // LOT_SIZE),
+        schedule=_schedule(steps_per_epoch, lr_scale, epochs * steps_per_epoch),
         progress=False,
     )
     acc = evaluate(model, xte, yte)[1]
@@ -256,6 +290,7 @@ def run_non_private(data_path, quick: bool, epochs: int, seed: int):
         time.perf_counter() - t0,
     )
     row["paper_accuracy"] = PAPER_NON_PRIVATE
+    row["lr_scale"] = lr_scale
     return row
 
 
@@ -347,7 +382,7 @@ def main(args) -> int:
         return replot(args.replot, args.plot)
 
     from tinyodl import backend
-    from tinyodl.bench._common import machine_info
+    from tinyodl.bench._common import command_line, machine_info
 
     backend.set_num_threads(1)
     threadpool_limits(1)
@@ -359,16 +394,22 @@ def main(args) -> int:
     longest = max(e for _, e in runs)
     # the (fast) non-private baseline first; the file is rewritten after every row so a
     # long run that is stopped keeps what it finished (summary "complete": false)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    kept = _rows_to_keep(args.json_path) if args.merge else []
     if not args.no_baseline:
         baseline_epochs = longest if args.quick else NON_PRIVATE_EPOCHS
-        rows.append(run_non_private(args.data, args.quick, baseline_epochs, args.seed))
+        rows.append(
+            run_non_private(args.data, args.quick, baseline_epochs, args.seed, args.lr_scale)
+        )
         print(_fmt(rows[-1]), flush=True)
     source = "shipped subset" if args.quick else "full MNIST"
     train_examples = None
 
     def save(complete: bool) -> None:
-        _write(args.json_path, rows, source, train_examples, t_all, complete, machine)
+        for r in rows:
+            r.setdefault("command", command_line())
+        merged = merge_rows(kept, rows)
+        _write(args.json_path, merged, source, train_examples, t_all, complete, machine)
 
     save(False)
     for target, epochs in runs:
@@ -378,7 +419,7 @@ def main(args) -> int:
         xtr, ytr, xte, yte, prior, source = features[pca_noise]
         train_examples = len(xtr)
         data = (xtr, ytr, xte, yte, prior)
-        rows.append(run_dpsgd(data, target, epochs, pca_noise, args.seed, progress))
+        rows.append(run_dpsgd(data, target, epochs, pca_noise, args.seed, progress, args.lr_scale))
         print(_fmt(rows[-1]), flush=True)
         save(False)
         if not args.no_ftrl:
@@ -390,6 +431,31 @@ def main(args) -> int:
     if args.plot:
         plot(rows, args.plot)
     return 0
+
+
+def merge_rows(kept: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``kept`` without the rows ``new`` redoes (same method and target epsilon), then ``new``."""
+    redone = {(r["method"], r["epsilon"]) for r in new}
+    return [r for r in kept if (r["method"], r["epsilon"]) not in redone] + list(new)
+
+
+def _rows_to_keep(path: str | None) -> list[dict[str, Any]]:
+    """The rows of an earlier result file, for ``--merge`` (each keeps its ``command``)."""
+    import json
+    from pathlib import Path
+
+    if path is None:
+        raise SystemExit("tinyodl bench dpsgd: --merge needs --json FILE")
+    if not Path(path).exists():
+        return []
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        rows = doc["rows"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"tinyodl bench dpsgd: cannot merge into {path}: {exc!r}") from None
+    for r in rows:
+        r.setdefault("command", doc.get("command"))
+    return rows
 
 
 def _write(path, rows, source, train_examples, t_all, complete, machine) -> None:
