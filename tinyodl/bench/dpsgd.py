@@ -358,7 +358,8 @@ def rows_from_log(text: str) -> list[dict[str, Any]]:
 
 
 def replot(files: list[str], path: str | None) -> int:
-    """Draw the privacy-utility plot from result JSONs and printed logs (no training)."""
+    """Draw the privacy-utility plot from result JSONs and printed logs (no training); a row
+    of a later file replaces the row of an earlier one with the same method and target."""
     import json
     from pathlib import Path
 
@@ -370,7 +371,7 @@ def replot(files: list[str], path: str | None) -> int:
         found = json.loads(text)["rows"] if name.endswith(".json") else rows_from_log(text)
         if not found:
             raise SystemExit(f"tinyodl bench dpsgd: no result rows in {name}")
-        rows += found
+        rows = merge_rows(rows, found)  # a later file's row replaces an earlier one
     plot(rows, path)
     return 0
 
