@@ -104,3 +104,38 @@ def test_bench_dpfedavg_quick(tmp_path):
     )
     assert len(adaptive["clip_curve"]) == 3 and adaptive["final_clip_norm"] != adaptive["clip_norm"]
     assert adaptive["update_noise_multiplier"] > adaptive["noise_multiplier"]  # the split
+
+
+def test_schedule_is_the_papers_times_the_scale_then_decays_to_zero():
+    steps_per_epoch, total = 100, 4000
+    paper = dpsgd._schedule(steps_per_epoch)
+    lr = dpsgd._schedule(steps_per_epoch, 3.0, total)
+    assert paper(0) == pytest.approx(0.1) and paper(10 * steps_per_epoch) == pytest.approx(0.052)
+    assert paper(10**6) == pytest.approx(0.052)  # constant after the ramp
+    start_decay = total - round(dpsgd.DECAY_FRACTION * total)
+    for step in (0, 500, 1000, start_decay):
+        assert lr(step) == pytest.approx(3.0 * paper(step))
+    rates = [lr(s) for s in range(start_decay, total + 1)]
+    assert all(b <= a for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[-1] == 0.0 and lr(total - 1) > 0.0
+    halfway = start_decay + (total - start_decay) // 2
+    assert lr(halfway) == pytest.approx(0.5 * 3.0 * 0.052)
+
+
+def test_merge_replaces_redone_rows_and_keeps_the_others(tmp_path):
+    old = [
+        dpsgd._row("dp-sgd", 8.0, 7.99, 1.03, 8.0, 150, 15000, 0.9646, 1628.0),
+        dpsgd._row("dp-ftrl", 8.0, 7.99, 9.27, 8.0, 30, 3000, 0.9352, 182.0),
+    ]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"command": "tinyodl bench dpsgd --old", "rows": old}))
+    kept = dpsgd._rows_to_keep(str(path))
+    assert [r["command"] for r in kept] == ["tinyodl bench dpsgd --old"] * 2
+    new = [dpsgd._row("dp-sgd", 8.0, 7.99, 1.22, 8.0, 250, 25000, 0.97, 900.0)]
+    merged = dpsgd.merge_rows(kept, new)
+    assert [(r["method"], r["accuracy"]) for r in merged] == [("dp-ftrl", 0.9352), ("dp-sgd", 0.97)]
+    assert dpsgd._rows_to_keep(str(tmp_path / "absent.json")) == []
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot merge into"):
+        dpsgd._rows_to_keep(str(bad))
