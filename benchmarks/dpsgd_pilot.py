@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--decay", type=float, default=0.0, help="fraction of the run decayed")
     p.add_argument("--pca-noise", type=float, default=8.0)
     p.add_argument("--public", type=int, default=0, help="images held out as public for PCA")
+    p.add_argument("--feature-scale", type=float, default=1.0, help="PCA features times this")
     p.add_argument("--non-private", action="store_true")
     args = p.parse_args()
     backend.set_num_threads(1)
@@ -54,6 +55,7 @@ def main() -> None:
         projection = privacy.dp_pca(x, abadi.COMPONENTS, noise, rng=np.random.default_rng([0, 9]))
         if noise > 0:
             prior.compose_gaussian(noise)
+    projection = projection * args.feature_scale
     f, fv = (x @ projection).astype(np.float32), (xv @ projection).astype(np.float32)
     spe = round(len(f) / abadi.LOT_SIZE)
     steps = args.epochs * spe

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tinyodl import privacy
@@ -139,3 +140,21 @@ def test_merge_replaces_redone_rows_and_keeps_the_others(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(SystemExit, match="cannot merge into"):
         dpsgd._rows_to_keep(str(bad))
+
+
+def test_feature_scale_multiplies_the_inputs_dp_sgd_trains_on():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, dpsgd.COMPONENTS)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0).astype(np.int64)
+    prior = privacy.RDPAccountant()
+
+    def run(scale: float, factor: float) -> dict:
+        data = (factor * x[:900], y[:900], factor * x[900:], y[900:], prior)
+        return dpsgd.run_dpsgd(data, 8.0, 2, 0.0, seed=0, progress=False, feature_scale=scale)
+
+    scaled, prescaled, plain = run(2.5, 1.0), run(1.0, 2.5), run(1.0, 1.0)
+    assert scaled["feature_scale"] == 2.5 and plain["feature_scale"] == 1.0
+    assert scaled["accuracy"] == prescaled["accuracy"]  # the scale is applied to the inputs
+    assert scaled["noise_multiplier"] == plain["noise_multiplier"]  # and costs no privacy
+    with pytest.raises(ValueError, match="feature_scale must be > 0"):
+        run(0.0, 1.0)
