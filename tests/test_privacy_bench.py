@@ -154,6 +154,7 @@ def test_feature_scale_multiplies_the_inputs_dp_sgd_trains_on():
 
     scaled, prescaled, plain = run(2.5, 1.0), run(1.0, 2.5), run(1.0, 1.0)
     assert scaled["feature_scale"] == 2.5 and plain["feature_scale"] == 1.0
+    assert plain["weight_decay"] == dpsgd.WEIGHT_DECAY
     assert scaled["accuracy"] == prescaled["accuracy"]  # the scale is applied to the inputs
     assert scaled["noise_multiplier"] == plain["noise_multiplier"]  # and costs no privacy
     with pytest.raises(ValueError, match="feature_scale must be > 0"):

@@ -53,6 +53,8 @@ LR_SCALE, NON_PRIVATE_LR_SCALE, DECAY_FRACTION, AVERAGE = 6.0, 15.0, 0.5, 0.9995
 #: clipping norm C, so more of each clipped update is signal and less of the noise
 #: N(0, sigma^2 C^2) lands on weights the data does not move (pilots, benchmarks/README.md).
 FEATURE_SCALE = 1.0
+#: L2 weight decay of the DP-SGD optimizer (applied to the noisy gradient: post-processing).
+WEIGHT_DECAY = 0.0
 FTRL_EPOCHS, NON_PRIVATE_EPOCHS = 30, 50
 
 
@@ -83,6 +85,12 @@ def add_arguments(parser) -> None:
         default=FEATURE_SCALE,
         help="DP-SGD trains on the PCA features times this, relative to the clipping norm "
         f"(default {FEATURE_SCALE:g})",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=WEIGHT_DECAY,
+        help=f"DP-SGD L2 weight decay (default {WEIGHT_DECAY:g})",
     )
     parser.add_argument(
         "--ftrl-epochs", type=int, default=None, help="epochs of each DP-FTRL run (default 30)"
@@ -188,6 +196,7 @@ def run_dpsgd(
     progress: bool,
     lr_scale: float = LR_SCALE,
     feature_scale: float = FEATURE_SCALE,
+    weight_decay: float = WEIGHT_DECAY,
 ):
     """One DP-SGD run at a target epsilon (the model reported is the average of the
     iterates), on the features times ``feature_scale``; returns its row."""
@@ -205,7 +214,7 @@ def run_dpsgd(
     t0 = time.perf_counter()
     run = privacy.fit_dpsgd(
         model,
-        nn.SGD(model, lr=0.1),
+        nn.SGD(model, lr=0.1, weight_decay=weight_decay),
         xtr,
         ytr,
         lot_size=LOT_SIZE,
@@ -233,7 +242,7 @@ def run_dpsgd(
         time.perf_counter() - t0,
     )
     row["lr_scale"], row["decay_fraction"] = lr_scale, DECAY_FRACTION
-    row["feature_scale"] = feature_scale
+    row["feature_scale"], row["weight_decay"] = feature_scale, weight_decay
     return row
 
 
@@ -440,7 +449,8 @@ def main(args) -> int:
         xtr, ytr, xte, yte, prior, source = features[pca_noise]
         train_examples = len(xtr)
         data = (xtr, ytr, xte, yte, prior)
-        scales = {"lr_scale": args.lr_scale, "feature_scale": args.feature_scale}
+        scales = {"lr_scale": args.lr_scale, "feature_scale": args.feature_scale,
+                  "weight_decay": args.weight_decay}  # fmt: skip
         rows.append(run_dpsgd(data, target, epochs, pca_noise, args.seed, progress, **scales))
         print(_fmt(rows[-1]), flush=True)
         save(False)
