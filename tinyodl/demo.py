@@ -655,7 +655,7 @@ def run(cfg: DemoConfig, jobs: int = 2, progress: bool = True) -> dict[str, Any]
 
     work = [(m, s, cfg, s == cfg.seeds[0]) for s in cfg.seeds for m in cfg.methods]
     results: dict = {}
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), os.times()
     with tqdm(total=len(work), disable=not progress, desc="adapting", unit="run") as bar:
         if jobs <= 1:
             for job in work:
@@ -676,8 +676,13 @@ def run(cfg: DemoConfig, jobs: int = 2, progress: bool = True) -> dict[str, Any]
     cloud = add_energy(rows, cfg)  # energy columns; the cloud row
     summary["energy"] = _energy_sources()
     summary["wall_seconds"] = time.perf_counter() - start
-    t = os.times()  # this process and its finished worker processes
-    summary["cpu_seconds"] = t.user + t.system + t.children_user + t.children_system
+    # CPU time over the same interval as the wall time: this process and its finished
+    # worker processes (the imports and data loading before ``start`` are not counted)
+    t = os.times()
+    summary["cpu_seconds"] = sum(
+        getattr(t, f) - getattr(cpu0, f)
+        for f in ("user", "system", "children_user", "children_system")
+    )
     summary["jobs"] = jobs
     config = asdict(cfg)
     doc = {"machine": machine_info(), "config": config, "rows": rows, "summary": summary}
