@@ -66,13 +66,14 @@ def test_merge_recomputes_the_summaries(tmp_path):
         row("compression", compressor="float32", bytes_up_to_target=800, rounds_to_target=2),
         row("compression", compressor="int8", bytes_up_to_target=200, rounds_to_target=2),
         row("robustness", aggregator="mean", attack="none", rounds_run=5),
+        row("cnn", target=0.99, lr=0.05, rounds_to_target=7),
     ]
     write_results(tmp_path / "a.json", a, {"partial": True}, machine={}, command="A")
     write_results(tmp_path / "b.json", b, {}, machine={}, command="B")
     out = tmp_path / "all.json"
     assert fedavg.merge([str(tmp_path / "a.json"), str(tmp_path / "b.json")], str(out)) == 0
     doc = json.loads(out.read_text())
-    assert len(doc["rows"]) == 5
+    assert len(doc["rows"]) == 6
     s = doc["summary"]
     assert s["mcmahan"]["fedavg/iid"]["lr"] == 0.2 and s["mcmahan"]["fedavg/iid"]["lrs_tried"] == [
         0.1,
@@ -80,4 +81,5 @@ def test_merge_recomputes_the_summaries(tmp_path):
     ]
     assert s["compression"]["by_compressor"]["int8"]["saving"] == 4.0
     assert s["robustness"]["by_aggregator"] == {"mean": {"clean": 0.9}}
+    assert s["cnn"] == {"rounds_to_target": 7, "lr": 0.05}
     assert [m["command"] for m in s["merged_from"]] == ["A", "B"]

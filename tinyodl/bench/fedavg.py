@@ -501,6 +501,9 @@ def merge(paths: list[str], json_path: str | None) -> int:
     ):
         if any(r.get("part") == part for r in rows):
             summary[part] = fn(rows)
+    cnn = [r for r in rows if r.get("part") == "cnn"]
+    if cnn:  # as part_cnn's own summary
+        summary["cnn"] = {"rounds_to_target": cnn[-1]["rounds_to_target"], "lr": cnn[-1]["lr"]}
     summary["merged_from"] = sources
     write_results(json_path, rows, summary, machine=sources[0]["machine"])
     return 0
