@@ -480,7 +480,13 @@ def part_cnn(data, args) -> tuple[list[dict], dict]:
     )
     row.update(part="cnn", paper_rounds=PAPER_ROUNDS[("cnn_fedavg", "iid")])
     _say(row)
-    return [row], {"rounds_to_target": row["rounds_to_target"], "lr": row["lr"]}
+    return [row], summarize_cnn([row])
+
+
+def summarize_cnn(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds to 99% and the learning rate of the (last) CNN run."""
+    row = [r for r in rows if r.get("part") == "cnn"][-1]
+    return {"rounds_to_target": row["rounds_to_target"], "lr": row["lr"]}
 
 
 def merge(paths: list[str], json_path: str | None) -> int:
@@ -498,12 +504,10 @@ def merge(paths: list[str], json_path: str | None) -> int:
         ("mcmahan", summarize_mcmahan),
         ("compression", summarize_compression),
         ("robustness", summarize_robustness),
+        ("cnn", summarize_cnn),
     ):
         if any(r.get("part") == part for r in rows):
             summary[part] = fn(rows)
-    cnn = [r for r in rows if r.get("part") == "cnn"]
-    if cnn:  # as part_cnn's own summary
-        summary["cnn"] = {"rounds_to_target": cnn[-1]["rounds_to_target"], "lr": cnn[-1]["lr"]}
     summary["merged_from"] = sources
     write_results(json_path, rows, summary, machine=sources[0]["machine"])
     return 0
