@@ -16,7 +16,8 @@ numbers nothing (the choice itself is not accounted: the usual practice, stated 
 ``--feature-scale K`` trains on the PCA features times K (``tinyodl bench dpsgd
 --feature-scale``); ``--momentum M`` uses SGD with momentum M (post-processing: no privacy
 cost; divide ``--lr-scale`` by 1 / (1 - M) to keep the effective rate); ``--weight-decay W``
-adds L2 decay to the noisy gradient (also post-processing).
+adds L2 decay to the noisy gradient (also post-processing); ``--average D`` sets the decay of the
+exponential moving average of the iterates that is evaluated (post-processing too).
 Prints the noise multiplier, the epsilon spent and the validation accuracy per epoch.
 """
 
@@ -45,6 +46,7 @@ def main() -> None:
     p.add_argument("--feature-scale", type=float, default=1.0, help="PCA features times this")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (DP-SGD only)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="SGD L2 weight decay")
+    p.add_argument("--average", type=float, default=abadi.AVERAGE, help="EMA decay of iterates")
     p.add_argument("--non-private", action="store_true")
     args = p.parse_args()
     backend.set_num_threads(1)
@@ -84,7 +86,7 @@ def main() -> None:
     run = privacy.fit_dpsgd(
         model, sgd, f, y, lot_size=abadi.LOT_SIZE, clip_norm=abadi.CLIP_NORM,
         noise_multiplier=sigma, epochs=args.epochs, delta=abadi.DELTA, seed=0,
-        schedule=schedule, clipping="ghost", prior=prior, average=abadi.AVERAGE,
+        schedule=schedule, clipping="ghost", prior=prior, average=args.average,
         x_val=fv, y_val=yv,
     )  # fmt: skip
     print(
