@@ -47,6 +47,12 @@ def main() -> None:
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (DP-SGD only)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="SGD L2 weight decay")
     p.add_argument("--average", type=float, default=abadi.AVERAGE, help="EMA decay of iterates")
+    p.add_argument(
+        "--normalize",
+        type=float,
+        default=0.0,
+        help="scale every image to this L2 norm (per example, no privacy cost)",
+    )
     p.add_argument("--whiten", action="store_true", help="(probe, not DP) unit-variance features")
     p.add_argument("--center", action="store_true", help="centre the features on a DP mean")
     p.add_argument("--non-private", action="store_true")
@@ -54,6 +60,8 @@ def main() -> None:
     backend.set_num_threads(1)
     x, y = load_mnist("train", path=args.data)
     x, y = to_float(x).reshape(len(x), -1), y.astype(np.int64)
+    if args.normalize:
+        x = x * (args.normalize / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
     perm = np.random.default_rng(123).permutation(len(x))
     xv, yv, x, y = x[perm[50000:]], y[perm[50000:]], x[perm[:50000]], y[perm[:50000]]
     prior = privacy.RDPAccountant()
@@ -62,15 +70,17 @@ def main() -> None:
         x, y = x[args.public :], y[args.public :]
     else:
         noise = 0.0 if args.non_private else args.pca_noise
-        projection = privacy.dp_pca(x, abadi.COMPONENTS, noise, rng=np.random.default_rng([0, 9]))
+        projection = privacy.dp_pca(
+            x, abadi.COMPONENTS, noise, rng=np.random.default_rng([args.seed, 9])
+        )
         if noise > 0:
             prior.compose_gaussian(noise)
     projection = projection * args.feature_scale
     f, fv = (x @ projection).astype(np.float32), (xv @ projection).astype(np.float32)
     if args.center:  # DP mean of the features (bound sqrt(784): nothing clipped), composed
         noise = 0.0 if args.non_private else args.pca_noise
-        bound = 28.0 * args.feature_scale
-        mean = privacy.dp_mean(f, bound, noise, rng=np.random.default_rng([0, 10]))
+        bound = (args.normalize or 28.0) * args.feature_scale
+        mean = privacy.dp_mean(f, bound, noise, rng=np.random.default_rng([args.seed, 10]))
         f, fv = (f - mean).astype(np.float32), (fv - mean).astype(np.float32)
         if noise > 0:
             prior.compose_gaussian(noise)
@@ -85,11 +95,11 @@ def main() -> None:
     def schedule(step: int) -> float:
         return base(step) * (min(1.0, (1 - step / steps) / args.decay) if args.decay else 1.0)
 
-    model = abadi._abadi_model(0)
+    model = abadi._abadi_model(args.seed)
     t0 = time.perf_counter()
     if args.non_private:
         fit(model, nn.SGD(model, lr=0.1), f, y, epochs=args.epochs, batch_size=abadi.LOT_SIZE,
-            seed=0, schedule=schedule, progress=False)  # fmt: skip
+            seed=args.seed, schedule=schedule, progress=False)  # fmt: skip
         print(f"non-private: validation accuracy {evaluate(model, fv, yv)[1]:.4f}")
         return
     sigma = privacy.noise_multiplier_for_epsilon(
@@ -98,7 +108,7 @@ def main() -> None:
     sgd = nn.SGD(model, lr=0.1, momentum=args.momentum, weight_decay=args.weight_decay)
     run = privacy.fit_dpsgd(
         model, sgd, f, y, lot_size=abadi.LOT_SIZE, clip_norm=abadi.CLIP_NORM,
-        noise_multiplier=sigma, epochs=args.epochs, delta=abadi.DELTA, seed=0,
+        noise_multiplier=sigma, epochs=args.epochs, delta=abadi.DELTA, seed=args.seed,
         schedule=schedule, clipping="ghost", prior=prior, average=args.average,
         x_val=fv, y_val=yv,
     )  # fmt: skip
