@@ -441,7 +441,8 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef const int32_t* m0 = <const int32_t*>cnp.PyArray_DATA(multiplier)
     cdef const int32_t* shv = <const int32_t*>cnp.PyArray_DATA(shift)
     cdef int8_t* o = <int8_t*>cnp.PyArray_DATA(out)
-    cdef bint fits = True, fused = False, nosat = False
+    cdef bint fits = True, fused = False, left0 = True
+    cdef int nosat = 0  # TOD_RQ_SATURATE / _NOSAT / _SHORT (kernels/simd/int8_requant.h)
     cdef int64_t bmax = 0
     cdef Py_ssize_t t, item, items = panels * _cdiv(n, mr)
     cdef Py_ssize_t chunk = 64, r0
@@ -485,6 +486,12 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
         for t in range(f):
             bmax = colb[t] if colb[t] > bmax else (-colb[t] if -colb[t] > bmax else bmax)
         nosat = bmax <= INT32_MAX - 4 * kq * 255 * 128
+        for t in range(f):
+            left0 = left0 and lv[t] == 0
+        # |acc + bias| < 2^30 and no left shift: the VNNI tile's short requantization route
+        if (fused and nosat and left0 and p.isa == TOD_ISA_AVX512_VNNI
+                and bmax < (1 << 30) - 4 * kq * 255 * 128):
+            nosat = 2
         if threads == 1:  # no OpenMP region for one thread (a few microseconds per call)
             for item in range(items):
                 _linear_item(&path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp, tiles,
@@ -503,7 +510,7 @@ cdef inline Py_ssize_t _a64(Py_ssize_t nbytes) noexcept nogil:
 
 
 cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fused,
-                              bint nosat, Py_ssize_t item,
+                              int nosat, Py_ssize_t item,
                               Py_ssize_t panels, Py_ssize_t n, Py_ssize_t f, Py_ssize_t kq,
                               const int8_t* xa, const uint8_t* wp, int32_t* tile,
                               const int64_t* colb, const int32_t* b32, const int32_t* m0,

@@ -302,15 +302,92 @@ TOD_VNNI_TARGET static void tod_requant_tile_vnnix(
 
 /* ------------------------------------------- linear_s8's fused VNNI tile ---- */
 
+/* The short route (mode TOD_RQ_SHORT below). When the caller has proved |v| < 2^30 for
+ * every v = acc + bias of the call and no channel shifts left, double rounding
+ *
+ *   h = SRDHM(v, M0) = (v M0 + 2^30) >> 31,   y = RoundingDivideByPOT(h, e)   (e = -shift)
+ *
+ * is computed as
+ *
+ *   h' = (2v M0 + 2^31 + 2^(e-1) 2^32) >> 32      (= h + 2^(e-1); 2^(e-1) is 0 for e = 0)
+ *   y  = (h' - [v < 0 and e > 0]) >> e             (arithmetic shifts)
+ *
+ * Why it is the same number: for e >= 1, RoundingDivideByPOT rounds half away from zero,
+ * which is floor((h + 2^(e-1) - [h < 0]) / 2^e); [h < 0] may be replaced by [v < 0]
+ * because M0 >= 0 (h < 0 implies v < 0, and v < 0 with h >= 0 means h = 0, where both give
+ * 0); and adding an integer c to h before the 31-bit shift is adding c 2^31 to v M0 + 2^30
+ * (floor(floor(a / 2^31) + c) = floor((a + c 2^31) / 2^31)). Doubling v (|2v| < 2^31) puts
+ * h' in the high half of each 64-bit product, so one vpermt2d gathers the 16 results; the
+ * bound keeps h' - 1 and h' + 0 inside int32 (|h'| <= |v| + 2^30).
+ * Per 16 outputs: vpaddd, vpshufd, 2 vpmuldq, 2 vpaddq, vpermt2d, vpcmpd, masked vpsubd,
+ * vpsravd -- against 14 instructions and a saturating bias add on the general route. The
+ * bias is the accumulators' starting value (no overflow: |v| < 2^30 bounds every partial
+ * sum too). Then the output zero point and the clamp are applied to 64 outputs at a time
+ * after saturating packs to int16 (exact: every clamp bound is an int8). */
+enum { TOD_RQ_SATURATE = 0, TOD_RQ_NOSAT = 1, TOD_RQ_SHORT = 2 };
+
+typedef struct {
+    __m512i m0, m0o, n2e, n2o, t, e;
+} tod_rqs16;
+
+/* parameters of 16 channels (lanes past the mask: M0 = 0, e = 0, harmless) */
+TOD_VNNI_TARGET static inline tod_rqs16 tod_rqs16_make(__mmask16 k, const int32_t *m0,
+                                                       const int32_t *right) {
+    tod_rqs16 p;
+    p.m0 = _mm512_maskz_loadu_epi32(k, m0);
+    p.e = _mm512_maskz_loadu_epi32(k, right);
+    p.m0o = _mm512_shuffle_epi32(p.m0, _MM_PERM_DDBB); /* odd channels in the even slots */
+    const __m512i half = /* 2^(e-1), 0 for e = 0 */
+        _mm512_srli_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), p.e), 1);
+    const __m512i r31 = _mm512_set1_epi64((int64_t)1 << 31);
+    p.n2e = _mm512_or_si512(_mm512_slli_epi64(half, 32), r31);     /* even channels */
+    p.n2o = _mm512_mask_blend_epi32((__mmask16)0x5555, half, r31); /* odd channels */
+    /* v < t: v < 0 where e > 0, never where e = 0 */
+    p.t = _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(p.e, _mm512_setzero_si512()),
+                                 _mm512_set1_epi32(INT32_MIN));
+    return p;
+}
+
+/* y of 16 values v = acc + bias, |v| < 2^30 (see above) */
+TOD_VNNI_TARGET static inline __m512i tod_rqs16_y(__m512i v, const tod_rqs16 *p) {
+    const __m512i gather = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29,
+                                             15, 31); /* high halves of even, odd products */
+    const __m512i v2 = _mm512_add_epi32(v, v);
+    const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(v2, p->m0), p->n2e);
+    const __m512i po = _mm512_add_epi64(
+        _mm512_mul_epi32(_mm512_shuffle_epi32(v2, _MM_PERM_DDBB), p->m0o), p->n2o);
+    __m512i h = _mm512_permutex2var_epi32(pe, gather, po);
+    h = _mm512_mask_sub_epi32(h, _mm512_cmplt_epi32_mask(v, p->t), h, _mm512_set1_epi32(1));
+    return _mm512_srav_epi32(h, p->e);
+}
+
+/* Four vectors of 16 y -> 64 int8 in the order a, b, c, d: saturating packs to int16, the
+ * zero point (saturating add), packs to int8, the clamp, and one vpermd to undo the packs'
+ * interleaving by 128-bit lanes. Same result as clamp(y + zp, lo, hi): a y beyond int16 is
+ * beyond every int8 bound on the same side. */
+TOD_VNNI_TARGET static inline __m512i tod_rqs_pack4(__m512i a, __m512i b, __m512i c,
+                                                    __m512i d, __m512i zp16, int clamp,
+                                                    __m512i lo8, __m512i hi8) {
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11,
+                                            15);
+    const __m512i ab = _mm512_adds_epi16(_mm512_packs_epi32(a, b), zp16);
+    const __m512i cd = _mm512_adds_epi16(_mm512_packs_epi32(c, d), zp16);
+    __m512i v = _mm512_packs_epi16(ab, cd);
+    if (clamp) v = _mm512_min_epi8(_mm512_max_epi8(v, lo8), hi8);
+    return _mm512_permutexvar_epi32(order, v);
+}
+
 /* One MR x NR tile of linear_s8 on the VNNI path, requantized while it is in registers.
  *
  * The micro-kernel of tod_ukr_vnni_bu8 (x as u8 = x + 128 broadcast, packed signed weights,
- * 8 x 32 int32 accumulators), then tod_rq16_* on each row of accumulators and an int8 store
- * of `width` channels: no int32 tile goes through memory. A panel of at most 16 channels
- * runs only the first half of the tile (a narrow layer does half the multiply-adds).
+ * 8 x 32 int32 accumulators), then the requantization of each row of accumulators and an
+ * int8 store of `width` channels: no int32 tile goes through memory. A panel of at most 16
+ * channels runs only the first half of the tile (a narrow layer does half the multiply-adds).
  * Double rounding with int32 biases only (the caller falls back to the generic route
- * otherwise). nosat: the caller proved |acc| + |bias| <= INT32_MAX for every channel
- * (|acc| <= K * 255 * 128), so the saturating add of the bias is a plain add. */
+ * otherwise). mode: TOD_RQ_SATURATE (saturating bias add), TOD_RQ_NOSAT (the caller proved
+ * |acc| + |bias| <= INT32_MAX for every channel, |acc| <= K * 255 * 128, so the bias add
+ * is a plain add) or TOD_RQ_SHORT (|acc| + |bias| < 2^30 and no left shift: the short
+ * route above). */
 #define TOD_VNNI_ROW_BU8_HALF(r)                                         \
     do {                                                                 \
         c##r##0 = _mm512_dpbusd_epi32(c##r##0, _mm512_set1_epi32(tod_load_i32(a##r)), b0); \
@@ -330,15 +407,22 @@ TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, in
                                                  int mr, const uint8_t *b, int64_t width,
                                                  const int32_t *bias32, const int32_t *m0,
                                                  const int32_t *left, const int32_t *right,
-                                                 int nosat, int32_t zp, int32_t lo, int32_t hi,
+                                                 int mode, int32_t zp, int32_t lo, int32_t hi,
                                                  int8_t *out, int64_t ldo) {
-    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
-            c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00,
-            c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    const int wide = width > 16, short_route = mode == TOD_RQ_SHORT;
+    const __mmask16 k0 = tod_tail16(width), k1 = wide ? tod_tail16(width - 16) : 0;
+    /* the short route starts from the bias (never more than 2^30 in magnitude, see above) */
+    const __m512i init0 = short_route ? _mm512_maskz_loadu_epi32(k0, bias32)
+                                      : _mm512_setzero_si512();
+    const __m512i init1 = short_route ? _mm512_maskz_loadu_epi32(k1, bias32 + 16)
+                                      : _mm512_setzero_si512();
+    __m512i c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1,
+            c30 = init0, c31 = init1, c40 = init0, c41 = init1, c50 = init0, c51 = init1,
+            c60 = init0, c61 = init1, c70 = init0, c71 = init1;
     TOD_ROW_POINTERS4(a, lda, mr);
     const int8_t *a4 = a + (mr > 4 ? 4 : 0) * lda, *a5 = a + (mr > 5 ? 5 : 0) * lda,
                  *a6 = a + (mr > 6 ? 6 : 0) * lda, *a7 = a + (mr > 7 ? 7 : 0) * lda;
-    if (width > 16) {
+    if (wide) {
         for (int64_t q = 0; q < kq; q++, b += 128) {
             const __m512i b0 = _mm512_loadu_si512((const void *)b);
             const __m512i b1 = _mm512_loadu_si512((const void *)(b + 64));
@@ -364,8 +448,51 @@ TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, in
             TOD_VNNI_ROW_BU8_HALF(7);
         }
     }
+    if (short_route) {
+        const __m512i zp16 = _mm512_set1_epi16((int16_t)zp), lo8 = _mm512_set1_epi8((char)lo),
+                      hi8 = _mm512_set1_epi8((char)hi);
+        const int clamp = lo > -128 || hi < 127;
+        const tod_rqs16 p0 = tod_rqs16_make(k0, m0, right);
+#define TOD_Y0(r) c##r##0 = tod_rqs16_y(c##r##0, &p0)
+        TOD_Y0(0); TOD_Y0(1); TOD_Y0(2); TOD_Y0(3); TOD_Y0(4); TOD_Y0(5); TOD_Y0(6); TOD_Y0(7);
+#undef TOD_Y0
+        if (wide) { /* rows r, r + 1 -> 2 x 32 bytes */
+            const tod_rqs16 p1 = tod_rqs16_make(k1, m0 + 16, right + 16);
+#define TOD_Y1(r) c##r##1 = tod_rqs16_y(c##r##1, &p1)
+            TOD_Y1(0); TOD_Y1(1); TOD_Y1(2); TOD_Y1(3); TOD_Y1(4); TOD_Y1(5); TOD_Y1(6); TOD_Y1(7);
+#undef TOD_Y1
+            const __mmask32 km = ((__mmask32)k1 << 16) | 0xFFFFu;
+#define TOD_STORE2(r, s)                                                                   \
+    if (mr > r) {                                                                          \
+        const __m512i v_ = tod_rqs_pack4(c##r##0, c##r##1, c##s##0, c##s##1, zp16, clamp,  \
+                                         lo8, hi8);                                        \
+        _mm256_mask_storeu_epi8(out + r * ldo, km, _mm512_castsi512_si256(v_));            \
+        if (mr > s) _mm256_mask_storeu_epi8(out + s * ldo, km, _mm512_extracti64x4_epi64(v_, 1)); \
+    }
+            TOD_STORE2(0, 1)
+            TOD_STORE2(2, 3)
+            TOD_STORE2(4, 5)
+            TOD_STORE2(6, 7)
+#undef TOD_STORE2
+        } else { /* rows r .. r + 3 -> 4 x 16 bytes */
+#define TOD_STORE4(r, s, t, u)                                                              \
+    if (mr > r) {                                                                           \
+        const __m512i v_ = tod_rqs_pack4(c##r##0, c##s##0, c##t##0, c##u##0, zp16, clamp,   \
+                                         lo8, hi8);                                         \
+        _mm_mask_storeu_epi8(out + r * ldo, k0, _mm512_castsi512_si128(v_));                \
+        if (mr > s) _mm_mask_storeu_epi8(out + s * ldo, k0, _mm512_extracti32x4_epi32(v_, 1)); \
+        if (mr > t) _mm_mask_storeu_epi8(out + t * ldo, k0, _mm512_extracti32x4_epi32(v_, 2)); \
+        if (mr > u) _mm_mask_storeu_epi8(out + u * ldo, k0, _mm512_extracti32x4_epi32(v_, 3)); \
+    }
+            TOD_STORE4(0, 1, 2, 3)
+            TOD_STORE4(4, 5, 6, 7)
+#undef TOD_STORE4
+        }
+        return;
+    }
     const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo - zp),
                   vhi = _mm512_set1_epi32(hi - zp);
+    const int nosat = mode == TOD_RQ_NOSAT;
     for (int h = 0; h < 2 && 16 * h < width; h++) {
         const __mmask16 k = tod_tail16(width - 16 * h);
         const tod_rq16 p = tod_rq16_make(_mm512_maskz_loadu_epi32(k, bias32 + 16 * h),
