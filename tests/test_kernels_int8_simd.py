@@ -126,6 +126,45 @@ def test_linear_fused_tile_saturating_bias(path, n, k, f):
                 assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args)), (path, zp_in)
 
 
+M0_EDGES = [0, 1, 2**30, 2**30 + 1, 2**31 - 1]
+
+
+@given(
+    n=st.integers(1, 19), k=st.integers(1, 70), f=st.integers(1, 70),
+    m0_pick=st.lists(st.integers(0, 5), min_size=1, max_size=4),
+    right=st.lists(st.integers(0, 31), min_size=1, max_size=4),
+    zp_in=st.integers(-128, 127), zp_out=st.integers(-128, 127),
+    bounds=st.tuples(st.integers(-128, 127), st.integers(-128, 127)),
+    bias_scale=st.sampled_from([0, 10**3, 2**29, 2**30 - 10**6, 2**30, 2**31 - 1]),
+    seed=st.integers(0, 2**16),
+)  # fmt: skip
+@settings(max_examples=60, deadline=None)
+def test_linear_short_requant_route_any_path(
+    n, k, f, m0_pick, right, zp_in, zp_out, bounds, bias_scale, seed
+):
+    """linear_s8's short requantization route (VNNI tile, kernels/simd/int8_requant.h:
+    |acc + bias| < 2^30, no left shift) and its neighbours, bit-exact on every path. M0 =
+    2^30 makes SRDHM halve exactly, so RoundingDivideByPOT meets its ties of both signs;
+    right shifts 0 and 31, M0 = 0 and 2^31 - 1, biases up to and past the route's bound."""
+    rng = np.random.default_rng(seed)
+    x, w = s8(rng, (n, k)), s8(rng, (f, k), -127)
+    m0 = np.array([M0_EDGES[i] if i < 5 else int(rng.integers(0, 2**31)) for i in m0_pick])
+    m0 = np.resize(m0, f).astype(np.int32)
+    shift = -np.resize(np.array(right), f).astype(np.int32)
+    rng.shuffle(shift)
+    bias = np.clip(rng.integers(-bias_scale, bias_scale + 1, f), -(2**31), 2**31 - 1)
+    bias = bias.astype(np.int32)
+    lo, hi = min(bounds), max(bounds)
+    args = (x, w, bias, zp_in, zp_out, m0, shift, lo, hi, "double")
+    want = ref.linear_s8(*args)
+    try:
+        for name in PATHS:
+            k8.set_simd_path(name)
+            assert np.array_equal(k8.linear_s8(*args), want), name
+    finally:
+        k8.set_simd_path(None)
+
+
 def random_conv(rng, depthwise=False):
     n, c = int(rng.integers(1, 4)), int(rng.integers(1, 12))
     h, w = int(rng.integers(3, 14)), int(rng.integers(3, 14))
