@@ -166,6 +166,11 @@ cdef inline bint _array(a, int typenum, int ndim):
             and cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(a))
 
 
+cdef inline Py_ssize_t _dim(a, int i):
+    """``a.shape[i]`` of an ndarray, without building the shape tuple."""
+    return cnp.PyArray_DIMS(<cnp.ndarray>a)[i]
+
+
 cdef bint _weights_ok(w):
     """int8 weights, C-contiguous, none below -127."""
     cdef Py_ssize_t i, n = cnp.PyArray_SIZE(w)
@@ -182,7 +187,7 @@ cdef bint _requant_ok(Py_ssize_t channels, multiplier, shift, zp_out, act_min, a
     """int32 (F,) multiplier/shift in range, plain ints and a known rounding."""
     if not (_array(multiplier, cnp.NPY_INT32, 1) and _array(shift, cnp.NPY_INT32, 1)):
         return False
-    if multiplier.shape[0] != channels or shift.shape[0] != channels:
+    if _dim(multiplier, 0) != channels or _dim(shift, 0) != channels:
         return False
     if not (_is_int(zp_out, -128, 127) and _is_int(act_min, -128, 127)
             and _is_int(act_max, -128, 127) and act_min <= act_max):
@@ -210,7 +215,7 @@ cdef object _fast_requant(Py_ssize_t channels, multiplier, shift, zp_out, act_mi
 cdef object _fast_bias(bias, Py_ssize_t channels):
     if bias is None:
         return np.zeros(channels, dtype=np.int32)
-    if _array(bias, cnp.NPY_INT32, 1) and bias.shape[0] == channels:
+    if _array(bias, cnp.NPY_INT32, 1) and _dim(bias, 0) == channels:
         return bias
     return None
 
@@ -386,11 +391,11 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     fn = "linear_s8"
     b_fast = None
     cdef bint fast = False
-    if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and x.shape[1] == w.shape[1]
-            and w.shape[1] * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
+    if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and _dim(x, 1) == _dim(w, 1)
+            and _dim(w, 1) * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
             and _weights_ok(w)):
-        b_fast = _fast_bias(bias, w.shape[0])
-        fast = b_fast is not None and _requant_ok(w.shape[0], multiplier, shift,
+        b_fast = _fast_bias(bias, _dim(w, 0))
+        fast = b_fast is not None and _requant_ok(_dim(w, 0), multiplier, shift,
                                                   output_zero_point, act_min, act_max, rounding)
     cdef int single, zp, lo, hi
     if fast:  # plain valid arguments: no RequantArgs to build (a small layer's call is short)
@@ -403,8 +408,10 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
         multiplier, shift = rq.multiplier, rq.shift
         single, zp, lo, hi = rq.rounding, rq.zp_out, rq.act_min, rq.act_max
     cdef int zp_in = input_zero_point
-    cdef Py_ssize_t n = x.shape[0], k = x.shape[1], f = w.shape[0]
-    out = np.empty((n, f), dtype=np.int8)
+    cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), f = _dim(w, 0)
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = n, f
+    out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INT8, 0)  # np.empty's Python call costs more
     if n == 0 or f == 0:
         return out
     cdef tod_int8_path path = _path
@@ -425,7 +432,8 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef Py_ssize_t o_t = o_r + _a64(4 * f), o_w = o_t + _a64(4 * mr * nr * threads)
     cdef Py_ssize_t o_x = o_w + _a64(panels * kq * nr * 4)
     cdef Py_ssize_t total = o_x + (_a64(n * 4 * kq) if copy_x else 0)
-    scratch = np.empty(total + 64, dtype=np.uint8)
+    dims[0] = total + 64
+    scratch = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT8, 0)
     cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(scratch)
     base = base + ((64 - (<size_t>base) % 64) % 64)
     cdef int64_t* colb = <int64_t*>base
