@@ -155,18 +155,7 @@ TOD_AVX2_TARGET static void tod_linear_tile_avx2(int64_t kq, const int8_t *a, in
                                                  const int32_t *left, const int32_t *right,
                                                  int nosat, int32_t zp, int32_t lo, int32_t hi,
                                                  int8_t *out, int64_t ldo) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
-            c21 = c00, c30 = c00, c31 = c00;
-    TOD_ROW_POINTERS4(a, lda, mr);
-    for (int64_t q = 0; q < kq; q++, b += 64) {
-        const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);
-        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
-        TOD_AVX2_ROW_VSAFE(0);
-        TOD_AVX2_ROW_VSAFE(1);
-        TOD_AVX2_ROW_VSAFE(2);
-        TOD_AVX2_ROW_VSAFE(3);
-    }
+    TOD_AVX2_VSAFE_ACCUMULATE(kq, a, lda, mr, b); /* the loop of tod_ukr_avx2_vsafe */
     const __m256i vzp = _mm256_set1_epi32(zp), vlo = _mm256_set1_epi32(lo - zp),
                   vhi = _mm256_set1_epi32(hi - zp);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -419,22 +408,9 @@ TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, in
     __m512i c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1,
             c30 = init0, c31 = init1, c40 = init0, c41 = init1, c50 = init0, c51 = init1,
             c60 = init0, c61 = init1, c70 = init0, c71 = init1;
-    TOD_ROW_POINTERS4(a, lda, mr);
-    const int8_t *a4 = a + (mr > 4 ? 4 : 0) * lda, *a5 = a + (mr > 5 ? 5 : 0) * lda,
-                 *a6 = a + (mr > 6 ? 6 : 0) * lda, *a7 = a + (mr > 7 ? 7 : 0) * lda;
+    TOD_ROW_POINTERS8(a, lda, mr);
     if (wide) {
-        for (int64_t q = 0; q < kq; q++, b += 128) {
-            const __m512i b0 = _mm512_loadu_si512((const void *)b);
-            const __m512i b1 = _mm512_loadu_si512((const void *)(b + 64));
-            TOD_VNNI_ROW_BU8(0);
-            TOD_VNNI_ROW_BU8(1);
-            TOD_VNNI_ROW_BU8(2);
-            TOD_VNNI_ROW_BU8(3);
-            TOD_VNNI_ROW_BU8(4);
-            TOD_VNNI_ROW_BU8(5);
-            TOD_VNNI_ROW_BU8(6);
-            TOD_VNNI_ROW_BU8(7);
-        }
+        TOD_VNNI_BU8_LOOP(kq, b) /* the loop of tod_ukr_vnni_bu8 */
     } else {
         for (int64_t q = 0; q < kq; q++, b += 128) {
             const __m512i b0 = _mm512_loadu_si512((const void *)b);
