@@ -309,44 +309,50 @@ TOD_VNNI_TARGET static void tod_requant_tile_vnnix(
  * h' in the high half of each 64-bit product, so one vpermt2d gathers the 16 results; the
  * bound keeps h' - 1 and h' + 0 inside int32 (|h'| <= |v| + 2^30).
  * Per 16 outputs: vpaddd, vpshufd, 2 vpmuldq, 2 vpaddq, vpermt2d, vpcmpd, masked vpsubd,
- * vpsravd -- against 14 instructions and a saturating bias add on the general route. The
- * bias is the accumulators' starting value (no overflow: |v| < 2^30 bounds every partial
- * sum too). Then the output zero point and the clamp are applied to 64 outputs at a time
- * after saturating packs to int16 (exact: every clamp bound is an int8). */
+ * vpsravd, the bias folded into the 64-bit constant -- against 15 instructions on the
+ * general route. Then the output zero point and the clamp are applied to 64 outputs at a
+ * time after saturating packs to int16 (exact: every clamp bound is an int8). */
 enum { TOD_RQ_SATURATE = 0, TOD_RQ_NOSAT = 1, TOD_RQ_SHORT = 2 };
 
 typedef struct {
     __m512i m0, m0o, n2e, n2o, t, e;
 } tod_rqs16;
 
-/* parameters of 16 channels (lanes past the mask: M0 = 0, e = 0, harmless) */
-TOD_VNNI_TARGET static inline tod_rqs16 tod_rqs16_make(__mmask16 k, const int32_t *m0,
+/* parameters of 16 channels (lanes past the mask: M0 = 0, e = 0, bias 0, harmless). The bias
+ * rides in the 64-bit constant: 2 (acc + bias) M0 + n2 = 2 acc M0 + (2 bias M0 + n2), and
+ * v < 0 is acc < -bias. */
+TOD_VNNI_TARGET static inline tod_rqs16 tod_rqs16_make(__mmask16 k, const int32_t *bias,
+                                                       const int32_t *m0,
                                                        const int32_t *right) {
     tod_rqs16 p;
+    const __m512i b = _mm512_maskz_loadu_epi32(k, bias), b2 = _mm512_add_epi32(b, b);
     p.m0 = _mm512_maskz_loadu_epi32(k, m0);
     p.e = _mm512_maskz_loadu_epi32(k, right);
     p.m0o = _mm512_shuffle_epi32(p.m0, _MM_PERM_DDBB); /* odd channels in the even slots */
     const __m512i half = /* 2^(e-1), 0 for e = 0 */
         _mm512_srli_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), p.e), 1);
     const __m512i r31 = _mm512_set1_epi64((int64_t)1 << 31);
-    p.n2e = _mm512_or_si512(_mm512_slli_epi64(half, 32), r31);     /* even channels */
-    p.n2o = _mm512_mask_blend_epi32((__mmask16)0x5555, half, r31); /* odd channels */
-    /* v < t: v < 0 where e > 0, never where e = 0 */
-    p.t = _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(p.e, _mm512_setzero_si512()),
-                                 _mm512_set1_epi32(INT32_MIN));
+    p.n2e = _mm512_add_epi64(_mm512_or_si512(_mm512_slli_epi64(half, 32), r31), /* even */
+                             _mm512_mul_epi32(b2, p.m0));
+    p.n2o = _mm512_add_epi64(_mm512_mask_blend_epi32((__mmask16)0x5555, half, r31), /* odd */
+                             _mm512_mul_epi32(_mm512_shuffle_epi32(b2, _MM_PERM_DDBB), p.m0o));
+    /* acc < t: v < 0 where e > 0, never where e = 0 */
+    p.t = _mm512_mask_mov_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), b),
+                                _mm512_cmpeq_epi32_mask(p.e, _mm512_setzero_si512()),
+                                _mm512_set1_epi32(INT32_MIN));
     return p;
 }
 
-/* y of 16 values v = acc + bias, |v| < 2^30 (see above) */
-TOD_VNNI_TARGET static inline __m512i tod_rqs16_y(__m512i v, const tod_rqs16 *p) {
+/* y of 16 accumulators whose sums with the bias, v, satisfy |v| < 2^30 (see above) */
+TOD_VNNI_TARGET static inline __m512i tod_rqs16_y(__m512i acc, const tod_rqs16 *p) {
     const __m512i gather = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29,
                                              15, 31); /* high halves of even, odd products */
-    const __m512i v2 = _mm512_add_epi32(v, v);
-    const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(v2, p->m0), p->n2e);
+    const __m512i a2 = _mm512_add_epi32(acc, acc);
+    const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(a2, p->m0), p->n2e);
     const __m512i po = _mm512_add_epi64(
-        _mm512_mul_epi32(_mm512_shuffle_epi32(v2, _MM_PERM_DDBB), p->m0o), p->n2o);
+        _mm512_mul_epi32(_mm512_shuffle_epi32(a2, _MM_PERM_DDBB), p->m0o), p->n2o);
     __m512i h = _mm512_permutex2var_epi32(pe, gather, po);
-    h = _mm512_mask_sub_epi32(h, _mm512_cmplt_epi32_mask(v, p->t), h, _mm512_set1_epi32(1));
+    h = _mm512_mask_sub_epi32(h, _mm512_cmplt_epi32_mask(acc, p->t), h, _mm512_set1_epi32(1));
     return _mm512_srav_epi32(h, p->e);
 }
 
@@ -392,52 +398,66 @@ TOD_VNNI_TARGET static inline void tod_rq16_row_out(__m512i acc, const tod_rq16 
     tod_rq16_store(y, vzp, vlo, vhi, k, out);
 }
 
-TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, int64_t lda,
-                                                 int mr, const uint8_t *b, int64_t width,
-                                                 const int32_t *bias32, const int32_t *m0,
-                                                 const int32_t *left, const int32_t *right,
-                                                 int mode, int32_t zp, int32_t lo, int32_t hi,
-                                                 int8_t *out, int64_t ldo) {
-    const int wide = width > 16, short_route = mode == TOD_RQ_SHORT;
+/* An empty asm that takes the 16 accumulators in registers after the loop: without it gcc
+ * 12 keeps a second copy of each accumulator inside the loop of the short route (two
+ * register moves, and stack spills, per multiply-add: slower than the general route). */
+#define TOD_PIN_ACCUMULATORS()                                                             \
+    do {                                                                                   \
+        __asm__("" : "+v"(c00), "+v"(c01), "+v"(c10), "+v"(c11), "+v"(c20), "+v"(c21),    \
+                "+v"(c30), "+v"(c31));                                                     \
+        __asm__("" : "+v"(c40), "+v"(c41), "+v"(c50), "+v"(c51), "+v"(c60), "+v"(c61),    \
+                "+v"(c70), "+v"(c71));                                                     \
+    } while (0)
+
+/* The accumulators c00 .. c71 of an 8 x 32 tile, starting at init0 (channels 0..15) and
+ * init1 (16..31), summed over 4 kq; a panel of at most 16 channels (wide = 0) runs only
+ * the first half. One macro for the two tiles below (the short and the general route). */
+#define TOD_VNNI_TILE_ACCUMULATE(init0, init1)                                              \
+    __m512i c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1,  \
+            c30 = init0, c31 = init1, c40 = init0, c41 = init1, c50 = init0, c51 = init1,  \
+            c60 = init0, c61 = init1, c70 = init0, c71 = init1;                            \
+    do {                                                                                   \
+        TOD_ROW_POINTERS8(a, lda, mr);                                                     \
+        if (wide) {                                                                        \
+            TOD_VNNI_BU8_LOOP(kq, b) /* the loop of tod_ukr_vnni_bu8 */                    \
+        } else {                                                                           \
+            for (int64_t q = 0; q < kq; q++, b += 128) {                                   \
+                const __m512i b0 = _mm512_loadu_si512((const void *)b);                    \
+                TOD_VNNI_ROW_BU8_HALF(0);                                                  \
+                TOD_VNNI_ROW_BU8_HALF(1);                                                  \
+                TOD_VNNI_ROW_BU8_HALF(2);                                                  \
+                TOD_VNNI_ROW_BU8_HALF(3);                                                  \
+                TOD_VNNI_ROW_BU8_HALF(4);                                                  \
+                TOD_VNNI_ROW_BU8_HALF(5);                                                  \
+                TOD_VNNI_ROW_BU8_HALF(6);                                                  \
+                TOD_VNNI_ROW_BU8_HALF(7);                                                  \
+            }                                                                              \
+        }                                                                                  \
+        TOD_PIN_ACCUMULATORS();                                                            \
+    } while (0)
+
+/* the short route (the bias is folded into its constants) */
+TOD_VNNI_TARGET __attribute__((noinline)) static void tod_linear_tile_vnni_short(
+    int64_t kq, const int8_t *a, int64_t lda, int mr, const uint8_t *b, int64_t width,
+    const int32_t *bias32, const int32_t *m0, const int32_t *right, int32_t zp, int32_t lo,
+    int32_t hi, int8_t *out, int64_t ldo) {
+    const int wide = width > 16;
     const __mmask16 k0 = tod_tail16(width), k1 = wide ? tod_tail16(width - 16) : 0;
-    /* the short route starts from the bias (never more than 2^30 in magnitude, see above) */
-    const __m512i init0 = short_route ? _mm512_maskz_loadu_epi32(k0, bias32)
-                                      : _mm512_setzero_si512();
-    const __m512i init1 = short_route ? _mm512_maskz_loadu_epi32(k1, bias32 + 16)
-                                      : _mm512_setzero_si512();
-    __m512i c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1,
-            c30 = init0, c31 = init1, c40 = init0, c41 = init1, c50 = init0, c51 = init1,
-            c60 = init0, c61 = init1, c70 = init0, c71 = init1;
-    TOD_ROW_POINTERS8(a, lda, mr);
-    if (wide) {
-        TOD_VNNI_BU8_LOOP(kq, b) /* the loop of tod_ukr_vnni_bu8 */
-    } else {
-        for (int64_t q = 0; q < kq; q++, b += 128) {
-            const __m512i b0 = _mm512_loadu_si512((const void *)b);
-            TOD_VNNI_ROW_BU8_HALF(0);
-            TOD_VNNI_ROW_BU8_HALF(1);
-            TOD_VNNI_ROW_BU8_HALF(2);
-            TOD_VNNI_ROW_BU8_HALF(3);
-            TOD_VNNI_ROW_BU8_HALF(4);
-            TOD_VNNI_ROW_BU8_HALF(5);
-            TOD_VNNI_ROW_BU8_HALF(6);
-            TOD_VNNI_ROW_BU8_HALF(7);
-        }
-    }
-    if (short_route) {
-        const __m512i zp16 = _mm512_set1_epi16((int16_t)zp), lo8 = _mm512_set1_epi8((char)lo),
-                      hi8 = _mm512_set1_epi8((char)hi);
-        const int clamp = lo > -128 || hi < 127;
-        const tod_rqs16 p0 = tod_rqs16_make(k0, m0, right);
+    const __m512i zero = _mm512_setzero_si512();
+    TOD_VNNI_TILE_ACCUMULATE(zero, zero);
+    const __m512i zp16 = _mm512_set1_epi16((int16_t)zp), lo8 = _mm512_set1_epi8((char)lo),
+                  hi8 = _mm512_set1_epi8((char)hi);
+    const int clamp = lo > -128 || hi < 127;
+    const tod_rqs16 p0 = tod_rqs16_make(k0, bias32, m0, right);
 #define TOD_Y0(r) c##r##0 = tod_rqs16_y(c##r##0, &p0)
-        TOD_Y0(0); TOD_Y0(1); TOD_Y0(2); TOD_Y0(3); TOD_Y0(4); TOD_Y0(5); TOD_Y0(6); TOD_Y0(7);
+    TOD_Y0(0); TOD_Y0(1); TOD_Y0(2); TOD_Y0(3); TOD_Y0(4); TOD_Y0(5); TOD_Y0(6); TOD_Y0(7);
 #undef TOD_Y0
-        if (wide) { /* rows r, r + 1 -> 2 x 32 bytes */
-            const tod_rqs16 p1 = tod_rqs16_make(k1, m0 + 16, right + 16);
+    if (wide) { /* rows r, r + 1 -> 2 x 32 bytes */
+        const tod_rqs16 p1 = tod_rqs16_make(k1, bias32 + 16, m0 + 16, right + 16);
 #define TOD_Y1(r) c##r##1 = tod_rqs16_y(c##r##1, &p1)
-            TOD_Y1(0); TOD_Y1(1); TOD_Y1(2); TOD_Y1(3); TOD_Y1(4); TOD_Y1(5); TOD_Y1(6); TOD_Y1(7);
+        TOD_Y1(0); TOD_Y1(1); TOD_Y1(2); TOD_Y1(3); TOD_Y1(4); TOD_Y1(5); TOD_Y1(6); TOD_Y1(7);
 #undef TOD_Y1
-            const __mmask32 km = ((__mmask32)k1 << 16) | 0xFFFFu;
+        const __mmask32 km = ((__mmask32)k1 << 16) | 0xFFFFu;
 #define TOD_STORE2(r, s)                                                                   \
     if (mr > r) {                                                                          \
         const __m512i v_ = tod_rqs_pack4(c##r##0, c##r##1, c##s##0, c##s##1, zp16, clamp,  \
@@ -445,12 +465,12 @@ TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, in
         _mm256_mask_storeu_epi8(out + r * ldo, km, _mm512_castsi512_si256(v_));            \
         if (mr > s) _mm256_mask_storeu_epi8(out + s * ldo, km, _mm512_extracti64x4_epi64(v_, 1)); \
     }
-            TOD_STORE2(0, 1)
-            TOD_STORE2(2, 3)
-            TOD_STORE2(4, 5)
-            TOD_STORE2(6, 7)
+        TOD_STORE2(0, 1)
+        TOD_STORE2(2, 3)
+        TOD_STORE2(4, 5)
+        TOD_STORE2(6, 7)
 #undef TOD_STORE2
-        } else { /* rows r .. r + 3 -> 4 x 16 bytes */
+    } else { /* rows r .. r + 3 -> 4 x 16 bytes */
 #define TOD_STORE4(r, s, t, u)                                                              \
     if (mr > r) {                                                                           \
         const __m512i v_ = tod_rqs_pack4(c##r##0, c##s##0, c##t##0, c##u##0, zp16, clamp,   \
@@ -460,15 +480,22 @@ TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, in
         if (mr > t) _mm_mask_storeu_epi8(out + t * ldo, k0, _mm512_extracti32x4_epi32(v_, 2)); \
         if (mr > u) _mm_mask_storeu_epi8(out + u * ldo, k0, _mm512_extracti32x4_epi32(v_, 3)); \
     }
-            TOD_STORE4(0, 1, 2, 3)
-            TOD_STORE4(4, 5, 6, 7)
+        TOD_STORE4(0, 1, 2, 3)
+        TOD_STORE4(4, 5, 6, 7)
 #undef TOD_STORE4
-        }
-        return;
     }
+}
+
+/* the general route: saturating or plain bias add, any shift (tod_rq16_*) */
+TOD_VNNI_TARGET __attribute__((noinline)) static void tod_linear_tile_vnni_general(
+    int64_t kq, const int8_t *a, int64_t lda, int mr, const uint8_t *b, int64_t width,
+    const int32_t *bias32, const int32_t *m0, const int32_t *left, const int32_t *right,
+    int nosat, int32_t zp, int32_t lo, int32_t hi, int8_t *out, int64_t ldo) {
+    const int wide = width > 16;
+    const __m512i zero = _mm512_setzero_si512();
+    TOD_VNNI_TILE_ACCUMULATE(zero, zero);
     const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo - zp),
                   vhi = _mm512_set1_epi32(hi - zp);
-    const int nosat = mode == TOD_RQ_NOSAT;
     for (int h = 0; h < 2 && 16 * h < width; h++) {
         const __mmask16 k = tod_tail16(width - 16 * h);
         const tod_rq16 p = tod_rq16_make(_mm512_maskz_loadu_epi32(k, bias32 + 16 * h),
@@ -491,6 +518,20 @@ TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, in
         TOD_RQ_ROW(7);
 #undef TOD_RQ_ROW
     }
+}
+
+TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, int64_t lda,
+                                                 int mr, const uint8_t *b, int64_t width,
+                                                 const int32_t *bias32, const int32_t *m0,
+                                                 const int32_t *left, const int32_t *right,
+                                                 int mode, int32_t zp, int32_t lo, int32_t hi,
+                                                 int8_t *out, int64_t ldo) {
+    if (mode == TOD_RQ_SHORT)
+        tod_linear_tile_vnni_short(kq, a, lda, mr, b, width, bias32, m0, right, zp, lo, hi, out,
+                                   ldo);
+    else
+        tod_linear_tile_vnni_general(kq, a, lda, mr, b, width, bias32, m0, left, right,
+                                     mode == TOD_RQ_NOSAT, zp, lo, hi, out, ldo);
 }
 #undef TOD_VNNI_ROW_BU8_HALF
 
