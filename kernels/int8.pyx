@@ -76,6 +76,9 @@ from _int8_simd cimport (
     tod_pack_cols,
     tod_pack_pointwise_panel,
     tod_pack_rows,
+    tod_rqs16,
+    tod_rqs16_prepare,
+    tod_linear_tile_vnni_short,
     tod_ukr_fn,
 )
 
@@ -427,9 +430,13 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef int threads = _num_threads
     # All scratch in one numpy buffer (a small layer's call is mostly fixed costs), cut into
     # 64-byte aligned pieces: per channel the folded bias (int64), b32 / left / right
-    # (int32), the tiles of the threads, the packed weights and the copy of x.
+    # (int32), on the VNNI path the short route's parameters (_short_params), the tiles of
+    # the threads, the packed weights and the copy of x.
     cdef Py_ssize_t o_b32 = _a64(8 * f), o_l = o_b32 + _a64(4 * f), o_r = o_l + _a64(4 * f)
-    cdef Py_ssize_t o_t = o_r + _a64(4 * f), o_w = o_t + _a64(4 * mr * nr * threads)
+    cdef Py_ssize_t o_q = o_r + _a64(4 * f)
+    cdef Py_ssize_t o_t = o_q + (_a64(_cdiv(f, 16) * sizeof(tod_rqs16))
+                                 if p.isa == TOD_ISA_AVX512_VNNI else 0)
+    cdef Py_ssize_t o_w = o_t + _a64(4 * mr * nr * threads)
     cdef Py_ssize_t o_x = o_w + _a64(panels * kq * nr * 4)
     cdef Py_ssize_t total = o_x + (_a64(n * 4 * kq) if copy_x else 0)
     dims[0] = total + 64
@@ -500,6 +507,7 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
         if (fused and nosat and left0 and p.isa == TOD_ISA_AVX512_VNNI
                 and bmax < (1 << 30) - 4 * kq * 255 * 128):
             nosat = 2
+            tod_rqs16_prepare(b32, m0, rv, f, <tod_rqs16*>(base + o_q))
         if threads == 1:  # no OpenMP region for one thread (a few microseconds per call)
             for item in range(items):
                 _linear_item(&path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp, tiles,
@@ -515,6 +523,11 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
 cdef inline Py_ssize_t _a64(Py_ssize_t nbytes) noexcept nogil:
     """``nbytes`` rounded up to a multiple of 64 (a cache line)."""
     return (nbytes + 63) // 64 * 64
+
+
+cdef inline const tod_rqs16* _short_params(const int64_t* colb, Py_ssize_t f) noexcept nogil:
+    """The short route's parameters in linear_s8's scratch (after colb, b32, left, right)."""
+    return <const tod_rqs16*>(<const uint8_t*>colb + _a64(8 * f) + 3 * _a64(4 * f))
 
 
 cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fused,
@@ -533,6 +546,11 @@ cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fu
         tod_linear_tile_avx2(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,
                              b32 + col0, m0 + col0, lv + col0, rv + col0, nosat, zp, lo, hi,
                              o + i0 * f + col0, f)
+        return
+    if fused and nosat == 2:  # the same, short requantization route (int8_requant.h)
+        tod_linear_tile_vnni_short(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4,
+                                   width, _short_params(colb, f) + col0 // 16, zp, lo, hi,
+                                   o + i0 * f + col0, f)
         return
     if fused:  # micro-kernel and requantization in registers, int8 stored directly
         tod_linear_tile_vnni(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,

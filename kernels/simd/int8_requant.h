@@ -437,10 +437,20 @@ TOD_VNNI_TARGET static inline void tod_rq16_row_out(__m512i acc, const tod_rq16 
     } while (0)
 
 /* the short route (the bias is folded into its constants) */
+/* prm[g] = the short route's parameters of channels 16 g .. 16 g + 15 (of f), set up once
+ * per call: linear_s8 calls the tile below with prm + col0 / 16. */
+TOD_VNNI_TARGET static void tod_rqs16_prepare(const int32_t *bias32, const int32_t *m0,
+                                              const int32_t *right, int64_t f,
+                                              tod_rqs16 *prm) {
+    for (int64_t g = 0; 16 * g < f; g++)
+        prm[g] = tod_rqs16_make(tod_tail16(f - 16 * g), bias32 + 16 * g, m0 + 16 * g,
+                                right + 16 * g);
+}
+
+/* the short route: prm[0] (and prm[1] for more than 16 channels) from tod_rqs16_prepare */
 TOD_VNNI_TARGET __attribute__((noinline)) static void tod_linear_tile_vnni_short(
     int64_t kq, const int8_t *a, int64_t lda, int mr, const uint8_t *b, int64_t width,
-    const int32_t *bias32, const int32_t *m0, const int32_t *right, int32_t zp, int32_t lo,
-    int32_t hi, int8_t *out, int64_t ldo) {
+    const tod_rqs16 *prm, int32_t zp, int32_t lo, int32_t hi, int8_t *out, int64_t ldo) {
     const int wide = width > 16;
     const __mmask16 k0 = tod_tail16(width), k1 = wide ? tod_tail16(width - 16) : 0;
     const __m512i zero = _mm512_setzero_si512();
@@ -448,13 +458,13 @@ TOD_VNNI_TARGET __attribute__((noinline)) static void tod_linear_tile_vnni_short
     const __m512i zp16 = _mm512_set1_epi16((int16_t)zp), lo8 = _mm512_set1_epi8((char)lo),
                   hi8 = _mm512_set1_epi8((char)hi);
     const int clamp = lo > -128 || hi < 127;
-    const tod_rqs16 p0 = tod_rqs16_make(k0, bias32, m0, right);
-#define TOD_Y0(r) c##r##0 = tod_rqs16_y(c##r##0, &p0)
+    const tod_rqs16 *p0 = prm;
+#define TOD_Y0(r) c##r##0 = tod_rqs16_y(c##r##0, p0)
     TOD_Y0(0); TOD_Y0(1); TOD_Y0(2); TOD_Y0(3); TOD_Y0(4); TOD_Y0(5); TOD_Y0(6); TOD_Y0(7);
 #undef TOD_Y0
     if (wide) { /* rows r, r + 1 -> 2 x 32 bytes */
-        const tod_rqs16 p1 = tod_rqs16_make(k1, bias32 + 16, m0 + 16, right + 16);
-#define TOD_Y1(r) c##r##1 = tod_rqs16_y(c##r##1, &p1)
+        const tod_rqs16 *p1 = prm + 1;
+#define TOD_Y1(r) c##r##1 = tod_rqs16_y(c##r##1, p1)
         TOD_Y1(0); TOD_Y1(1); TOD_Y1(2); TOD_Y1(3); TOD_Y1(4); TOD_Y1(5); TOD_Y1(6); TOD_Y1(7);
 #undef TOD_Y1
         const __mmask32 km = ((__mmask32)k1 << 16) | 0xFFFFu;
@@ -526,10 +536,11 @@ TOD_VNNI_TARGET static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, in
                                                  const int32_t *left, const int32_t *right,
                                                  int mode, int32_t zp, int32_t lo, int32_t hi,
                                                  int8_t *out, int64_t ldo) {
-    if (mode == TOD_RQ_SHORT)
-        tod_linear_tile_vnni_short(kq, a, lda, mr, b, width, bias32, m0, right, zp, lo, hi, out,
-                                   ldo);
-    else
+    if (mode == TOD_RQ_SHORT) { /* (linear_s8 prepares the parameters once per call) */
+        tod_rqs16 prm[2];
+        tod_rqs16_prepare(bias32, m0, right, width, prm);
+        tod_linear_tile_vnni_short(kq, a, lda, mr, b, width, prm, zp, lo, hi, out, ldo);
+    } else
         tod_linear_tile_vnni_general(kq, a, lda, mr, b, width, bias32, m0, left, right,
                                      mode == TOD_RQ_NOSAT, zp, lo, hi, out, ldo);
 }
@@ -557,6 +568,20 @@ TOD_VNNI_TARGET static void tod_panel_sums_vnni(const uint8_t *packed, int64_t p
 }
 
 #else /* not x86: no VNNI path, never called */
+typedef struct {
+    int32_t unused;
+} tod_rqs16;
+static void tod_rqs16_prepare(const int32_t *bias32, const int32_t *m0, const int32_t *right,
+                              int64_t f, tod_rqs16 *prm) {
+    (void)bias32; (void)m0; (void)right; (void)f; (void)prm;
+}
+static void tod_linear_tile_vnni_short(int64_t kq, const int8_t *a, int64_t lda, int mr,
+                                       const uint8_t *b, int64_t width, const tod_rqs16 *prm,
+                                       int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                                       int64_t ldo) {
+    (void)kq; (void)a; (void)lda; (void)mr; (void)b; (void)width; (void)prm; (void)zp;
+    (void)lo; (void)hi; (void)out; (void)ldo;
+}
 static void tod_linear_tile_vnni(int64_t kq, const int8_t *a, int64_t lda, int mr,
                                  const uint8_t *b, int64_t width, const int32_t *bias32,
                                  const int32_t *m0, const int32_t *left, const int32_t *right,
