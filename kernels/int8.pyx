@@ -39,7 +39,11 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    VNNI path ``linear_s8`` requantizes each tile while it is still in registers (16 lanes
    per instruction, ``kernels/simd/int8_requant.h``) and skips the saturating bias add when
    ``|acc| + |bias|`` provably fits in int32: with 16-256 inputs per output the
-   requantization costs about as much as the multiply-adds.
+   requantization costs about as much as the multiply-adds. When ``|acc + bias| < 2^30``
+   and no channel shifts left (a multiplier below 1, the usual case), a shorter route gives
+   the same bits: both roundings folded into one 64-bit product and one shift per output,
+   the bias folded into per-channel constants set up once per call, then 64 outputs at a
+   time through saturating packs (zero point, clamp, int8).
 7. **Threads.** Panels are independent: ``prange`` over panels (GEMM, conv) or planes
    (depthwise), ``set_num_threads(n)`` OpenMP threads (default 1).
 

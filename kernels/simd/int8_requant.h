@@ -16,6 +16,9 @@
  * Only double rounding with a bias that fits in int32 takes this route; anything else
  * (single rounding, an extreme folded bias, the last few elements on AVX2) calls the
  * plain C of int8_epilogue.h for that row. Tests force both routes and compare bit for bit.
+ *
+ * linear_s8's VNNI tile has a shorter route still (tod_rqs16_*, below) for the usual case
+ * |acc + bias| < 2^30 with no left shift: 10 instructions per 16 outputs instead of 15.
  */
 #ifndef TINYODL_INT8_REQUANT_H
 #define TINYODL_INT8_REQUANT_H
