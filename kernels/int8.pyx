@@ -542,8 +542,11 @@ cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fu
                               const int32_t* lv, const int32_t* rv, int single, int zp, int lo,
                               int hi, int8_t* o) noexcept nogil:
     """One MR x NR tile of linear_s8: micro-kernel, then requantization into ``o``."""
-    cdef Py_ssize_t mr = path.gemm.mr, nr = path.gemm.nr
-    cdef Py_ssize_t pan = item % panels, i0 = (item // panels) * mr, col0 = pan * nr
+    cdef Py_ssize_t mr = path.gemm.mr, nr = path.gemm.nr, pan = 0, i0 = item * mr
+    if panels > 1:  # (a 64-bit division costs about as much as a narrow tile's epilogue)
+        pan = item % panels
+        i0 = (item // panels) * mr
+    cdef Py_ssize_t col0 = pan * nr
     cdef Py_ssize_t rows = n - i0 if n - i0 < mr else mr
     cdef Py_ssize_t width = f - col0 if f - col0 < nr else nr
     if fused and path.gemm.isa == TOD_ISA_AVX2:  # the AVX2 twin of the tile below
