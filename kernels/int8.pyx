@@ -39,7 +39,8 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    VNNI path ``linear_s8`` requantizes each tile while it is still in registers (16 lanes
    per instruction, ``kernels/simd/int8_requant.h``) and skips the saturating bias add when
    ``|acc| + |bias|`` provably fits in int32: with 16-256 inputs per output the
-   requantization costs about as much as the multiply-adds. When ``|acc + bias| < 2^30``
+   requantization costs about as much as the multiply-adds (AVX2 has a 4 x 16 twin of the
+   tile). When ``|acc + bias| < 2^30``
    and no channel shifts left (a multiplier below 1, the usual case), a shorter route gives
    the same bits: both roundings folded into one 64-bit product and one shift per output,
    the bias folded into per-channel constants set up once per call, then 64 outputs at a
@@ -507,11 +508,11 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
         nosat = bmax <= INT32_MAX - 4 * kq * 255 * 128
         for t in range(f):
             left0 = left0 and lv[t] == 0
-        # |acc + bias| < 2^30 and no left shift: the VNNI tile's short requantization route
-        if (fused and nosat and left0 and p.isa == TOD_ISA_AVX512_VNNI
-                and bmax < (1 << 30) - 4 * kq * 255 * 128):
+        # |acc + bias| < 2^30 and no left shift: the fused tiles' short requantization route
+        if fused and nosat and left0 and bmax < (1 << 30) - 4 * kq * 255 * 128:
             nosat = 2
-            tod_rqs16_prepare(b32, m0, rv, f, <tod_rqs16*>(base + o_q))
+            if p.isa == TOD_ISA_AVX512_VNNI:  # its parameters, once per call
+                tod_rqs16_prepare(b32, m0, rv, f, <tod_rqs16*>(base + o_q))
         if threads == 1:  # no OpenMP region for one thread (a few microseconds per call)
             for item in range(items):
                 _linear_item(&path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp, tiles,
@@ -554,7 +555,7 @@ cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fu
                              b32 + col0, m0 + col0, lv + col0, rv + col0, nosat, zp, lo, hi,
                              o + i0 * f + col0, f)
         return
-    if fused and nosat == 2:  # the same, short requantization route (int8_requant.h)
+    if fused and nosat == 2:  # the VNNI tile below, short requantization route
         tod_linear_tile_vnni_short(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4,
                                    width, _short_params(colb, f) + col0 // 16, zp, lo, hi,
                                    o + i0 * f + col0, f)
