@@ -212,6 +212,9 @@ TOD_AVX2_TARGET __attribute__((noinline)) static void tod_linear_tile_avx2_short
     const int32_t *bias32, const int32_t *m0, const int32_t *right, int32_t zp, int32_t lo,
     int32_t hi, int8_t *out, int64_t ldo) {
     TOD_AVX2_VSAFE_ACCUMULATE(kq, a, lda, mr, b); /* the loop of tod_ukr_avx2_vsafe */
+    /* (as TOD_PIN_ACCUMULATORS below: fewer register moves and spills in that loop) */
+    __asm__("" : "+x"(c00), "+x"(c01), "+x"(c10), "+x"(c11), "+x"(c20), "+x"(c21), "+x"(c30),
+            "+x"(c31));
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i k0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)width), lane);
     const __m256i k1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)width - 8), lane);
