@@ -165,6 +165,24 @@ def test_linear_short_requant_route_any_path(
         k8.set_simd_path(None)
 
 
+@pytest.mark.parametrize("k", [4, 37, 1000])
+def test_linear_short_route_at_its_bound(path, k):
+    """Largest accumulators of both signs (x = 127 / -128 against w = +-127) with biases on
+    both sides of the short route's bound |acc + bias| < 2^30 (K * 255 * 128 below it),
+    right shifts 0, 1 and 31 and M0 = 2^31 - 1: bit-exact on every path."""
+    x = np.array([[127] * k, [-128] * k, [127, -128] * (k // 2) + [127] * (k % 2)], np.int8)
+    w = np.array([[127] * k, [-127] * k, [127] * k, [-127] * k, [1] * k, [0] * k], np.int8)
+    edge = 2**30 - 4 * -(-k // 4) * 255 * 128
+    m0 = np.full(6, 2**31 - 1, np.int32)
+    for shift in ([0, -1, -31, 0, -1, -31], [-1] * 6, [-31, 0, -1, -2, -3, -30]):
+        for delta in (-300_000, -1, 0, 1, 300_000):
+            bias = np.array([edge + delta, -(edge + delta), edge, -edge, delta, 0], np.int64)
+            bias = np.clip(bias, -(2**31), 2**31 - 1).astype(np.int32)
+            for zp_in in (-128, 0, 127):
+                args = (x, w, bias, zp_in, -3, m0, np.array(shift, np.int32))
+                assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args)), (shift, delta)
+
+
 def random_conv(rng, depthwise=False):
     n, c = int(rng.integers(1, 4)), int(rng.integers(1, 12))
     h, w = int(rng.integers(3, 14)), int(rng.integers(3, 14))
