@@ -56,7 +56,7 @@ def linear_backward(dout: np.ndarray, cache: Cache):
     """
     dx = ops.linear_backward_input(dout, cache["w"])
     dw = ops.linear_backward_weight(dout, cache["x"]) if "x" in cache else None
-    return dx, dw, dout.sum(axis=0)
+    return dx, dw, ops.bias_grad(dout)  # dout.sum(axis=0)
 
 
 def linear_per_example_grads(dout: np.ndarray, x: np.ndarray):
@@ -117,7 +117,7 @@ def conv2d_backward(dout: np.ndarray, cache: Cache):
     dw = None
     if "x" in cache:
         dw = ops.conv2d_backward_weight(dout, cache["x"], w.shape, *geometry)
-    return dx, dw, dout.sum(axis=(0, 2, 3))
+    return dx, dw, ops.bias_grad(dout)  # dout.sum(axis=(0, 2, 3))
 
 
 def conv2d_per_example_grads(
@@ -148,14 +148,17 @@ def conv2d_per_example_grads(
 
 
 def relu_forward(x: np.ndarray):
-    """``max(x, 0)``; the cache is the boolean mask ``x > 0``, not ``x``."""
-    mask = x > 0
-    return x * mask, {"mask": mask}
+    """``max(x, 0)``; the cache is the boolean mask ``x > 0``, not ``x``.
+
+    ``x * (x > 0)`` in one pass (:func:`tinyodl.reference.elementwise.relu_forward`).
+    """
+    out, mask = ops.relu_forward(x)
+    return out, {"mask": mask}
 
 
 def relu_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
-    """``dout * (x > 0)``."""
-    return dout * cache["mask"]
+    """``dout * (x > 0)`` (:func:`tinyodl.reference.elementwise.relu_backward`)."""
+    return ops.relu_backward(dout, cache["mask"])
 
 
 def relu6_forward(x: np.ndarray):

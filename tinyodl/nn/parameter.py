@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyodl import ops
+
 
 class Parameter:
     """An ndarray of model weights plus its gradient.
@@ -76,7 +78,7 @@ class Parameter:
         if self.grad is None:
             self.grad = np.array(g, dtype=self.data.dtype, copy=True)
         else:
-            self.grad += g
+            ops.add_into(self.grad, g)  # self.grad += g (threaded in the compiled backend)
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Reset the gradient: fill it with zeros (keeping the buffer) or drop it."""
@@ -84,7 +86,7 @@ class Parameter:
         if set_to_none or self.grad is None:
             self.grad = None
         else:
-            self.grad.fill(0)
+            ops.fill_zeros(self.grad)  # self.grad.fill(0)
 
     def __repr__(self) -> str:
         state = "trainable" if self._trainable else "frozen"
