@@ -417,7 +417,7 @@ def _weight_grad_tiled(dout, x, w_shape, g):
     image, whatever the thread count: the same bits on any number of threads.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w_shape[0]
-    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW, n, f, p, t, k0, k1
+    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW, n, f, p, p0, t, k0, k1
     cdef Py_ssize_t blocks = (K + TOD_SMR - 1) // TOD_SMR, panels = (F + TOD_SNR - 1) // TOD_SNR
     cdef Geom geo = _geom(g)
     cdef bint direct = _is_pointwise(&geo)
@@ -435,9 +435,10 @@ def _weight_grad_tiled(dout, x, w_shape, g):
     cdef const float* a
     with nogil, parallel(num_threads=nt):
         for n in range(N):
-            for f in prange(F, schedule="static"):
-                for p in range(P):
-                    tv[p, f] = dv[n, f, p]
+            for p0 in prange(0, P, 16, schedule="static"):  # in 16-pixel blocks (in cache)
+                for f in range(F):
+                    for p in range(p0, P if P < p0 + 16 else p0 + 16):
+                        tv[p, f] = dv[n, f, p]
             tod_team_barrier()  # dout^T complete before anyone multiplies by it
             for t in prange(nt, schedule="static"):
                 k0 = blocks * t // nt * TOD_SMR

@@ -89,3 +89,38 @@ def test_cnn_mcmahan_step_two_threads_bit_equal():
         params.append([p.data.copy() for p in model.parameters()])
     for a, b in zip(*params, strict=True):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", ["portable", "avx2", "avx512_vnni"])
+def test_linear_s8_threads_edge_cases_every_path(path):
+    """linear_s8 on two threads (one OpenMP region: packing, sums and folded biases per panel,
+    then the tiles): bit-exact with the reference when a folded bias leaves int32 (no fused
+    tile) and when it leaves no room for the accumulator (saturating add); the weights'
+    range is checked while packing, with the reference's error."""
+    k8 = importlib.import_module("tinyodl._kernels.int8")
+    ref = importlib.import_module("tinyodl.reference.int8")
+    if path not in k8.simd_paths():
+        pytest.skip(f"this CPU cannot run {path}")
+    rng = np.random.default_rng(7)
+    x = rng.integers(-128, 128, (70, 203), dtype=np.int8)
+    w = rng.integers(-127, 128, (67, 203), dtype=np.int8)
+    m0 = rng.integers(2**30, 2**31 - 1, 67).astype(np.int32)
+    shift = rng.integers(-20, -8, 67).astype(np.int32)
+    for bias_abs in (10**3, 2**31 - 2**20, 2**31 - 1):
+        bias = (rng.choice([-1, 1], 67) * bias_abs).astype(np.int32)
+        for rounding in ("double", "single"):
+            args = (x, w, bias, 127, -5, m0, shift, -128, 127, rounding)
+            want = ref.linear_s8(*args)
+            old = k8.get_simd_path()
+            try:
+                k8.set_simd_path(path)
+                backend.set_num_threads(2)
+                got = k8.linear_s8(*args)
+            finally:
+                backend.set_num_threads(1)
+                k8.set_simd_path(old)
+            assert np.array_equal(got, want), (path, bias_abs, rounding)
+    bad = w.copy()
+    bad[66, 202] = -128  # in the last panel, at the last k
+    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+        _on_threads(2, lambda: k8.linear_s8(x, bad, None, 0, 0, m0, shift))
