@@ -124,3 +124,24 @@ def test_linear_s8_threads_edge_cases_every_path(path):
     bad[66, 202] = -128  # in the last panel, at the last k
     with pytest.raises(ValueError, match=r"\[-127, 127\]"):
         _on_threads(2, lambda: k8.linear_s8(x, bad, None, 0, 0, m0, shift))
+
+
+def test_maxpool_backward_checks_argmax_range_on_threads():
+    """The argmax range is checked inside the threaded loop (no serial min/max pass): an
+    index below 0 or past the plane is refused with the reference's error, never written."""
+    from tinyodl._kernels import pool
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 6, 8, 8)).astype(np.float32)
+    out, argmax = pool.maxpool2d_forward(x, 2)
+    for bad_value in (-1, 64):
+        bad = argmax.copy()
+        bad[3, 5, 3, 3] = bad_value
+        with pytest.raises(ValueError, match=r"argmax entries must lie in \[0, 64\)"):
+            _on_threads(2, lambda bad=bad: pool.maxpool2d_backward(out, bad, x.shape))
+    want = importlib.import_module("tinyodl.reference.pool").maxpool2d_backward(
+        out, argmax, x.shape
+    )
+    assert np.array_equal(
+        _on_threads(2, lambda: pool.maxpool2d_backward(out, argmax, x.shape)), want
+    )
