@@ -406,52 +406,63 @@ cdef void _im2col_rows_f32(const float* x, float* cols, const Geom* g, Py_ssize_
                 tod_im2col_row_f32(dst, xc + ih * g.W + kw - g.PW, lo, hi, g.OW, g.SW)
 
 
+#: images whose dout is transposed together by the weight gradient (two barriers per group)
+DW_IMAGES = 8
+
+
 def _weight_grad_tiled(dout, x, w_shape, g):
     """dW of a float32 convolution without groups on the register tiles of float_linear.h.
 
-    Per image: dout transposed (P x F, small), then dW^T (K x F) += cols . dout^T, the K
-    rows cut into one range of whole MR-row blocks per OpenMP thread; each thread builds
-    the im2col rows (K x P) of its own range only and multiplies them while they are in its
-    cache. The K x F sum is transposed into dW at the end. One OpenMP region for the whole
-    batch (two barriers per image). Each element of dW is summed by one thread, image after
-    image, whatever the thread count: the same bits on any number of threads.
+    dW^T (K x F) += cols . dout^T image after image, the K rows cut into one range of whole
+    MR-row blocks per OpenMP thread; each thread builds the im2col rows (K x P) of its own
+    range only and multiplies them while they are in its cache. dout is transposed (P x F
+    per image) by all the threads for :data:`DW_IMAGES` images at a time, in 16-pixel
+    blocks. The K x F sum is transposed into dW at the end. One OpenMP region for the whole
+    batch, two barriers per group of images. Each element of dW is summed by one thread,
+    image after image, whatever the thread count: the same bits on any number of threads.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w_shape[0]
-    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW, n, f, p, p0, t, k0, k1
+    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW, ci, n0, nb, i, q, f, p, p0, t, k0, k1
     cdef Py_ssize_t blocks = (K + TOD_SMR - 1) // TOD_SMR, panels = (F + TOD_SNR - 1) // TOD_SNR
+    cdef Py_ssize_t B = N if N < DW_IMAGES else DW_IMAGES, pblocks = (P + 15) // 16
     cdef Geom geo = _geom(g)
     cdef bint direct = _is_pointwise(&geo)
     cdef int nt = _num_threads if _num_threads < blocks else <int>blocks
     cols = np.empty((K, P), dtype=np.float32) if not direct else None
-    dout_t = np.empty((P, F), dtype=np.float32)
+    dout_t = np.empty((B, P, F), dtype=np.float32)
     dw_t = np.zeros((K, F), dtype=np.float32)
     cdef const float[:, :, :, ::1] xv = x
     cdef const float[:, :, ::1] dv = dout.reshape(N, F, P)
     cdef float* cp = NULL
     if not direct:
         cp = <float*>cnp_data(cols)
-    cdef float[:, ::1] tv = dout_t
+    cdef float[:, :, ::1] tv = dout_t
     cdef float[:, ::1] wv = dw_t
     cdef const float* a
     with nogil, parallel(num_threads=nt):
-        for n in range(N):
-            for p0 in prange(0, P, 16, schedule="static"):  # in 16-pixel blocks (in cache)
+        for ci in range((N + B - 1) // B):
+            n0 = ci * B
+            nb = N - n0 if N - n0 < B else B
+            for q in prange(nb * pblocks, schedule="static"):  # (image, 16 pixels): in cache
+                i = q // pblocks
+                p0 = (q % pblocks) * 16
                 for f in range(F):
                     for p in range(p0, P if P < p0 + 16 else p0 + 16):
-                        tv[p, f] = dv[n, f, p]
+                        tv[i, p, f] = dv[n0 + i, f, p]
             tod_team_barrier()  # dout^T complete before anyone multiplies by it
             for t in prange(nt, schedule="static"):
                 k0 = blocks * t // nt * TOD_SMR
                 k1 = blocks * (t + 1) // nt * TOD_SMR
                 k1 = K if k1 > K else k1
-                if direct:
-                    a = &xv[n, 0, 0, 0]  # (C, P) is already the column matrix
-                else:
-                    _im2col_rows_f32(&xv[n, 0, 0, 0], cp, &geo, k0, k1)
-                    a = cp
-                tod_sgemm_block(K, F, P, a, P, 1, &tv[0, 0], F, &wv[0, 0], F, 0, 1, k0, k1,
-                                0, panels)
-            tod_team_barrier()  # everyone is done with dout^T before the next image's
+                for i in range(nb):
+                    if direct:
+                        a = &xv[n0 + i, 0, 0, 0]  # (C, P) is already the column matrix
+                    else:
+                        _im2col_rows_f32(&xv[n0 + i, 0, 0, 0], cp, &geo, k0, k1)
+                        a = cp
+                    tod_sgemm_block(K, F, P, a, P, 1, &tv[i, 0, 0], F, &wv[0, 0], F, 0, 1, k0,
+                                    k1, 0, panels)
+            tod_team_barrier()  # everyone is done with these dout^T before the next ones
     return np.ascontiguousarray(dw_t.T).reshape(w_shape)
 
 
