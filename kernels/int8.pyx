@@ -60,7 +60,7 @@ import warnings
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport INT32_MAX, INT32_MIN, int8_t, int16_t, int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
@@ -86,6 +86,18 @@ from _int8_simd cimport (
     tod_linear_tile_vnni_short,
     tod_ukr_fn,
 )
+
+cdef extern from *:
+    """
+    /* A barrier of the enclosing OpenMP team (Cython's prange inside a parallel block ends
+       with "omp for nowait"). Nothing without OpenMP. */
+    static inline void tod_team_barrier(void) {
+    #ifdef _OPENMP
+        _Pragma("omp barrier")
+    #endif
+    }
+    """
+    void tod_team_barrier() noexcept nogil
 
 cdef extern from "int8_im2col.h" nogil:
     ctypedef struct tod_nchw_geom:
@@ -399,9 +411,10 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     fn = "linear_s8"
     b_fast = None
     cdef bint fast = False
+    cdef int threads = _num_threads
     if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and _dim(x, 1) == _dim(w, 1)
             and _dim(w, 1) * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
-            and _weights_ok(w)):
+            and (threads > 1 or _weights_ok(w))):  # on threads: checked while packing
         b_fast = _fast_bias(bias, _dim(w, 0))
         fast = b_fast is not None and _requant_ok(_dim(w, 0), multiplier, shift,
                                                   output_zero_point, act_min, act_max, rounding)
@@ -432,7 +445,6 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef Py_ssize_t kq = _cdiv(k, 4), nr = p.nr, mr = p.mr, panels = _cdiv(f, nr)
     cdef int64_t off = 128 if bu8 else 0
     cdef bint copy_x = bu8 or 4 * kq != k
-    cdef int threads = _num_threads
     # All scratch in one numpy buffer (a small layer's call is mostly fixed costs), cut into
     # 64-byte aligned pieces: per channel the folded bias (int64), b32 / left / right
     # (int32), on the VNNI path the short route's parameters (_short_params), the tiles of
@@ -441,7 +453,7 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef Py_ssize_t o_q = o_r + _a64(4 * f)
     cdef Py_ssize_t o_t = o_q + (_a64(_cdiv(f, 16) * sizeof(tod_rqs16))
                                  if p.isa == TOD_ISA_AVX512_VNNI else 0)
-    cdef Py_ssize_t o_w = o_t + _a64(4 * mr * nr * threads)
+    cdef Py_ssize_t o_w = o_t + _a64(4 * mr * nr * threads + (panels if threads > 1 else 0))
     cdef Py_ssize_t o_x = o_w + _a64(panels * kq * nr * 4)
     cdef Py_ssize_t total = o_x + (_a64(n * 4 * kq) if copy_x else 0)
     dims[0] = total + 64
@@ -466,6 +478,15 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef int64_t bmax = 0
     cdef Py_ssize_t t, item, items = panels * _cdiv(n, mr)
     cdef Py_ssize_t chunk = 64, r0
+    cdef int8_t wmin = 0
+    if threads > 1:
+        with nogil:
+            wmin = _linear_threads(&path, ukr, bu8, copy_x, threads, n, k, f, kq, zp_in, off,
+                                   xsrc, wsrc, base + o_x, wp, tiles, colb, b32, lv, rv,
+                                   bias_p, m0, shv, single, zp, lo, hi, o)
+        if wmin < -127:  # the reference's checks raise the error
+            chk.linear_args(fn, x, w, bias, input_zero_point)
+        return out
     with nogil:
         if copy_x:
             xa = <const int8_t*>(base + o_x)
@@ -523,6 +544,97 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
                              tiles + threadid() * mr * nr, colb, b32, m0, lv, rv, single, zp,
                              lo, hi, o)
     return out
+
+
+cdef int8_t _linear_threads(const tod_int8_path* path, tod_ukr_fn ukr, bint bu8, bint copy_x,
+                           int threads, Py_ssize_t n, Py_ssize_t k, Py_ssize_t f,
+                           Py_ssize_t kq, int zp_in, int64_t off, const int8_t* xsrc,
+                           const int8_t* wsrc, uint8_t* xcopy, uint8_t* wp, int32_t* tiles,
+                           int64_t* colb, int32_t* b32, int32_t* lv, int32_t* rv,
+                           const int32_t* bias_p, const int32_t* m0, const int32_t* shv,
+                           int single, int zp, int lo, int hi, int8_t* o) noexcept nogil:
+    """linear_s8 on ``threads`` OpenMP threads, in one parallel region: blocks of 64 rows of
+    x copied, and panels of weights packed -- each with its channels' row sums, folded bias
+    and requantization shifts, and the minimum weight (returned: below -127 the caller
+    raises) -- shared among the threads; a barrier; then the MR x NR tiles. The fixed costs
+    of a call (packing, sums) run on every thread instead of one, and the threads start once.
+    Each tile is computed as on one thread: the same bits.
+    """
+    cdef Py_ssize_t nr = path.gemm.nr, mr = path.gemm.mr, panels = _cdiv(f, nr)
+    cdef Py_ssize_t items = panels * _cdiv(n, mr), chunk = 64, r0, t, c, j, c0, width, item
+    cdef bint vnni = path.gemm.isa == TOD_ISA_AVX512_VNNI
+    cdef bint fused, left0
+    cdef int nosat  # TOD_RQ_SATURATE / _NOSAT / _SHORT, as in linear_s8
+    cdef tod_rqs16* prm = <tod_rqs16*>_short_params(colb, f)
+    cdef int32_t* b32t
+    cdef int64_t bmax
+    cdef const int8_t* xa = <const int8_t*>xcopy if copy_x else xsrc
+    cdef int8_t* mins = <int8_t*>(tiles + threads * mr * nr)  # one byte per panel
+    with parallel(num_threads=threads):
+        if copy_x:
+            for r0 in prange(0, n, chunk, schedule="static"):
+                tod_copy_rows_xor(xsrc + r0 * k, n - r0 if n - r0 < chunk else chunk, k, k,
+                                  0x80 if bu8 else 0, 4 * kq, xcopy + r0 * 4 * kq)
+        for t in prange(panels, schedule="static"):
+            c0 = t * nr
+            width = f - c0 if f - c0 < nr else nr
+            mins[t] = _min_s8(wsrc + c0 * k, width * k)
+            if kq:
+                tod_pack_rows(wsrc + c0 * k, width, k, k, nr, 0, kq, wp + t * kq * nr * 4)
+            if vnni and kq:  # from the packed panel
+                tod_panel_sums_vnni(wp + t * kq * nr * 4, 1, kq, width, colb + c0)
+            else:
+                path.rowsum(wsrc + c0 * k, width, k, k, colb + c0)
+            for j in range(c0, c0 + width):
+                colb[j] = bias_p[j] - (zp_in + off) * colb[j]
+                b32[j] = <int32_t>colb[j]
+                if single:
+                    lv[j] = 31 - shv[j]
+                    rv[j] = 0
+                else:
+                    lv[j] = shv[j] if shv[j] > 0 else 0
+                    rv[j] = -shv[j] if shv[j] < 0 else 0
+        tod_team_barrier()  # x copied, every panel packed and its channels folded
+        # every thread: the same whole-layer flags as the one-thread code (a pass over F)
+        b32t = b32
+        bmax = 0
+        for c in range(f):
+            if colb[c] < INT32_MIN or colb[c] > INT32_MAX:
+                b32t = NULL
+            bmax = colb[c] if colb[c] > bmax else (-colb[c] if -colb[c] > bmax else bmax)
+        nosat = bmax <= INT32_MAX - 4 * kq * 255 * 128
+        fused = ((path.gemm.isa == TOD_ISA_AVX512_VNNI or path.gemm.isa == TOD_ISA_AVX2)
+                 and not single and b32t != NULL and kq > 0)
+        left0 = True
+        for c in range(f):
+            left0 = left0 and lv[c] == 0
+        # the short requantization route on the same condition as linear_s8's one-thread code;
+        # every thread computes the same flags, so all of them meet the barrier or none does
+        if fused and nosat and left0 and bmax < (1 << 30) - 4 * kq * 255 * 128:
+            nosat = 2
+            if vnni:  # its parameters, panel by panel (a VNNI panel is 32 channels)
+                for t in prange(panels, schedule="static"):
+                    c0 = t * nr
+                    width = f - c0 if f - c0 < nr else nr
+                    tod_rqs16_prepare(b32 + c0, m0 + c0, rv + c0, width, prm + c0 // 16)
+                tod_team_barrier()
+        for item in prange(items, schedule="static"):
+            _linear_item(path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp,
+                         tiles + threadid() * mr * nr, colb, b32t, m0, lv, rv, single, zp, lo,
+                         hi, o)
+    cdef int8_t wmin = 0
+    for t in range(panels):
+        wmin = mins[t] if mins[t] < wmin else wmin
+    return wmin
+
+
+cdef inline int8_t _min_s8(const int8_t* p, Py_ssize_t n) noexcept nogil:
+    """Smallest of ``n`` int8 values (0 if all are larger)."""
+    cdef Py_ssize_t i
+    cdef int8_t lo = 0
+    for i in range(n):
+        lo = p[i] if p[i] < lo else lo
+    return lo
 
 
 cdef inline Py_ssize_t _a64(Py_ssize_t nbytes) noexcept nogil:
