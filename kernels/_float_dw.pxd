@@ -30,3 +30,6 @@ cdef extern from "float_dw.h" nogil:
                                       const tod_dw_geom* g, double* wacc)
     void tod_dw_weight_reduce_f32(const float* wacc, const tod_dw_geom* g, float* dw)
     void tod_dw_weight_reduce_f64(const double* wacc, const tod_dw_geom* g, double* dw)
+    void tod_dw_weight_s8_f32(const int8_t* x, int64_t xn, int32_t zp, const float* dout,
+                              int64_t dn, int64_t N, const tod_dw_geom* g, float* scratch,
+                              float* dw)

@@ -30,14 +30,7 @@ from libc.stdint cimport int8_t
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm
 
-from _float_dw cimport (
-    tod_dw_geom,
-    tod_dw_make_geom,
-    tod_dw_planes_s8_f32,
-    tod_dw_virtual_f32,
-    tod_dw_weight_accumulate_f32,
-    tod_dw_weight_reduce_f32,
-)
+from _float_dw cimport tod_dw_geom, tod_dw_make_geom, tod_dw_weight_s8_f32
 
 cdef extern from "float_s8a.h" nogil:
     cdef enum:
@@ -181,30 +174,25 @@ cdef object _pointwise_weight(dout, x, int zp, g):
 
 
 cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
-    """dW of a depthwise layer straight from the int8 input (phase planes of x_q - zp)."""
+    """dW of a depthwise layer straight from the int8 input (phase planes of x_q - zp),
+    one channel over the whole batch per work item (``tod_dw_weight_s8_f32``)."""
     dw = np.zeros(w_shape, dtype=np.float32)
     if dw.size == 0 or g.N == 0:
         return dw
     cdef tod_dw_geom geo = tod_dw_make_geom(g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
                                             g.OH, g.OW)
     cdef Py_ssize_t planes = geo.SH * geo.SW * geo.Hq * geo.Wq, virt = geo.OH * geo.Wq
-    cdef Py_ssize_t wacc = geo.KH * geo.KW * virt, N = g.N, C = g.C, c, n, tid
+    cdef Py_ssize_t wacc = geo.KH * geo.KW * virt, N = g.N, C = g.C, c
+    cdef Py_ssize_t xn = C * g.H * g.W, dn = C * g.OH * g.OW
     scratch = np.empty((_num_threads, planes + virt + wacc), dtype=np.float32)
     cdef float[:, ::1] sv = scratch
     cdef const int8_t[:, :, :, ::1] xv = x
     cdef const float[:, :, :, ::1] dv = dout
     cdef float[:, :, :, ::1] wv = dw
-    cdef float* ph
     with nogil:
         for c in prange(C, num_threads=_num_threads, schedule="static"):
-            tid = threadid()
-            ph = &sv[tid, 0]
-            memset(ph + planes + virt, 0, wacc * sizeof(float))
-            for n in range(N):
-                tod_dw_planes_s8_f32(&xv[n, c, 0, 0], zp, &geo, ph)
-                tod_dw_virtual_f32(&dv[n, c, 0, 0], &geo, ph + planes)
-                tod_dw_weight_accumulate_f32(ph + planes, ph, &geo, ph + planes + virt)
-            tod_dw_weight_reduce_f32(ph + planes + virt, &geo, &wv[c, 0, 0, 0])
+            tod_dw_weight_s8_f32(&xv[0, c, 0, 0], xn, zp, &dv[0, c, 0, 0], dn, N, &geo,
+                                 &sv[threadid(), 0], &wv[c, 0, 0, 0])
     return dw
 
 

@@ -166,4 +166,153 @@ static inline int64_t tod_dw_tap_offset(const tod_dw_geom *g, int64_t i, int64_t
 TOD_DW_DEFINE(float, f32)
 TOD_DW_DEFINE(double, f64)
 
+/* ---- weight gradient of an int8 depthwise layer (kernels/int8_backward.pyx) -------------
+ *
+ * dW of one channel over the batch, the input read as int8 (x_q - zp). Same values and the
+ * same float32 operations, in the same order, as tod_dw_planes_s8_f32 +
+ * tod_dw_virtual_f32 + tod_dw_weight_accumulate_f32 per image and tod_dw_weight_reduce_f32
+ * (so the same bits), with what repeats per image taken out:
+ *
+ *  * the padding of the phase planes and the dropped columns of the virtual plane are zeroed
+ *    once per channel (every image writes the same positions);
+ *  * a row of int8 is widened with vector instructions (AVX-512: vpmovsxbd + vcvtdq2ps;
+ *    stride > 1: the phase rows are picked from the widened row by a lane permutation);
+ *  * the KH x KW tap products of a stretch of 16 outputs share one load of dout.
+ */
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define TOD_DW_S8_AVX512 1
+#else
+#define TOD_DW_S8_AVX512 0
+#endif
+
+/* dst[i] = float32(x[i] - zp), i < n */
+static inline void tod_s8_widen_f32(const int8_t *restrict x, int32_t zp, float *restrict dst,
+                                    int64_t n) {
+    int64_t i = 0;
+#if TOD_DW_S8_AVX512
+    const __m512i z = _mm512_set1_epi32(zp);
+    for (; i + 16 <= n; i += 16) {
+        const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm512_storeu_ps(dst + i, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z)));
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x + i));
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z)));
+    }
+#else
+    for (; i < n; i++) dst[i] = (float)((int32_t)x[i] - zp);
+#endif
+}
+
+#define TOD_DW_ROWBUF 512 /* widest input row widened on the stack (stride > 1) */
+
+/* The data positions of the phase planes of one int8 plane (the zeros are already there). */
+static void tod_dw_planes_s8_fill_f32(const int8_t *x, int32_t zp, const tod_dw_geom *g,
+                                      float *planes) {
+    const int64_t plane = g->Hq * g->Wq;
+#if TOD_DW_S8_AVX512
+    /* stride > 1, rows of at most 32 and phase rows of at most 16: lane permutations */
+    const int perm = g->SW > 1 && g->W <= 32 && g->Wq <= 16 && g->SW <= 16;
+    __m512i idx[16];
+    __mmask16 keep[16];
+    if (perm)
+        for (int64_t b = 0; b < g->SW; b++) {
+            int32_t lane[16];
+            unsigned m = 0;
+            for (int64_t v = 0; v < 16; v++) {
+                const int64_t w = b - g->PW + v * g->SW;
+                const int ok = v < g->Wq && w >= 0 && w < g->W;
+                lane[v] = ok ? (int32_t)w : 0;
+                m |= (unsigned)ok << v;
+            }
+            idx[b] = _mm512_loadu_si512((const void *)lane);
+            keep[b] = (__mmask16)m;
+        }
+    const __m512i z = _mm512_set1_epi32(zp);
+#endif
+    float rowf[TOD_DW_ROWBUF];
+    for (int64_t h = 0; h < g->H; h++) {
+        const int64_t r = h + g->PH, u = r / g->SH;
+        if (u >= g->Hq) break;
+        float *row = planes + (r % g->SH) * g->SW * plane + u * g->Wq;
+        const int8_t *src = x + h * g->W;
+        if (g->SW == 1) {
+            const int64_t n = g->W < g->Wq - g->PW ? g->W : g->Wq - g->PW;
+            tod_s8_widen_f32(src, zp, row + g->PW, n);
+            continue;
+        }
+#if TOD_DW_S8_AVX512
+        if (perm) {
+            const int64_t n1 = g->W > 16 ? g->W - 16 : 0, n0 = g->W - n1;
+            const __m512 lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)((1u << n0) - 1u), src)), z));
+            const __m512 hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)((1u << n1) - 1u),
+                                                          src + n0)), z));
+            for (int64_t b = 0; b < g->SW; b++)
+                _mm512_mask_storeu_ps(row + b * plane, keep[b],
+                                      _mm512_permutex2var_ps(lo, idx[b], hi));
+            continue;
+        }
+#endif
+        const float *wide = rowf;
+        if (g->W <= TOD_DW_ROWBUF) tod_s8_widen_f32(src, zp, rowf, g->W);
+        for (int64_t b = 0; b < g->SW; b++) {
+            float *dst = row + b * plane;
+            int64_t v = 0, w = b - g->PW;
+            for (; w < 0; v++, w += g->SW) {}
+            if (g->W <= TOD_DW_ROWBUF)
+                for (; v < g->Wq && w < g->W; v++, w += g->SW) dst[v] = wide[w];
+            else
+                for (; v < g->Wq && w < g->W; v++, w += g->SW) dst[v] = (float)(src[w] - zp);
+        }
+    }
+}
+
+/* wacc[tap][t] += dvirt[t] * shifted plane[t], every tap in one sweep over t */
+static void tod_dw_weight_accumulate_fused_f32(const float *restrict dvirt,
+                                               const float *restrict planes,
+                                               const tod_dw_geom *g, float *restrict wacc) {
+#if TOD_DW_S8_AVX512
+    const int64_t n = g->OH * g->Wq, taps = g->KH * g->KW;
+    int64_t off[64];
+    if (taps > 64) {
+        tod_dw_weight_accumulate_f32(dvirt, planes, g, wacc);
+        return;
+    }
+    for (int64_t i = 0; i < g->KH; i++)
+        for (int64_t j = 0; j < g->KW; j++) off[i * g->KW + j] = tod_dw_tap_offset(g, i, j);
+    for (int64_t t = 0; t < n; t += 16) {
+        const __mmask16 m = (__mmask16)(n - t >= 16 ? 0xFFFFu : (1u << (n - t)) - 1u);
+        const __m512 d = _mm512_maskz_loadu_ps(m, dvirt + t);
+        for (int64_t k = 0; k < taps; k++) {
+            float *a = wacc + k * n + t;
+            const __m512 p = _mm512_maskz_loadu_ps(m, planes + off[k] + t);
+            _mm512_mask_storeu_ps(a, m, _mm512_fmadd_ps(d, p, _mm512_maskz_loadu_ps(m, a)));
+        }
+    }
+#else
+    tod_dw_weight_accumulate_f32(dvirt, planes, g, wacc);
+#endif
+}
+
+/* dw (KH x KW) of one channel: x (N planes H x W, int8, image stride xn), dout (N planes
+ * OH x OW, image stride dn); scratch: planes + OH Wq + KH KW OH Wq floats. */
+static void tod_dw_weight_s8_f32(const int8_t *x, int64_t xn, int32_t zp, const float *dout,
+                                 int64_t dn, int64_t N, const tod_dw_geom *g, float *scratch,
+                                 float *dw) {
+    const int64_t planes = g->SH * g->SW * g->Hq * g->Wq, virt = g->OH * g->Wq;
+    float *ph = scratch, *dv = scratch + planes, *wa = dv + virt;
+    memset(scratch, 0, (size_t)(planes + virt + g->KH * g->KW * virt) * sizeof(float));
+    for (int64_t n = 0; n < N; n++) {
+        tod_dw_planes_s8_fill_f32(x + n * xn, zp, g, ph);
+        for (int64_t oh = 0; oh < g->OH; oh++)
+            memcpy(dv + oh * g->Wq, dout + n * dn + oh * g->OW, (size_t)g->OW * sizeof(float));
+        tod_dw_weight_accumulate_fused_f32(dv, ph, g, wa);
+    }
+    tod_dw_weight_reduce_f32(wa, g, dw);
+}
+
 #endif /* TINYODL_FLOAT_DW_H */
