@@ -30,7 +30,14 @@ from libc.stdint cimport int8_t
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm
 
-from _float_dw cimport tod_dw_geom, tod_dw_make_geom, tod_dw_weight_s8_f32
+from _float_dw cimport (
+    TOD_HAVE_DW_DX_S8W,
+    tod_dw_backward_input_s8w_f32,
+    tod_dw_geom,
+    tod_dw_make_geom,
+    tod_dw_up_size,
+    tod_dw_weight_s8_f32,
+)
 
 cdef extern from "float_s8a.h" nogil:
     cdef enum:
@@ -39,6 +46,8 @@ cdef extern from "float_s8a.h" nogil:
     void tod_pw_dx_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
                            const int8_t* w, Py_ssize_t ldw, const float* dout, float* dx,
                            Py_ssize_t c0, float* abuf)
+    void tod_pw_dw_transpose(Py_ssize_t N, Py_ssize_t F, Py_ssize_t P, const float* dout,
+                             float* dt)
     void tod_pw_dw_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
                            const int8_t* x, int zp, const float* dt, float* dw, Py_ssize_t c0,
                            float* abuf)
@@ -104,7 +113,36 @@ def conv2d_s8_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
     dout = chk.check_float_grad(fn, "dout", dout, (g.N, g.F, g.OH, g.OW))
     if TOD_HAVE_PW_DX_S8 and _is_pointwise(g) and g.N * g.C * g.H * g.W and g.F:
         return _pointwise_input(dout, w, g)
+    if (TOD_HAVE_DW_DX_S8W and g.groups > 1 and g.groups == g.C == g.F
+            and g.KH * g.KW <= 64 and g.N * g.C * g.H * g.W):
+        return _depthwise_input(dout, w, g)
     return _conv._backward_input(dout, _as_float(w), g)
+
+
+cdef object _depthwise_input(dout, w, g):
+    """dx of a depthwise layer in gather form, the int8 taps read in place
+    (``tod_dw_backward_input_s8w_f32``: the bits of conv.pyx's scatter form)."""
+    cdef tod_dw_geom geo = tod_dw_make_geom(g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                                            g.OH, g.OW)
+    cdef Py_ssize_t N = g.N, C = g.C, i, up = tod_dw_up_size(&geo), taps = g.KH * g.KW
+    cdef Py_ssize_t plane = g.H * g.W, oplane = g.OH * g.OW
+    cdef int nt = _num_threads
+    cdef cnp.ndarray dx = np.empty((N, C, g.H, g.W), dtype=np.float32)
+    cdef cnp.ndarray scratch = np.zeros(nt * up, dtype=np.float32)
+    cdef float* sp = <float*>cnp.PyArray_DATA(scratch)
+    cdef const int8_t* wp = <const int8_t*>cnp.PyArray_DATA(w)
+    cdef const float* dp = <const float*>cnp.PyArray_DATA(dout)
+    cdef float* xp = <float*>cnp.PyArray_DATA(dx)
+    with nogil:
+        if nt == 1:
+            for i in range(N * C):
+                tod_dw_backward_input_s8w_f32(dp + i * oplane, wp + (i % C) * taps, &geo, sp,
+                                              xp + i * plane)
+        else:
+            for i in prange(N * C, num_threads=nt, schedule="static"):
+                tod_dw_backward_input_s8w_f32(dp + i * oplane, wp + (i % C) * taps, &geo,
+                                              sp + threadid() * up, xp + i * plane)
+    return dx
 
 
 def _is_pointwise(g):
@@ -151,25 +189,26 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
 
 cdef object _pointwise_weight(dout, x, int zp, g):
     """dW of a pointwise layer with the int8 input read in place: dout transposed once
-    (NP x F) and, per work item, MR input rows of x - zp widened (MR x NP floats)."""
-    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, n, t, f, p
-    cdef Py_ssize_t tiles = (C + TOD_SMR - 1) // TOD_SMR
-    dw = np.empty((F, C, 1, 1), dtype=np.float32)
-    dt = np.empty((N * P, F), dtype=np.float32)
-    abuf = np.empty((_num_threads, TOD_SMR * N * P), dtype=np.float32)
-    cdef float[:, ::1] av = abuf
-    cdef float[:, ::1] tv = dt
-    cdef const int8_t[::1] xv = x.reshape(-1)
-    cdef const float[:, :, ::1] dv = dout.reshape(N, F, P)
-    cdef float[::1] wv = dw.reshape(-1)
+    (NP x F) and, per work item, MR input rows of x - zp widened (MR x NP floats). One
+    scratch array holds both (``x`` and ``dout`` are C-contiguous: the checks made them)."""
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, t
+    cdef Py_ssize_t tiles = (C + TOD_SMR - 1) // TOD_SMR, NP = N * P
+    cdef int nt = _num_threads
+    cdef cnp.ndarray dw = np.empty((F, C, 1, 1), dtype=np.float32)
+    cdef cnp.ndarray scratch = np.empty(NP * F + nt * TOD_SMR * NP, dtype=np.float32)
+    cdef float* tp = <float*>cnp.PyArray_DATA(scratch)
+    cdef const int8_t* xp = <const int8_t*>cnp.PyArray_DATA(x)
+    cdef const float* dp = <const float*>cnp.PyArray_DATA(dout)
+    cdef float* wp = <float*>cnp.PyArray_DATA(dw)
     with nogil:
-        for n in range(N):
-            for f in range(F):
-                for p in range(P):
-                    tv[n * P + p, f] = dv[n, f, p]
-        for t in prange(tiles, num_threads=_num_threads, schedule="static"):
-            tod_pw_dw_s8_tile(N, C, F, P, &xv[0], zp, &tv[0, 0], &wv[0], t * TOD_SMR,
-                              &av[threadid(), 0])
+        tod_pw_dw_transpose(N, F, P, dp, tp)
+        if nt == 1:  # no OpenMP region (its start costs microseconds at this size)
+            for t in range(tiles):
+                tod_pw_dw_s8_tile(N, C, F, P, xp, zp, tp, wp, t * TOD_SMR, tp + NP * F)
+        else:
+            for t in prange(tiles, num_threads=nt, schedule="static"):
+                tod_pw_dw_s8_tile(N, C, F, P, xp, zp, tp, wp, t * TOD_SMR,
+                                  tp + NP * F + threadid() * TOD_SMR * NP)
     return dw
 
 

@@ -179,32 +179,8 @@ TOD_DW_DEFINE(double, f64)
  *    stride > 1: the phase rows are picked from the widened row by a lane permutation);
  *  * the KH x KW tap products of a stretch of 16 outputs share one load of dout.
  */
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#include <immintrin.h>
-#define TOD_DW_S8_AVX512 1
-#else
-#define TOD_DW_S8_AVX512 0
-#endif
-
-/* dst[i] = float32(x[i] - zp), i < n */
-static inline void tod_s8_widen_f32(const int8_t *restrict x, int32_t zp, float *restrict dst,
-                                    int64_t n) {
-    int64_t i = 0;
-#if TOD_DW_S8_AVX512
-    const __m512i z = _mm512_set1_epi32(zp);
-    for (; i + 16 <= n; i += 16) {
-        const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(x + i)));
-        _mm512_storeu_ps(dst + i, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z)));
-    }
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x + i));
-        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z)));
-    }
-#else
-    for (; i < n; i++) dst[i] = (float)((int32_t)x[i] - zp);
-#endif
-}
+#include "float_s8w.h"
+#define TOD_DW_S8_AVX512 TOD_S8W_AVX512
 
 #define TOD_DW_ROWBUF 512 /* widest input row widened on the stack (stride > 1) */
 
@@ -314,5 +290,66 @@ static void tod_dw_weight_s8_f32(const int8_t *x, int64_t xn, int32_t zp, const 
     }
     tod_dw_weight_reduce_f32(wa, g, dw);
 }
+
+/* ---- input gradient of an int8 depthwise layer, gather form (kernels/int8_backward.pyx) ---
+ *
+ * tod_dw_backward_input_f32 scatters w[i, j] dout into phase planes, tap after tap, then
+ * gathers dx out of them. The same sums, read the other way: dout is written into a zeroed
+ * plane "up" at (oh SH, ow SW) (zeros between the samples when the stride is > 1, and KH - 1,
+ * KW - 1 zeros of border), and each dx pixel is one chain of fused multiply-adds over the
+ * taps in the same order, dx[h, w] = sum_(i, j) w[i, j] up[h + PH - i, w + PW - j]. A tap
+ * that did not reach the pixel in the scatter form adds an exact zero here, so the bits are
+ * those of the scatter form; 16 pixels of a row take one vector per tap, no plane is
+ * written back to memory tap after tap, and the zeros of "up" are written once per call.
+ * Scratch: tod_dw_up_size(g) floats. AVX-512 builds only (TOD_DW_S8_AVX512).
+ */
+static inline int64_t tod_dw_up_cols(const tod_dw_geom *g) { return g->W + g->PW + g->KW - 1; }
+
+static inline int64_t tod_dw_up_size(const tod_dw_geom *g) {
+    return (g->H + g->PH + g->KH - 1) * tod_dw_up_cols(g);
+}
+
+#if TOD_DW_S8_AVX512
+/* dx (H, W) of one plane; w: KH x KW int8 weights; up: zeroed at the first call. */
+static void tod_dw_backward_input_s8w_f32(const float *dout, const int8_t *w,
+                                          const tod_dw_geom *g, float *up, float *dx) {
+    const int64_t cb = tod_dw_up_cols(g), amax = g->H - 1 + g->PH, bmax = g->W - 1 + g->PW;
+    const int64_t taps = g->KH * g->KW;
+    for (int64_t oh = 0; oh < g->OH && oh * g->SH <= amax; oh++) {
+        float *row = up + (oh * g->SH + g->KH - 1) * cb + g->KW - 1;
+        const float *src = dout + oh * g->OW;
+        if (g->SW == 1) {
+            memcpy(row, src, (size_t)(g->OW < bmax + 1 ? g->OW : bmax + 1) * sizeof(float));
+        } else {
+            for (int64_t ow = 0; ow < g->OW && ow * g->SW <= bmax; ow++) row[ow * g->SW] = src[ow];
+        }
+    }
+    float wf[64];
+    int64_t off[64];
+    for (int64_t i = 0; i < g->KH; i++)
+        for (int64_t j = 0; j < g->KW; j++) {
+            wf[i * g->KW + j] = (float)w[i * g->KW + j];
+            off[i * g->KW + j] = (g->PH - i + g->KH - 1) * cb + g->PW - j + g->KW - 1;
+        }
+    for (int64_t h = 0; h < g->H; h++) {
+        const float *base = up + h * cb;
+        for (int64_t w0 = 0; w0 < g->W; w0 += 16) {
+            const __mmask16 m = (__mmask16)(g->W - w0 >= 16 ? 0xFFFFu : (1u << (g->W - w0)) - 1u);
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t k = 0; k < taps; k++)
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(wf[k]),
+                                      _mm512_maskz_loadu_ps(m, base + off[k] + w0), acc);
+            _mm512_mask_storeu_ps(dx + h * g->W + w0, m, acc);
+        }
+    }
+}
+#define TOD_HAVE_DW_DX_S8W 1
+#else
+#define TOD_HAVE_DW_DX_S8W 0
+static void tod_dw_backward_input_s8w_f32(const float *dout, const int8_t *w,
+                                          const tod_dw_geom *g, float *up, float *dx) {
+    (void)dout; (void)w; (void)g; (void)up; (void)dx;
+}
+#endif
 
 #endif /* TINYODL_FLOAT_DW_H */

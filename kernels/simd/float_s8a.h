@@ -21,6 +21,7 @@
 #define TINYODL_FLOAT_S8A_H
 
 #include "float_linear.h"
+#include "float_s8w.h"
 
 #if TOD_HAVE_SGEMM
 #define TOD_HAVE_PW_DX_S8 1
@@ -42,6 +43,16 @@ static void tod_pw_dx_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const 
         }
 }
 
+/* dt (NP x F) = dout (N, F, P) with each image's F x P block transposed */
+static void tod_pw_dw_transpose(int64_t N, int64_t F, int64_t P, const float *dout, float *dt) {
+    for (int64_t n = 0; n < N; n++) {
+        const float *src = dout + n * F * P;
+        float *dst = dt + n * P * F;
+        for (int64_t p = 0; p < P; p++)
+            for (int64_t f = 0; f < F; f++) dst[p * F + f] = src[f * P + p];
+    }
+}
+
 /* Weight gradient of the same layer, input channels [c0, c0 + MR) (cut at C):
  *
  *   dW^T[c0:c0+MR] (MR x F) = (x - zp)[:, c0:c0+MR] (MR x NP) . dout^T (NP x F)
@@ -57,9 +68,7 @@ static void tod_pw_dw_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const 
     const int64_t mr = C - c0 < TOD_SMR ? C - c0 : TOD_SMR, NP = N * P;
     for (int64_t r = 0; r < mr; r++)
         for (int64_t n = 0; n < N; n++) {
-            const int8_t *src = x + (n * C + c0 + r) * P;
-            float *dst = abuf + r * NP + n * P;
-            for (int64_t p = 0; p < P; p++) dst[p] = (float)((int32_t)src[p] - zp);
+            tod_s8_widen_f32(x + (n * C + c0 + r) * P, zp, abuf + r * NP + n * P, P);
         }
     for (int64_t f0 = 0; f0 < F; f0 += TOD_SNR) {
         const int64_t nr = F - f0 < TOD_SNR ? F - f0 : TOD_SNR;
@@ -70,6 +79,9 @@ static void tod_pw_dw_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const 
 
 #else
 #define TOD_HAVE_PW_DX_S8 0
+static void tod_pw_dw_transpose(int64_t N, int64_t F, int64_t P, const float *dout, float *dt) {
+    (void)N; (void)F; (void)P; (void)dout; (void)dt;
+}
 static void tod_pw_dw_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
                               int32_t zp, const float *dt, float *dw, int64_t c0,
                               float *abuf) {
