@@ -3,21 +3,26 @@
 
 Chapter 03. Same API as :mod:`tinyodl.reference.int8_backward` (read it for the maths):
 float32 gradients flow through the integer tensors read as numbers, ``float(w_q)`` for
-``dx`` and ``float(x_q - zp_in)`` for ``dW``. They are float32 convolutions, so they run on
-the float kernels of ``kernels/conv.pyx`` (implicit GEMM for stride-1 "same" layers,
-im2col + BLAS otherwise, direct loops for depthwise layers):
+``dx`` and ``float(x_q - zp)`` for ``dW``. They are float32 convolutions; the int8 operand
+is widened where it is read (``kernels/simd/float_s8w.h``), never copied whole:
 
-* ``dx``: the weights are converted once (F x C/groups x KH x KW values, tiny) and the
-  float ``conv2d_backward_input`` runs unchanged;
-* ``dW`` of a depthwise layer reads the int8 input directly: the phase planes of
-  ``kernels/simd/float_dw.h`` are built from ``x_q - zp`` (``tod_dw_planes_s8_f32``), so the
-  int8 layer moves a quarter of the float layer's input bytes;
-* ``dW`` of other convolutions converts the input once (``x_q - zp`` as float32: one pass,
-  a small fraction of the im2col and GEMM work) and runs the float ``conv2d_backward_weight``;
+* ``dx`` of a depthwise layer (AVX-512 builds): gather form, one chain of fused
+  multiply-adds over the taps per pixel (``tod_dw_backward_input_s8w_f32`` in
+  ``kernels/simd/float_dw.h``; the bits of conv.pyx's scatter form);
+* ``dx`` of a pointwise layer: ``W^T . dout`` on the register tiles of
+  ``kernels/simd/float_s8a.h``, MR columns of W widened at a time;
+* ``dx`` of other convolutions: the weights are converted once (F x C/groups x KH x KW
+  values, tiny) and conv.pyx's float ``_backward_input`` runs unchanged;
+* ``dW`` of a depthwise layer: one C call per channel over the batch on the phase planes of
+  ``x_q - zp`` (``tod_dw_weight_s8_f32``, the bits of the float32 loops of conv.pyx);
+* ``dW`` of a pointwise layer with F <= C: dout transposed once, MR input rows widened per
+  work item (``float_s8a.h``);
+* ``dW`` of other convolutions without groups (AVX-512 builds): each image's phase planes
+  are the im2col matrix read in place (``kernels/simd/float_s8c.h``); grouped layers and
+  other builds convert ``x_q - zp`` once and run conv.pyx's ``_backward_weight``;
 * linear layers (SIMD builds): ``dx = dout . W_q`` and ``dW = dout^T . (x_q - zp)`` on the
   register tiles of ``kernels/simd/float_s8b.h``, which widen the int8 matrix one column
-  panel at a time into an L1-sized buffer (no float copy of the matrix; a quarter of the
-  bytes BLAS would read). Other builds convert once and call BLAS.
+  panel at a time into an L1-sized buffer. Other builds convert once and call BLAS.
 
 Results match the float64 reference to float32 rounding.
 """
@@ -51,6 +56,18 @@ cdef extern from "float_s8a.h" nogil:
     void tod_pw_dw_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
                            const int8_t* x, int zp, const float* dt, float* dw, Py_ssize_t c0,
                            float* abuf)
+
+cdef extern from "float_s8c.h" nogil:
+    cdef enum:
+        TOD_HAVE_CONV_DW_S8
+        TOD_CMR
+        TOD_CNR
+    void tod_dw_planes_s8_fill_f32(const int8_t* x, int zp, const tod_dw_geom* g,
+                                   float* planes)
+    void tod_conv_dw_dvt(const float* dout, Py_ssize_t F, const tod_dw_geom* g, float* dvt)
+    void tod_conv_dw_items(Py_ssize_t C, Py_ssize_t F, const tod_dw_geom* g,
+                           const float* planes, Py_ssize_t pl, const float* dvt, float* dwt,
+                           Py_ssize_t it0, Py_ssize_t it1)
 
 cdef extern from "float_s8b.h" nogil:
     cdef enum:
@@ -184,7 +201,43 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
         # its scratch is 4 N P F bytes (dout transposed), the float path's 4 N P C (x - zp
         # converted): the in-place path when it holds less (a projection, a few channels)
         return _pointwise_weight(dout, x, zp, g)
+    if TOD_HAVE_CONV_DW_S8 and g.groups == 1 and g.N * g.C * g.H * g.W and g.F:
+        return _conv_weight_planes(dout, x, zp, g, w_shape)
     return _conv._backward_weight(dout, _as_float(x, zp), w_shape, g)
+
+
+cdef object _conv_weight_planes(dout, x, int zp, g, w_shape):
+    """dW of a convolution without groups from the phase planes of each image's x_q - zp
+    (``kernels/simd/float_s8c.h``): no float copy of the input, no im2col matrix."""
+    cdef tod_dw_geom geo = tod_dw_make_geom(g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                                            g.OH, g.OW)
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, K = C * g.KH * g.KW, n, c, it, f, r
+    cdef Py_ssize_t pl = geo.SH * geo.SW * geo.Hq * geo.Wq, T = geo.OH * geo.Wq
+    cdef Py_ssize_t plane = g.H * g.W, oplane = g.OH * g.OW
+    cdef Py_ssize_t items = (K + TOD_CMR - 1) // TOD_CMR * ((F + TOD_CNR - 1) // TOD_CNR)
+    cdef int nt = _num_threads
+    cdef cnp.ndarray dw = np.empty(w_shape, dtype=np.float32)
+    cdef cnp.ndarray scratch = np.zeros(C * pl + T * F + K * F, dtype=np.float32)
+    cdef float* planes = <float*>cnp.PyArray_DATA(scratch)
+    cdef float* dvt = planes + C * pl
+    cdef float* dwt = dvt + T * F
+    cdef const int8_t* xp = <const int8_t*>cnp.PyArray_DATA(x)
+    cdef const float* dp = <const float*>cnp.PyArray_DATA(dout)
+    cdef float* wp = <float*>cnp.PyArray_DATA(dw)
+    with nogil:
+        for n in range(N):
+            for c in range(C):
+                tod_dw_planes_s8_fill_f32(xp + (n * C + c) * plane, zp, &geo, planes + c * pl)
+            tod_conv_dw_dvt(dp + n * F * oplane, F, &geo, dvt)
+            if nt == 1:
+                tod_conv_dw_items(C, F, &geo, planes, pl, dvt, dwt, 0, items)
+            else:
+                for it in prange(items, num_threads=nt, schedule="static"):
+                    tod_conv_dw_items(C, F, &geo, planes, pl, dvt, dwt, it, it + 1)
+        for f in range(F):
+            for r in range(K):
+                wp[f * K + r] = dwt[r * F + f]
+    return dw
 
 
 cdef object _pointwise_weight(dout, x, int zp, g):
@@ -238,6 +291,10 @@ cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
 #: dx and dW of a pointwise (1x1, stride 1, unpadded) conv read the int8 operand in place,
 #: with F x MR (dx) or MR x NP + NP x F (dW) floats of scratch (kernels/simd/float_s8a.h)
 POINTWISE_DX_IN_PLACE = bool(TOD_HAVE_PW_DX_S8)
+
+#: dW of a convolution without groups reads the int8 input's phase planes, one image at a
+#: time (kernels/simd/float_s8c.h; AVX-512 builds): no float copy of the input, no im2col
+CONV_WEIGHT_PLANES = bool(TOD_HAVE_CONV_DW_S8)
 
 #: the linear backward passes read int8 operands in place (kernels/simd/float_s8b.h)
 INT8_OPERAND_GEMM = bool(TOD_HAVE_SGEMM_S8B)

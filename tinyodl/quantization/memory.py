@@ -29,7 +29,9 @@ backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight val
   ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
   GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
 * ``dW`` of a depthwise layer: the phase planes of one thread (no converted input); of
-  other convolutions: ``4 X`` (``float32(x_q - zp)``) beside conv.pyx's float
+  a convolution without groups on AVX-512 builds: one image's phase planes of ``x_q - zp``,
+  ``dout`` transposed and the ``K x F`` sums (``kernels/simd/float_s8c.h``); of other
+  convolutions: ``4 X`` (``float32(x_q - zp)``) beside conv.pyx's float
   ``_backward_weight``; under a sparse update, the selected channels of ``dL/dacc``;
 * linear layers (SIMD builds read the int8 matrix in place): one widened column panel of
   ``4 K NR`` bytes (``K`` = the reduction length: ``F`` for ``dx``, ``N`` for ``dW``);
@@ -360,7 +362,12 @@ class _Replay:
         if _pointwise(op) and _s8_pointwise() and filters <= shape[1]:  # dout^T, MR x NP
             dw = tape.new(4 * filters * op.weight.shape[1])
             pixels = int(shape[0] * shape[2] * shape[3])
-            tape.spike(4 * pixels * filters, 4 * pixels * _rules._sgemm_tile()[1])
+            tape.spike(4 * pixels * (filters + _rules._sgemm_tile()[1]))  # one array
+            tape.drop(g_w)
+            return dw
+        if op.kind == "conv" and op.groups == 1 and _s8_conv_planes():
+            dw = tape.new(4 * filters * int(np.prod(op.weight.shape[1:])))
+            tape.spike(4 * _conv_planes_scratch(op, shape, out_shape, filters))
             tape.drop(g_w)
             return dw
         if op.kind == "depthwise":
@@ -460,6 +467,26 @@ def _int8_forward_scratch(op: QConv, shape, out_shape) -> tuple[int, ...]:
     k4 = -(-k // 4) * 4
     w_copy = 0 if _pointwise(op) and k == k4 else f * k4
     return (w_copy, INT8_NR * k4 + 4 * INT8_MR * INT8_NR + 8 * f)
+
+
+def _s8_conv_planes() -> bool:
+    """Whether the compiled conv dW (groups 1) reads int8 phase planes (AVX-512 builds)."""
+    try:
+        from tinyodl._kernels.int8_backward import CONV_WEIGHT_PLANES
+    except ImportError:
+        return False
+    return bool(CONV_WEIGHT_PLANES)
+
+
+def _conv_planes_scratch(op: QConv, shape, out_shape, filters: int) -> int:
+    """Floats of scratch of the phase-plane conv dW (``kernels/simd/float_s8c.h``): one
+    image's C phase planes, dout^T in the virtual layout (OH Wq x F), the K x F sums."""
+    kh, kw = (int(v) for v in op.weight.shape[2:])
+    sh, sw = tuple(op.stride)
+    oh, ow = int(out_shape[2]), int(out_shape[3])
+    hq, wq = oh + (kh - 1) // sh + 1, ow + (kw - 1) // sw
+    c = int(shape[1])
+    return c * sh * sw * hq * wq + oh * wq * filters + c * kh * kw * filters
 
 
 def _s8_gemm() -> bool:
