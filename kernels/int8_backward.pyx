@@ -64,7 +64,7 @@ cdef extern from "float_s8c.h" nogil:
         TOD_CNR
     void tod_dw_planes_s8_fill_f32(const int8_t* x, int zp, const tod_dw_geom* g,
                                    float* planes)
-    void tod_conv_dw_dvt(const float* dout, Py_ssize_t F, const tod_dw_geom* g, float* dvt)
+    void tod_transpose_f32(const float* d, Py_ssize_t F, Py_ssize_t P, float* dt)
     void tod_conv_dw_items(Py_ssize_t C, Py_ssize_t F, const tod_dw_geom* g,
                            const float* planes, Py_ssize_t pl, const float* dvt, float* dwt,
                            Py_ssize_t it0, Py_ssize_t it1)
@@ -212,7 +212,7 @@ cdef object _conv_weight_planes(dout, x, int zp, g, w_shape):
     cdef tod_dw_geom geo = tod_dw_make_geom(g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
                                             g.OH, g.OW)
     cdef Py_ssize_t N = g.N, C = g.C, F = g.F, K = C * g.KH * g.KW, n, c, it, f, r
-    cdef Py_ssize_t pl = geo.SH * geo.SW * geo.Hq * geo.Wq, T = geo.OH * geo.Wq
+    cdef Py_ssize_t pl = geo.SH * geo.SW * geo.Hq * geo.Wq, T = geo.OH * geo.OW
     cdef Py_ssize_t plane = g.H * g.W, oplane = g.OH * g.OW
     cdef Py_ssize_t items = (K + TOD_CMR - 1) // TOD_CMR * ((F + TOD_CNR - 1) // TOD_CNR)
     cdef int nt = _num_threads
@@ -228,7 +228,7 @@ cdef object _conv_weight_planes(dout, x, int zp, g, w_shape):
         for n in range(N):
             for c in range(C):
                 tod_dw_planes_s8_fill_f32(xp + (n * C + c) * plane, zp, &geo, planes + c * pl)
-            tod_conv_dw_dvt(dp + n * F * oplane, F, &geo, dvt)
+            tod_transpose_f32(dp + n * F * oplane, F, oplane, dvt)
             if nt == 1:
                 tod_conv_dw_items(C, F, &geo, planes, pl, dvt, dwt, 0, items)
             else:

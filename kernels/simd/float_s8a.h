@@ -45,12 +45,7 @@ static void tod_pw_dx_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const 
 
 /* dt (NP x F) = dout (N, F, P) with each image's F x P block transposed */
 static void tod_pw_dw_transpose(int64_t N, int64_t F, int64_t P, const float *dout, float *dt) {
-    for (int64_t n = 0; n < N; n++) {
-        const float *src = dout + n * F * P;
-        float *dst = dt + n * P * F;
-        for (int64_t p = 0; p < P; p++)
-            for (int64_t f = 0; f < F; f++) dst[p * F + f] = src[f * P + p];
-    }
+    for (int64_t n = 0; n < N; n++) tod_transpose_f32(dout + n * F * P, F, P, dt + n * P * F);
 }
 
 /* Weight gradient of the same layer, input channels [c0, c0 + MR) (cut at C):

@@ -7,16 +7,16 @@
  * Here each image's input is widened once into the phase planes of float_dw.h (a few
  * values more than the image), where the im2col row of (c, i, j) is simply the plane of c
  * read from the offset of tap (i, j), over the "virtual" output t = oh Wq + ow: the
- * register tile below broadcasts A(r, t) straight from the plane of row r. B is dout
- * transposed into the same virtual layout (OH Wq x F, the Wq - OW dropped columns zero):
+ * register tile below broadcasts A(r, t) straight from the plane of row r, for the real
+ * output pixels t = oh Wq + ow (ow < OW) only. B is dout transposed (OH OW x F):
  *
- *   dW^T[r][f] += sum_t plane_c[off(i, j) + t] dout^T[t][f],   r = (c, i, j)
+ *   dW^T[r][f] += sum_(oh, ow) plane_c[off(i, j) + oh Wq + ow] dout^T[oh OW + ow][f]
  *
  * One MR x NR tile per (row block, filter panel) and image; the image's sum is added to
  * the K x F accumulator, so each dW value is the same sequence of float32 operations
  * however the rows, filters or threads are split (a subset of filters gives the same bits
  * as the full layer). Sums run in another order than BLAS: results agree with the
- * reference to float32 rounding. Scratch: C SH SW Hq Wq + OH Wq F + K F floats, against
+ * reference to float32 rounding. Scratch: C SH SW Hq Wq + OH OW F + K F floats, against
  * the float path's 4 N C H W bytes of converted input plus an im2col matrix per image.
  * AVX-512 builds only (TOD_HAVE_CONV_DW_S8); elsewhere int8_backward.pyx converts.
  */
@@ -30,9 +30,12 @@
 #define TOD_CMR 8  /* rows (c, i, j) per tile */
 #define TOD_CNR 32 /* filters per tile: two zmm */
 
-/* c[q][0:nr] += sum_t ar[q][t] b[t][0:nr] for q < mr (row q of c at c + q ldc) */
-static void tod_rows_tile_acc(int64_t T, const float *const *ar, const float *b, int64_t bks,
-                              int mr, int nr, float *c, int64_t ldc) {
+/* c[q][0:nr] += sum_(oh, ow) ar[q][oh Wq + ow] b[oh OW + ow][0:nr] for q < mr (row q of c
+ * at c + q ldc): the reduction runs over the real output pixels only (not the dropped
+ * columns of the virtual plane), in order. */
+static void tod_rows_tile_acc(int64_t OH, int64_t OW, int64_t Wq, const float *const *ar,
+                              const float *b, int64_t bks, int mr, int nr, float *c,
+                              int64_t ldc) {
     const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1u);
     const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : (nr > 16 ? (1u << (nr - 16)) - 1u : 0));
     const float *a0 = ar[0], *a1 = ar[1 < mr ? 1 : 0], *a2 = ar[2 < mr ? 2 : 0],
@@ -42,9 +45,10 @@ static void tod_rows_tile_acc(int64_t T, const float *const *ar, const float *b,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
            c61 = c00, c70 = c00, c71 = c00;
     if (nr > 16) {
-        for (int64_t t = 0; t < T; t++) {
-            const __m512 b0 = _mm512_loadu_ps(b + t * bks);
-            const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + t * bks + 16);
+        for (int64_t oh = 0; oh < OH; oh++)
+        for (int64_t t = oh * Wq, p = oh * OW; t < oh * Wq + OW; t++, p++) {
+            const __m512 b0 = _mm512_loadu_ps(b + p * bks);
+            const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + p * bks + 16);
 #define TOD_CROW(r)                                                  \
     {                                                                \
         const __m512 av = _mm512_set1_ps(a##r[t]);                   \
@@ -56,8 +60,9 @@ static void tod_rows_tile_acc(int64_t T, const float *const *ar, const float *b,
 #undef TOD_CROW
         }
     } else { /* 16 filters or fewer: one column of registers */
-        for (int64_t t = 0; t < T; t++) {
-            const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + t * bks);
+        for (int64_t oh = 0; oh < OH; oh++)
+        for (int64_t t = oh * Wq, p = oh * OW; t < oh * Wq + OW; t++, p++) {
+            const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * bks);
 #define TOD_CROW(r) c##r##0 = _mm512_fmadd_ps(_mm512_set1_ps(a##r[t]), b0, c##r##0);
             TOD_CROW(0) TOD_CROW(1) TOD_CROW(2) TOD_CROW(3)
             TOD_CROW(4) TOD_CROW(5) TOD_CROW(6) TOD_CROW(7)
@@ -77,22 +82,12 @@ static void tod_rows_tile_acc(int64_t T, const float *const *ar, const float *b,
 #undef TOD_CSTORE
 }
 
-/* dvt (OH Wq x F) <- dout of one image (F, OH, OW), transposed; dropped columns untouched */
-static void tod_conv_dw_dvt(const float *dout, int64_t F, const tod_dw_geom *g, float *dvt) {
-    for (int64_t oh = 0; oh < g->OH; oh++)
-        for (int64_t ow = 0; ow < g->OW; ow++) {
-            const float *src = dout + oh * g->OW + ow;
-            float *dst = dvt + (oh * g->Wq + ow) * F;
-            for (int64_t f = 0; f < F; f++) dst[f] = src[f * g->OH * g->OW];
-        }
-}
-
 /* Work items [it0, it1) of one image: item = row block * panels + filter panel. planes: the
  * image's C planes (pl floats each); dwt: the K x F accumulator (K = C KH KW). */
 static void tod_conv_dw_items(int64_t C, int64_t F, const tod_dw_geom *g, const float *planes,
                               int64_t pl, const float *dvt, float *dwt, int64_t it0,
                               int64_t it1) {
-    const int64_t taps = g->KH * g->KW, K = C * taps, T = g->OH * g->Wq;
+    const int64_t taps = g->KH * g->KW, K = C * taps;
     const int64_t panels = (F + TOD_CNR - 1) / TOD_CNR;
     const float *ar[TOD_CMR];
     for (int64_t it = it0; it < it1; it++) {
@@ -103,7 +98,7 @@ static void tod_conv_dw_items(int64_t C, int64_t F, const tod_dw_geom *g, const 
             const int64_t r = r0 + (q < mr ? q : 0), c = r / taps, tap = r % taps;
             ar[q] = planes + c * pl + tod_dw_tap_offset(g, tap / g->KW, tap % g->KW);
         }
-        tod_rows_tile_acc(T, ar, dvt + f0, F, mr, nr, dwt + r0 * F + f0, F);
+        tod_rows_tile_acc(g->OH, g->OW, g->Wq, ar, dvt + f0, F, mr, nr, dwt + r0 * F + f0, F);
     }
 }
 
@@ -111,9 +106,6 @@ static void tod_conv_dw_items(int64_t C, int64_t F, const tod_dw_geom *g, const 
 #define TOD_HAVE_CONV_DW_S8 0
 #define TOD_CMR 8
 #define TOD_CNR 32
-static void tod_conv_dw_dvt(const float *dout, int64_t F, const tod_dw_geom *g, float *dvt) {
-    (void)dout; (void)F; (void)g; (void)dvt;
-}
 static void tod_conv_dw_items(int64_t C, int64_t F, const tod_dw_geom *g, const float *planes,
                               int64_t pl, const float *dvt, float *dwt, int64_t it0,
                               int64_t it1) {

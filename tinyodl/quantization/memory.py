@@ -480,13 +480,13 @@ def _s8_conv_planes() -> bool:
 
 def _conv_planes_scratch(op: QConv, shape, out_shape, filters: int) -> int:
     """Floats of scratch of the phase-plane conv dW (``kernels/simd/float_s8c.h``): one
-    image's C phase planes, dout^T in the virtual layout (OH Wq x F), the K x F sums."""
+    image's C phase planes, dout^T (OH OW x F), the K x F sums."""
     kh, kw = (int(v) for v in op.weight.shape[2:])
     sh, sw = tuple(op.stride)
     oh, ow = int(out_shape[2]), int(out_shape[3])
     hq, wq = oh + (kh - 1) // sh + 1, ow + (kw - 1) // sw
     c = int(shape[1])
-    return c * sh * sw * hq * wq + oh * wq * filters + c * kh * kw * filters
+    return c * sh * sw * hq * wq + oh * ow * filters + c * kh * kw * filters
 
 
 def _s8_gemm() -> bool:
