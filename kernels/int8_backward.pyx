@@ -47,15 +47,16 @@ from _float_dw cimport (
 cdef extern from "float_s8a.h" nogil:
     cdef enum:
         TOD_HAVE_PW_DX_S8
+        TOD_PW_KB
         TOD_SMR
     void tod_pw_dx_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
                            const int8_t* w, Py_ssize_t ldw, const float* dout, float* dx,
                            Py_ssize_t c0, float* abuf)
-    void tod_pw_dw_transpose(Py_ssize_t N, Py_ssize_t F, Py_ssize_t P, const float* dout,
-                             float* dt)
-    void tod_pw_dw_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
-                           const int8_t* x, int zp, const float* dt, float* dw, Py_ssize_t c0,
-                           float* abuf)
+    void tod_pw_dw_dout_block(Py_ssize_t F, Py_ssize_t P, const float* dout, Py_ssize_t k0,
+                              Py_ssize_t k1, float* dtb)
+    void tod_pw_dw_s8_block(Py_ssize_t C, Py_ssize_t F, Py_ssize_t P, const int8_t* x, int zp,
+                            const float* dtb, float* acc, Py_ssize_t c0, Py_ssize_t k0,
+                            Py_ssize_t k1, float* abuf)
 
 cdef extern from "float_s8c.h" nogil:
     cdef enum:
@@ -241,27 +242,39 @@ cdef object _conv_weight_planes(dout, x, int zp, g, w_shape):
 
 
 cdef object _pointwise_weight(dout, x, int zp, g):
-    """dW of a pointwise layer with the int8 input read in place: dout transposed once
-    (NP x F) and, per work item, MR input rows of x - zp widened (MR x NP floats). One
-    scratch array holds both (``x`` and ``dout`` are C-contiguous: the checks made them)."""
-    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, t
+    """dW of a pointwise layer with the int8 input read in place, over blocks of at most
+    ``TOD_PW_KB`` pixels of the batch: per block, dout transposed (KB x F) and, per work
+    item, MR input rows of x - zp widened (MR x KB); the sums live in dW^T (C x F). One
+    scratch array holds all three (``x`` and ``dout`` are C-contiguous: the checks made
+    them so)."""
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, t, f, c, k0, k1
     cdef Py_ssize_t tiles = (C + TOD_SMR - 1) // TOD_SMR, NP = N * P
+    cdef Py_ssize_t kb = NP if NP < TOD_PW_KB else TOD_PW_KB
     cdef int nt = _num_threads
     cdef cnp.ndarray dw = np.empty((F, C, 1, 1), dtype=np.float32)
-    cdef cnp.ndarray scratch = np.empty(NP * F + nt * TOD_SMR * NP, dtype=np.float32)
-    cdef float* tp = <float*>cnp.PyArray_DATA(scratch)
+    cdef cnp.ndarray scratch = np.zeros(C * F + kb * F + nt * TOD_SMR * kb, dtype=np.float32)
+    cdef float* acc = <float*>cnp.PyArray_DATA(scratch)
+    cdef float* dtb = acc + C * F
+    cdef float* abuf = dtb + kb * F
     cdef const int8_t* xp = <const int8_t*>cnp.PyArray_DATA(x)
     cdef const float* dp = <const float*>cnp.PyArray_DATA(dout)
     cdef float* wp = <float*>cnp.PyArray_DATA(dw)
+    k0 = 0
     with nogil:
-        tod_pw_dw_transpose(N, F, P, dp, tp)
-        if nt == 1:  # no OpenMP region (its start costs microseconds at this size)
-            for t in range(tiles):
-                tod_pw_dw_s8_tile(N, C, F, P, xp, zp, tp, wp, t * TOD_SMR, tp + NP * F)
-        else:
-            for t in prange(tiles, num_threads=nt, schedule="static"):
-                tod_pw_dw_s8_tile(N, C, F, P, xp, zp, tp, wp, t * TOD_SMR,
-                                  tp + NP * F + threadid() * TOD_SMR * NP)
+        while k0 < NP:
+            k1 = k0 + kb if k0 + kb < NP else NP
+            tod_pw_dw_dout_block(F, P, dp, k0, k1, dtb)
+            if nt == 1:  # no OpenMP region (its start costs microseconds at this size)
+                for t in range(tiles):
+                    tod_pw_dw_s8_block(C, F, P, xp, zp, dtb, acc, t * TOD_SMR, k0, k1, abuf)
+            else:
+                for t in prange(tiles, num_threads=nt, schedule="static"):
+                    tod_pw_dw_s8_block(C, F, P, xp, zp, dtb, acc, t * TOD_SMR, k0, k1,
+                                       abuf + threadid() * TOD_SMR * kb)
+            k0 = k1
+        for f in range(F):
+            for c in range(C):
+                wp[f * C + c] = acc[c * F + f]
     return dw
 
 
@@ -289,8 +302,11 @@ cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
 
 
 #: dx and dW of a pointwise (1x1, stride 1, unpadded) conv read the int8 operand in place,
-#: with F x MR (dx) or MR x NP + NP x F (dW) floats of scratch (kernels/simd/float_s8a.h)
+#: with F x MR (dx) or C x F + KB x F + MR x KB (dW) floats of scratch (float_s8a.h)
 POINTWISE_DX_IN_PLACE = bool(TOD_HAVE_PW_DX_S8)
+
+#: pixels of the batch per block of the pointwise dW's reduction (its dout^T is KB x F)
+POINTWISE_DW_BLOCK = TOD_PW_KB
 
 #: dW of a convolution without groups reads the int8 input's phase planes, one image at a
 #: time (kernels/simd/float_s8c.h; AVX-512 builds): no float copy of the input, no im2col

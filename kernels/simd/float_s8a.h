@@ -21,6 +21,7 @@
 #define TINYODL_FLOAT_S8A_H
 
 #include "float_linear.h"
+#include "float_s8c.h"
 #include "float_s8w.h"
 
 #if TOD_HAVE_SGEMM
@@ -43,45 +44,71 @@ static void tod_pw_dx_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const 
         }
 }
 
-/* dt (NP x F) = dout (N, F, P) with each image's F x P block transposed */
-static void tod_pw_dw_transpose(int64_t N, int64_t F, int64_t P, const float *dout, float *dt) {
-    for (int64_t n = 0; n < N; n++) tod_transpose_f32(dout + n * F * P, F, P, dt + n * P * F);
+/* Weight gradient of the same layer:
+ *
+ *   dW^T (C x F) = (x - zp) (C x NP) . dout^T (NP x F)
+ *
+ * with the reduction over the N P pixels of the whole batch, cut into blocks of at most
+ * TOD_PW_KB pixels so that its operands stay in cache: per block, dout is transposed once
+ * (tod_pw_dw_dout_block: KB x F) and each work item (input channels [c0, c0 + MR)) widens
+ * its MR int8 rows of the block (minus zp) into abuf (MR x KB) and continues its sums in
+ * acc (C x F). On AVX-512 builds each dW value is one chain of fused multiply-adds over
+ * the images and their pixels in order (the tile reloads the chain where the previous
+ * block left it): independent of the blocks, tiles, threads and of which output channels
+ * are asked for. */
+#define TOD_PW_KB 1024
+
+/* dtb (k1 - k0 x F) <- pixels [k0, k1) of the batch (pixel k = n P + p) of dout (N, F, P) */
+static void tod_pw_dw_dout_block(int64_t F, int64_t P, const float *dout, int64_t k0, int64_t k1,
+                                 float *dtb) {
+    for (int64_t k = k0; k < k1;) {
+        const int64_t n = k / P, p0 = k - n * P, p1 = (n + 1) * P < k1 ? P : k1 - n * P;
+        tod_transpose_f32_ld(dout + n * F * P + p0, P, F, p1 - p0, dtb + (k - k0) * F, F);
+        k += p1 - p0;
+    }
 }
 
-/* Weight gradient of the same layer, input channels [c0, c0 + MR) (cut at C):
- *
- *   dW^T[c0:c0+MR] (MR x F) = (x - zp)[:, c0:c0+MR] (MR x NP) . dout^T (NP x F)
- *
- * with the reduction over the N P pixels of the whole batch. A = the MR int8 input rows of
- * every image widened (minus zp) into abuf (MR x NP floats); B = dout transposed by the
- * caller once (dt, NP x F); each tile is stored transposed into dW (F x C, row stride C).
- * Each dW value is one float32 sum over the images and their pixels in order: independent
- * of the tiles, threads and of which output channels are asked for. */
-static void tod_pw_dw_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
-                              int32_t zp, const float *dt, float *dw, int64_t c0,
-                              float *abuf) {
-    const int64_t mr = C - c0 < TOD_SMR ? C - c0 : TOD_SMR, NP = N * P;
+/* acc rows [c0, c0 + MR) (cut at C) continued over pixels [k0, k1); abuf: MR x (k1 - k0) */
+static void tod_pw_dw_s8_block(int64_t C, int64_t F, int64_t P, const int8_t *x, int32_t zp,
+                               const float *dtb, float *acc, int64_t c0, int64_t k0, int64_t k1,
+                               float *abuf) {
+    const int64_t mr = C - c0 < TOD_SMR ? C - c0 : TOD_SMR, kb = k1 - k0;
     for (int64_t r = 0; r < mr; r++)
-        for (int64_t n = 0; n < N; n++) {
-            tod_s8_widen_f32(x + (n * C + c0 + r) * P, zp, abuf + r * NP + n * P, P);
+        for (int64_t k = k0; k < k1;) {
+            const int64_t n = k / P, p0 = k - n * P, p1 = (n + 1) * P < k1 ? P : k1 - n * P;
+            tod_s8_widen_f32(x + (n * C + c0 + r) * P + p0, zp, abuf + r * kb + (k - k0),
+                             p1 - p0);
+            k += p1 - p0;
         }
+#if TOD_HAVE_CONV_DW_S8 /* the 8 x 32 row tile of float_s8c.h: one zmm when nr <= 16 */
+    const float *ar[TOD_CMR];
+    for (int r = 0; r < TOD_CMR; r++) ar[r] = abuf + (r < mr ? r : 0) * kb;
+    for (int64_t f0 = 0; f0 < F; f0 += TOD_CNR) {
+        const int64_t nr = F - f0 < TOD_CNR ? F - f0 : TOD_CNR;
+        tod_rows_tile(1, kb, kb, ar, dtb + f0, F, (int)mr, (int)nr, acc + c0 * F + f0, F,
+                      TOD_TILE_CONTINUE);
+    }
+#else /* AVX2: the block's sums are added to acc */
     for (int64_t f0 = 0; f0 < F; f0 += TOD_SNR) {
         const int64_t nr = F - f0 < TOD_SNR ? F - f0 : TOD_SNR;
-        tod_sgemm_tile(NP, abuf, NP, 1, dt + f0, F, (int)mr, (int)nr, dw + f0 * C + c0, C, 1,
-                       0);
+        tod_sgemm_tile(kb, abuf, kb, 1, dtb + f0, F, (int)mr, (int)nr, acc + c0 * F + f0, F, 0,
+                       1);
     }
+#endif
 }
 
 #else
 #define TOD_HAVE_PW_DX_S8 0
-static void tod_pw_dw_transpose(int64_t N, int64_t F, int64_t P, const float *dout, float *dt) {
-    (void)N; (void)F; (void)P; (void)dout; (void)dt;
+#define TOD_PW_KB 1024
+static void tod_pw_dw_dout_block(int64_t F, int64_t P, const float *dout, int64_t k0, int64_t k1,
+                                 float *dtb) {
+    (void)F; (void)P; (void)dout; (void)k0; (void)k1; (void)dtb;
 }
-static void tod_pw_dw_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
-                              int32_t zp, const float *dt, float *dw, int64_t c0,
-                              float *abuf) {
-    (void)N; (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dt; (void)dw; (void)c0;
-    (void)abuf;
+static void tod_pw_dw_s8_block(int64_t C, int64_t F, int64_t P, const int8_t *x, int32_t zp,
+                               const float *dtb, float *acc, int64_t c0, int64_t k0, int64_t k1,
+                               float *abuf) {
+    (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dtb; (void)acc; (void)c0; (void)k0;
+    (void)k1; (void)abuf;
 }
 static void tod_pw_dx_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *w,
                               int64_t ldw, const float *dout, float *dx, int64_t c0,

@@ -32,10 +32,15 @@
 
 /* c[q][0:nr] += sum_(oh, ow) ar[q][oh Wq + ow] b[oh OW + ow][0:nr] for q < mr (row q of c
  * at c + q ldc): the reduction runs over the real output pixels only (not the dropped
- * columns of the virtual plane), in order. */
-static void tod_rows_tile_acc(int64_t OH, int64_t OW, int64_t Wq, const float *const *ar,
-                              const float *b, int64_t bks, int mr, int nr, float *c,
-                              int64_t ldc) {
+ * columns of the virtual plane), in order, one fused multiply-add chain per value.
+ * mode TOD_TILE_ADD: the chain starts from zero and its sum is added to c;
+ * mode TOD_TILE_CONTINUE: the chain starts from c and ends in c (a reduction cut into
+ * blocks gives the bits of the uncut one). */
+#define TOD_TILE_ADD 0
+#define TOD_TILE_CONTINUE 1
+static void tod_rows_tile(int64_t OH, int64_t OW, int64_t Wq, const float *const *ar,
+                          const float *b, int64_t bks, int mr, int nr, float *c, int64_t ldc,
+                          int mode) {
     const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1u);
     const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : (nr > 16 ? (1u << (nr - 16)) - 1u : 0));
     const float *a0 = ar[0], *a1 = ar[1 < mr ? 1 : 0], *a2 = ar[2 < mr ? 2 : 0],
@@ -44,6 +49,16 @@ static void tod_rows_tile_acc(int64_t OH, int64_t OW, int64_t Wq, const float *c
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
            c61 = c00, c70 = c00, c71 = c00;
+    if (mode == TOD_TILE_CONTINUE) {
+#define TOD_CLOAD(r)                                                                      \
+    if (r < mr) {                                                                         \
+        c##r##0 = _mm512_maskz_loadu_ps(m0, c + (int64_t)(r) * ldc);                      \
+        c##r##1 = _mm512_maskz_loadu_ps(m1, c + (int64_t)(r) * ldc + 16);                 \
+    }
+        TOD_CLOAD(0) TOD_CLOAD(1) TOD_CLOAD(2) TOD_CLOAD(3)
+        TOD_CLOAD(4) TOD_CLOAD(5) TOD_CLOAD(6) TOD_CLOAD(7)
+#undef TOD_CLOAD
+    }
     if (nr > 16) {
         for (int64_t oh = 0; oh < OH; oh++)
         for (int64_t t = oh * Wq, p = oh * OW; t < oh * Wq + OW; t++, p++) {
@@ -68,6 +83,17 @@ static void tod_rows_tile_acc(int64_t OH, int64_t OW, int64_t Wq, const float *c
             TOD_CROW(4) TOD_CROW(5) TOD_CROW(6) TOD_CROW(7)
 #undef TOD_CROW
         }
+    }
+    if (mode == TOD_TILE_CONTINUE) {
+#define TOD_CPUT(r)                                                                       \
+    if (r < mr) {                                                                         \
+        _mm512_mask_storeu_ps(c + (int64_t)(r) * ldc, m0, c##r##0);                       \
+        if (m1) _mm512_mask_storeu_ps(c + (int64_t)(r) * ldc + 16, m1, c##r##1);          \
+    }
+        TOD_CPUT(0) TOD_CPUT(1) TOD_CPUT(2) TOD_CPUT(3)
+        TOD_CPUT(4) TOD_CPUT(5) TOD_CPUT(6) TOD_CPUT(7)
+#undef TOD_CPUT
+        return;
     }
 #define TOD_CSTORE(r)                                                                     \
     if (r < mr) {                                                                         \
@@ -98,7 +124,7 @@ static void tod_conv_dw_items(int64_t C, int64_t F, const tod_dw_geom *g, const 
             const int64_t r = r0 + (q < mr ? q : 0), c = r / taps, tap = r % taps;
             ar[q] = planes + c * pl + tod_dw_tap_offset(g, tap / g->KW, tap % g->KW);
         }
-        tod_rows_tile_acc(g->OH, g->OW, g->Wq, ar, dvt + f0, F, mr, nr, dwt + r0 * F + f0, F);
+        tod_rows_tile(g->OH, g->OW, g->Wq, ar, dvt + f0, F, mr, nr, dwt + r0 * F + f0, F, TOD_TILE_ADD);
     }
 }
 

@@ -42,18 +42,19 @@ static inline void tod_s8_widen_f32(const int8_t *restrict x, int32_t zp, float 
 #endif
 }
 
-/* dt (P x F) <- d (F x P), row strides P and F: 8 x 8 blocks through AVX registers */
-static void tod_transpose_f32(const float *d, int64_t F, int64_t P, float *dt) {
+/* dt (P x F) <- d (F x P), row strides ld and ldt: 8 x 8 blocks through AVX registers */
+static void tod_transpose_f32_ld(const float *d, int64_t ld, int64_t F, int64_t P, float *dt,
+                                 int64_t ldt) {
     int64_t f0 = 0;
 #if defined(__AVX__)
     for (; f0 + 8 <= F; f0 += 8) {
         int64_t p0 = 0;
         for (; p0 + 8 <= P; p0 += 8) {
-            const float *s0 = d + f0 * P + p0;
-            const __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + P),
-                         r2 = _mm256_loadu_ps(s0 + 2 * P), r3 = _mm256_loadu_ps(s0 + 3 * P),
-                         r4 = _mm256_loadu_ps(s0 + 4 * P), r5 = _mm256_loadu_ps(s0 + 5 * P),
-                         r6 = _mm256_loadu_ps(s0 + 6 * P), r7 = _mm256_loadu_ps(s0 + 7 * P);
+            const float *s0 = d + f0 * ld + p0;
+            const __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + ld),
+                         r2 = _mm256_loadu_ps(s0 + 2 * ld), r3 = _mm256_loadu_ps(s0 + 3 * ld),
+                         r4 = _mm256_loadu_ps(s0 + 4 * ld), r5 = _mm256_loadu_ps(s0 + 5 * ld),
+                         r6 = _mm256_loadu_ps(s0 + 6 * ld), r7 = _mm256_loadu_ps(s0 + 7 * ld);
             const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1),
                          t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3),
                          t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
@@ -62,22 +63,27 @@ static void tod_transpose_f32(const float *d, int64_t F, int64_t P, float *dt) {
                          u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
                          u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
                          u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            float *o = dt + p0 * F + f0;
+            float *o = dt + p0 * ldt + f0;
             _mm256_storeu_ps(o, _mm256_permute2f128_ps(u0, u4, 0x20));
-            _mm256_storeu_ps(o + F, _mm256_permute2f128_ps(u1, u5, 0x20));
-            _mm256_storeu_ps(o + 2 * F, _mm256_permute2f128_ps(u2, u6, 0x20));
-            _mm256_storeu_ps(o + 3 * F, _mm256_permute2f128_ps(u3, u7, 0x20));
-            _mm256_storeu_ps(o + 4 * F, _mm256_permute2f128_ps(u0, u4, 0x31));
-            _mm256_storeu_ps(o + 5 * F, _mm256_permute2f128_ps(u1, u5, 0x31));
-            _mm256_storeu_ps(o + 6 * F, _mm256_permute2f128_ps(u2, u6, 0x31));
-            _mm256_storeu_ps(o + 7 * F, _mm256_permute2f128_ps(u3, u7, 0x31));
+            _mm256_storeu_ps(o + ldt, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(o + 2 * ldt, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(o + 3 * ldt, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(o + 4 * ldt, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(o + 5 * ldt, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(o + 6 * ldt, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(o + 7 * ldt, _mm256_permute2f128_ps(u3, u7, 0x31));
         }
         for (; p0 < P; p0++)
-            for (int64_t f = f0; f < f0 + 8; f++) dt[p0 * F + f] = d[f * P + p0];
+            for (int64_t f = f0; f < f0 + 8; f++) dt[p0 * ldt + f] = d[f * ld + p0];
     }
 #endif
     for (; f0 < F; f0++)
-        for (int64_t p = 0; p < P; p++) dt[p * F + f0] = d[f0 * P + p];
+        for (int64_t p = 0; p < P; p++) dt[p * ldt + f0] = d[f0 * ld + p];
+}
+
+/* dt (P x F) <- d (F x P), contiguous */
+static inline void tod_transpose_f32(const float *d, int64_t F, int64_t P, float *dt) {
+    tod_transpose_f32_ld(d, P, F, P, dt, F);
 }
 
 #endif /* TINYODL_FLOAT_S8W_H */

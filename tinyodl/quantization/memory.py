@@ -22,9 +22,10 @@ backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight val
 
 * ``dx`` and ``dW`` of a pointwise convolution (1x1, stride 1, unpadded; SIMD builds):
   the int8 operand is read in place (``kernels/simd/float_s8a.h``): ``4 F MR`` bytes of
-  widened weights for ``dx``; ``dout`` transposed (``4 NP F``) and ``MR`` widened input
-  rows (``4 MR NP``) for ``dW`` when ``F <= C`` (``NP`` = pixels of the batch, ``MR`` = the
-  float tile's rows; otherwise as the other convolutions below);
+  widened weights for ``dx``; for ``dW`` when ``F <= C``, over blocks of ``KB`` (at most
+  1024) pixels of the batch: the ``C x F`` sums, the block of ``dout`` transposed
+  (``4 KB F``) and ``MR`` widened input rows (``4 MR KB``; ``MR`` = the float tile's
+  rows; otherwise as the other convolutions below);
 * ``dx`` of other convolutions: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
   ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
   GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
@@ -359,10 +360,9 @@ class _Replay:
             tape.spike(self._s8_panel(shape[0]) if _s8_gemm() else 4 * int(np.prod(shape)))
             tape.drop(g_w)
             return dw
-        if _pointwise(op) and _s8_pointwise() and filters <= shape[1]:  # dout^T, MR x NP
+        if _pointwise(op) and _s8_pointwise() and filters <= shape[1]:
             dw = tape.new(4 * filters * op.weight.shape[1])
-            pixels = int(shape[0] * shape[2] * shape[3])
-            tape.spike(4 * pixels * (filters + _rules._sgemm_tile()[1]))  # one array
+            tape.spike(4 * _pointwise_weight_scratch(shape, filters))
             tape.drop(g_w)
             return dw
         if op.kind == "conv" and op.groups == 1 and _s8_conv_planes():
@@ -467,6 +467,16 @@ def _int8_forward_scratch(op: QConv, shape, out_shape) -> tuple[int, ...]:
     k4 = -(-k // 4) * 4
     w_copy = 0 if _pointwise(op) and k == k4 else f * k4
     return (w_copy, INT8_NR * k4 + 4 * INT8_MR * INT8_NR + 8 * f)
+
+
+def _pointwise_weight_scratch(shape, filters: int) -> int:
+    """Floats of scratch of the in-place pointwise dW (``kernels/simd/float_s8a.h``), one
+    array: the C x F sums, one block of KB <= 1024 pixels of dout transposed (KB x F) and one
+    thread's MR widened input rows of the block (MR x KB)."""
+    from tinyodl._kernels.int8_backward import POINTWISE_DW_BLOCK
+
+    kb = min(int(shape[0] * shape[2] * shape[3]), POINTWISE_DW_BLOCK)
+    return int(shape[1]) * filters + kb * filters + kb * _rules._sgemm_tile()[1]
 
 
 def _s8_conv_planes() -> bool:
