@@ -15,8 +15,9 @@ is widened where it is read (``kernels/simd/float_s8w.h``), never copied whole:
   values, tiny) and conv.pyx's float ``_backward_input`` runs unchanged;
 * ``dW`` of a depthwise layer: one C call per channel over the batch on the phase planes of
   ``x_q - zp`` (``tod_dw_weight_s8_f32``, the bits of the float32 loops of conv.pyx);
-* ``dW`` of a pointwise layer with F <= C: dout transposed once, MR input rows widened per
-  work item (``float_s8a.h``);
+* ``dW`` of a pointwise layer with F <= C (``float_s8a.h``): on AVX-512 builds 32 input
+  channels per work item, their rows widened and transposed per block of pixels, dout read
+  in place; elsewhere dout transposed per block, MR input rows widened per work item;
 * ``dW`` of other convolutions without groups (AVX-512 builds): each image's phase planes
   are the im2col matrix read in place (``kernels/simd/float_s8c.h``); grouped layers and
   other builds convert ``x_q - zp`` once and run conv.pyx's ``_backward_weight``;
@@ -47,11 +48,16 @@ from _float_dw cimport (
 cdef extern from "float_s8a.h" nogil:
     cdef enum:
         TOD_HAVE_PW_DX_S8
+        TOD_HAVE_PW_DW_PANEL
         TOD_PW_KB
+        TOD_PW_KB2
         TOD_SMR
     void tod_pw_dx_s8_tile(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
                            const int8_t* w, Py_ssize_t ldw, const float* dout, float* dx,
                            Py_ssize_t c0, float* abuf)
+    void tod_pw_dw_s8_panel(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
+                            const int8_t* x, int zp, const float* dout, float* dw,
+                            Py_ssize_t c0, float* bbuf, float* tmp)
     void tod_pw_dw_dout_block(Py_ssize_t F, Py_ssize_t P, const float* dout, Py_ssize_t k0,
                               Py_ssize_t k1, float* dtb)
     void tod_pw_dw_s8_block(Py_ssize_t C, Py_ssize_t F, Py_ssize_t P, const int8_t* x, int zp,
@@ -134,7 +140,29 @@ def conv2d_s8_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
     if (TOD_HAVE_DW_DX_S8W and g.groups > 1 and g.groups == g.C == g.F
             and g.KH * g.KW <= 64 and g.N * g.C * g.H * g.W):
         return _depthwise_input(dout, w, g)
+    if (g.groups == 1 and g.C >= TOD_SMR and g.N * g.C * g.H * g.W and g.F
+            and _conv._use_implicit_gemm(dout, 1, g)):
+        # stride 1, same size: conv.pyx's implicit GEMM of dout with the flipped, transposed
+        # filters, which are built straight from the int8 weights (one pass, no float copy)
+        return _conv._conv_same(dout, _flipped_float(w), None, g.KH - 1 - g.PH,
+                                g.KW - 1 - g.PW)
     return _conv._backward_input(dout, _as_float(w), g)
+
+
+def _flipped_float(w):
+    """W'[c, f, i, j] = float(W[f, c, KH-1-i, KW-1-j]) (C, F, KH, KW) from int8 W."""
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], KH = w.shape[2], KW = w.shape[3]
+    cdef Py_ssize_t f, c, i, j
+    out = np.empty((C, F, KH, KW), dtype=np.float32)
+    cdef const int8_t[:, :, :, ::1] src = w
+    cdef float[:, :, :, ::1] dst = out
+    with nogil:
+        for c in range(C):
+            for f in range(F):
+                for i in range(KH):
+                    for j in range(KW):
+                        dst[c, f, i, j] = <float>src[f, c, KH - 1 - i, KW - 1 - j]
+    return out
 
 
 cdef object _depthwise_input(dout, w, g):
@@ -242,6 +270,38 @@ cdef object _conv_weight_planes(dout, x, int zp, g, w_shape):
 
 
 cdef object _pointwise_weight(dout, x, int zp, g):
+    if TOD_HAVE_PW_DW_PANEL:
+        return _pointwise_weight_panels(dout, x, zp, g)
+    return _pointwise_weight_blocks(dout, x, zp, g)
+
+
+cdef object _pointwise_weight_panels(dout, x, int zp, g):
+    """dW of a pointwise layer, AVX-512: 32 input channels per work item, their int8 rows
+    widened and transposed per block of pixels (``tod_pw_dw_s8_panel``); dout read in place,
+    dW written in place."""
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, t
+    cdef Py_ssize_t panels = (C + TOD_CNR - 1) // TOD_CNR
+    cdef Py_ssize_t kb = TOD_PW_KB2, per = POINTWISE_DW_PANEL_SCRATCH
+    cdef int nt = _num_threads
+    cdef cnp.ndarray dw = np.zeros((F, C, 1, 1), dtype=np.float32)
+    cdef cnp.ndarray scratch = np.empty(nt * per, dtype=np.float32)
+    cdef float* sp = <float*>cnp.PyArray_DATA(scratch)
+    cdef const int8_t* xp = <const int8_t*>cnp.PyArray_DATA(x)
+    cdef const float* dp = <const float*>cnp.PyArray_DATA(dout)
+    cdef float* wp = <float*>cnp.PyArray_DATA(dw)
+    with nogil:
+        if nt == 1:
+            for t in range(panels):
+                tod_pw_dw_s8_panel(N, C, F, P, xp, zp, dp, wp, t * TOD_CNR, sp,
+                                   sp + TOD_CNR * kb)
+        else:
+            for t in prange(panels, num_threads=nt, schedule="static"):
+                tod_pw_dw_s8_panel(N, C, F, P, xp, zp, dp, wp, t * TOD_CNR,
+                                   sp + threadid() * per, sp + threadid() * per + TOD_CNR * kb)
+    return dw
+
+
+cdef object _pointwise_weight_blocks(dout, x, int zp, g):
     """dW of a pointwise layer with the int8 input read in place, over blocks of at most
     ``TOD_PW_KB`` pixels of the batch: per block, dout transposed (KB x F) and, per work
     item, MR input rows of x - zp widened (MR x KB); the sums live in dW^T (C x F). One
@@ -307,6 +367,12 @@ POINTWISE_DX_IN_PLACE = bool(TOD_HAVE_PW_DX_S8)
 
 #: pixels of the batch per block of the pointwise dW's reduction (its dout^T is KB x F)
 POINTWISE_DW_BLOCK = TOD_PW_KB
+
+#: floats of one thread's scratch of the pointwise dW on AVX-512 builds (32 input channels
+#: of a block of pixels widened and transposed, and their 8 rows before the transpose);
+#: None where the blocked path above runs instead
+POINTWISE_DW_PANEL_SCRATCH = (TOD_CNR * TOD_PW_KB2 + 8 * (TOD_PW_KB2 + 16)
+                              if TOD_HAVE_PW_DW_PANEL else None)
 
 #: dW of a convolution without groups reads the int8 input's phase planes, one image at a
 #: time (kernels/simd/float_s8c.h; AVX-512 builds): no float copy of the input, no im2col

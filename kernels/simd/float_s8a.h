@@ -97,9 +97,80 @@ static void tod_pw_dw_s8_block(int64_t C, int64_t F, int64_t P, const int8_t *x,
 #endif
 }
 
+#if TOD_HAVE_CONV_DW_S8
+/* AVX-512 builds turn the product around, so that the register tile's 32 lanes run over
+ * input channels and its 8 rows over filters (no lane idles when F is not a multiple of
+ * 32, and dW comes out row-major, no transpose):
+ *
+ *   dW[f0:f0+8, c0:c0+32] (+)= dout[f0:f0+8] (8 x NP) . (x - zp)^T[:, c0:c0+32] (NP x 32)
+ *
+ * A = the rows of dout read in place (a jump of F P values from one image to the next);
+ * B = the panel's 32 int8 input rows of a block of pixels, widened and transposed into
+ * bbuf (KB x 32; via tmp, 8 x KB). A block is a few whole images (P <= TOD_PW_KB2) or a
+ * part of one. The tile continues each chain where the last block left it: each dW value
+ * is one chain of fused multiply-adds over the images and their pixels in order -- the
+ * bits of tod_pw_dw_s8_block, whatever the blocks, panels or threads. */
+#define TOD_PW_KB2 256
+#define TOD_PW_LD (TOD_PW_KB2 + 16) /* row stride of tmp */
+#define TOD_HAVE_PW_DW_PANEL 1
+
+static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
+                               int32_t zp, const float *dout, float *dw, int64_t c0,
+                               float *bbuf, float *tmp) {
+    const int nr = (int)(C - c0 < TOD_CNR ? C - c0 : TOD_CNR);
+    const float *ar[TOD_CMR];
+    int64_t n = 0, p = 0;
+    while (n < N) {
+        int64_t m = 1, L = P;
+        if (P <= TOD_PW_KB2) {
+            m = TOD_PW_KB2 / P < N - n ? TOD_PW_KB2 / P : N - n;
+        } else {
+            L = P - p < TOD_PW_KB2 ? P - p : TOD_PW_KB2;
+        }
+        for (int64_t i = 0; i < m; i++)
+            for (int j0 = 0; j0 < nr; j0 += 8) {
+                const int jn = nr - j0 < 8 ? nr - j0 : 8;
+                for (int q = 0; q < jn; q++) /* rows TOD_PW_LD apart: no 4 KiB aliasing */
+                    tod_s8_widen_f32(x + ((n + i) * C + c0 + j0 + q) * P + p, zp,
+                                     tmp + q * TOD_PW_LD, L);
+                tod_transpose_f32_ld(tmp, TOD_PW_LD, jn, L, bbuf + i * L * TOD_CNR + j0, TOD_CNR);
+            }
+        for (int64_t f0 = 0; f0 < F; f0 += TOD_CMR) {
+            const int mr = (int)(F - f0 < TOD_CMR ? F - f0 : TOD_CMR);
+            for (int q = 0; q < TOD_CMR; q++) ar[q] = dout + (n * F + f0 + (q < mr ? q : 0)) * P + p;
+            tod_rows_tile(m, L, F * P, ar, bbuf, TOD_CNR, mr, nr, dw + f0 * C + c0, C,
+                          TOD_TILE_CONTINUE);
+        }
+        if (P <= TOD_PW_KB2) {
+            n += m;
+        } else if ((p += L) == P) {
+            p = 0;
+            n++;
+        }
+    }
+}
+#else
+#define TOD_PW_KB2 256
+#define TOD_HAVE_PW_DW_PANEL 0
+static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
+                               int32_t zp, const float *dout, float *dw, int64_t c0,
+                               float *bbuf, float *tmp) {
+    (void)N; (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dout; (void)dw; (void)c0;
+    (void)bbuf; (void)tmp;
+}
+#endif
+
 #else
 #define TOD_HAVE_PW_DX_S8 0
 #define TOD_PW_KB 1024
+#define TOD_PW_KB2 256
+#define TOD_HAVE_PW_DW_PANEL 0
+static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
+                               int32_t zp, const float *dout, float *dw, int64_t c0,
+                               float *bbuf, float *tmp) {
+    (void)N; (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dout; (void)dw; (void)c0;
+    (void)bbuf; (void)tmp;
+}
 static void tod_pw_dw_dout_block(int64_t F, int64_t P, const float *dout, int64_t k0, int64_t k1,
                                  float *dtb) {
     (void)F; (void)P; (void)dout; (void)k0; (void)k1; (void)dtb;

@@ -22,10 +22,11 @@ backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight val
 
 * ``dx`` and ``dW`` of a pointwise convolution (1x1, stride 1, unpadded; SIMD builds):
   the int8 operand is read in place (``kernels/simd/float_s8a.h``): ``4 F MR`` bytes of
-  widened weights for ``dx``; for ``dW`` when ``F <= C``, over blocks of ``KB`` (at most
-  1024) pixels of the batch: the ``C x F`` sums, the block of ``dout`` transposed
-  (``4 KB F``) and ``MR`` widened input rows (``4 MR KB``; ``MR`` = the float tile's
-  rows; otherwise as the other convolutions below);
+  widened weights for ``dx``; for ``dW`` when ``F <= C``, on AVX-512 builds a panel of
+  32 input rows of a block of at most 256 pixels, widened and transposed (about 41 KiB);
+  elsewhere over blocks of ``KB`` (at most 1024) pixels of the batch: the ``C x F`` sums,
+  the block of ``dout`` transposed (``4 KB F``) and ``MR`` widened input rows
+  (``4 MR KB``; ``MR`` = the float tile's rows); otherwise as the other convolutions below;
 * ``dx`` of other convolutions: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
   ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
   GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
@@ -471,10 +472,13 @@ def _int8_forward_scratch(op: QConv, shape, out_shape) -> tuple[int, ...]:
 
 def _pointwise_weight_scratch(shape, filters: int) -> int:
     """Floats of scratch of the in-place pointwise dW (``kernels/simd/float_s8a.h``), one
-    array: the C x F sums, one block of KB <= 1024 pixels of dout transposed (KB x F) and one
-    thread's MR widened input rows of the block (MR x KB)."""
-    from tinyodl._kernels.int8_backward import POINTWISE_DW_BLOCK
+    array: on AVX-512 builds one thread's panel of 32 widened, transposed input rows of a
+    block of pixels; otherwise the C x F sums, one block of KB <= 1024 pixels of dout
+    transposed (KB x F) and one thread's MR widened input rows of the block (MR x KB)."""
+    from tinyodl._kernels.int8_backward import POINTWISE_DW_BLOCK, POINTWISE_DW_PANEL_SCRATCH
 
+    if POINTWISE_DW_PANEL_SCRATCH is not None:
+        return int(POINTWISE_DW_PANEL_SCRATCH)
     kb = min(int(shape[0] * shape[2] * shape[3]), POINTWISE_DW_BLOCK)
     return int(shape[1]) * filters + kb * filters + kb * _rules._sgemm_tile()[1]
 
