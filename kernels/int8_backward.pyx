@@ -365,6 +365,10 @@ cdef object _depthwise_weight(dout, x, int zp, g, w_shape):
 #: with F x MR (dx) or C x F + KB x F + MR x KB (dW) floats of scratch (float_s8a.h)
 POINTWISE_DX_IN_PLACE = bool(TOD_HAVE_PW_DX_S8)
 
+#: dx of a depthwise layer runs in gather form on one zeroed plane of dout per thread
+#: (kernels/simd/float_dw.h; AVX-512 builds)
+DEPTHWISE_DX_GATHER = bool(TOD_HAVE_DW_DX_S8W)
+
 #: pixels of the batch per block of the pointwise dW's reduction (its dout^T is KB x F)
 POINTWISE_DW_BLOCK = TOD_PW_KB
 

@@ -27,9 +27,11 @@ backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight val
   elsewhere over blocks of ``KB`` (at most 1024) pixels of the batch: the ``C x F`` sums,
   the block of ``dout`` transposed (``4 KB F``) and ``MR`` widened input rows
   (``4 MR KB``; ``MR`` = the float tile's rows); otherwise as the other convolutions below;
-* ``dx`` of other convolutions: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
-  ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
-  GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
+* ``dx`` of a depthwise layer on AVX-512 builds: one zeroed plane of ``dout`` (gather
+  form, ``(H + PH + KH - 1) (W + PW + KW - 1)`` floats); of other convolutions: ``4 W``
+  (``float32(W_q)``) live while conv.pyx's float ``_backward_input`` runs, whose scratch
+  :mod:`tinyodl.memory._rules` models (the implicit GEMM path builds its flipped copy
+  ``4 W`` straight from ``W_q``, plus the packed filters, about ``4 W`` more);
 * ``dW`` of a depthwise layer: the phase planes of one thread (no converted input); of
   a convolution without groups on AVX-512 builds: one image's phase planes of ``x_q - zp``,
   ``dout`` transposed and the ``K x F`` sums (``kernels/simd/float_s8c.h``); of other
@@ -51,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyodl._shapes import padding4
 from tinyodl.memory import _rules
 from tinyodl.quantization.qmodel import QConv, QGlobalAvgPool, QResidual, QuantizedModel
 
@@ -341,8 +344,16 @@ class _Replay:
             dx = tape.new(4 * int(np.prod(shape)))
             tape.spike(4 * op.weight.shape[0] * _rules._sgemm_tile()[1])
             return dx
-        w_f = tape.new(4 * op.weight.size)  # _as_float(w)
+        if op.kind == "depthwise" and _s8_depthwise_gather():  # one zeroed plane of dout
+            dx = tape.new(4 * int(np.prod(shape)))
+            tape.spike(4 * _depthwise_up_scratch(op, shape))
+            return dx
         layer = _FloatConv(op, op._groups(), op.weight.shape[0])
+        # the implicit-GEMM path builds its flipped float filters straight from W_q (the copy
+        # the rules count); the others convert W_q first
+        flipped = op.kind == "conv" and shape[1] >= _rules._sgemm_tile()[1]
+        flipped = flipped and _rules._implicit_same(self._ctx(), layer, shape, out_shape)
+        w_f = tape.new(0 if flipped else 4 * op.weight.size)  # _as_float(w)
         dx = _rules.conv_backward_input(self._ctx(), layer, shape, out_shape)
         tape.drop(w_f)
         return dx
@@ -481,6 +492,22 @@ def _pointwise_weight_scratch(shape, filters: int) -> int:
         return int(POINTWISE_DW_PANEL_SCRATCH)
     kb = min(int(shape[0] * shape[2] * shape[3]), POINTWISE_DW_BLOCK)
     return int(shape[1]) * filters + kb * filters + kb * _rules._sgemm_tile()[1]
+
+
+def _s8_depthwise_gather() -> bool:
+    """Whether the compiled depthwise dx runs in gather form (AVX-512 builds)."""
+    try:
+        from tinyodl._kernels.int8_backward import DEPTHWISE_DX_GATHER
+    except ImportError:
+        return False
+    return bool(DEPTHWISE_DX_GATHER)
+
+
+def _depthwise_up_scratch(op: QConv, shape) -> int:
+    """Floats of the depthwise dx's zeroed dout plane (``tod_dw_up_size``, one thread)."""
+    kh, kw = (int(v) for v in op.weight.shape[2:])
+    ph, _, pw, _ = padding4(op.padding)
+    return (int(shape[2]) + ph + kh - 1) * (int(shape[3]) + pw + kw - 1)
 
 
 def _s8_conv_planes() -> bool:
