@@ -150,18 +150,22 @@ def conv2d_s8_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
 
 
 def _flipped_float(w):
-    """W'[c, f, i, j] = float(W[f, c, KH-1-i, KW-1-j]) (C, F, KH, KW) from int8 W."""
-    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], KH = w.shape[2], KW = w.shape[3]
-    cdef Py_ssize_t f, c, i, j
-    out = np.empty((C, F, KH, KW), dtype=np.float32)
-    cdef const int8_t[:, :, :, ::1] src = w
-    cdef float[:, :, :, ::1] dst = out
+    """W'[c, f, i, j] = float(W[f, c, KH-1-i, KW-1-j]) (C, F, KH, KW) from int8 W: each
+    KH x KW block reversed (flipping both axes reverses the flattened block)."""
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], T = w.shape[2] * w.shape[3]
+    cdef Py_ssize_t f, c, t
+    cdef cnp.ndarray out = np.empty((C, F, w.shape[2], w.shape[3]), dtype=np.float32)
+    cdef const int8_t* src = <const int8_t*>cnp.PyArray_DATA(w)
+    cdef float* dst = <float*>cnp.PyArray_DATA(out)
+    cdef const int8_t* s
+    cdef float* d
     with nogil:
         for c in range(C):
             for f in range(F):
-                for i in range(KH):
-                    for j in range(KW):
-                        dst[c, f, i, j] = <float>src[f, c, KH - 1 - i, KW - 1 - j]
+                s = src + (f * C + c) * T
+                d = dst + (c * F + f) * T
+                for t in range(T):
+                    d[t] = <float>s[T - 1 - t]
     return out
 
 
