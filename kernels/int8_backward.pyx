@@ -28,6 +28,8 @@ is widened where it is read (``kernels/simd/float_s8w.h``), never copied whole:
 Results match the float64 reference to float32 rounding.
 """
 
+import functools
+
 import numpy as np
 
 cimport numpy as cnp
@@ -128,12 +130,31 @@ def _as_float(q, int zp=0):
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _geometry_cached(fn, x_shape, w_shape, stride, padding, groups):
+    return chk.conv_geometry(fn, x_shape, w_shape, stride, padding, groups)
+
+
+def _plain(v):
+    return type(v) is int or (type(v) is tuple and all(type(e) is int for e in v))
+
+
+def _geometry(fn, x_shape, w_shape, stride, padding, groups):
+    """``chk.conv_geometry``, remembered for the shapes a training loop repeats (its Python
+    costs microseconds a call, a sizeable share of a small layer's backward). Only plain
+    ints and tuples of ints are cached, so a bad argument is always checked anew."""
+    if (_plain(x_shape) and _plain(w_shape) and _plain(stride) and _plain(padding)
+            and type(groups) is int):
+        return _geometry_cached(fn, x_shape, w_shape, stride, padding, groups)
+    return chk.conv_geometry(fn, x_shape, w_shape, stride, padding, groups)
+
+
 def conv2d_s8_backward_input(dout, w, x_shape, stride=1, padding=0, groups=1):
     """``dx`` (float32, ``x_shape``) of an int8 convolution, from float(w_q). See the reference."""
     fn = "conv2d_s8_backward_input"
     w = chk.check_int8(fn, "w", w, 4)
     x_shape = chk.check_shape4(fn, "x_shape", x_shape)
-    g = chk.conv_geometry(fn, x_shape, w.shape, stride, padding, groups)
+    g = _geometry(fn, x_shape, w.shape, stride, padding, groups)
     dout = chk.check_float_grad(fn, "dout", dout, (g.N, g.F, g.OH, g.OW))
     if TOD_HAVE_PW_DX_S8 and _is_pointwise(g) and g.N * g.C * g.H * g.W and g.F:
         return _pointwise_input(dout, w, g)
@@ -226,7 +247,7 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
     x = chk.check_int8(fn, "x", x, 4)
     cdef int zp = chk.check_zero_point(fn, "input_zero_point", input_zero_point)
     w_shape = chk.check_shape4(fn, "w_shape", w_shape)
-    g = chk.conv_geometry(fn, x.shape, w_shape, stride, padding, groups)
+    g = _geometry(fn, x.shape, w_shape, stride, padding, groups)
     dout = chk.check_float_grad(fn, "dout", dout, (g.N, g.F, g.OH, g.OW))
     if g.groups > 1 and g.groups == g.C == g.F:
         return _depthwise_weight(dout, x, zp, g, w_shape)

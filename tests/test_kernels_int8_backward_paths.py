@@ -140,3 +140,18 @@ def test_same_conv_input_grad_has_the_bits_of_the_float_kernel(rng):
     got = kb.conv2d_s8_backward_input(dout, wq, x_shape, 1, 1)
     want = conv.conv2d_backward_input(dout, wq.astype(np.float32), x_shape, 1, 1)
     assert np.array_equal(got, want)
+
+
+def test_remembered_geometry_still_checks_bad_arguments(rng):
+    """The compiled module remembers the geometry of shapes it has seen (plain ints only):
+    the same shapes with a bad argument must still raise the checks' errors."""
+    x, wq = _s8(rng, (1, 4, 6, 6)), _s8(rng, (4, 1, 3, 3), -127)
+    dout = rng.normal(size=(1, 4, 6, 6)).astype(np.float32)
+    kb.conv2d_s8_backward_weight(dout, x, 0, wq.shape, 1, 1, 4)
+    kb.conv2d_s8_backward_input(dout, wq, x.shape, 1, 1, 4)
+    with pytest.raises(ValueError, match="groups"):
+        kb.conv2d_s8_backward_weight(dout, x, 0, wq.shape, 1, 1, True)
+    with pytest.raises(ValueError, match="groups"):
+        kb.conv2d_s8_backward_input(dout, wq, x.shape, 1, 1, 4.0)
+    with pytest.raises(ValueError, match="dout"):
+        kb.conv2d_s8_backward_input(dout, wq, x.shape, 2, 1, 4)
