@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (DP-SGD only)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="SGD L2 weight decay")
     p.add_argument("--average", type=float, default=abadi.AVERAGE, help="EMA decay of iterates")
+    p.add_argument("--whiten", action="store_true", help="(probe, not DP) unit-variance features")
+    p.add_argument("--center", action="store_true", help="centre the features on a DP mean")
     p.add_argument("--non-private", action="store_true")
     args = p.parse_args()
     backend.set_num_threads(1)
@@ -65,6 +67,17 @@ def main() -> None:
             prior.compose_gaussian(noise)
     projection = projection * args.feature_scale
     f, fv = (x @ projection).astype(np.float32), (xv @ projection).astype(np.float32)
+    if args.center:  # DP mean of the features (bound sqrt(784): nothing clipped), composed
+        noise = 0.0 if args.non_private else args.pca_noise
+        bound = 28.0 * args.feature_scale
+        mean = privacy.dp_mean(f, bound, noise, rng=np.random.default_rng([0, 10]))
+        f, fv = (f - mean).astype(np.float32), (fv - mean).astype(np.float32)
+        if noise > 0:
+            prior.compose_gaussian(noise)
+    if args.whiten:  # probe only: per-feature scale from the private features, not DP
+        std = f.std(axis=0)
+        scale = np.sqrt(np.mean(np.sum(f**2, 1)) / np.mean(np.sum((f / std) ** 2, 1))) / std
+        f, fv = (f * scale).astype(np.float32), (fv * scale).astype(np.float32)
     spe = round(len(f) / abadi.LOT_SIZE)
     steps = args.epochs * spe
     base = abadi._schedule(spe, args.lr_scale)

@@ -356,14 +356,17 @@ print(
 # the private images too, so it must be private: **DP-PCA** adds symmetric Gaussian noise to
 # the second-moment matrix of the row-clipped images (each record changes it by at most 1 in
 # Frobenius norm) — a Gaussian mechanism whose cost goes into the same accountant as the
-# DP-SGD steps. Here on the shipped 12,000-image subset (q = 0.05); the full-MNIST numbers
-# are at the end.
+# DP-SGD steps. An ordinary PCA also centres its data: the features are centred on their
+# mean released by a second Gaussian mechanism (`privacy.dp_mean`: each image has norm at
+# most $\sqrt{784} = 28$, so the sum moves by at most 28 per example), whose cost goes into
+# the same accountant. Here on the shipped 12,000-image subset (q = 0.05); the full-MNIST
+# numbers are at the end.
 
 # %%
 from tinyodl.bench import dpsgd as abadi
 
 xtr, ytr, xte, yte, pca_prior, _ = abadi.load_features(None, True, 8.0, SEED)
-print(f"features {xtr.shape}; the DP-PCA alone costs ε = {pca_prior.epsilon(1e-5):.2f}")
+print(f"features {xtr.shape}; DP-PCA and DP mean alone cost ε = {pca_prior.epsilon(1e-5):.2f}")
 
 
 def train_dp(target_eps, epochs):

@@ -37,14 +37,29 @@ def test_bench_dpsgd_quick_writes_rows_and_plot(tmp_path):
     dp, ftrl = doc["rows"][1], doc["rows"][2]
     assert dp["epsilon_spent"] <= 8.0 and ftrl["epsilon_spent"] <= 8.0
     assert dp["pca_noise_multiplier"] == dpsgd.pca_noise_for(8.0)
-    # the accountant, DP-PCA included, reproduces the row's epsilon
-    prior = privacy.RDPAccountant().compose_gaussian(dp["pca_noise_multiplier"])
+    # the accountant, DP-PCA and the DP mean the features are centred on included,
+    # reproduces the row's epsilon
+    assert dp["centered"] is True and ftrl["centered"] is True
+    prior = privacy.RDPAccountant().compose_gaussian(dp["pca_noise_multiplier"], count=2)
     q = dpsgd.LOT_SIZE / doc["summary"]["train_examples"]
     spent = privacy.epsilon(q=q, noise_multiplier=dp["noise_multiplier"], steps=dp["steps"],
                             delta=1e-5, prior=prior)  # fmt: skip
     assert spent == pytest.approx(dp["epsilon_spent"], rel=1e-9)
     assert ftrl["noise_multiplier"] > dp["noise_multiplier"]  # no amplification by sampling
     assert plot.stat().st_size > 0
+
+
+def test_features_are_centred_on_a_dp_mean_and_the_release_is_accounted():
+    centred = dpsgd.load_features(None, True, 8.0, 0)
+    plain = dpsgd.load_features(None, True, 8.0, 0, center=False)
+    # the DP mean differs from the exact one by noise of std 8 * 28 / N per coordinate
+    n = len(plain[0])
+    shift = plain[0].astype(np.float64).mean(axis=0) - centred[0].astype(np.float64).mean(axis=0)
+    assert np.abs(plain[0].mean(axis=0)).max() > 1.0  # uncentred PCA: the mean image's axis
+    assert np.abs(centred[0].mean(axis=0)).max() < 5 * 8.0 * 28.0 / n
+    np.testing.assert_allclose(plain[2] - centred[2], np.broadcast_to(shift, plain[2].shape),
+                               atol=1e-4)  # fmt: skip
+    assert centred[4].epsilon(1e-5) > plain[4].epsilon(1e-5)
 
 
 def test_printed_rows_read_back_and_replot(tmp_path):
@@ -154,7 +169,11 @@ def test_feature_scale_multiplies_the_inputs_dp_sgd_trains_on():
 
     scaled, prescaled, plain = run(2.5, 1.0), run(1.0, 2.5), run(1.0, 1.0)
     assert scaled["feature_scale"] == 2.5 and plain["feature_scale"] == 1.0
-    assert plain["weight_decay"] == dpsgd.WEIGHT_DECAY
+    assert plain["weight_decay"] == dpsgd.weight_decay_for(8.0) == 0.0  # none at epsilon 8
+    assert dpsgd.weight_decay_for(2.0) == dpsgd.WEIGHT_DECAY > 0.0
+    decayed = dpsgd.run_dpsgd((x[:900], y[:900], x[900:], y[900:], prior), 2.0, 2, 0.0,
+                              seed=0, progress=False)  # fmt: skip
+    assert decayed["weight_decay"] == dpsgd.WEIGHT_DECAY
     assert scaled["accuracy"] == prescaled["accuracy"]  # the scale is applied to the inputs
     assert scaled["noise_multiplier"] == plain["noise_multiplier"]  # and costs no privacy
     with pytest.raises(ValueError, match="feature_scale must be > 0"):

@@ -367,6 +367,24 @@ def test_dp_pca_finds_the_top_directions_and_noise_perturbs_them():
     assert 1.5 < overlap < 2.0 - 1e-6
 
 
+def test_dp_mean_clips_rows_and_adds_noise_calibrated_to_the_clip_norm():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 5))
+    np.testing.assert_allclose(privacy.dp_mean(x, 100.0, 0.0), x.mean(axis=0), atol=1e-12)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    clipped = x * np.minimum(1.0, 1.5 / norms)
+    np.testing.assert_allclose(privacy.dp_mean(x, 1.5, 0.0), clipped.mean(axis=0), atol=1e-12)
+    # the noise on the mean has std sigma * C / N per coordinate
+    draws = np.stack([privacy.dp_mean(x, 1.5, 2.0, rng=s) for s in range(2000)])
+    assert draws.mean(axis=0) == pytest.approx(clipped.mean(axis=0), abs=4 * 3.0 / 400 / 40)
+    assert draws.std(axis=0) == pytest.approx(np.full(5, 2.0 * 1.5 / 400), rel=0.08)
+    for bad in ({"clip_norm": 0.0}, {"noise_multiplier": -1.0}):
+        with pytest.raises(ValueError, match="dp_mean"):
+            privacy.dp_mean(x, **{"clip_norm": 1.0, "noise_multiplier": 1.0, **bad})
+    with pytest.raises(ValueError, match=r"dp_mean: x must be \(N, D\)"):
+        privacy.dp_mean(x[0], 1.0, 1.0)
+
+
 def test_ghost_step_after_an_evaluation_forward_of_another_size():
     # an evaluation forward leaves the trainable layers' inputs in `saved` (no backward);
     # the book-keeping pass must not pick them up

@@ -71,7 +71,7 @@ from tinyodl.privacy.mechanisms import (
     randomized_response,
     randomized_response_keep_probability,
 )
-from tinyodl.privacy.pca import dp_pca
+from tinyodl.privacy.pca import dp_mean, dp_pca
 from tinyodl.privacy.rdp import (
     DEFAULT_ORDERS,
     rdp_gaussian,
@@ -96,6 +96,7 @@ __all__ = [
     "TreeAggregator",
     "UnsupportedLayerError",
     "clip_and_sum",
+    "dp_mean",
     "dp_pca",
     "dpfedavg_epsilon",
     "epsilon",

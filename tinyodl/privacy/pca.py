@@ -10,6 +10,10 @@ Adding symmetric Gaussian noise -- i.i.d. N(0, sigma^2) on the upper triangle an
 diagonal, mirrored below -- is then a Gaussian mechanism with noise multiplier sigma
 (RDP ``alpha / (2 sigma^2)``, composed by :meth:`RDPAccountant.compose_gaussian`). The top
 eigenvectors of the noisy matrix are the projection; everything after is post-processing.
+
+:func:`dp_mean` releases the mean of the rows the same way (rows clipped to a norm bound,
+Gaussian noise on the sum), so the projected features can be centred, as an ordinary PCA
+centres its data, at the price of one more Gaussian release in the accountant.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 
 from tinyodl.nn.utils import SeedLike, as_generator
 
-__all__ = ["dp_pca"]
+__all__ = ["dp_mean", "dp_pca"]
 
 
 def dp_pca(
@@ -55,3 +59,41 @@ def dp_pca(
         a = a + noise + np.triu(noise, 1).T
     eigenvalues, eigenvectors = np.linalg.eigh(a)
     return eigenvectors[:, np.argsort(eigenvalues)[::-1][:num_components]]
+
+
+def dp_mean(
+    x: np.ndarray, clip_norm: float, noise_multiplier: float, rng: SeedLike = None
+) -> np.ndarray:
+    """Mean of the rows of ``x`` by the Gaussian mechanism.
+
+    ``(sum_i clip(x_i) + N(0, sigma^2 C^2 I)) / N``: each row is clipped to L2 norm ``C``, so
+    one example moves the sum by at most ``C`` (sensitivity ``C``); the count ``N`` is
+    treated as public, as DP-SGD's sampling rate ``q = L / N`` is. The release composes in
+    :class:`RDPAccountant` as ``compose_gaussian(noise_multiplier)``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D)
+    clip_norm : float
+        C > 0. A bound known before seeing the data clips nothing (e.g. ``sqrt(D)`` for
+        pixels in [0, 1] and an orthonormal projection of them).
+    noise_multiplier : float
+        sigma >= 0; 0 gives the exact mean of the clipped rows.
+    rng : int or Generator, optional
+
+    Returns
+    -------
+    ndarray, shape (D,), float64
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"dp_mean: x must be (N, D) with N >= 1, got shape {x.shape}")
+    if not clip_norm > 0:
+        raise ValueError(f"dp_mean: clip_norm must be > 0, got {clip_norm!r}")
+    if not noise_multiplier >= 0:
+        raise ValueError(f"dp_mean: noise_multiplier must be >= 0, got {noise_multiplier!r}")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    total = (x * np.minimum(1.0, clip_norm / np.maximum(norms, 1e-300))).sum(axis=0)
+    if noise_multiplier > 0:
+        total += noise_multiplier * clip_norm * as_generator(rng).standard_normal(x.shape[1])
+    return total / len(x)
