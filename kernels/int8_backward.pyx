@@ -64,7 +64,7 @@ cdef extern from "float_s8a.h" nogil:
                               Py_ssize_t k1, float* dtb)
     void tod_pw_dw_s8_block(Py_ssize_t C, Py_ssize_t F, Py_ssize_t P, const int8_t* x, int zp,
                             const float* dtb, float* acc, Py_ssize_t c0, Py_ssize_t k0,
-                            Py_ssize_t k1, float* abuf)
+                            Py_ssize_t k1, float* abuf, int whole)
 
 cdef extern from "float_s8c.h" nogil:
     cdef enum:
@@ -255,7 +255,8 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
         # its scratch is 4 N P F bytes (dout transposed), the float path's 4 N P C (x - zp
         # converted): the in-place path when it holds less (a projection, a few channels)
         return _pointwise_weight(dout, x, zp, g)
-    if TOD_HAVE_CONV_DW_S8 and g.groups == 1 and g.N * g.C * g.H * g.W and g.F:
+    if (TOD_HAVE_CONV_DW_S8 and g.groups == 1 and not _is_pointwise(g)
+            and g.N * g.C * g.H * g.W and g.F):  # (a 1x1 layer with F > C: dout^T costs more)
         return _conv_weight_planes(dout, x, zp, g, w_shape)
     return _conv._backward_weight(dout, _as_float(x, zp), w_shape, g)
 
@@ -294,19 +295,45 @@ cdef object _conv_weight_planes(dout, x, int zp, g, w_shape):
     return dw
 
 
+def pointwise_weight_scratch(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_t P,
+                             int threads=1):
+    """(panels?, floats of scratch) of the pointwise dW (F <= C) of this shape.
+
+    Two paths give the same bits (``kernels/simd/float_s8a.h``): 32 input channels per work
+    item (AVX-512 builds; lanes never idle, no dout transpose) or MR input rows per work
+    item against dout transposed per block of pixels; the one with less scratch runs (a
+    training step's peak must not grow), the panels on a tie. ``tinyodl.quantization.
+    memory`` reads the same numbers.
+    """
+    cdef Py_ssize_t NP = N * P, kb = NP if NP < TOD_PW_KB else TOD_PW_KB
+    cdef Py_ssize_t blocks = kb * F + threads * TOD_SMR * kb + (0 if NP <= TOD_PW_KB else C * F)
+    cdef Py_ssize_t rows, width
+    if not TOD_HAVE_PW_DW_PANEL:
+        return False, blocks
+    if P <= TOD_PW_KB2:
+        width = P
+        rows = min(TOD_PW_KB2 // P, N) * P
+    else:
+        width = rows = TOD_PW_KB2
+    cdef Py_ssize_t panels = threads * (TOD_CNR * rows + 8 * (width + 16))
+    return (True, panels) if panels <= blocks else (False, blocks)
+
+
 cdef object _pointwise_weight(dout, x, int zp, g):
-    if TOD_HAVE_PW_DW_PANEL:
-        return _pointwise_weight_panels(dout, x, zp, g)
+    panels, floats = pointwise_weight_scratch(g.N, g.C, g.F, g.H * g.W, _num_threads)
+    if panels:
+        return _pointwise_weight_panels(dout, x, zp, g, floats // _num_threads)
     return _pointwise_weight_blocks(dout, x, zp, g)
 
 
-cdef object _pointwise_weight_panels(dout, x, int zp, g):
+cdef object _pointwise_weight_panels(dout, x, int zp, g, Py_ssize_t per):
     """dW of a pointwise layer, AVX-512: 32 input channels per work item, their int8 rows
     widened and transposed per block of pixels (``tod_pw_dw_s8_panel``); dout read in place,
-    dW written in place."""
+    dW written in place. ``per``: one thread's floats (block rows x 32, then 8 rows of tmp)."""
     cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, t
     cdef Py_ssize_t panels = (C + TOD_CNR - 1) // TOD_CNR
-    cdef Py_ssize_t kb = TOD_PW_KB2, per = POINTWISE_DW_PANEL_SCRATCH
+    cdef Py_ssize_t width = P if P <= TOD_PW_KB2 else TOD_PW_KB2
+    cdef Py_ssize_t tmp = per - 8 * (width + 16)
     cdef int nt = _num_threads
     cdef cnp.ndarray dw = np.zeros((F, C, 1, 1), dtype=np.float32)
     cdef cnp.ndarray scratch = np.empty(nt * per, dtype=np.float32)
@@ -317,33 +344,34 @@ cdef object _pointwise_weight_panels(dout, x, int zp, g):
     with nogil:
         if nt == 1:
             for t in range(panels):
-                tod_pw_dw_s8_panel(N, C, F, P, xp, zp, dp, wp, t * TOD_CNR, sp,
-                                   sp + TOD_CNR * kb)
+                tod_pw_dw_s8_panel(N, C, F, P, xp, zp, dp, wp, t * TOD_CNR, sp, sp + tmp)
         else:
             for t in prange(panels, num_threads=nt, schedule="static"):
                 tod_pw_dw_s8_panel(N, C, F, P, xp, zp, dp, wp, t * TOD_CNR,
-                                   sp + threadid() * per, sp + threadid() * per + TOD_CNR * kb)
+                                   sp + threadid() * per, sp + threadid() * per + tmp)
     return dw
 
 
 cdef object _pointwise_weight_blocks(dout, x, int zp, g):
     """dW of a pointwise layer with the int8 input read in place, over blocks of at most
     ``TOD_PW_KB`` pixels of the batch: per block, dout transposed (KB x F) and, per work
-    item, MR input rows of x - zp widened (MR x KB); the sums live in dW^T (C x F). One
-    scratch array holds all three (``x`` and ``dout`` are C-contiguous: the checks made
-    them so)."""
+    item, MR input rows of x - zp widened (MR x KB); with several blocks the sums live in
+    dW^T (C x F), with one the tiles go straight into dW. One scratch array holds it all
+    (``x`` and ``dout`` are C-contiguous: the checks made them so)."""
     cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, t, f, c, k0, k1
     cdef Py_ssize_t tiles = (C + TOD_SMR - 1) // TOD_SMR, NP = N * P
     cdef Py_ssize_t kb = NP if NP < TOD_PW_KB else TOD_PW_KB
+    cdef bint whole = NP <= TOD_PW_KB
     cdef int nt = _num_threads
     cdef cnp.ndarray dw = np.empty((F, C, 1, 1), dtype=np.float32)
-    cdef cnp.ndarray scratch = np.zeros(C * F + kb * F + nt * TOD_SMR * kb, dtype=np.float32)
-    cdef float* acc = <float*>cnp.PyArray_DATA(scratch)
-    cdef float* dtb = acc + C * F
+    cdef cnp.ndarray scratch = np.zeros((0 if whole else C * F) + kb * F + nt * TOD_SMR * kb,
+                                        dtype=np.float32)
+    cdef float* wp = <float*>cnp.PyArray_DATA(dw)
+    cdef float* acc = wp if whole else <float*>cnp.PyArray_DATA(scratch)
+    cdef float* dtb = <float*>cnp.PyArray_DATA(scratch) + (0 if whole else C * F)
     cdef float* abuf = dtb + kb * F
     cdef const int8_t* xp = <const int8_t*>cnp.PyArray_DATA(x)
     cdef const float* dp = <const float*>cnp.PyArray_DATA(dout)
-    cdef float* wp = <float*>cnp.PyArray_DATA(dw)
     k0 = 0
     with nogil:
         while k0 < NP:
@@ -351,15 +379,17 @@ cdef object _pointwise_weight_blocks(dout, x, int zp, g):
             tod_pw_dw_dout_block(F, P, dp, k0, k1, dtb)
             if nt == 1:  # no OpenMP region (its start costs microseconds at this size)
                 for t in range(tiles):
-                    tod_pw_dw_s8_block(C, F, P, xp, zp, dtb, acc, t * TOD_SMR, k0, k1, abuf)
+                    tod_pw_dw_s8_block(C, F, P, xp, zp, dtb, acc, t * TOD_SMR, k0, k1, abuf,
+                                       whole)
             else:
                 for t in prange(tiles, num_threads=nt, schedule="static"):
                     tod_pw_dw_s8_block(C, F, P, xp, zp, dtb, acc, t * TOD_SMR, k0, k1,
-                                       abuf + threadid() * TOD_SMR * kb)
+                                       abuf + threadid() * TOD_SMR * kb, whole)
             k0 = k1
-        for f in range(F):
-            for c in range(C):
-                wp[f * C + c] = acc[c * F + f]
+        if not whole:
+            for f in range(F):
+                for c in range(C):
+                    wp[f * C + c] = acc[c * F + f]
     return dw
 
 
@@ -397,11 +427,6 @@ DEPTHWISE_DX_GATHER = bool(TOD_HAVE_DW_DX_S8W)
 #: pixels of the batch per block of the pointwise dW's reduction (its dout^T is KB x F)
 POINTWISE_DW_BLOCK = TOD_PW_KB
 
-#: floats of one thread's scratch of the pointwise dW on AVX-512 builds (32 input channels
-#: of a block of pixels widened and transposed, and their 8 rows before the transpose);
-#: None where the blocked path above runs instead
-POINTWISE_DW_PANEL_SCRATCH = (TOD_CNR * TOD_PW_KB2 + 8 * (TOD_PW_KB2 + 16)
-                              if TOD_HAVE_PW_DW_PANEL else None)
 
 #: dW of a convolution without groups reads the int8 input's phase planes, one image at a
 #: time (kernels/simd/float_s8c.h; AVX-512 builds): no float copy of the input, no im2col

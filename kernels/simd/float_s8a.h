@@ -68,10 +68,12 @@ static void tod_pw_dw_dout_block(int64_t F, int64_t P, const float *dout, int64_
     }
 }
 
-/* acc rows [c0, c0 + MR) (cut at C) continued over pixels [k0, k1); abuf: MR x (k1 - k0) */
+/* acc rows [c0, c0 + MR) (cut at C) continued over pixels [k0, k1); abuf: MR x (k1 - k0).
+ * whole: [k0, k1) is the whole batch, and acc is dW itself (F x C): the tiles are stored
+ * transposed into it (no C x F sums to keep). */
 static void tod_pw_dw_s8_block(int64_t C, int64_t F, int64_t P, const int8_t *x, int32_t zp,
                                const float *dtb, float *acc, int64_t c0, int64_t k0, int64_t k1,
-                               float *abuf) {
+                               float *abuf, int whole) {
     const int64_t mr = C - c0 < TOD_SMR ? C - c0 : TOD_SMR, kb = k1 - k0;
     for (int64_t r = 0; r < mr; r++)
         for (int64_t k = k0; k < k1;) {
@@ -85,14 +87,22 @@ static void tod_pw_dw_s8_block(int64_t C, int64_t F, int64_t P, const int8_t *x,
     for (int r = 0; r < TOD_CMR; r++) ar[r] = abuf + (r < mr ? r : 0) * kb;
     for (int64_t f0 = 0; f0 < F; f0 += TOD_CNR) {
         const int64_t nr = F - f0 < TOD_CNR ? F - f0 : TOD_CNR;
-        tod_rows_tile(1, kb, kb, ar, dtb + f0, F, (int)mr, (int)nr, acc + c0 * F + f0, F,
-                      TOD_TILE_CONTINUE);
+        if (whole)
+            tod_rows_tile(1, kb, kb, ar, dtb + f0, F, (int)mr, (int)nr, acc + f0 * C + c0, C,
+                          TOD_TILE_TRANSPOSED);
+        else
+            tod_rows_tile(1, kb, kb, ar, dtb + f0, F, (int)mr, (int)nr, acc + c0 * F + f0, F,
+                          TOD_TILE_CONTINUE);
     }
 #else /* AVX2: the block's sums are added to acc */
     for (int64_t f0 = 0; f0 < F; f0 += TOD_SNR) {
         const int64_t nr = F - f0 < TOD_SNR ? F - f0 : TOD_SNR;
-        tod_sgemm_tile(kb, abuf, kb, 1, dtb + f0, F, (int)mr, (int)nr, acc + c0 * F + f0, F, 0,
-                       1);
+        if (whole)
+            tod_sgemm_tile(kb, abuf, kb, 1, dtb + f0, F, (int)mr, (int)nr, acc + f0 * C + c0, C,
+                           1, 0);
+        else
+            tod_sgemm_tile(kb, abuf, kb, 1, dtb + f0, F, (int)mr, (int)nr, acc + c0 * F + f0, F,
+                           0, 1);
     }
 #endif
 }
@@ -106,12 +116,11 @@ static void tod_pw_dw_s8_block(int64_t C, int64_t F, int64_t P, const int8_t *x,
  *
  * A = the rows of dout read in place (a jump of F P values from one image to the next);
  * B = the panel's 32 int8 input rows of a block of pixels, widened and transposed into
- * bbuf (KB x 32; via tmp, 8 x KB). A block is a few whole images (P <= TOD_PW_KB2) or a
+ * bbuf (KB x 32; via tmp, 8 rows of L + 16). A block is a few whole images (P <= TOD_PW_KB2) or a
  * part of one. The tile continues each chain where the last block left it: each dW value
  * is one chain of fused multiply-adds over the images and their pixels in order -- the
  * bits of tod_pw_dw_s8_block, whatever the blocks, panels or threads. */
 #define TOD_PW_KB2 256
-#define TOD_PW_LD (TOD_PW_KB2 + 16) /* row stride of tmp */
 #define TOD_HAVE_PW_DW_PANEL 1
 
 static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
@@ -130,10 +139,10 @@ static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const
         for (int64_t i = 0; i < m; i++)
             for (int j0 = 0; j0 < nr; j0 += 8) {
                 const int jn = nr - j0 < 8 ? nr - j0 : 8;
-                for (int q = 0; q < jn; q++) /* rows TOD_PW_LD apart: no 4 KiB aliasing */
+                for (int q = 0; q < jn; q++) /* rows L + 16 apart: no 4 KiB aliasing */
                     tod_s8_widen_f32(x + ((n + i) * C + c0 + j0 + q) * P + p, zp,
-                                     tmp + q * TOD_PW_LD, L);
-                tod_transpose_f32_ld(tmp, TOD_PW_LD, jn, L, bbuf + i * L * TOD_CNR + j0, TOD_CNR);
+                                     tmp + q * (L + 16), L);
+                tod_transpose_f32_ld(tmp, L + 16, jn, L, bbuf + i * L * TOD_CNR + j0, TOD_CNR);
             }
         for (int64_t f0 = 0; f0 < F; f0 += TOD_CMR) {
             const int mr = (int)(F - f0 < TOD_CMR ? F - f0 : TOD_CMR);
@@ -177,8 +186,8 @@ static void tod_pw_dw_dout_block(int64_t F, int64_t P, const float *dout, int64_
 }
 static void tod_pw_dw_s8_block(int64_t C, int64_t F, int64_t P, const int8_t *x, int32_t zp,
                                const float *dtb, float *acc, int64_t c0, int64_t k0, int64_t k1,
-                               float *abuf) {
-    (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dtb; (void)acc; (void)c0; (void)k0;
+                               float *abuf, int whole) {
+    (void)whole; (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dtb; (void)acc; (void)c0; (void)k0;
     (void)k1; (void)abuf;
 }
 static void tod_pw_dx_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *w,

@@ -35,9 +35,11 @@
  * columns of the virtual plane), in order, one fused multiply-add chain per value.
  * mode TOD_TILE_ADD: the chain starts from zero and its sum is added to c;
  * mode TOD_TILE_CONTINUE: the chain starts from c and ends in c (a reduction cut into
- * blocks gives the bits of the uncut one). */
+ * blocks gives the bits of the uncut one); mode TOD_TILE_TRANSPOSED: from zero, the tile
+ * stored transposed (c[j ldc + q]). */
 #define TOD_TILE_ADD 0
 #define TOD_TILE_CONTINUE 1
+#define TOD_TILE_TRANSPOSED 2 /* from zero, stored at c[j ldc + q] */
 static void tod_rows_tile(int64_t OH, int64_t OW, int64_t Wq, const float *const *ar,
                           const float *b, int64_t bks, int mr, int nr, float *c, int64_t ldc,
                           int mode) {
@@ -83,6 +85,20 @@ static void tod_rows_tile(int64_t OH, int64_t OW, int64_t Wq, const float *const
             TOD_CROW(4) TOD_CROW(5) TOD_CROW(6) TOD_CROW(7)
 #undef TOD_CROW
         }
+    }
+    if (mode == TOD_TILE_TRANSPOSED) {
+        float tile[TOD_CMR * TOD_CNR];
+        _mm512_storeu_ps(tile + 0, c00); _mm512_storeu_ps(tile + 16, c01);
+        _mm512_storeu_ps(tile + 32, c10); _mm512_storeu_ps(tile + 48, c11);
+        _mm512_storeu_ps(tile + 64, c20); _mm512_storeu_ps(tile + 80, c21);
+        _mm512_storeu_ps(tile + 96, c30); _mm512_storeu_ps(tile + 112, c31);
+        _mm512_storeu_ps(tile + 128, c40); _mm512_storeu_ps(tile + 144, c41);
+        _mm512_storeu_ps(tile + 160, c50); _mm512_storeu_ps(tile + 176, c51);
+        _mm512_storeu_ps(tile + 192, c60); _mm512_storeu_ps(tile + 208, c61);
+        _mm512_storeu_ps(tile + 224, c70); _mm512_storeu_ps(tile + 240, c71);
+        for (int j = 0; j < nr; j++)
+            for (int q = 0; q < mr; q++) c[j * ldc + q] = tile[q * TOD_CNR + j];
+        return;
     }
     if (mode == TOD_TILE_CONTINUE) {
 #define TOD_CPUT(r)                                                                       \

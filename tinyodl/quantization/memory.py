@@ -22,20 +22,21 @@ backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight val
 
 * ``dx`` and ``dW`` of a pointwise convolution (1x1, stride 1, unpadded; SIMD builds):
   the int8 operand is read in place (``kernels/simd/float_s8a.h``): ``4 F MR`` bytes of
-  widened weights for ``dx``; for ``dW`` when ``F <= C``, on AVX-512 builds a panel of
-  32 input rows of a block of at most 256 pixels, widened and transposed (about 41 KiB);
-  elsewhere over blocks of ``KB`` (at most 1024) pixels of the batch: the ``C x F`` sums,
-  the block of ``dout`` transposed (``4 KB F``) and ``MR`` widened input rows
-  (``4 MR KB``; ``MR`` = the float tile's rows); otherwise as the other convolutions below;
+  widened weights for ``dx``; for ``dW`` when ``F <= C``, the smaller of two paths with
+  the same bits: on AVX-512 builds a panel of 32 input rows of a block of at most 256
+  pixels, widened and transposed; or, per block of ``KB`` (at most 1024) pixels, ``dout``
+  transposed (``4 KB F``) and ``MR`` widened input rows (``4 MR KB``; ``MR`` = the float
+  tile's rows), plus the ``C x F`` sums when the batch has more than ``KB`` pixels;
+  otherwise as the other convolutions below;
 * ``dx`` of a depthwise layer on AVX-512 builds: one zeroed plane of ``dout`` (gather
   form, ``(H + PH + KH - 1) (W + PW + KW - 1)`` floats); of other convolutions: ``4 W``
   (``float32(W_q)``) live while conv.pyx's float ``_backward_input`` runs, whose scratch
   :mod:`tinyodl.memory._rules` models (the implicit GEMM path builds its flipped copy
   ``4 W`` straight from ``W_q``, plus the packed filters, about ``4 W`` more);
 * ``dW`` of a depthwise layer: the phase planes of one thread (no converted input); of
-  a convolution without groups on AVX-512 builds: one image's phase planes of ``x_q - zp``,
-  ``dout`` transposed and the ``K x F`` sums (``kernels/simd/float_s8c.h``); of other
-  convolutions: ``4 X`` (``float32(x_q - zp)``) beside conv.pyx's float
+  a convolution without groups (not 1x1) on AVX-512 builds: one image's phase planes of
+  ``x_q - zp``, ``dout`` transposed and the ``K x F`` sums (``kernels/simd/float_s8c.h``);
+  of other convolutions: ``4 X`` (``float32(x_q - zp)``) beside conv.pyx's float
   ``_backward_weight``; under a sparse update, the selected channels of ``dL/dacc``;
 * linear layers (SIMD builds read the int8 matrix in place): one widened column panel of
   ``4 K NR`` bytes (``K`` = the reduction length: ``F`` for ``dx``, ``N`` for ``dW``);
@@ -377,7 +378,7 @@ class _Replay:
             tape.spike(4 * _pointwise_weight_scratch(shape, filters))
             tape.drop(g_w)
             return dw
-        if op.kind == "conv" and op.groups == 1 and _s8_conv_planes():
+        if op.kind == "conv" and op.groups == 1 and not _pointwise(op) and _s8_conv_planes():
             dw = tape.new(4 * filters * int(np.prod(op.weight.shape[1:])))
             tape.spike(4 * _conv_planes_scratch(op, shape, out_shape, filters))
             tape.drop(g_w)
@@ -483,15 +484,14 @@ def _int8_forward_scratch(op: QConv, shape, out_shape) -> tuple[int, ...]:
 
 def _pointwise_weight_scratch(shape, filters: int) -> int:
     """Floats of scratch of the in-place pointwise dW (``kernels/simd/float_s8a.h``), one
-    array: on AVX-512 builds one thread's panel of 32 widened, transposed input rows of a
-    block of pixels; otherwise the C x F sums, one block of KB <= 1024 pixels of dout
-    transposed (KB x F) and one thread's MR widened input rows of the block (MR x KB)."""
-    from tinyodl._kernels.int8_backward import POINTWISE_DW_BLOCK, POINTWISE_DW_PANEL_SCRATCH
+    array: the kernel's own count (``pointwise_weight_scratch``: the smaller of its two
+    paths, panels of 32 widened and transposed input rows, or dout transposed per block of
+    pixels beside MR widened input rows, plus the C x F sums when the batch takes several
+    blocks)."""
+    from tinyodl._kernels.int8_backward import pointwise_weight_scratch
 
-    if POINTWISE_DW_PANEL_SCRATCH is not None:
-        return int(POINTWISE_DW_PANEL_SCRATCH)
-    kb = min(int(shape[0] * shape[2] * shape[3]), POINTWISE_DW_BLOCK)
-    return int(shape[1]) * filters + kb * filters + kb * _rules._sgemm_tile()[1]
+    n, c, h, w = (int(v) for v in shape)
+    return int(pointwise_weight_scratch(n, c, filters, h * w)[1])
 
 
 def _s8_depthwise_gather() -> bool:
