@@ -174,6 +174,8 @@ def test_feature_scale_multiplies_the_inputs_dp_sgd_trains_on():
     decayed = dpsgd.run_dpsgd((x[:900], y[:900], x[900:], y[900:], prior), 2.0, 2, 0.0,
                               seed=0, progress=False)  # fmt: skip
     assert decayed["weight_decay"] == dpsgd.WEIGHT_DECAY
+    assert decayed["lr_scale"] == plain["lr_scale"] == dpsgd.LR_SCALE
+    assert dpsgd.lr_scale_for(0.5) == dpsgd.SMALL_EPSILON_LR_SCALE != dpsgd.LR_SCALE
     assert scaled["accuracy"] == prescaled["accuracy"]  # the scale is applied to the inputs
     assert scaled["noise_multiplier"] == plain["noise_multiplier"]  # and costs no privacy
     with pytest.raises(ValueError, match="feature_scale must be > 0"):
