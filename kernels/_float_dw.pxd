@@ -30,3 +30,11 @@ cdef extern from "float_dw.h" nogil:
                                       const tod_dw_geom* g, double* wacc)
     void tod_dw_weight_reduce_f32(const float* wacc, const tod_dw_geom* g, float* dw)
     void tod_dw_weight_reduce_f64(const double* wacc, const tod_dw_geom* g, double* dw)
+    enum:
+        TOD_HAVE_DW_DX_S8W
+    int64_t tod_dw_up_size(const tod_dw_geom* g)
+    void tod_dw_backward_input_s8w_f32(const float* dout, const int8_t* w, const tod_dw_geom* g,
+                                       float* up, float* dx)
+    void tod_dw_weight_s8_f32(const int8_t* x, int64_t xn, int32_t zp, const float* dout,
+                              int64_t dn, int64_t N, const tod_dw_geom* g, float* scratch,
+                              float* dw)

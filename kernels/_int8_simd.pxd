@@ -85,6 +85,15 @@ cdef extern from "int8_simd.h" nogil:
                               const int32_t* m0, const int32_t* left, const int32_t* right,
                               int nosat, int32_t zp, int32_t lo, int32_t hi, int8_t* out,
                               int64_t ldo)
+    # the short requantization route of that tile: parameters per 16 channels, set up once
+    ctypedef struct tod_rqs16:
+        pass
+    void tod_rqs16_prepare(const int32_t* bias32, const int32_t* m0, const int32_t* right,
+                           int64_t f, tod_rqs16* prm)
+    void tod_linear_tile_vnni_short(int64_t kq, const int8_t* a, int64_t lda, int mr,
+                                    const uint8_t* b, int64_t width, const tod_rqs16* prm,
+                                    int32_t zp, int32_t lo, int32_t hi, int8_t* out,
+                                    int64_t ldo)
     void tod_panel_sums_vnni(const uint8_t* packed, int64_t panels, int64_t kq, int64_t cols,
                              int64_t* out)
 

@@ -20,7 +20,7 @@ BLAS uses its own threads (``OPENBLAS_NUM_THREADS``).
 import numpy as np
 
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
 from _float_common cimport Geom, col_hi, col_lo, gemm, make_geom
@@ -91,6 +91,19 @@ cdef extern from "float_rows.h" nogil:
     void tod_col2im_row_f32(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
                             Py_ssize_t sw)
     void tod_add_f32(float* dst, const float* src, Py_ssize_t n)
+
+
+cdef extern from *:
+    """
+    /* A barrier of the enclosing OpenMP team: Cython's prange inside a parallel block ends
+       without one ("omp for nowait"). Nothing without OpenMP (one thread). */
+    static inline void tod_team_barrier(void) {
+    #ifdef _OPENMP
+        _Pragma("omp barrier")
+    #endif
+    }
+    """
+    void tod_team_barrier() noexcept nogil
 
 
 cdef inline bint _same_stride1(const Geom* g) noexcept nogil:
@@ -247,6 +260,12 @@ cdef void _col2im_image(floating* cols, floating* x, Py_ssize_t C, const Geom* g
             _col2im_channel(cols + c * rows, x + c * plane, g)
 
 
+cdef inline void* cnp_data(a):
+    """Address of the first element of a C-contiguous numpy array."""
+    cdef float[::1] v = a.reshape(-1)
+    return &v[0]
+
+
 cdef Geom _geom(g):
     return make_geom(g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW)
 
@@ -362,45 +381,88 @@ def _conv_same(x, w, b, ph, pw):
     return out
 
 
+cdef void _im2col_rows_f32(const float* x, float* cols, const Geom* g, Py_ssize_t r0,
+                           Py_ssize_t r1) noexcept nogil:
+    """Rows [r0, r1) of one float32 image's columns: row c*KH*KW + kh*KW + kw, OH*OW long
+    (the same values as :func:`_im2col_channel`, for any range of rows)."""
+    cdef Py_ssize_t r, t, kh, kw, oh, ih, lo, hi, taps = g.KH * g.KW
+    cdef const float* xc
+    cdef float* dst
+    for r in range(r0, r1):
+        t = r % taps
+        kh = t // g.KW
+        kw = t % g.KW
+        xc = x + (r // taps) * g.H * g.W
+        lo = col_lo(g, kw)
+        hi = col_hi(g, kw)
+        if hi < lo:
+            hi = lo
+        for oh in range(g.OH):
+            dst = cols + (r * g.OH + oh) * g.OW
+            ih = oh * g.SH - g.PH + kh
+            if ih < 0 or ih >= g.H:
+                memset(dst, 0, g.OW * sizeof(float))
+            else:
+                tod_im2col_row_f32(dst, xc + ih * g.W + kw - g.PW, lo, hi, g.OW, g.SW)
+
+
+#: images whose dout is transposed together by the weight gradient (two barriers per group)
+DW_IMAGES = 8
+
+
 def _weight_grad_tiled(dout, x, w_shape, g):
     """dW of a float32 convolution without groups on the register tiles of float_linear.h.
 
-    Per image: im2col (K x P), dout transposed (P x F, small), then
-    dW^T (K x F) += cols . dout^T with the im2col rows read in place as the broadcast
-    operand; the K x F sum is transposed into dW at the end. Blocks of MR rows of K are
-    shared among the OpenMP threads.
+    dW^T (K x F) += cols . dout^T image after image, the K rows cut into one range of whole
+    MR-row blocks per OpenMP thread; each thread builds the im2col rows (K x P) of its own
+    range only and multiplies them while they are in its cache. dout is transposed (P x F
+    per image) by all the threads for :data:`DW_IMAGES` images at a time, in 16-pixel
+    blocks. The K x F sum is transposed into dW at the end. One OpenMP region for the whole
+    batch, two barriers per group of images. Each element of dW is summed by one thread,
+    image after image, whatever the thread count: the same bits on any number of threads.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = w_shape[0]
-    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW, n, f, p, item
-    cdef Py_ssize_t rows = (K + TOD_SMR - 1) // TOD_SMR, panels = (F + TOD_SNR - 1) // TOD_SNR
+    cdef Py_ssize_t P = g.OH * g.OW, K = C * g.KH * g.KW, ci, n0, nb, i, q, f, p, p0, t, k0, k1
+    cdef Py_ssize_t blocks = (K + TOD_SMR - 1) // TOD_SMR, panels = (F + TOD_SNR - 1) // TOD_SNR
+    cdef Py_ssize_t B = N if N < DW_IMAGES else DW_IMAGES, pblocks = (P + 15) // 16
     cdef Geom geo = _geom(g)
     cdef bint direct = _is_pointwise(&geo)
-    cdef int nt = _num_threads
+    cdef int nt = _num_threads if _num_threads < blocks else <int>blocks
     cols = np.empty((K, P), dtype=np.float32) if not direct else None
-    dout_t = np.empty((P, F), dtype=np.float32)
+    dout_t = np.empty((B, P, F), dtype=np.float32)
     dw_t = np.zeros((K, F), dtype=np.float32)
     cdef const float[:, :, :, ::1] xv = x
     cdef const float[:, :, ::1] dv = dout.reshape(N, F, P)
-    cdef float[:, ::1] cv
+    cdef float* cp = NULL
     if not direct:
-        cv = cols
-    cdef float[:, ::1] tv = dout_t
+        cp = <float*>cnp_data(cols)
+    cdef float[:, :, ::1] tv = dout_t
     cdef float[:, ::1] wv = dw_t
     cdef const float* a
-    with nogil:
-        for n in range(N):
-            if direct:
-                a = &xv[n, 0, 0, 0]  # (C, P) is already the column matrix
-            else:
-                _im2col_image(&xv[n, 0, 0, 0], &cv[0, 0], C, &geo, nt)
-                a = &cv[0, 0]
-            for f in range(F):
-                for p in range(P):
-                    tv[p, f] = dv[n, f, p]
-            for item in prange(rows * panels, num_threads=nt, schedule="static"):
-                tod_sgemm_block(K, F, P, a, P, 1, &tv[0, 0], F, &wv[0, 0], F, 0, 1,
-                                (item // panels) * TOD_SMR, (item // panels + 1) * TOD_SMR,
-                                item % panels, item % panels + 1)
+    with nogil, parallel(num_threads=nt):
+        for ci in range((N + B - 1) // B):
+            n0 = ci * B
+            nb = N - n0 if N - n0 < B else B
+            for q in prange(nb * pblocks, schedule="static"):  # (image, 16 pixels): in cache
+                i = q // pblocks
+                p0 = (q % pblocks) * 16
+                for f in range(F):
+                    for p in range(p0, P if P < p0 + 16 else p0 + 16):
+                        tv[i, p, f] = dv[n0 + i, f, p]
+            tod_team_barrier()  # dout^T complete before anyone multiplies by it
+            for t in prange(nt, schedule="static"):
+                k0 = blocks * t // nt * TOD_SMR
+                k1 = blocks * (t + 1) // nt * TOD_SMR
+                k1 = K if k1 > K else k1
+                for i in range(nb):
+                    if direct:
+                        a = &xv[n0 + i, 0, 0, 0]  # (C, P) is already the column matrix
+                    else:
+                        _im2col_rows_f32(&xv[n0 + i, 0, 0, 0], cp, &geo, k0, k1)
+                        a = cp
+                    tod_sgemm_block(K, F, P, a, P, 1, &tv[i, 0, 0], F, &wv[0, 0], F, 0, 1, k0,
+                                    k1, 0, panels)
+            tod_team_barrier()  # everyone is done with these dout^T before the next ones
     return np.ascontiguousarray(dw_t.T).reshape(w_shape)
 
 
@@ -742,7 +804,9 @@ def _backward_weight(dout, x, w_shape, g):
         else:
             _dw_backward_weight[double](dout, x, dw, &geo)
     elif (TOD_HAVE_SGEMM and single and g.groups == 1 and g.F >= TOD_SNR // 2
-            and g.C * g.KH * g.KW >= 256):  # enough rows of K to pay for transposing dout
+            and (g.C * g.KH * g.KW >= 256 or g.C * g.KH * g.KW < 64)):
+        # enough rows of K to pay for transposing dout, or the few taps of a first layer
+        # (where BLAS, called per image, splits badly among threads)
         return _weight_grad_tiled(dout, x, w_shape, g)
     elif single:
         _backward_weight_gemm[float](dout, x, dw, g.groups, &geo)

@@ -39,7 +39,12 @@ same GEMM up step by step, and ``tinyodl bench kernels --gemm-steps`` times each
    VNNI path ``linear_s8`` requantizes each tile while it is still in registers (16 lanes
    per instruction, ``kernels/simd/int8_requant.h``) and skips the saturating bias add when
    ``|acc| + |bias|`` provably fits in int32: with 16-256 inputs per output the
-   requantization costs about as much as the multiply-adds.
+   requantization costs about as much as the multiply-adds (AVX2 has a 4 x 16 twin of the
+   tile). When ``|acc + bias| < 2^30``
+   and no channel shifts left (a multiplier below 1, the usual case), a shorter route gives
+   the same bits: both roundings folded into one 64-bit product and one shift per output,
+   the bias folded into per-channel constants set up once per call, then 64 outputs at a
+   time through saturating packs (zero point, clamp, int8).
 7. **Threads.** Panels are independent: ``prange`` over panels (GEMM, conv) or planes
    (depthwise), ``set_num_threads(n)`` OpenMP threads (default 1).
 
@@ -55,7 +60,7 @@ import warnings
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport INT32_MAX, INT32_MIN, int8_t, int16_t, int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
@@ -76,8 +81,23 @@ from _int8_simd cimport (
     tod_pack_cols,
     tod_pack_pointwise_panel,
     tod_pack_rows,
+    tod_rqs16,
+    tod_rqs16_prepare,
+    tod_linear_tile_vnni_short,
     tod_ukr_fn,
 )
+
+cdef extern from *:
+    """
+    /* A barrier of the enclosing OpenMP team (Cython's prange inside a parallel block ends
+       with "omp for nowait"). Nothing without OpenMP. */
+    static inline void tod_team_barrier(void) {
+    #ifdef _OPENMP
+        _Pragma("omp barrier")
+    #endif
+    }
+    """
+    void tod_team_barrier() noexcept nogil
 
 cdef extern from "int8_im2col.h" nogil:
     ctypedef struct tod_nchw_geom:
@@ -166,6 +186,11 @@ cdef inline bint _array(a, int typenum, int ndim):
             and cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(a))
 
 
+cdef inline Py_ssize_t _dim(a, int i):
+    """``a.shape[i]`` of an ndarray, without building the shape tuple."""
+    return cnp.PyArray_DIMS(<cnp.ndarray>a)[i]
+
+
 cdef bint _weights_ok(w):
     """int8 weights, C-contiguous, none below -127."""
     cdef Py_ssize_t i, n = cnp.PyArray_SIZE(w)
@@ -182,7 +207,7 @@ cdef bint _requant_ok(Py_ssize_t channels, multiplier, shift, zp_out, act_min, a
     """int32 (F,) multiplier/shift in range, plain ints and a known rounding."""
     if not (_array(multiplier, cnp.NPY_INT32, 1) and _array(shift, cnp.NPY_INT32, 1)):
         return False
-    if multiplier.shape[0] != channels or shift.shape[0] != channels:
+    if _dim(multiplier, 0) != channels or _dim(shift, 0) != channels:
         return False
     if not (_is_int(zp_out, -128, 127) and _is_int(act_min, -128, 127)
             and _is_int(act_max, -128, 127) and act_min <= act_max):
@@ -210,7 +235,7 @@ cdef object _fast_requant(Py_ssize_t channels, multiplier, shift, zp_out, act_mi
 cdef object _fast_bias(bias, Py_ssize_t channels):
     if bias is None:
         return np.zeros(channels, dtype=np.int32)
-    if _array(bias, cnp.NPY_INT32, 1) and bias.shape[0] == channels:
+    if _array(bias, cnp.NPY_INT32, 1) and _dim(bias, 0) == channels:
         return bias
     return None
 
@@ -386,11 +411,12 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     fn = "linear_s8"
     b_fast = None
     cdef bint fast = False
-    if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and x.shape[1] == w.shape[1]
-            and w.shape[1] * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
-            and _weights_ok(w)):
-        b_fast = _fast_bias(bias, w.shape[0])
-        fast = b_fast is not None and _requant_ok(w.shape[0], multiplier, shift,
+    cdef int threads = _num_threads
+    if (_array(x, cnp.NPY_INT8, 2) and _array(w, cnp.NPY_INT8, 2) and _dim(x, 1) == _dim(w, 1)
+            and _dim(w, 1) * 255 * 127 < 2**31 and _is_int(input_zero_point, -128, 127)
+            and (threads > 1 or _weights_ok(w))):  # on threads: checked while packing
+        b_fast = _fast_bias(bias, _dim(w, 0))
+        fast = b_fast is not None and _requant_ok(_dim(w, 0), multiplier, shift,
                                                   output_zero_point, act_min, act_max, rounding)
     cdef int single, zp, lo, hi
     if fast:  # plain valid arguments: no RequantArgs to build (a small layer's call is short)
@@ -403,8 +429,10 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
         multiplier, shift = rq.multiplier, rq.shift
         single, zp, lo, hi = rq.rounding, rq.zp_out, rq.act_min, rq.act_max
     cdef int zp_in = input_zero_point
-    cdef Py_ssize_t n = x.shape[0], k = x.shape[1], f = w.shape[0]
-    out = np.empty((n, f), dtype=np.int8)
+    cdef Py_ssize_t n = _dim(x, 0), k = _dim(x, 1), f = _dim(w, 0)
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = n, f
+    out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INT8, 0)  # np.empty's Python call costs more
     if n == 0 or f == 0:
         return out
     cdef tod_int8_path path = _path
@@ -417,15 +445,19 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef Py_ssize_t kq = _cdiv(k, 4), nr = p.nr, mr = p.mr, panels = _cdiv(f, nr)
     cdef int64_t off = 128 if bu8 else 0
     cdef bint copy_x = bu8 or 4 * kq != k
-    cdef int threads = _num_threads
     # All scratch in one numpy buffer (a small layer's call is mostly fixed costs), cut into
     # 64-byte aligned pieces: per channel the folded bias (int64), b32 / left / right
-    # (int32), the tiles of the threads, the packed weights and the copy of x.
+    # (int32), on the VNNI path the short route's parameters (_short_params), the tiles of
+    # the threads, the packed weights and the copy of x.
     cdef Py_ssize_t o_b32 = _a64(8 * f), o_l = o_b32 + _a64(4 * f), o_r = o_l + _a64(4 * f)
-    cdef Py_ssize_t o_t = o_r + _a64(4 * f), o_w = o_t + _a64(4 * mr * nr * threads)
+    cdef Py_ssize_t o_q = o_r + _a64(4 * f)
+    cdef Py_ssize_t o_t = o_q + (_a64(_cdiv(f, 16) * sizeof(tod_rqs16))
+                                 if p.isa == TOD_ISA_AVX512_VNNI else 0)
+    cdef Py_ssize_t o_w = o_t + _a64(4 * mr * nr * threads + (panels if threads > 1 else 0))
     cdef Py_ssize_t o_x = o_w + _a64(panels * kq * nr * 4)
     cdef Py_ssize_t total = o_x + (_a64(n * 4 * kq) if copy_x else 0)
-    scratch = np.empty(total + 64, dtype=np.uint8)
+    dims[0] = total + 64
+    scratch = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT8, 0)
     cdef uint8_t* base = <uint8_t*>cnp.PyArray_DATA(scratch)
     base = base + ((64 - (<size_t>base) % 64) % 64)
     cdef int64_t* colb = <int64_t*>base
@@ -441,10 +473,20 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     cdef const int32_t* m0 = <const int32_t*>cnp.PyArray_DATA(multiplier)
     cdef const int32_t* shv = <const int32_t*>cnp.PyArray_DATA(shift)
     cdef int8_t* o = <int8_t*>cnp.PyArray_DATA(out)
-    cdef bint fits = True, fused = False, nosat = False
+    cdef bint fits = True, fused = False, left0 = True
+    cdef int nosat = 0  # TOD_RQ_SATURATE / _NOSAT / _SHORT (kernels/simd/int8_requant.h)
     cdef int64_t bmax = 0
     cdef Py_ssize_t t, item, items = panels * _cdiv(n, mr)
     cdef Py_ssize_t chunk = 64, r0
+    cdef int8_t wmin = 0
+    if threads > 1:
+        with nogil:
+            wmin = _linear_threads(&path, ukr, bu8, copy_x, threads, n, k, f, kq, zp_in, off,
+                                   xsrc, wsrc, base + o_x, wp, tiles, colb, b32, lv, rv,
+                                   bias_p, m0, shv, single, zp, lo, hi, o)
+        if wmin < -127:  # the reference's checks raise the error
+            chk.linear_args(fn, x, w, bias, input_zero_point)
+        return out
     with nogil:
         if copy_x:
             xa = <const int8_t*>(base + o_x)
@@ -485,6 +527,13 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
         for t in range(f):
             bmax = colb[t] if colb[t] > bmax else (-colb[t] if -colb[t] > bmax else bmax)
         nosat = bmax <= INT32_MAX - 4 * kq * 255 * 128
+        for t in range(f):
+            left0 = left0 and lv[t] == 0
+        # |acc + bias| < 2^30 and no left shift: the fused tiles' short requantization route
+        if fused and nosat and left0 and bmax < (1 << 30) - 4 * kq * 255 * 128:
+            nosat = 2
+            if p.isa == TOD_ISA_AVX512_VNNI:  # its parameters, once per call
+                tod_rqs16_prepare(b32, m0, rv, f, <tod_rqs16*>(base + o_q))
         if threads == 1:  # no OpenMP region for one thread (a few microseconds per call)
             for item in range(items):
                 _linear_item(&path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp, tiles,
@@ -497,27 +546,131 @@ def linear_s8(x, w, bias, input_zero_point, output_zero_point, multiplier, shift
     return out
 
 
+cdef int8_t _linear_threads(const tod_int8_path* path, tod_ukr_fn ukr, bint bu8, bint copy_x,
+                           int threads, Py_ssize_t n, Py_ssize_t k, Py_ssize_t f,
+                           Py_ssize_t kq, int zp_in, int64_t off, const int8_t* xsrc,
+                           const int8_t* wsrc, uint8_t* xcopy, uint8_t* wp, int32_t* tiles,
+                           int64_t* colb, int32_t* b32, int32_t* lv, int32_t* rv,
+                           const int32_t* bias_p, const int32_t* m0, const int32_t* shv,
+                           int single, int zp, int lo, int hi, int8_t* o) noexcept nogil:
+    """linear_s8 on ``threads`` OpenMP threads, in one parallel region: blocks of 64 rows of
+    x copied, and panels of weights packed -- each with its channels' row sums, folded bias
+    and requantization shifts, and the minimum weight (returned: below -127 the caller
+    raises) -- shared among the threads; a barrier; then the MR x NR tiles. The fixed costs
+    of a call (packing, sums) run on every thread instead of one, and the threads start once.
+    Each tile is computed as on one thread: the same bits.
+    """
+    cdef Py_ssize_t nr = path.gemm.nr, mr = path.gemm.mr, panels = _cdiv(f, nr)
+    cdef Py_ssize_t items = panels * _cdiv(n, mr), chunk = 64, r0, t, c, j, c0, width, item
+    cdef bint vnni = path.gemm.isa == TOD_ISA_AVX512_VNNI
+    cdef bint fused, left0
+    cdef int nosat  # TOD_RQ_SATURATE / _NOSAT / _SHORT, as in linear_s8
+    cdef tod_rqs16* prm = <tod_rqs16*>_short_params(colb, f)
+    cdef int32_t* b32t
+    cdef int64_t bmax
+    cdef const int8_t* xa = <const int8_t*>xcopy if copy_x else xsrc
+    cdef int8_t* mins = <int8_t*>(tiles + threads * mr * nr)  # one byte per panel
+    with parallel(num_threads=threads):
+        if copy_x:
+            for r0 in prange(0, n, chunk, schedule="static"):
+                tod_copy_rows_xor(xsrc + r0 * k, n - r0 if n - r0 < chunk else chunk, k, k,
+                                  0x80 if bu8 else 0, 4 * kq, xcopy + r0 * 4 * kq)
+        for t in prange(panels, schedule="static"):
+            c0 = t * nr
+            width = f - c0 if f - c0 < nr else nr
+            mins[t] = _min_s8(wsrc + c0 * k, width * k)
+            if kq:
+                tod_pack_rows(wsrc + c0 * k, width, k, k, nr, 0, kq, wp + t * kq * nr * 4)
+            if vnni and kq:  # from the packed panel
+                tod_panel_sums_vnni(wp + t * kq * nr * 4, 1, kq, width, colb + c0)
+            else:
+                path.rowsum(wsrc + c0 * k, width, k, k, colb + c0)
+            for j in range(c0, c0 + width):
+                colb[j] = bias_p[j] - (zp_in + off) * colb[j]
+                b32[j] = <int32_t>colb[j]
+                if single:
+                    lv[j] = 31 - shv[j]
+                    rv[j] = 0
+                else:
+                    lv[j] = shv[j] if shv[j] > 0 else 0
+                    rv[j] = -shv[j] if shv[j] < 0 else 0
+        tod_team_barrier()  # x copied, every panel packed and its channels folded
+        # every thread: the same whole-layer flags as the one-thread code (a pass over F)
+        b32t = b32
+        bmax = 0
+        for c in range(f):
+            if colb[c] < INT32_MIN or colb[c] > INT32_MAX:
+                b32t = NULL
+            bmax = colb[c] if colb[c] > bmax else (-colb[c] if -colb[c] > bmax else bmax)
+        nosat = bmax <= INT32_MAX - 4 * kq * 255 * 128
+        fused = ((path.gemm.isa == TOD_ISA_AVX512_VNNI or path.gemm.isa == TOD_ISA_AVX2)
+                 and not single and b32t != NULL and kq > 0)
+        left0 = True
+        for c in range(f):
+            left0 = left0 and lv[c] == 0
+        # the short requantization route on the same condition as linear_s8's one-thread code;
+        # every thread computes the same flags, so all of them meet the barrier or none does
+        if fused and nosat and left0 and bmax < (1 << 30) - 4 * kq * 255 * 128:
+            nosat = 2
+            if vnni:  # its parameters, panel by panel (a VNNI panel is 32 channels)
+                for t in prange(panels, schedule="static"):
+                    c0 = t * nr
+                    width = f - c0 if f - c0 < nr else nr
+                    tod_rqs16_prepare(b32 + c0, m0 + c0, rv + c0, width, prm + c0 // 16)
+                tod_team_barrier()
+        for item in prange(items, schedule="static"):
+            _linear_item(path, ukr, fused, nosat, item, panels, n, f, kq, xa, wp,
+                         tiles + threadid() * mr * nr, colb, b32t, m0, lv, rv, single, zp, lo,
+                         hi, o)
+    cdef int8_t wmin = 0
+    for t in range(panels):
+        wmin = mins[t] if mins[t] < wmin else wmin
+    return wmin
+
+
+cdef inline int8_t _min_s8(const int8_t* p, Py_ssize_t n) noexcept nogil:
+    """Smallest of ``n`` int8 values (0 if all are larger)."""
+    cdef Py_ssize_t i
+    cdef int8_t lo = 0
+    for i in range(n):
+        lo = p[i] if p[i] < lo else lo
+    return lo
+
+
 cdef inline Py_ssize_t _a64(Py_ssize_t nbytes) noexcept nogil:
     """``nbytes`` rounded up to a multiple of 64 (a cache line)."""
     return (nbytes + 63) // 64 * 64
 
 
+cdef inline const tod_rqs16* _short_params(const int64_t* colb, Py_ssize_t f) noexcept nogil:
+    """The short route's parameters in linear_s8's scratch (after colb, b32, left, right)."""
+    return <const tod_rqs16*>(<const uint8_t*>colb + _a64(8 * f) + 3 * _a64(4 * f))
+
+
 cdef inline void _linear_item(const tod_int8_path* path, tod_ukr_fn ukr, bint fused,
-                              bint nosat, Py_ssize_t item,
+                              int nosat, Py_ssize_t item,
                               Py_ssize_t panels, Py_ssize_t n, Py_ssize_t f, Py_ssize_t kq,
                               const int8_t* xa, const uint8_t* wp, int32_t* tile,
                               const int64_t* colb, const int32_t* b32, const int32_t* m0,
                               const int32_t* lv, const int32_t* rv, int single, int zp, int lo,
                               int hi, int8_t* o) noexcept nogil:
     """One MR x NR tile of linear_s8: micro-kernel, then requantization into ``o``."""
-    cdef Py_ssize_t mr = path.gemm.mr, nr = path.gemm.nr
-    cdef Py_ssize_t pan = item % panels, i0 = (item // panels) * mr, col0 = pan * nr
+    cdef Py_ssize_t mr = path.gemm.mr, nr = path.gemm.nr, pan = 0, i0 = item * mr
+    if panels > 1:  # (a 64-bit division costs about as much as a narrow tile's epilogue)
+        pan = item % panels
+        i0 = (item // panels) * mr
+    cdef Py_ssize_t col0 = pan * nr
     cdef Py_ssize_t rows = n - i0 if n - i0 < mr else mr
     cdef Py_ssize_t width = f - col0 if f - col0 < nr else nr
     if fused and path.gemm.isa == TOD_ISA_AVX2:  # the AVX2 twin of the tile below
         tod_linear_tile_avx2(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,
                              b32 + col0, m0 + col0, lv + col0, rv + col0, nosat, zp, lo, hi,
                              o + i0 * f + col0, f)
+        return
+    if fused and nosat == 2:  # the VNNI tile below, short requantization route
+        tod_linear_tile_vnni_short(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4,
+                                   width, _short_params(colb, f) + col0 // 16, zp, lo, hi,
+                                   o + i0 * f + col0, f)
         return
     if fused:  # micro-kernel and requantization in registers, int8 stored directly
         tod_linear_tile_vnni(kq, xa + i0 * 4 * kq, 4 * kq, rows, wp + pan * kq * nr * 4, width,

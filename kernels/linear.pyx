@@ -139,7 +139,10 @@ def linear_forward(x, w, b=None):
 def linear_backward_input(dout, w):
     """``dout @ w``; see ``tinyodl.reference.linear.linear_backward_input``."""
     dout, w = check_linear_dout_w("linear_backward_input", dout, w)
-    dx = np.zeros((dout.shape[0], w.shape[1]), dtype=dout.dtype)
+    cdef Py_ssize_t N = dout.shape[0], O = dout.shape[1], I = w.shape[1]
+    tiled = _use_tiled(dout, N) and O > 0 and I > 0
+    # the tiles write every element: no serial zero-fill of the result first
+    dx = (np.empty if tiled else np.zeros)((N, I), dtype=dout.dtype)
     if dx.size == 0 or dout.shape[1] == 0:
         return dx
     dout = np.ascontiguousarray(dout)
@@ -147,8 +150,7 @@ def linear_backward_input(dout, w):
     cdef const float[:, ::1] dt
     cdef const float[:, ::1] wv
     cdef float[:, ::1] dxv
-    cdef Py_ssize_t N = dout.shape[0], O = dout.shape[1], I = w.shape[1]
-    if _use_tiled(dout, N):
+    if tiled:
         # dx^T (I x N) = w^T (I x O) . dout^T: A = columns of w, B = dout^T packed once
         dt = np.ascontiguousarray(dout.T)
         wv = w
@@ -166,7 +168,11 @@ def linear_backward_input(dout, w):
 def linear_backward_weight(dout, x):
     """``dout.T @ x``; see ``tinyodl.reference.linear.linear_backward_weight``."""
     dout, x = check_linear_dout_x("linear_backward_weight", dout, x)
-    dw = np.zeros((dout.shape[1], x.shape[1]), dtype=dout.dtype)
+    cdef Py_ssize_t N = dout.shape[0], O = dout.shape[1], I = x.shape[1]
+    tiled = (TOD_HAVE_SGEMM and dout.dtype == np.float32 and 0 < N <= SMALL_BATCH
+             and 4 * I >= 3 * TOD_SNR and O > 0)
+    # the tiles write every element: no serial zero-fill of the result first
+    dw = (np.empty if tiled else np.zeros)((O, I), dtype=dout.dtype)
     if dw.size == 0 or x.shape[0] == 0:
         return dw
     dout = np.ascontiguousarray(dout)
@@ -174,9 +180,7 @@ def linear_backward_weight(dout, x):
     cdef const float[:, ::1] dv
     cdef const float[:, ::1] xv
     cdef float[:, ::1] dwv
-    cdef Py_ssize_t N = dout.shape[0], O = dout.shape[1], I = x.shape[1]
-    if (TOD_HAVE_SGEMM and dout.dtype == np.float32 and N <= SMALL_BATCH
-            and 4 * I >= 3 * TOD_SNR):
+    if tiled:
         # dw (O x I) = dout^T (O x N) . x: A = columns of dout, B = rows of x, in place
         dv = dout
         xv = x

@@ -89,12 +89,19 @@ cdef void _max_plane_2x2(const floating* xc, floating* oc, int64_t* ac, Py_ssize
             ac[oh * OW + ow] = bi
 
 
-cdef void _max_backward_plane(const floating* dc, const int64_t* ac, floating* dxc,
+cdef char _max_backward_plane(const floating* dc, const int64_t* ac, floating* dxc,
                               Py_ssize_t P, Py_ssize_t HW) noexcept nogil:
+    """Add each gradient to its argmax pixel; 1 if an index fell outside the plane (it is
+    skipped; the caller then raises the reference's error)."""
     cdef Py_ssize_t p
+    cdef char bad = 0
     memset(dxc, 0, HW * sizeof(floating))
     for p in range(P):
-        dxc[ac[p]] += dc[p]
+        if 0 <= ac[p] < HW:
+            dxc[ac[p]] += dc[p]
+        else:
+            bad = 1
+    return bad
 
 
 cdef inline Py_ssize_t _span(Py_ssize_t start, Py_ssize_t k, Py_ssize_t size,
@@ -164,15 +171,22 @@ cdef void _max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
                            &argmax[i // C, i % C, 0, 0], g)
 
 
-cdef void _max_backward(const floating[:, :, :, ::1] dout, const int64_t[:, :, :, ::1] argmax,
-                        floating[:, :, :, ::1] dx) noexcept:
+cdef bint _max_backward(const floating[:, :, :, ::1] dout,
+                        const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx,
+                        char[::1] bad) noexcept:
+    """dx planes in parallel; True if some argmax index was out of its plane."""
     cdef Py_ssize_t C = dx.shape[1], i
     cdef Py_ssize_t P = dout.shape[2] * dout.shape[3], HW = dx.shape[2] * dx.shape[3]
     cdef int nt = _num_threads
+    cdef bint any_bad = False
     with nogil:
         for i in prange(dx.shape[0] * C, num_threads=nt, schedule="static"):
-            _max_backward_plane(&dout[i // C, i % C, 0, 0], &argmax[i // C, i % C, 0, 0],
-                                &dx[i // C, i % C, 0, 0], P, HW)
+            bad[i] = _max_backward_plane(&dout[i // C, i % C, 0, 0],
+                                         &argmax[i // C, i % C, 0, 0],
+                                         &dx[i // C, i % C, 0, 0], P, HW)
+        for i in range(dx.shape[0] * C):
+            any_bad = any_bad or bad[i] != 0
+    return any_bad
 
 
 cdef void _avg_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
@@ -219,16 +233,22 @@ def maxpool2d_backward(dout, argmax, x_shape):
     fn = "maxpool2d_backward"
     dout = check_float(fn, "dout", dout, 4)
     x_shape = check_shape4(fn, "x_shape", x_shape)
-    check_argmax(fn, dout, argmax, x_shape)
+    if (not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64
+            or argmax.shape != dout.shape or dout.shape[:2] != tuple(x_shape[:2])):
+        check_argmax(fn, dout, argmax, x_shape)  # the index range is checked in the loop
     dout = np.ascontiguousarray(dout)
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     if dout.size == 0 or int(np.prod(x_shape)) == 0:
+        check_argmax(fn, dout, argmax, x_shape)
         return np.zeros(x_shape, dtype=dout.dtype)
     dx = np.empty(x_shape, dtype=dout.dtype)  # each thread zeroes its own planes
+    bad = np.empty(dx.shape[0] * dx.shape[1], dtype=np.int8)
     if dout.dtype == np.float32:
-        _max_backward[float](dout, argmax, dx)
+        any_bad = _max_backward[float](dout, argmax, dx, bad)
     else:
-        _max_backward[double](dout, argmax, dx)
+        any_bad = _max_backward[double](dout, argmax, dx, bad)
+    if any_bad:  # raises the reference's error, naming the valid range
+        check_argmax(fn, dout, argmax, x_shape)
     return dx
 
 

@@ -263,7 +263,9 @@ def test_planner_prediction_matches_the_measured_peak(relu):
         model = CheckpointedSequential(linear_chain(12, 32, relu), boundaries=boundaries)
         measured = measure_backprop(model, x, dout).peak_bytes
         predicted = simulate_plan(profile, boundaries)
-        assert abs(predicted - measured) / measured < 0.05, (boundaries, predicted, measured)
+        # 6%: the model misses about 13.6 KB (small Python objects) with ReLU, the same
+        # bytes as before the compiled ReLU/SGD kernels made the measured peak 11% smaller
+        assert abs(predicted - measured) / measured < 0.06, (boundaries, predicted, measured)
 
 
 def test_planned_model_stays_within_its_budget_when_measured():

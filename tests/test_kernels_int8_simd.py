@@ -126,6 +126,63 @@ def test_linear_fused_tile_saturating_bias(path, n, k, f):
                 assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args)), (path, zp_in)
 
 
+M0_EDGES = [0, 1, 2**30, 2**30 + 1, 2**31 - 1]
+
+
+@given(
+    n=st.integers(1, 19), k=st.integers(1, 70), f=st.integers(1, 70),
+    m0_pick=st.lists(st.integers(0, 5), min_size=1, max_size=4),
+    right=st.lists(st.integers(0, 31), min_size=1, max_size=4),
+    zp_in=st.integers(-128, 127), zp_out=st.integers(-128, 127),
+    bounds=st.tuples(st.integers(-128, 127), st.integers(-128, 127)),
+    bias_scale=st.sampled_from([0, 10**3, 2**29, 2**30 - 10**6, 2**30, 2**31 - 1]),
+    seed=st.integers(0, 2**16),
+)  # fmt: skip
+@settings(max_examples=60, deadline=None)
+def test_linear_short_requant_route_any_path(
+    n, k, f, m0_pick, right, zp_in, zp_out, bounds, bias_scale, seed
+):
+    """linear_s8's short requantization route (VNNI tile, kernels/simd/int8_requant.h:
+    |acc + bias| < 2^30, no left shift) and its neighbours, bit-exact on every path. M0 =
+    2^30 makes SRDHM halve exactly, so RoundingDivideByPOT meets its ties of both signs;
+    right shifts 0 and 31, M0 = 0 and 2^31 - 1, biases up to and past the route's bound."""
+    rng = np.random.default_rng(seed)
+    x, w = s8(rng, (n, k)), s8(rng, (f, k), -127)
+    m0 = np.array([M0_EDGES[i] if i < 5 else int(rng.integers(0, 2**31)) for i in m0_pick])
+    m0 = np.resize(m0, f).astype(np.int32)
+    shift = -np.resize(np.array(right), f).astype(np.int32)
+    rng.shuffle(shift)
+    bias = np.clip(rng.integers(-bias_scale, bias_scale + 1, f), -(2**31), 2**31 - 1)
+    bias = bias.astype(np.int32)
+    lo, hi = min(bounds), max(bounds)
+    args = (x, w, bias, zp_in, zp_out, m0, shift, lo, hi, "double")
+    want = ref.linear_s8(*args)
+    try:
+        for name in PATHS:
+            k8.set_simd_path(name)
+            assert np.array_equal(k8.linear_s8(*args), want), name
+    finally:
+        k8.set_simd_path(None)
+
+
+@pytest.mark.parametrize("k", [4, 37, 1000])
+def test_linear_short_route_at_its_bound(path, k):
+    """Largest accumulators of both signs (x = 127 / -128 against w = +-127) with biases on
+    both sides of the short route's bound |acc + bias| < 2^30 (K * 255 * 128 below it),
+    right shifts 0, 1 and 31 and M0 = 2^31 - 1: bit-exact on every path."""
+    x = np.array([[127] * k, [-128] * k, [127, -128] * (k // 2) + [127] * (k % 2)], np.int8)
+    w = np.array([[127] * k, [-127] * k, [127] * k, [-127] * k, [1] * k, [0] * k], np.int8)
+    edge = 2**30 - 4 * -(-k // 4) * 255 * 128
+    m0 = np.full(6, 2**31 - 1, np.int32)
+    for shift in ([0, -1, -31, 0, -1, -31], [-1] * 6, [-31, 0, -1, -2, -3, -30]):
+        for delta in (-300_000, -1, 0, 1, 300_000):
+            bias = np.array([edge + delta, -(edge + delta), edge, -edge, delta, 0], np.int64)
+            bias = np.clip(bias, -(2**31), 2**31 - 1).astype(np.int32)
+            for zp_in in (-128, 0, 127):
+                args = (x, w, bias, zp_in, -3, m0, np.array(shift, np.int32))
+                assert np.array_equal(k8.linear_s8(*args), ref.linear_s8(*args)), (shift, delta)
+
+
 def random_conv(rng, depthwise=False):
     n, c = int(rng.integers(1, 4)), int(rng.integers(1, 12))
     h, w = int(rng.integers(3, 14)), int(rng.integers(3, 14))

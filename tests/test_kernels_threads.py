@@ -89,3 +89,59 @@ def test_cnn_mcmahan_step_two_threads_bit_equal():
         params.append([p.data.copy() for p in model.parameters()])
     for a, b in zip(*params, strict=True):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", ["portable", "avx2", "avx512_vnni"])
+def test_linear_s8_threads_edge_cases_every_path(path):
+    """linear_s8 on two threads (one OpenMP region: packing, sums and folded biases per panel,
+    then the tiles): bit-exact with the reference when a folded bias leaves int32 (no fused
+    tile) and when it leaves no room for the accumulator (saturating add); the weights'
+    range is checked while packing, with the reference's error."""
+    k8 = importlib.import_module("tinyodl._kernels.int8")
+    ref = importlib.import_module("tinyodl.reference.int8")
+    if path not in k8.simd_paths():
+        pytest.skip(f"this CPU cannot run {path}")
+    rng = np.random.default_rng(7)
+    x = rng.integers(-128, 128, (70, 203), dtype=np.int8)
+    w = rng.integers(-127, 128, (67, 203), dtype=np.int8)
+    m0 = rng.integers(2**30, 2**31 - 1, 67).astype(np.int32)
+    shift = rng.integers(-20, -8, 67).astype(np.int32)
+    for bias_abs in (10**3, 2**31 - 2**20, 2**31 - 1):
+        bias = (rng.choice([-1, 1], 67) * bias_abs).astype(np.int32)
+        for rounding in ("double", "single"):
+            args = (x, w, bias, 127, -5, m0, shift, -128, 127, rounding)
+            want = ref.linear_s8(*args)
+            old = k8.get_simd_path()
+            try:
+                k8.set_simd_path(path)
+                backend.set_num_threads(2)
+                got = k8.linear_s8(*args)
+            finally:
+                backend.set_num_threads(1)
+                k8.set_simd_path(old)
+            assert np.array_equal(got, want), (path, bias_abs, rounding)
+    bad = w.copy()
+    bad[66, 202] = -128  # in the last panel, at the last k
+    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+        _on_threads(2, lambda: k8.linear_s8(x, bad, None, 0, 0, m0, shift))
+
+
+def test_maxpool_backward_checks_argmax_range_on_threads():
+    """The argmax range is checked inside the threaded loop (no serial min/max pass): an
+    index below 0 or past the plane is refused with the reference's error, never written."""
+    from tinyodl._kernels import pool
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 6, 8, 8)).astype(np.float32)
+    out, argmax = pool.maxpool2d_forward(x, 2)
+    for bad_value in (-1, 64):
+        bad = argmax.copy()
+        bad[3, 5, 3, 3] = bad_value
+        with pytest.raises(ValueError, match=r"argmax entries must lie in \[0, 64\)"):
+            _on_threads(2, lambda bad=bad: pool.maxpool2d_backward(out, bad, x.shape))
+    want = importlib.import_module("tinyodl.reference.pool").maxpool2d_backward(
+        out, argmax, x.shape
+    )
+    assert np.array_equal(
+        _on_threads(2, lambda: pool.maxpool2d_backward(out, argmax, x.shape)), want
+    )

@@ -55,6 +55,14 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "ste_clamp_backward",
     ),
     "int8_elementwise": ("add_s8", "avgpool2d_s8"),
+    "elementwise": (
+        "relu_forward",
+        "relu_backward",
+        "bias_grad",
+        "add_into",
+        "fill_zeros",
+        "sgd_update",
+    ),
 }
 
 BACKENDS = ("numpy", "cython")

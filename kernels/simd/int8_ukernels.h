@@ -150,6 +150,26 @@ static void tod_ukr_portable_bu8(int64_t kq, const int8_t *a, int64_t lda, int m
         a##r += 4;                                                                   \
     } while (0)
 
+/* The accumulation of the vector-safe 4 x 16 AVX2 tile, shared by tod_ukr_avx2_vsafe and
+ * linear_s8's fused tile (int8_requant.h): declares the accumulators c00 .. c31 (zero) in
+ * the enclosing block and sums a (mr rows, stride lda) times the packed panel b over 4 kq. */
+#define TOD_AVX2_VSAFE_ACCUMULATE(kq, a, lda, mr, b)                                 \
+    const __m256i ones = _mm256_set1_epi16(1);                                       \
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, \
+            c21 = c00, c30 = c00, c31 = c00;                                         \
+    do {                                                                             \
+        TOD_ROW_POINTERS4(a, lda, mr);                                               \
+        const uint8_t *bq_ = (b);                                                    \
+        for (int64_t q_ = 0; q_ < (kq); q_++, bq_ += 64) {                           \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)bq_);             \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bq_ + 32));      \
+            TOD_AVX2_ROW_VSAFE(0);                                                   \
+            TOD_AVX2_ROW_VSAFE(1);                                                   \
+            TOD_AVX2_ROW_VSAFE(2);                                                   \
+            TOD_AVX2_ROW_VSAFE(3);                                                   \
+        }                                                                            \
+    } while (0)
+
 #define TOD_AVX2_STORE(c, mr, accumulate)                                            \
     do {                                                                             \
         __m256i t_[TOD_MR_AVX2][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}}; \
@@ -190,18 +210,7 @@ TOD_AVX2_TARGET static void tod_ukr_avx2_bsafe(int64_t kq, const int8_t *a, int6
 TOD_AVX2_TARGET static void tod_ukr_avx2_vsafe(int64_t kq, const int8_t *a, int64_t lda,
                                                int mr, const uint8_t *b, int32_t *c,
                                                int accumulate) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
-            c21 = c00, c30 = c00, c31 = c00;
-    TOD_ROW_POINTERS4(a, lda, mr);
-    for (int64_t q = 0; q < kq; q++, b += 64) {
-        const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);
-        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
-        TOD_AVX2_ROW_VSAFE(0);
-        TOD_AVX2_ROW_VSAFE(1);
-        TOD_AVX2_ROW_VSAFE(2);
-        TOD_AVX2_ROW_VSAFE(3);
-    }
+    TOD_AVX2_VSAFE_ACCUMULATE(kq, a, lda, mr, b);
     TOD_AVX2_STORE(c, mr, accumulate);
 }
 
@@ -228,6 +237,29 @@ TOD_AVX2_TARGET static void tod_ukr_avx2_vsafe(int64_t kq, const int8_t *a, int6
         c##r##1 = _mm512_dpbusd_epi32(c##r##1, b1, av);                  \
         a##r += 4;                                                       \
     } while (0)
+
+/* Eight rows of A (see TOD_ROW_POINTERS4). */
+#define TOD_ROW_POINTERS8(a, lda, mr)                                                 \
+    TOD_ROW_POINTERS4(a, lda, mr);                                                    \
+    const int8_t *a4 = (a) + ((mr) > 4 ? 4 : 0) * (lda), *a5 = (a) + ((mr) > 5 ? 5 : 0) * (lda), \
+                 *a6 = (a) + ((mr) > 6 ? 6 : 0) * (lda), *a7 = (a) + ((mr) > 7 ? 7 : 0) * (lda)
+
+/* The 8 x 32 accumulation of tod_ukr_vnni_bu8 into c00 .. c71 (declared by the caller, with
+ * the row pointers of TOD_ROW_POINTERS8), advancing b; shared with linear_s8's fused tile
+ * (int8_requant.h). */
+#define TOD_VNNI_BU8_LOOP(kq, b)                                                      \
+    for (int64_t q_ = 0; q_ < (kq); q_++, (b) += 128) {                               \
+        const __m512i b0 = _mm512_loadu_si512((const void *)(b)); /* s8: 16 x 4 k */  \
+        const __m512i b1 = _mm512_loadu_si512((const void *)((b) + 64));              \
+        TOD_VNNI_ROW_BU8(0);                                                          \
+        TOD_VNNI_ROW_BU8(1);                                                          \
+        TOD_VNNI_ROW_BU8(2);                                                          \
+        TOD_VNNI_ROW_BU8(3);                                                          \
+        TOD_VNNI_ROW_BU8(4);                                                          \
+        TOD_VNNI_ROW_BU8(5);                                                          \
+        TOD_VNNI_ROW_BU8(6);                                                          \
+        TOD_VNNI_ROW_BU8(7);                                                          \
+    }
 
 TOD_VNNI_TARGET static void tod_ukr_vnni(int64_t kq, const int8_t *a, int64_t lda, int mr,
                                          const uint8_t *b, int32_t *c, int accumulate) {
@@ -267,21 +299,8 @@ TOD_VNNI_TARGET static void tod_ukr_vnni_bu8(int64_t kq, const int8_t *a, int64_
     __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00,
             c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00,
             c60 = c00, c61 = c00, c70 = c00, c71 = c00;
-    TOD_ROW_POINTERS4(a, lda, mr);
-    const int8_t *a4 = a + (mr > 4 ? 4 : 0) * lda, *a5 = a + (mr > 5 ? 5 : 0) * lda,
-                 *a6 = a + (mr > 6 ? 6 : 0) * lda, *a7 = a + (mr > 7 ? 7 : 0) * lda;
-    for (int64_t q = 0; q < kq; q++, b += 128) {
-        const __m512i b0 = _mm512_loadu_si512((const void *)b); /* s8: 16 columns x 4 k */
-        const __m512i b1 = _mm512_loadu_si512((const void *)(b + 64));
-        TOD_VNNI_ROW_BU8(0);
-        TOD_VNNI_ROW_BU8(1);
-        TOD_VNNI_ROW_BU8(2);
-        TOD_VNNI_ROW_BU8(3);
-        TOD_VNNI_ROW_BU8(4);
-        TOD_VNNI_ROW_BU8(5);
-        TOD_VNNI_ROW_BU8(6);
-        TOD_VNNI_ROW_BU8(7);
-    }
+    TOD_ROW_POINTERS8(a, lda, mr);
+    TOD_VNNI_BU8_LOOP(kq, b)
     __m512i t[TOD_MR_VNNI][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                                  {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
     for (int r = 0; r < mr; r++) {

@@ -58,6 +58,9 @@ def tinyodl_step(name: str, x: np.ndarray, y: np.ndarray, seed: int = 0) -> Call
     from tinyodl.nn import SGD, softmax_cross_entropy
 
     model = getattr(models, name)(seed=seed)
+    # the input is data: no dL/dx for the first layer (PyTorch's step skips it too)
+    first = next(layer for _, layer in model.named_layers() if not layer.children())
+    first.needs_input_grad = False
     opt = SGD(model, lr=0.01, momentum=0.9)
 
     def step() -> None:

@@ -172,6 +172,10 @@ def update(ctx: _rules.Context, kind: str, wd: float, nesterov: bool, size: int)
     """One parameter's update (optim.py); returns newly created state blocks."""
     tape, state = ctx.tape, []
     small = size < ELIDE_BYTES
+    if ctx.backend == "cython" and kind != "adam":  # ops.sgd_update: one pass, in place
+        if kind == "sgd_momentum" and not ctx.grads_resident:
+            state = [tape.new(size, "optimizer_state")]  # the momentum buffer
+        return state
     g = tape.chain(size, 2) if wd else None  # grad + wd * p
     if kind == "adam":
         if not ctx.grads_resident:

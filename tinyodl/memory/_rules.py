@@ -27,14 +27,15 @@ Transients ("scratch") modelled per backend, for one call:
 * Cython conv: one image's columns ``C*KH*KW*OH*OW`` (none for 1x1/stride-1); float32
   stride-1 "same" convs instead pack their filters and one panel block per thread
   (``_implicit_scratch``; the input gradient also copies the flipped filters), and a
-  float32 weight gradient with K >= 256 keeps dW^T and dout^T of one image beside the
+  float32 weight gradient with K >= 256 or K < 64 keeps dW^T and dout^T of up to 8 images beside the
   columns; depthwise convs take one thread's phase planes and a virtual output plane
   (see ``_dw_scratch``); a float32 linear forward at a small batch copies x^T;
 * Cython batchnorm (``kernels/norm.pyx``): no temporaries, only its results;
 * numpy max pooling: two padded copies, the windows and five int64 index arrays forward;
   the index buffer of ``np.add.at`` backward;
 * ``x * mask`` (ReLU, dropout) casts the bool mask through a ufunc buffer of at most
-  ``np.getbufsize()`` (8192) elements.
+  ``np.getbufsize()`` (8192) elements -- not in the compiled ReLU kernels
+  (``kernels/elementwise.pyx``), nor in the compiled SGD update (no temporaries).
 """
 
 from __future__ import annotations
@@ -103,6 +104,13 @@ def _conv_kind(layer: Any, in_shape: Shape) -> str:
     if layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding == (0, 0):
         return "pointwise"
     return "gemm"
+
+
+def _conv_dw_images() -> int:
+    """Images whose dout^T the compiled conv weight gradient holds at once (conv.DW_IMAGES)."""
+    import importlib
+
+    return int(getattr(importlib.import_module("tinyodl._kernels.conv"), "DW_IMAGES", 1))
 
 
 def _dw_scratch(ctx: Context, layer: Any, out_shape: Shape, op: str) -> int:
@@ -234,10 +242,10 @@ def conv_backward_weight(ctx: Context, layer: Any, in_shape: Shape, out_shape: S
         have, _, nr, _ = _sgemm_tile()
         if (
             kind != "depthwise" and have and ctx.itemsize == 4 and layer.groups == 1
-            and f >= nr // 2 and c * kh * kw >= 256
+            and f >= nr // 2 and (c * kh * kw >= 256 or c * kh * kw < 64)
         ):  # fmt: skip  # dW^T += cols . dout^T on the register tiles, then transposed
             cols = ctx.tape.new(0 if kind == "pointwise" else c * kh * kw * p * ctx.itemsize)
-            dout_t = ctx.tape.new(p * f * ctx.itemsize)
+            dout_t = ctx.tape.new(min(n, _conv_dw_images()) * p * f * ctx.itemsize)
             dw_t = ctx.tape.new(w_bytes)
             dw = ctx.tape.new(w_bytes)
             ctx.tape.drop(cols, dout_t, dw_t)
@@ -438,14 +446,15 @@ def relu_forward(ctx, name, layer, x, in_shape, out_shape, train):
     mask.kind = "activations"
     _save(ctx, name, "mask", mask, in_shape, "bool")
     out = ctx.tape.new(ctx.nbytes(out_shape), "activations")
-    if type(layer).__name__ != "ReLU6":
-        ctx.tape.spike(_cast_buffer(ctx, n))  # x * mask
+    if type(layer).__name__ != "ReLU6" and ctx.backend == "numpy":
+        ctx.tape.spike(_cast_buffer(ctx, n))  # x * mask (the compiled kernel: one pass)
     return out
 
 
 def relu_backward(ctx, name, layer, dout, in_shape, out_shape):
     dx = ctx.tape.new(ctx.nbytes(in_shape))  # dout * mask
-    ctx.tape.spike(_cast_buffer(ctx, numel(in_shape)))
+    if type(layer).__name__ == "ReLU6" or ctx.backend == "numpy":
+        ctx.tape.spike(_cast_buffer(ctx, numel(in_shape)))
     _release_saved(ctx, name)
     return dx
 

@@ -125,7 +125,7 @@ class Conv2d(Layer):
         stride, padding, groups = self._geometry()
         cache = {"w": weight.data, "x_shape": self._x_shape, "stride": stride}
         cache.update(padding=padding, groups=groups, **self.saved)
-        dx, dw, db = F.conv2d_backward(dout, cache)
+        dx, dw, db = F.conv2d_backward(dout, cache, self.needs_input_grad)
         if dw is not None:
             weight.accumulate_grad(dw)
         if self.bias:

@@ -45,18 +45,20 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     return out, {"x": x, "w": w}
 
 
-def linear_backward(dout: np.ndarray, cache: Cache):
+def linear_backward(dout: np.ndarray, cache: Cache, need_dx: bool = True):
     """Gradients of :func:`linear_forward`.
+
+    ``need_dx=False`` skips ``dx`` (None): the input of a model's first layer is data.
 
     Returns
     -------
-    dx : ndarray, shape (N, in)       ``dout @ w``
+    dx : ndarray, shape (N, in), or None  ``dout @ w``
     dw : ndarray (out, in) or None    ``dout.T @ x``; None when ``"x"`` is not cached
     db : ndarray, shape (out,)        ``dout.sum(0)``
     """
-    dx = ops.linear_backward_input(dout, cache["w"])
+    dx = ops.linear_backward_input(dout, cache["w"]) if need_dx else None
     dw = ops.linear_backward_weight(dout, cache["x"]) if "x" in cache else None
-    return dx, dw, dout.sum(axis=0)
+    return dx, dw, ops.bias_grad(dout)  # dout.sum(axis=0)
 
 
 def linear_per_example_grads(dout: np.ndarray, x: np.ndarray):
@@ -102,22 +104,24 @@ def conv2d_forward(
     return out, cache
 
 
-def conv2d_backward(dout: np.ndarray, cache: Cache):
+def conv2d_backward(dout: np.ndarray, cache: Cache, need_dx: bool = True):
     """Gradients of :func:`conv2d_forward`.
+
+    ``need_dx=False`` skips ``dx`` (None): the input of a model's first layer is data.
 
     Returns
     -------
-    dx : ndarray, shape (N, C, H, W)
+    dx : ndarray, shape (N, C, H, W), or None
     dw : ndarray, shape (F, C/groups, KH, KW), or None when ``"x"`` is not cached
     db : ndarray, shape (F,)
     """
     geometry = (cache["stride"], cache["padding"], cache["groups"])
     w = cache["w"]
-    dx = ops.conv2d_backward_input(dout, w, cache["x_shape"], *geometry)
+    dx = ops.conv2d_backward_input(dout, w, cache["x_shape"], *geometry) if need_dx else None
     dw = None
     if "x" in cache:
         dw = ops.conv2d_backward_weight(dout, cache["x"], w.shape, *geometry)
-    return dx, dw, dout.sum(axis=(0, 2, 3))
+    return dx, dw, ops.bias_grad(dout)  # dout.sum(axis=(0, 2, 3))
 
 
 def conv2d_per_example_grads(
@@ -148,14 +152,17 @@ def conv2d_per_example_grads(
 
 
 def relu_forward(x: np.ndarray):
-    """``max(x, 0)``; the cache is the boolean mask ``x > 0``, not ``x``."""
-    mask = x > 0
-    return x * mask, {"mask": mask}
+    """``max(x, 0)``; the cache is the boolean mask ``x > 0``, not ``x``.
+
+    ``x * (x > 0)`` in one pass (:func:`tinyodl.reference.elementwise.relu_forward`).
+    """
+    out, mask = ops.relu_forward(x)
+    return out, {"mask": mask}
 
 
 def relu_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
-    """``dout * (x > 0)``."""
-    return dout * cache["mask"]
+    """``dout * (x > 0)`` (:func:`tinyodl.reference.elementwise.relu_backward`)."""
+    return ops.relu_backward(dout, cache["mask"])
 
 
 def relu6_forward(x: np.ndarray):

@@ -8,7 +8,11 @@ A :class:`Layer` is a forward/backward pair with state:
   empties it, so ``sum(a.nbytes for a in layer.saved.values())`` is the activation memory
   the layer holds between the two passes;
 * ``config()`` -- constructor arguments: ``type(layer)(**layer.config())`` rebuilds it;
-* ``name``    -- dotted name inside its model, used in error messages.
+* ``name``    -- dotted name inside its model, used in error messages;
+* ``needs_input_grad`` -- True by default; set it to False on a model's first layer when
+  nothing uses ``dL/dx`` (the input is data, as for a tensor without ``requires_grad`` in
+  PyTorch): Linear and Conv2d then skip the input-gradient product and their
+  :meth:`Layer.backward` returns None. Parameter gradients are unchanged.
 
 Subclasses implement ``_forward(x, train)`` and ``_backward(dout, per_example)``; the public
 :meth:`Layer.forward` / :meth:`Layer.backward` add dtype conversion, capture of activations
@@ -62,6 +66,7 @@ class Layer:
         self.saved: dict[str, np.ndarray] = {}
         self.name = ""
         self.training = True
+        self.needs_input_grad = True  # False: backward may skip dL/dx and return None
         self._requested_train: bool | None = None
         self.capturing = False
         self.last_input: np.ndarray | None = None
@@ -146,7 +151,8 @@ class Layer:
         )
 
     def backward(self, dout: np.ndarray, per_example: bool = False) -> np.ndarray:
-        """Accumulate parameter gradients into ``param.grad`` and return ``dL/dx``.
+        """Accumulate parameter gradients into ``param.grad`` and return ``dL/dx``
+        (None when :attr:`needs_input_grad` is False).
 
         Parameters
         ----------
@@ -174,6 +180,8 @@ class Layer:
         if self.capturing:
             self.last_grad_output = dout
         dx = self._backward(dout, per_example)
+        if not self.needs_input_grad:  # not every layer can skip dL/dx; none returns it
+            dx = None
         self.saved.clear()
         self._output_shape = None
         return dx

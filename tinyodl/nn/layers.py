@@ -78,7 +78,9 @@ class Linear(Layer):
 
     def _backward(self, dout, per_example):
         weight = self.params["weight"]
-        dx, dw, db = F.linear_backward(dout, {"w": weight.data, **self.saved})
+        dx, dw, db = F.linear_backward(
+            dout, {"w": weight.data, **self.saved}, self.needs_input_grad
+        )
         if dw is not None:
             weight.accumulate_grad(dw)
         if self.bias:

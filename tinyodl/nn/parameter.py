@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyodl import ops
+
 
 class Parameter:
     """An ndarray of model weights plus its gradient.
@@ -76,7 +78,7 @@ class Parameter:
         if self.grad is None:
             self.grad = np.array(g, dtype=self.data.dtype, copy=True)
         else:
-            self.grad += g
+            _add_into(self.grad, g)
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Reset the gradient: fill it with zeros (keeping the buffer) or drop it."""
@@ -84,8 +86,30 @@ class Parameter:
         if set_to_none or self.grad is None:
             self.grad = None
         else:
-            self.grad.fill(0)
+            _fill_zeros(self.grad)
 
     def __repr__(self) -> str:
         state = "trainable" if self._trainable else "frozen"
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}, {state})"
+
+
+#: Below this many elements the threaded kernels of ``tinyodl.ops`` would run on one thread
+#: anyway (two blocks of ``kernels/elementwise.pyx``): numpy's in-place ufunc is as fast and
+#: skips the dispatch (models with many small parameters, batch 1).
+THREADED_MIN = 32768
+
+
+def _add_into(grad: np.ndarray, g: np.ndarray) -> None:
+    """``grad += g`` (threaded in the compiled backend for large gradients)."""
+    if grad.size >= THREADED_MIN:
+        ops.add_into(grad, g)
+    else:
+        grad += g
+
+
+def _fill_zeros(grad: np.ndarray) -> None:
+    """``grad.fill(0)`` (threaded in the compiled backend for large gradients)."""
+    if grad.size >= THREADED_MIN:
+        ops.fill_zeros(grad)
+    else:
+        grad.fill(0)

@@ -22,14 +22,21 @@ backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight val
 
 * ``dx`` and ``dW`` of a pointwise convolution (1x1, stride 1, unpadded; SIMD builds):
   the int8 operand is read in place (``kernels/simd/float_s8a.h``): ``4 F MR`` bytes of
-  widened weights for ``dx``; ``dout`` transposed (``4 NP F``) and ``MR`` widened input
-  rows (``4 MR NP``) for ``dW`` when ``F <= C`` (``NP`` = pixels of the batch, ``MR`` = the
-  float tile's rows; otherwise as the other convolutions below);
-* ``dx`` of other convolutions: ``4 W`` (``float32(W_q)``) live while conv.pyx's float
-  ``_backward_input`` runs, whose scratch :mod:`tinyodl.memory._rules` models (the implicit
-  GEMM path adds a flipped copy ``4 W`` and the packed filters, about ``4 W`` more);
+  widened weights for ``dx``; for ``dW`` when ``F <= C``, the smaller of two paths with
+  the same bits: on AVX-512 builds a panel of 32 input rows of a block of at most 256
+  pixels, widened and transposed; or, per block of ``KB`` (at most 1024) pixels, ``dout``
+  transposed (``4 KB F``) and ``MR`` widened input rows (``4 MR KB``; ``MR`` = the float
+  tile's rows), plus the ``C x F`` sums when the batch has more than ``KB`` pixels;
+  otherwise as the other convolutions below;
+* ``dx`` of a depthwise layer on AVX-512 builds: one zeroed plane of ``dout`` (gather
+  form, ``(H + PH + KH - 1) (W + PW + KW - 1)`` floats); of other convolutions: ``4 W``
+  (``float32(W_q)``) live while conv.pyx's float ``_backward_input`` runs, whose scratch
+  :mod:`tinyodl.memory._rules` models (the implicit GEMM path builds its flipped copy
+  ``4 W`` straight from ``W_q``, plus the packed filters, about ``4 W`` more);
 * ``dW`` of a depthwise layer: the phase planes of one thread (no converted input); of
-  other convolutions: ``4 X`` (``float32(x_q - zp)``) beside conv.pyx's float
+  a convolution without groups (not 1x1) on AVX-512 builds: one image's phase planes of
+  ``x_q - zp``, ``dout`` transposed and the ``K x F`` sums (``kernels/simd/float_s8c.h``);
+  of other convolutions: ``4 X`` (``float32(x_q - zp)``) beside conv.pyx's float
   ``_backward_weight``; under a sparse update, the selected channels of ``dL/dacc``;
 * linear layers (SIMD builds read the int8 matrix in place): one widened column panel of
   ``4 K NR`` bytes (``K`` = the reduction length: ``F`` for ``dx``, ``N`` for ``dW``);
@@ -47,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyodl._shapes import padding4
 from tinyodl.memory import _rules
 from tinyodl.quantization.qmodel import QConv, QGlobalAvgPool, QResidual, QuantizedModel
 
@@ -337,8 +345,16 @@ class _Replay:
             dx = tape.new(4 * int(np.prod(shape)))
             tape.spike(4 * op.weight.shape[0] * _rules._sgemm_tile()[1])
             return dx
-        w_f = tape.new(4 * op.weight.size)  # _as_float(w)
+        if op.kind == "depthwise" and _s8_depthwise_gather():  # one zeroed plane of dout
+            dx = tape.new(4 * int(np.prod(shape)))
+            tape.spike(4 * _depthwise_up_scratch(op, shape))
+            return dx
         layer = _FloatConv(op, op._groups(), op.weight.shape[0])
+        # the implicit-GEMM path builds its flipped float filters straight from W_q (the copy
+        # the rules count); the others convert W_q first
+        flipped = op.kind == "conv" and shape[1] >= _rules._sgemm_tile()[1]
+        flipped = flipped and _rules._implicit_same(self._ctx(), layer, shape, out_shape)
+        w_f = tape.new(0 if flipped else 4 * op.weight.size)  # _as_float(w)
         dx = _rules.conv_backward_input(self._ctx(), layer, shape, out_shape)
         tape.drop(w_f)
         return dx
@@ -357,10 +373,14 @@ class _Replay:
             tape.spike(self._s8_panel(shape[0]) if _s8_gemm() else 4 * int(np.prod(shape)))
             tape.drop(g_w)
             return dw
-        if _pointwise(op) and _s8_pointwise() and filters <= shape[1]:  # dout^T, MR x NP
+        if _pointwise(op) and _s8_pointwise() and filters <= shape[1]:
             dw = tape.new(4 * filters * op.weight.shape[1])
-            pixels = int(shape[0] * shape[2] * shape[3])
-            tape.spike(4 * pixels * filters, 4 * pixels * _rules._sgemm_tile()[1])
+            tape.spike(4 * _pointwise_weight_scratch(shape, filters))
+            tape.drop(g_w)
+            return dw
+        if op.kind == "conv" and op.groups == 1 and not _pointwise(op) and _s8_conv_planes():
+            dw = tape.new(4 * filters * int(np.prod(op.weight.shape[1:])))
+            tape.spike(4 * _conv_planes_scratch(op, shape, out_shape, filters))
             tape.drop(g_w)
             return dw
         if op.kind == "depthwise":
@@ -460,6 +480,54 @@ def _int8_forward_scratch(op: QConv, shape, out_shape) -> tuple[int, ...]:
     k4 = -(-k // 4) * 4
     w_copy = 0 if _pointwise(op) and k == k4 else f * k4
     return (w_copy, INT8_NR * k4 + 4 * INT8_MR * INT8_NR + 8 * f)
+
+
+def _pointwise_weight_scratch(shape, filters: int) -> int:
+    """Floats of scratch of the in-place pointwise dW (``kernels/simd/float_s8a.h``), one
+    array: the kernel's own count (``pointwise_weight_scratch``: the smaller of its two
+    paths, panels of 32 widened and transposed input rows, or dout transposed per block of
+    pixels beside MR widened input rows, plus the C x F sums when the batch takes several
+    blocks)."""
+    from tinyodl._kernels.int8_backward import pointwise_weight_scratch
+
+    n, c, h, w = (int(v) for v in shape)
+    return int(pointwise_weight_scratch(n, c, filters, h * w)[1])
+
+
+def _s8_depthwise_gather() -> bool:
+    """Whether the compiled depthwise dx runs in gather form (AVX-512 builds)."""
+    try:
+        from tinyodl._kernels.int8_backward import DEPTHWISE_DX_GATHER
+    except ImportError:
+        return False
+    return bool(DEPTHWISE_DX_GATHER)
+
+
+def _depthwise_up_scratch(op: QConv, shape) -> int:
+    """Floats of the depthwise dx's zeroed dout plane (``tod_dw_up_size``, one thread)."""
+    kh, kw = (int(v) for v in op.weight.shape[2:])
+    ph, _, pw, _ = padding4(op.padding)
+    return (int(shape[2]) + ph + kh - 1) * (int(shape[3]) + pw + kw - 1)
+
+
+def _s8_conv_planes() -> bool:
+    """Whether the compiled conv dW (groups 1) reads int8 phase planes (AVX-512 builds)."""
+    try:
+        from tinyodl._kernels.int8_backward import CONV_WEIGHT_PLANES
+    except ImportError:
+        return False
+    return bool(CONV_WEIGHT_PLANES)
+
+
+def _conv_planes_scratch(op: QConv, shape, out_shape, filters: int) -> int:
+    """Floats of scratch of the phase-plane conv dW (``kernels/simd/float_s8c.h``): one
+    image's C phase planes, dout^T (OH OW x F), the K x F sums."""
+    kh, kw = (int(v) for v in op.weight.shape[2:])
+    sh, sw = tuple(op.stride)
+    oh, ow = int(out_shape[2]), int(out_shape[3])
+    hq, wq = oh + (kh - 1) // sh + 1, ow + (kw - 1) // sw
+    c = int(shape[1])
+    return c * sh * sw * hq * wq + oh * ow * filters + c * kh * kw * filters
 
 
 def _s8_gemm() -> bool:
