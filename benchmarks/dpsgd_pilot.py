@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (DP-SGD only)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="SGD L2 weight decay")
     p.add_argument("--average", type=float, default=abadi.AVERAGE, help="EMA decay of iterates")
+    p.add_argument("--seed", type=int, default=0, help="DP noise, sampling and init seed")
     p.add_argument(
         "--normalize",
         type=float,
