@@ -160,7 +160,8 @@ def test_first_alarm_monotone_in_threshold(seed, t1, t2):
     bits = _bernoulli_stream(seed % 1000)
     e, f = DDM(30, 1.0, lo + 1).run(bits), DDM(30, 1.0, hi + 1).run(bits)
     assert _first(f) is None or (_first(e) is not None and _first(e) <= _first(f))
-    g, h = ADWIN(delta=1 / (1 + hi)).run(bits), ADWIN(delta=1 / (1 + lo) / 10).run(bits)
+    # delta = 1 / (1 + threshold): the larger threshold gets the smaller delta (a stricter cut)
+    g, h = ADWIN(delta=1 / (1 + lo)).run(bits), ADWIN(delta=1 / (1 + hi)).run(bits)
     assert _first(h) is None or (_first(g) is not None and _first(g) <= _first(h))
 
 
