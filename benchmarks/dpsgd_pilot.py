@@ -34,6 +34,13 @@ from tinyodl.data import load_mnist, to_float
 from tinyodl.train import evaluate, fit
 
 
+def _to_norm(f: np.ndarray, norm: float) -> np.ndarray:
+    """Every row scaled to L2 norm ``norm`` (float32)."""
+    return (f * (norm / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))).astype(
+        np.float32
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="/work/shared/data/mnist")
@@ -53,6 +60,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="scale every image to this L2 norm (per example, no privacy cost)",
+    )
+    p.add_argument(
+        "--feature-norm",
+        type=float,
+        default=0.0,
+        help="scale every (centred) feature vector to this L2 norm (per example, no privacy cost)",
     )
     p.add_argument("--whiten", action="store_true", help="(probe, not DP) unit-variance features")
     p.add_argument("--center", action="store_true", help="centre the features on a DP mean")
@@ -89,6 +102,8 @@ def main() -> None:
         std = f.std(axis=0)
         scale = np.sqrt(np.mean(np.sum(f**2, 1)) / np.mean(np.sum((f / std) ** 2, 1))) / std
         f, fv = (f * scale).astype(np.float32), (fv * scale).astype(np.float32)
+    if args.feature_norm:
+        f, fv = _to_norm(f, args.feature_norm), _to_norm(fv, args.feature_norm)
     spe = round(len(f) / abadi.LOT_SIZE)
     steps = args.epochs * spe
     base = abadi._schedule(spe, args.lr_scale)
