@@ -255,8 +255,11 @@ def conv2d_s8_backward_weight(dout, x, input_zero_point, w_shape, stride=1, padd
         # its scratch is 4 N P F bytes (dout transposed), the float path's 4 N P C (x - zp
         # converted): the in-place path when it holds less (a projection, a few channels)
         return _pointwise_weight(dout, x, zp, g)
+    if _is_pointwise(g) and g.N * g.C * g.H * g.W and g.F > g.C:
+        # an expansion: x - zp converted (4 N P C bytes) is smaller than dout^T (4 N P F)
+        return _pointwise_weight_gemm(dout, x, zp, g)
     if (TOD_HAVE_CONV_DW_S8 and g.groups == 1 and not _is_pointwise(g)
-            and g.N * g.C * g.H * g.W and g.F):  # (a 1x1 layer with F > C: dout^T costs more)
+            and g.N * g.C * g.H * g.W and g.F):
         return _conv_weight_planes(dout, x, zp, g, w_shape)
     return _conv._backward_weight(dout, _as_float(x, zp), w_shape, g)
 
@@ -317,6 +320,23 @@ def pointwise_weight_scratch(Py_ssize_t N, Py_ssize_t C, Py_ssize_t F, Py_ssize_
         width = rows = TOD_PW_KB2
     cdef Py_ssize_t panels = threads * (TOD_CNR * rows + 8 * (width + 16))
     return (True, panels) if panels <= blocks else (False, blocks)
+
+
+cdef object _pointwise_weight_gemm(dout, x, int zp, g):
+    """dW of a pointwise layer with F > C: float32(x_q - zp) once, then one BLAS product
+    per image accumulated in place, dW (F x C) += dout[n] (F x P) . xf[n]^T (P x C); no
+    scratch beyond the converted input (``dout`` and ``x`` are C-contiguous)."""
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, P = g.H * g.W, n
+    dw = np.empty((F, C, 1, 1), dtype=np.float32)
+    xf = _as_float(x, zp)
+    cdef const float[::1] xv = xf.reshape(-1)
+    cdef const float[::1] dv = dout.reshape(-1)
+    cdef float[::1] wv = dw.reshape(-1)
+    with nogil:
+        for n in range(N):
+            _sgemm_rm(False, True, F, C, P, &dv[n * F * P], P, &xv[n * C * P], P,
+                      0.0 if n == 0 else 1.0, &wv[0], C)
+    return dw
 
 
 cdef object _pointwise_weight(dout, x, int zp, g):

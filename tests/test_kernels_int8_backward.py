@@ -219,3 +219,32 @@ def test_pointwise_backward_input_makes_no_copy_of_the_weights(backend_name, ker
     finally:
         tracemalloc.stop()
     assert peak < dx.nbytes + wq.size, (peak, dx.nbytes)  # under 1 byte per weight
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_pointwise_expansion_weight_grad_scratch_is_the_converted_input(
+    backend_name, kernels, rng, n
+):
+    """dW of a 1x1 layer with F > C (an inverted-residual expansion): float32(x_q - zp) and
+    BLAS per image, not dout transposed (4 N P F bytes, F / C times more); the engine's full
+    update peaks at such a layer (``tinyodl bench engine``)."""
+    import tracemalloc
+
+    if backend_name != "cython":
+        pytest.skip("the numpy reference's scratch is not the compiled kernel's")
+    c, f, h, w = 16, 64, 14, 14
+    x, wq = rand_s8(rng, (n, c, h, w)), rand_s8(rng, (f, c, 1, 1), -127)
+    dout = rng.normal(size=(n, f, h, w)).astype(np.float32)
+    want = ref.conv2d_s8_backward_weight(dout, x, 3, wq.shape)
+    kernels.conv2d_s8_backward_weight(dout, x, 3, wq.shape)  # warm-up
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        dw = kernels.conv2d_s8_backward_weight(dout, x, 3, wq.shape)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(dw, want, rtol=RTOL, atol=1e-6 * np.abs(want).max())
+    converted = 4 * x.size
+    assert peak <= dw.nbytes + converted + 2048, (peak, dw.nbytes, converted)  # + headers
+    assert peak < 4 * dout.size, (peak, 4 * dout.size)  # less than dout^T alone

@@ -26,8 +26,10 @@ backward (``kernels/int8_backward.pyx``) allocates, per call (``W`` = weight val
   the same bits: on AVX-512 builds a panel of 32 input rows of a block of at most 256
   pixels, widened and transposed; or, per block of ``KB`` (at most 1024) pixels, ``dout``
   transposed (``4 KB F``) and ``MR`` widened input rows (``4 MR KB``; ``MR`` = the float
-  tile's rows), plus the ``C x F`` sums when the batch has more than ``KB`` pixels;
-  otherwise as the other convolutions below;
+  tile's rows), plus the ``C x F`` sums when the batch has more than ``KB`` pixels; for
+  ``dW`` when ``F > C`` (an expansion, any build): ``4 X`` (``float32(x_q - zp)``) and one
+  BLAS product per image accumulated into ``dW``; ``dx`` otherwise as the other
+  convolutions below;
 * ``dx`` of a depthwise layer on AVX-512 builds: one zeroed plane of ``dout`` (gather
   form, ``(H + PH + KH - 1) (W + PW + KW - 1)`` floats); of other convolutions: ``4 W``
   (``float32(W_q)``) live while conv.pyx's float ``_backward_input`` runs, whose scratch
@@ -363,7 +365,8 @@ class _Replay:
         """``dW`` (the gradient buffer, returned): the selected channels' ``dL/dacc`` copied
         out under a sparse update; linear layers as in ``_input_grad_cython``; depthwise
         layers read the int8 input (float32 phase planes, ``tinyodl.memory``'s depthwise
-        weight scratch); other convolutions convert ``x_q - zp`` to float32 once (4 bytes an
+        weight scratch); a pointwise expansion (F > C) converts ``x_q - zp`` and calls BLAS
+        per image; other convolutions convert ``x_q - zp`` to float32 once (4 bytes an
         input value) and run conv.pyx's float weight gradient."""
         tape, sel = self.tape, op.update_channels
         filters = op.weight.shape[0] if sel is None else len(sel)
@@ -376,6 +379,11 @@ class _Replay:
         if _pointwise(op) and _s8_pointwise() and filters <= shape[1]:
             dw = tape.new(4 * filters * op.weight.shape[1])
             tape.spike(4 * _pointwise_weight_scratch(shape, filters))
+            tape.drop(g_w)
+            return dw
+        if _pointwise(op) and filters > shape[1]:  # float32(x_q - zp), BLAS per image
+            dw = tape.new(4 * filters * op.weight.shape[1])
+            tape.spike(4 * int(np.prod(shape)))
             tape.drop(g_w)
             return dw
         if op.kind == "conv" and op.groups == 1 and not _pointwise(op) and _s8_conv_planes():
