@@ -12,12 +12,10 @@ Usage: ``python benchmarks/demo_details.py`` (about 5 s; run on an idle machine)
 
 from __future__ import annotations
 
-import copy
 import json
 import statistics
 
-from tinyodl import demo, engine, tinytrain
-from tinyodl.sparse_update import UpdateScheme
+from tinyodl import demo
 
 #: The scheme chapter 04's search finds under 64 KB (the demo's before commit e7efcb1).
 SCHEME_64KB = {
@@ -46,17 +44,7 @@ def scheme_64kb() -> None:
 
 def plan_32kb() -> None:
     cfg = demo.DemoConfig()
-    task, _, qmodel, _, _ = demo._setup(0, cfg.per_class, cfg.calibration_images, None)
-    scheme = UpdateScheme.from_dict(cfg.scheme)
-    model = tinytrain.apply(copy.deepcopy(qmodel), scheme)
-    plan = engine.compile_training(
-        model,
-        (cfg.batch_size, *task.x_train.shape[1:]),
-        scheme=scheme,
-        lr=cfg.lr["sparse_update_engine"],
-        momentum=0.9,
-        qas=True,
-    )
+    plan, task = demo.engine_plan(cfg.scheme, "sparse_update_engine", cfg)
     s = plan.summary()
     measured = plan.measure(task.x_train[:1], task.y_train[:1]).peak_bytes
     keys = ("planned_peak_bytes", "peak_step", "state_bytes", "trainable_bytes")

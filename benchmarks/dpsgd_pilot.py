@@ -75,7 +75,7 @@ def main() -> None:
     x, y = load_mnist("train", path=args.data)
     x, y = to_float(x).reshape(len(x), -1), y.astype(np.int64)
     if args.normalize:
-        x = x * (args.normalize / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+        x = _to_norm(x, args.normalize)
     perm = np.random.default_rng(123).permutation(len(x))
     xv, yv, x, y = x[perm[50000:]], y[perm[50000:]], x[perm[:50000]], y[perm[:50000]]
     prior = privacy.RDPAccountant()

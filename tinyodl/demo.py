@@ -484,21 +484,29 @@ def _energy_setup(method: str, row: dict[str, Any], cfg: DemoConfig):
     return task, energy.layer_costs(qmodel, shape), trainable, su.trainable_int8_bytes(work)
 
 
-def _engine_plan_traffic(row: dict[str, Any], cfg: DemoConfig) -> int:
-    """Bytes chapter 12's compiled step moves through its planned buffers (a cross-check
-    of the analytic activation and gradient traffic; :func:`tinyodl.energy.plan_traffic`)."""
-    from tinyodl import energy, engine, tinytrain
+def engine_plan(scheme: dict[str, Any], method: str, cfg: DemoConfig) -> tuple[Any, Any]:
+    """An engine row's compiled training step (chapter 12) for ``scheme`` on the first
+    seed's int8 model, and that seed's task: ``(plan, task)``."""
+    from tinyodl import engine, tinytrain
 
     task, _, qmodel, _, _ = _setup(
         cfg.seeds[0], cfg.per_class, cfg.calibration_images, cfg.test_images
     )
-    scheme = UpdateScheme.from_dict(row["scheme"])
+    scheme = UpdateScheme.from_dict(scheme)
     model = tinytrain.apply(copy.deepcopy(qmodel), scheme)
     shape = (cfg.batch_size, *task.x_train.shape[1:])
     plan = engine.compile_training(
-        model, shape, scheme=scheme, lr=cfg.lr[row["method"]], momentum=0.9, qas=True
+        model, shape, scheme=scheme, lr=cfg.lr[method], momentum=0.9, qas=True
     )
-    return energy.plan_traffic(plan)
+    return plan, task
+
+
+def _engine_plan_traffic(row: dict[str, Any], cfg: DemoConfig) -> int:
+    """Bytes chapter 12's compiled step moves through its planned buffers (a cross-check
+    of the analytic activation and gradient traffic; :func:`tinyodl.energy.plan_traffic`)."""
+    from tinyodl import energy
+
+    return energy.plan_traffic(engine_plan(row["scheme"], row["method"], cfg)[0])
 
 
 def add_energy(rows: list[dict[str, Any]], cfg: DemoConfig, constants=None) -> dict[str, Any]:

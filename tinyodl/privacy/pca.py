@@ -51,8 +51,7 @@ def dp_pca(
         raise ValueError(f"dp_pca: num_components must be in [1, {d}], got {num_components}")
     if not noise_multiplier >= 0:
         raise ValueError(f"dp_pca: noise_multiplier must be >= 0, got {noise_multiplier!r}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    rows = x / np.maximum(1.0, norms)  # each row clipped to norm 1: sensitivity 1
+    rows = _clip_rows(x, 1.0)  # sensitivity 1
     a = rows.T @ rows
     if noise_multiplier > 0:
         noise = np.triu(noise_multiplier * as_generator(rng).standard_normal((d, d)))
@@ -92,8 +91,12 @@ def dp_mean(
         raise ValueError(f"dp_mean: clip_norm must be > 0, got {clip_norm!r}")
     if not noise_multiplier >= 0:
         raise ValueError(f"dp_mean: noise_multiplier must be >= 0, got {noise_multiplier!r}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    total = (x * np.minimum(1.0, clip_norm / np.maximum(norms, 1e-300))).sum(axis=0)
+    total = _clip_rows(x, clip_norm).sum(axis=0)
     if noise_multiplier > 0:
         total += noise_multiplier * clip_norm * as_generator(rng).standard_normal(x.shape[1])
     return total / len(x)
+
+
+def _clip_rows(x: np.ndarray, clip_norm: float) -> np.ndarray:
+    """Each row of ``x`` (N, D) scaled down to L2 norm at most ``clip_norm``."""
+    return x / np.maximum(1.0, np.linalg.norm(x, axis=1, keepdims=True) / clip_norm)
