@@ -161,12 +161,6 @@ static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const
 #else
 #define TOD_PW_KB2 256
 #define TOD_HAVE_PW_DW_PANEL 0
-static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
-                               int32_t zp, const float *dout, float *dw, int64_t c0,
-                               float *bbuf, float *tmp) {
-    (void)N; (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dout; (void)dw; (void)c0;
-    (void)bbuf; (void)tmp;
-}
 #endif
 
 #else
@@ -174,12 +168,6 @@ static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const
 #define TOD_PW_KB 1024
 #define TOD_PW_KB2 256
 #define TOD_HAVE_PW_DW_PANEL 0
-static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
-                               int32_t zp, const float *dout, float *dw, int64_t c0,
-                               float *bbuf, float *tmp) {
-    (void)N; (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dout; (void)dw; (void)c0;
-    (void)bbuf; (void)tmp;
-}
 static void tod_pw_dw_dout_block(int64_t F, int64_t P, const float *dout, int64_t k0, int64_t k1,
                                  float *dtb) {
     (void)F; (void)P; (void)dout; (void)k0; (void)k1; (void)dtb;
@@ -195,6 +183,15 @@ static void tod_pw_dx_s8_tile(int64_t N, int64_t C, int64_t F, int64_t P, const 
                               float *abuf) {
     (void)N; (void)C; (void)F; (void)P; (void)w; (void)ldw; (void)dout; (void)dx; (void)c0;
     (void)abuf;
+}
+#endif
+
+#if !TOD_HAVE_PW_DW_PANEL /* no AVX-512 panel in this build: never called */
+static void tod_pw_dw_s8_panel(int64_t N, int64_t C, int64_t F, int64_t P, const int8_t *x,
+                               int32_t zp, const float *dout, float *dw, int64_t c0,
+                               float *bbuf, float *tmp) {
+    (void)N; (void)C; (void)F; (void)P; (void)x; (void)zp; (void)dout; (void)dw; (void)c0;
+    (void)bbuf; (void)tmp;
 }
 #endif
 #endif /* TINYODL_FLOAT_S8A_H */
