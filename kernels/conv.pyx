@@ -111,6 +111,19 @@ cdef inline bint _same_stride1(const Geom* g) noexcept nogil:
     return g.SH == 1 and g.SW == 1 and g.OH == g.H and g.OW == g.W
 
 
+cdef inline void _run_in_plane(Py_ssize_t start, Py_ssize_t run, Py_ssize_t plane,
+                               Py_ssize_t* s, Py_ssize_t* e) noexcept nogil:
+    """The part [s, e) of a run of ``run`` values at offset ``start`` of a plane of ``plane``
+    values that lies inside the plane. A tap's shifted run starts before the plane when
+    kw < PW and ends after it when kw > PW; those values are the columns that fell off an
+    edge (zero), and reading or adding them would touch the neighbouring channel's plane --
+    another thread's, in col2im -- or memory outside the array."""
+    s[0] = -start if start < 0 else 0
+    e[0] = plane - start if start + run > plane else run
+    if e[0] < s[0]:
+        e[0] = s[0]
+
+
 cdef void _im2col_channel_same(const floating* xc, floating* col, const Geom* g) noexcept nogil:
     """im2col of one channel when OH = H and OW = W at stride 1.
 
@@ -119,7 +132,7 @@ cdef void _im2col_channel_same(const floating* xc, floating* col, const Geom* g)
     zeros for the rows above and below the image and for the few columns that fell off
     the left or right edge (the copy brought values from the neighbouring row there).
     """
-    cdef Py_ssize_t kh, kw, oh, ow, lo, hi, oh0, oh1, shift, P = g.OH * g.OW, W = g.W
+    cdef Py_ssize_t kh, kw, oh, ow, lo, hi, oh0, oh1, start, s, e, P = g.OH * g.OW, W = g.W
     cdef floating* dst
     for kh in range(g.KH):
         oh0 = g.PH - kh if g.PH > kh else 0          # first row with ih = oh + kh - PH >= 0
@@ -128,13 +141,14 @@ cdef void _im2col_channel_same(const floating* xc, floating* col, const Geom* g)
             dst = col + (kh * g.KW + kw) * P
             lo = col_lo(g, kw)
             hi = col_hi(g, kw)
-            shift = (kh - g.PH) * W + kw - g.PW
             if oh1 <= oh0:
                 memset(dst, 0, P * sizeof(floating))
                 continue
-            memset(dst, 0, oh0 * W * sizeof(floating))
-            memcpy(dst + oh0 * W, xc + oh0 * W + shift, (oh1 - oh0) * W * sizeof(floating))
-            memset(dst + oh1 * W, 0, (g.OH - oh1) * W * sizeof(floating))
+            start = (oh0 + kh - g.PH) * W + kw - g.PW  # the run's first value in the plane
+            _run_in_plane(start, (oh1 - oh0) * W, P, &s, &e)
+            memset(dst, 0, (oh0 * W + s) * sizeof(floating))
+            memcpy(dst + oh0 * W + s, xc + start + s, (e - s) * sizeof(floating))
+            memset(dst + oh0 * W + e, 0, (P - oh0 * W - e) * sizeof(floating))
             if lo > 0 or hi < W:
                 for oh in range(oh0, oh1):
                     for ow in range(lo):
@@ -150,7 +164,8 @@ cdef void _col2im_channel_same(floating* col, floating* xc, const Geom* g) noexc
     zero in ``col`` (a scratch buffer), then each tap's rows are added to the plane in one
     contiguous run.
     """
-    cdef Py_ssize_t kh, kw, oh, ow, lo, hi, oh0, oh1, shift, t, P = g.OH * g.OW, W = g.W
+    cdef Py_ssize_t kh, kw, oh, ow, lo, hi, oh0, oh1, start, s, e, t, P = g.OH * g.OW
+    cdef Py_ssize_t W = g.W
     cdef floating* src
     cdef floating* dst
     for kh in range(g.KH):
@@ -162,19 +177,21 @@ cdef void _col2im_channel_same(floating* col, floating* xc, const Geom* g) noexc
             src = col + (kh * g.KW + kw) * P
             lo = col_lo(g, kw)
             hi = col_hi(g, kw)
-            shift = (kh - g.PH) * W + kw - g.PW
             if lo > 0 or hi < W:
                 for oh in range(oh0, oh1):
                     for ow in range(lo):
                         src[oh * W + ow] = 0
                     for ow in range(hi, W):
                         src[oh * W + ow] = 0
+            start = (oh0 + kh - g.PH) * W + kw - g.PW
+            _run_in_plane(start, (oh1 - oh0) * W, P, &s, &e)
+            src = src + oh0 * W + s
+            dst = xc + start + s
             if floating is float:
-                tod_add_f32(xc + oh0 * W + shift, src + oh0 * W, (oh1 - oh0) * W)
+                tod_add_f32(dst, src, e - s)
             else:
-                dst = xc + oh0 * W + shift
-                for t in range((oh1 - oh0) * W):
-                    dst[t] += src[oh0 * W + t]
+                for t in range(e - s):
+                    dst[t] += src[t]
 
 
 cdef void _im2col_channel(const floating* xc, floating* col, const Geom* g) noexcept nogil:

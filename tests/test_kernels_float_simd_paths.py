@@ -148,3 +148,25 @@ def test_int8_linear_backward_on_int8_operand_tiles(n, f, k, threads):
     )
     np.testing.assert_allclose(dx, want_dx, rtol=2e-5, atol=2e-5 * np.abs(want_dx).max())
     np.testing.assert_allclose(dw, want_dw, rtol=2e-5, atol=2e-5 * np.abs(want_dw).max())
+
+
+def test_same_conv_col2im_threads_stay_in_their_channel():
+    """col2im of a stride-1 "same" layer adds each tap's shifted run in one piece; the
+    parts of the run outside the channel's plane (columns that fell off an edge) must not
+    be added, or two threads update the same values of neighbouring planes and one update
+    is lost (a race seen about once in 500 calls before the run was clipped to its plane).
+    Each channel's sums do not depend on the thread count, so 2 threads give 1 thread's bits."""
+    cy = load_float_kernels("cython")
+    n, c, h, w_, f, k, stride, padding = CONV_CASES[1]  # C = 3: the col2im path, K = 75
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((f, c, *k)).astype(np.float32)
+    dout = rng.standard_normal((n, f, h, w_)).astype(np.float32)
+    kw = dict(stride=stride, padding=padding)
+    try:
+        want = cy.conv2d_backward_input(dout, w, (n, c, h, w_), **kw)
+        cy.conv.set_num_threads(2)
+        for _ in range(3000):
+            got = cy.conv2d_backward_input(dout, w, (n, c, h, w_), **kw)
+            assert np.array_equal(got, want)
+    finally:
+        cy.conv.set_num_threads(1)
