@@ -20,7 +20,7 @@ place. Nothing here runs a kernel: it is compile time.
 * **Plan.** :func:`plan_memory` frees every buffer right after its last use (a liveness
   analysis) and walks the schedule adding up live bytes: the lifetime table and the
   planned peak. Each step may also need short-lived scratch inside its kernel
-  (``workspace``), which :func:`tinyodl.engine.compile_training` profiles once per step.
+  (``workspace``), which :func:`tinyodl.engine.compile_training` profiles for every step.
 """
 
 from __future__ import annotations
