@@ -14,7 +14,9 @@ for neighbouring datasets D, D' and all output sets S,
   its inverses;
 * :mod:`~tinyodl.privacy.dpsgd` -- DP-SGD (Abadi et al. 2016): vectorized per-example
   gradients from ``backward(per_example=True)``, clipping, noise, Poisson sampling;
-  :mod:`~tinyodl.privacy.training` -- the training loop and averaging of the iterates;
+  :mod:`~tinyodl.privacy.training` -- the training loop, averaging of the iterates and
+  augmentation multiplicity (De et al. 2022: the mean gradient of K augmented copies of an
+  example, clipped once);
 * :mod:`~tinyodl.privacy.ghost` and :mod:`~tinyodl.privacy.memory` -- ghost clipping and
   the measured/analytic memory of per-example gradients;
 * :mod:`~tinyodl.privacy.ftrl` -- DP-FTRL with tree aggregation (Kairouz et al. 2021);

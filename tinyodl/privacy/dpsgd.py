@@ -79,6 +79,18 @@ def _sum_loss(loss: str | LossFn) -> LossFn:
     return lambda logits, y: fn(logits, y, reduction="sum")
 
 
+def _mean_over_copies(loss_fn: LossFn, multiplicity: int) -> LossFn:
+    """The loss of an example with K augmented copies: the mean of its copies' losses."""
+    if multiplicity == 1:
+        return loss_fn
+
+    def loss(logits, y):
+        value, dlogits = loss_fn(logits, y)
+        return value / multiplicity, dlogits / np.asarray(multiplicity, dlogits.dtype)
+
+    return loss
+
+
 # ----------------------------------------------------------------------------- sampling
 
 
@@ -260,10 +272,13 @@ def _bookkeeping_pass(model, layers, x, y, loss_fn) -> float:
     return float(value)
 
 
-def _ghost_clipped_sums(model, x, y, loss_fn, clip_norm) -> tuple[float, dict, np.ndarray]:
+def _ghost_clipped_sums(
+    model, x, y, loss_fn, clip_norm, multiplicity: int = 1
+) -> tuple[float, dict, np.ndarray]:
     """Clipped sums by ghost norms ("book-keeping", Bu et al. 2023): one forward/backward
     keeps each trainable layer's input and output gradient; the norms come from them, then
-    each layer's weight gradient is computed once, from its re-weighted output gradient."""
+    each layer's weight gradient is computed once, from its re-weighted output gradient.
+    With ``multiplicity`` K the rows come in groups of K per example (``y`` per row)."""
     validate_model(model, "ghost")
     layers = [
         (name, layer)
@@ -275,16 +290,19 @@ def _ghost_clipped_sums(model, x, y, loss_fn, clip_norm) -> tuple[float, dict, n
         layer.capturing = True
     try:
         value = _bookkeeping_pass(model, layers, x, y, loss_fn)
-        sq = np.zeros(len(x))
+        sq = np.zeros(len(x) // multiplicity)
         for _, layer in layers:
             layer.last_output = None  # not needed: free it now
-            sq += ghost.layer_sq_norms(layer, layer.last_input, layer.last_grad_output)
+            sq += ghost.layer_sq_norms(
+                layer, layer.last_input, layer.last_grad_output, multiplicity=multiplicity
+            )
         norms = np.sqrt(sq)
         factors = 1.0 / np.maximum(1.0, norms / clip_norm)
+        row_factors = np.repeat(factors, multiplicity)  # every copy scaled as its example
         sums = {}
         for name, layer in layers:
             part = ghost.clipped_weight_sums(
-                layer, layer.last_input, layer.last_grad_output, factors
+                layer, layer.last_input, layer.last_grad_output, row_factors
             )
             prefix = "" if layer is model else f"{name}."
             sums.update({prefix + k: v for k, v in part.items()})
@@ -322,6 +340,11 @@ class DPSGD:
         The noise generator (``rng``).
     prior : RDPAccountant, optional
         Mechanisms already spent on the same data (e.g. DP-PCA), counted by :meth:`epsilon`.
+    multiplicity : int
+        K >= 1, augmentation multiplicity (De et al. 2022): the lot's ``x`` holds K
+        consecutive rows per example (augmented copies of it) and ``y`` one label per
+        example; an example's gradient is the mean over its copies, clipped once, so one
+        example still moves the clipped sum by at most C and the accounting is unchanged.
 
     Attributes
     ----------
@@ -340,6 +363,7 @@ class DPSGD:
     max_physical_batch_size: int | None = None
     seed: SeedLike = None
     prior: Any = None
+    multiplicity: int = 1
     steps_: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -351,27 +375,42 @@ class DPSGD:
             raise ValueError(
                 f"DPSGD: expected_batch_size must be > 0, got {self.expected_batch_size!r}"
             )
+        if not (isinstance(self.multiplicity, (int, np.integer)) and self.multiplicity >= 1):
+            raise ValueError(f"DPSGD: multiplicity must be an int >= 1, got {self.multiplicity!r}")
         validate_model(self.model, self.clipping)
         self.rng = as_generator(self.seed)
-        self._loss_fn = _sum_loss(self.loss)
+        self._loss_fn = _mean_over_copies(_sum_loss(self.loss), int(self.multiplicity))
 
     def _trainable(self) -> list[tuple[str, Any]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.trainable]
 
     def clipped_sum(self, x: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray, float]:
-        """``(sums, norms, summed loss)`` of the lot ``(x, y)`` before noise."""
+        """``(sums, norms, summed loss)`` of the lot ``(x, y)`` before noise (``x`` holds
+        ``multiplicity`` rows per label of ``y``)."""
+        k = int(self.multiplicity)
+        if len(x) != k * len(y):
+            raise ValueError(
+                f"DPSGD: with multiplicity {k} the lot needs {k} rows of x per label, got "
+                f"{len(x)} rows for {len(y)} labels"
+            )
         params = self._trainable()
         sums = {n: np.zeros(p.shape, p.dtype) for n, p in params}
         norms, total = [np.zeros(0)], 0.0
-        chunk = self.max_physical_batch_size or max(len(x), 1)
-        for start in range(0, len(x), chunk):
-            xb, yb = x[start : start + chunk], y[start : start + chunk]
+        chunk = self.max_physical_batch_size or max(len(y), 1)  # in examples
+        for start in range(0, len(y), chunk):
+            xb, yb = x[start * k : (start + chunk) * k], y[start : start + chunk]
+            yb = np.repeat(yb, k) if k > 1 else yb  # one label per row
             if self.clipping == "ghost":
                 value, part, n = _ghost_clipped_sums(
-                    self.model, xb, yb, self._loss_fn, self.clip_norm
+                    self.model, xb, yb, self._loss_fn, self.clip_norm, k
                 )
             else:
                 value, grads = per_example_gradients(self.model, xb, yb, self._loss_fn)
+                if k > 1:  # an example's gradient: the sum over its copies (each / K)
+                    grads = {
+                        name: g.reshape((-1, k) + g.shape[1:]).sum(axis=1)
+                        for name, g in grads.items()
+                    }
                 part, n = clip_and_sum(grads, self.clip_norm)
                 for _, p in params:
                     p.grad_sample = None  # free the N x model tensor before the next chunk
@@ -388,7 +427,7 @@ class DPSGD:
 
         Parameters
         ----------
-        x, y : the lot (any size, also 0)
+        x, y : the lot (any size, also 0; ``multiplicity`` rows of ``x`` per label)
         noise : dict name -> ndarray, optional
             Noise to add instead of drawing ``N(0, sigma^2 C^2)`` (to reproduce another
             implementation's step exactly, e.g. Opacus's, in the tests).
@@ -407,7 +446,7 @@ class DPSGD:
         for name, p in self._trainable():
             p.grad = ((sums[name] + noise[name]) / self.expected_batch_size).astype(p.dtype)
             p.grad_sample = None
-        n = len(x)
+        n = len(y)
         return {
             "batch_size": n,
             "loss": total / n if n else float("nan"),

@@ -41,20 +41,40 @@ __all__ = [
 ]
 
 
-def linear_sq_norms(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
+def linear_sq_norms(x: np.ndarray, dout: np.ndarray, multiplicity: int = 1) -> np.ndarray:
     """``||d_n a_n^T||_F^2 = ||d_n||^2 ||a_n||^2`` for every example.
+
+    With augmentation multiplicity K (De et al. 2022) example n owns K consecutive rows
+    (its augmented copies) and its gradient is ``g_n = sum_k d_nk a_nk^T``, whose squared
+    norm is ``sum_{k,l} (a_nk . a_nl)(d_nk . d_nl)``: two K x K Gram matrices per example.
 
     Parameters
     ----------
-    x : ndarray, shape (N, in)      the layer input
-    dout : ndarray, shape (N, out)  the gradient of the (summed) loss w.r.t. the output
+    x : ndarray, shape (N K, in)      the layer input
+    dout : ndarray, shape (N K, out)  the gradient of the (summed) loss w.r.t. the output
+    multiplicity : int
+        K, rows per example (1: one row each).
 
     Returns
     -------
     ndarray, shape (N,), float64
     """
-    x_sq = np.einsum("ni,ni->n", x, x).astype(np.float64)
-    return x_sq * np.einsum("no,no->n", dout, dout).astype(np.float64)
+    if multiplicity == 1:
+        x_sq = np.einsum("ni,ni->n", x, x).astype(np.float64)
+        return x_sq * np.einsum("no,no->n", dout, dout).astype(np.float64)
+    a, d = _by_example(x, multiplicity), _by_example(dout, multiplicity)  # (N, K, in / out)
+    gram_a = np.matmul(a, a.transpose(0, 2, 1))  # (N, K, K)
+    gram_d = np.matmul(d, d.transpose(0, 2, 1))
+    return np.einsum("nkl,nkl->n", gram_a, gram_d).astype(np.float64)
+
+
+def _by_example(rows: np.ndarray, multiplicity: int) -> np.ndarray:
+    """``(N K, ...)`` rows as ``(N, K, ...)``: the K copies of each example side by side."""
+    if multiplicity < 1 or len(rows) % multiplicity:
+        raise ValueError(
+            f"ghost norms: {len(rows)} rows do not split into groups of multiplicity {multiplicity}"
+        )
+    return rows.reshape((len(rows) // multiplicity, multiplicity) + rows.shape[1:])
 
 
 def conv2d_ghost_is_cheaper(w_shape: Sequence[int], out_hw: tuple[int, int], groups: int) -> bool:
@@ -72,6 +92,7 @@ def conv2d_sq_norms(
     padding: int | Sequence[int] = 0,
     groups: int = 1,
     method: str = "auto",
+    multiplicity: int = 1,
 ) -> np.ndarray:
     """Per-example squared norms of a convolution's weight gradient.
 
@@ -84,19 +105,24 @@ def conv2d_sq_norms(
     method : {"auto", "ghost", "materialize"}
         ``"ghost"``: through the Gram matrices (memory N G L^2); ``"materialize"``: form this
         layer's ``g_n`` (memory N F K) and square it; ``"auto"``: the cheaper one.
+    multiplicity : int
+        Rows per example (augmentation multiplicity, see :func:`linear_sq_norms`): the copies'
+        positions are laid side by side, so an example has ``K L`` columns instead of ``L``.
 
     Returns
     -------
     ndarray, shape (N,), float64 (the products run in the input's dtype)
     """
-    n, f, oh, ow = dout.shape
+    rows, f, oh, ow = dout.shape
+    positions = multiplicity * oh * ow  # an example's columns: its copies side by side
     if method == "auto":
-        method = "ghost" if conv2d_ghost_is_cheaper(w_shape, (oh, ow), groups) else "materialize"
+        cheaper = conv2d_ghost_is_cheaper(w_shape, (positions, 1), groups)
+        method = "ghost" if cheaper else "materialize"
     if method not in ("ghost", "materialize"):
         raise ValueError(f"conv2d_sq_norms: method must be auto/ghost/materialize, got {method!r}")
-    cols = ops.im2col(x, tuple(w_shape[2:]), stride, padding)  # (N, C*KH*KW, L)
-    cols = cols.reshape(n, groups, -1, oh * ow)  # (N, G, K, L)
-    d = dout.reshape(n, groups, f // groups, oh * ow)  # (N, G, F/G, L)
+    cols = ops.im2col(x, tuple(w_shape[2:]), stride, padding)  # (N K, C*KH*KW, L)
+    cols = _copies_side_by_side(cols.reshape(rows, groups, -1, oh * ow), multiplicity)
+    d = _copies_side_by_side(dout.reshape(rows, groups, f // groups, oh * ow), multiplicity)
     if method == "ghost":
         gram_u = np.matmul(cols.transpose(0, 1, 3, 2), cols)  # (N, G, L, L)
         gram_d = np.matmul(d.transpose(0, 1, 3, 2), d)
@@ -105,7 +131,18 @@ def conv2d_sq_norms(
     return np.einsum("ngfk,ngfk->n", g, g).astype(np.float64)
 
 
-def layer_sq_norms(layer, x: np.ndarray, dout: np.ndarray, method: str = "auto") -> np.ndarray:
+def _copies_side_by_side(a: np.ndarray, multiplicity: int) -> np.ndarray:
+    """``(N K, G, R, L)`` -> ``(N, G, R, K L)``: each example's copies as more positions."""
+    if multiplicity == 1:
+        return a
+    a = _by_example(a, multiplicity)  # (N, K, G, R, L)
+    n, k, g, r, length = a.shape
+    return a.transpose(0, 2, 3, 1, 4).reshape(n, g, r, k * length)
+
+
+def layer_sq_norms(
+    layer, x: np.ndarray, dout: np.ndarray, method: str = "auto", multiplicity: int = 1
+) -> np.ndarray:
     """Squared per-example gradient norms of a layer's *trainable* parameters, summed.
 
     Parameters
@@ -113,26 +150,31 @@ def layer_sq_norms(layer, x: np.ndarray, dout: np.ndarray, method: str = "auto")
     layer : Linear, Conv2d or DepthwiseConv2d
     x, dout : the layer's input and output gradient (``last_input``, ``last_grad_output``)
     method : passed on to :func:`conv2d_sq_norms`
+    multiplicity : int
+        K rows per example (augmentation multiplicity); an example's gradient is the sum
+        over its rows.
 
     Returns
     -------
-    ndarray, shape (N,), float64
+    ndarray, shape (N,), float64 (N = rows / K)
     """
     weight, bias = layer.params["weight"], layer.params.get("bias")
-    total = np.zeros(len(x))
+    total = np.zeros(len(x) // max(multiplicity, 1))
     if isinstance(layer, Linear):
         if weight.trainable:
-            total += linear_sq_norms(x, dout)
+            total += linear_sq_norms(x, dout, multiplicity)
         db = dout
     elif isinstance(layer, Conv2d):
         if weight.trainable:
             total += conv2d_sq_norms(
-                x, dout, weight.shape, layer.stride, layer.padding, layer.groups, method
-            )
+                x, dout, weight.shape, layer.stride, layer.padding, layer.groups, method,
+                multiplicity,
+            )  # fmt: skip
         db = dout.sum(axis=(2, 3))
     else:
         raise TypeError(f"layer_sq_norms: no ghost norm for {type(layer).__name__}")
     if bias is not None and bias.trainable:
+        db = _by_example(db, multiplicity).sum(axis=1)
         total += np.einsum("nf,nf->n", db, db)
     return total
 

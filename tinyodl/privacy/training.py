@@ -5,7 +5,10 @@ a number of epochs and records epsilon after each epoch. :class:`ParameterAverag
 exponential moving average (EMA) of the weights: the noise DP-SGD adds makes the iterates
 wander around the optimum, and averaging them cancels much of that wander (De et al. 2022
 use it for their DP ImageNet results). Averaging reads only the released iterates, so it is
-post-processing and costs no privacy.
+post-processing and costs no privacy. ``fit_dpsgd(augment=..., multiplicity=K)`` trains with
+augmentation multiplicity (De et al. 2022): each example of a lot is augmented K times and its
+gradient is the mean over the copies, clipped once -- less variance in each clipped gradient at
+no privacy cost.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ def fit_dpsgd(
     progress: bool = False,
     prior: Any = None,
     average: float | None = None,
+    augment: Callable[[np.ndarray, int, np.random.Generator], np.ndarray] | None = None,
+    multiplicity: int = 1,
 ) -> DPRun:
     """Train with DP-SGD: Poisson lots of expected size ``lot_size``, ``epochs * n / L`` steps.
 
@@ -108,7 +113,17 @@ def fit_dpsgd(
     improved conversion), plus whatever the accountant ``prior`` already holds; an epoch is
     ``round(n / lot_size)`` steps. With ``average=decay`` the validation accuracy is that of
     the :class:`ParameterAverage` of the iterates, and the model ends holding that average.
+
+    With ``augment``, each lot ``x[idx]`` goes through ``augment(x[idx], multiplicity, rng)``
+    (``rng = default_rng([seed, 2])``), which must return ``multiplicity`` model inputs per
+    example, example-major (rows ``i K .. i K + K - 1`` are example ``i``'s copies); ``x`` is
+    then whatever ``augment`` reads (images, say) and ``x_val`` the model's input.
     """
+    if multiplicity != 1 and augment is None:
+        raise ValueError(
+            f"fit_dpsgd: multiplicity={multiplicity!r} needs augment= (K identical copies of an "
+            "example would only repeat its gradient)"
+        )
     n = len(x)
     q = lot_size / n
     steps_per_epoch = max(1, round(n / lot_size))
@@ -123,8 +138,9 @@ def fit_dpsgd(
         max_physical_batch_size=max_physical_batch_size,
         seed=np.random.default_rng([seed, 0]),
         prior=prior,
+        multiplicity=multiplicity,
     )
-    lots = np.random.default_rng([seed, 1])
+    lots, augmentations = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
     history, epsilons = History(), []
     total_steps = int(round(epochs * steps_per_epoch))
     t0 = time.perf_counter()
@@ -135,7 +151,8 @@ def fit_dpsgd(
         if schedule is not None:
             optimizer.lr = float(schedule(step))
         idx = poisson_sample(n, q, lots)
-        stats = dp.step(x[idx], y[idx])
+        xb = x[idx] if augment is None else _augmented(augment, x[idx], multiplicity, augmentations)
+        stats = dp.step(xb, y[idx])
         accum[0] += 0.0 if not len(idx) else stats["loss"] * len(idx)
         accum[2] += len(idx)
         if ema is not None:
@@ -162,6 +179,17 @@ def fit_dpsgd(
     return DPRun(
         history, epsilons, q, total_steps, noise_multiplier, delta, time.perf_counter() - t0
     )
+
+
+def _augmented(augment, x, multiplicity: int, rng: np.random.Generator) -> np.ndarray:
+    """``augment(x, K, rng)``, checked to give K rows per example."""
+    out = np.asarray(augment(x, multiplicity, rng))
+    if len(out) != multiplicity * len(x):
+        raise ValueError(
+            f"fit_dpsgd: augment returned {len(out)} rows for {len(x)} examples; expected "
+            f"multiplicity x examples = {multiplicity * len(x)}"
+        )
+    return out
 
 
 def _evaluate(model, ema, x_val, y_val):
