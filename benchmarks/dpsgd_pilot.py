@@ -17,7 +17,9 @@ numbers nothing (the choice itself is not accounted: the usual practice, stated 
 --feature-scale``); ``--momentum M`` uses SGD with momentum M (post-processing: no privacy
 cost; divide ``--lr-scale`` by 1 / (1 - M) to keep the effective rate); ``--weight-decay W``
 adds L2 decay to the noisy gradient (also post-processing); ``--average D`` sets the decay of the
-exponential moving average of the iterates that is evaluated (post-processing too).
+exponential moving average of the iterates that is evaluated (post-processing too);
+``--augment K`` trains with augmentation multiplicity K (``--max-shift`` pixels, as
+``tinyodl bench dpsgd --augment``).
 Prints the noise multiplier, the epsilon spent and the validation accuracy per epoch.
 """
 
@@ -69,8 +71,24 @@ def main() -> None:
     )
     p.add_argument("--whiten", action="store_true", help="(probe, not DP) unit-variance features")
     p.add_argument("--center", action="store_true", help="centre the features on a DP mean")
+    p.add_argument(
+        "--center-pixels",
+        action="store_true",
+        help="centre the images on a DP mean before the DP-PCA (a centred PCA; replaces --center)",
+    )
+    p.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        metavar="K",
+        help="augmentation multiplicity: K shifted copies per example, mean gradient clipped once",
+    )
+    p.add_argument("--max-shift", type=int, default=abadi.MAX_SHIFT, help="pixels, with --augment")
     p.add_argument("--non-private", action="store_true")
     args = p.parse_args()
+    if args.augment and (args.whiten or args.feature_norm or args.center_pixels or args.public):
+        p.error("--augment shifts the images before the projection: not with --whiten, "
+                "--feature-norm, --center-pixels or --public")  # fmt: skip
     backend.set_num_threads(1)
     x, y = load_mnist("train", path=args.data)
     x, y = to_float(x).reshape(len(x), -1), y.astype(np.int64)
@@ -79,6 +97,14 @@ def main() -> None:
     perm = np.random.default_rng(123).permutation(len(x))
     xv, yv, x, y = x[perm[50000:]], y[perm[50000:]], x[perm[:50000]], y[perm[:50000]]
     prior = privacy.RDPAccountant()
+    if args.center_pixels:  # DP mean of the images (bound sqrt(784): nothing clipped), composed
+        noise = 0.0 if args.non_private else args.pca_noise
+        mean = privacy.dp_mean(
+            x, args.normalize or 28.0, noise, rng=np.random.default_rng([args.seed, 10])
+        )
+        x, xv = (x - mean).astype(np.float32), (xv - mean).astype(np.float32)
+        if noise > 0:
+            prior.compose_gaussian(noise)
     if args.public:
         projection = privacy.dp_pca(x[: args.public], abadi.COMPONENTS, 0.0)
         x, y = x[args.public :], y[args.public :]
@@ -91,6 +117,7 @@ def main() -> None:
             prior.compose_gaussian(noise)
     projection = projection * args.feature_scale
     f, fv = (x @ projection).astype(np.float32), (xv @ projection).astype(np.float32)
+    mean = np.zeros(abadi.COMPONENTS)
     if args.center:  # DP mean of the features (bound sqrt(784): nothing clipped), composed
         noise = 0.0 if args.non_private else args.pca_noise
         bound = (args.normalize or 28.0) * args.feature_scale
@@ -104,6 +131,9 @@ def main() -> None:
         f, fv = (f * scale).astype(np.float32), (fv * scale).astype(np.float32)
     if args.feature_norm:
         f, fv = _to_norm(f, args.feature_norm), _to_norm(fv, args.feature_norm)
+    augment = None
+    if args.augment:  # train on the images; each lot shifted K times, then projected
+        augment = abadi.shift_augmentation(projection, mean, args.max_shift)
     spe = round(len(f) / abadi.LOT_SIZE)
     steps = args.epochs * spe
     base = abadi._schedule(spe, args.lr_scale)
@@ -123,10 +153,11 @@ def main() -> None:
     )
     sgd = nn.SGD(model, lr=0.1, momentum=args.momentum, weight_decay=args.weight_decay)
     run = privacy.fit_dpsgd(
-        model, sgd, f, y, lot_size=abadi.LOT_SIZE, clip_norm=abadi.CLIP_NORM,
+        model, sgd, f if augment is None else x, y, lot_size=abadi.LOT_SIZE,
+        clip_norm=abadi.CLIP_NORM,
         noise_multiplier=sigma, epochs=args.epochs, delta=abadi.DELTA, seed=args.seed,
         schedule=schedule, clipping="ghost", prior=prior, average=args.average,
-        x_val=fv, y_val=yv,
+        x_val=fv, y_val=yv, augment=augment, multiplicity=args.augment or 1,
     )  # fmt: skip
     print(
         f"{vars(args)}: sigma {sigma:.3f}, epsilon {run.epsilons[-1]:.3f}, validation "

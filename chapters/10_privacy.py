@@ -369,7 +369,9 @@ xtr, ytr, xte, yte, pca_prior, _ = abadi.load_features(None, True, 8.0, SEED)
 print(f"features {xtr.shape}; DP-PCA and DP mean alone cost ε = {pca_prior.epsilon(1e-5):.2f}")
 
 
-def train_dp(target_eps, epochs):
+def train_dp(target_eps, epochs, augment=None, multiplicity=1, x_train=None):
+    """DP-SGD at a target epsilon on ``x_train`` (default: the features ``xtr``)."""
+    x_train = xtr if x_train is None else x_train
     q = 600 / len(xtr)
     steps = round(epochs * len(xtr) / 600)
     sigma = privacy.noise_multiplier_for_epsilon(
@@ -379,7 +381,7 @@ def train_dp(target_eps, epochs):
     run = privacy.fit_dpsgd(
         model,
         nn.SGD(model, lr=0.1),
-        xtr,
+        x_train,
         ytr,
         lot_size=600,
         clip_norm=4.0,
@@ -392,6 +394,8 @@ def train_dp(target_eps, epochs):
         x_val=xte,
         y_val=yte,
         prior=pca_prior,
+        augment=augment,
+        multiplicity=multiplicity,
     )
     return sigma, run
 
@@ -422,6 +426,30 @@ fit(
 non_private = evaluate(public, xte0, yte)[1]
 print(f"non-private, same network and schedule: {non_private:.3f}")
 assert results[8.0].history.val_accuracy[-1] > 0.6
+
+# %% [markdown]
+# **Augmentation multiplicity** (De et al. 2022). The budget fixes the noise
+# $\mathcal N(0, \sigma^2C^2)$; what is left to improve is the signal in each clipped gradient.
+# Each example of a lot is augmented $K$ times — here shifted by up to one pixel with zero
+# fill, *before* the projection — and its gradient is the **mean over its $K$ copies**, clipped
+# once: $g_i = \operatorname{clip}_C\big(\tfrac1K\sum_k \nabla \ell(x_i^{(k)})\big)$. One example
+# still moves the clipped sum by at most $C$, so the accountant and $\sigma$ do not change.
+# Ghost clipping still works: for a linear layer $\|\sum_k d_k a_k^\top\|^2 =
+# \sum_{k,l} (a_k\cdot a_l)(d_k\cdot d_l)$, two $K \times K$ Gram matrices per example
+# (`ghost.linear_sq_norms(a, d, multiplicity=K)`). Shifting the image and then projecting is
+# one linear map, so `abadi.shift_augmentation` shifts the PCA *basis* instead, once.
+
+# %%
+pipe = abadi.load_pipeline(None, True, 8.0, SEED)
+assert np.array_equal(pipe.train_features(), xtr)  # the same DP-PCA features as above
+shifted = abadi.shift_augmentation(pipe.projection, pipe.mean, max_shift=1)
+sigma_k, run_k = train_dp(8.0, EPOCHS, augment=shifted, multiplicity=4, x_train=pipe.images)
+print(
+    f"ε = 8, K = 4 shifted copies: σ = {sigma_k:.3f} (the same), spent ε = "
+    f"{run_k.epsilons[-1]:.3f}, test accuracy {run_k.history.val_accuracy[-1]:.3f} "
+    f"(K = 1, no augmentation: {results[8.0].history.val_accuracy[-1]:.3f})"
+)
+assert run_k.epsilons[-1] == results[8.0].epsilons[-1]
 
 # %% [markdown]
 # **DP-FTRL** (Kairouz et al. 2021) needs no sampling — useful on a device that reads its

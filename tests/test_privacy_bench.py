@@ -180,3 +180,47 @@ def test_feature_scale_multiplies_the_inputs_dp_sgd_trains_on():
     assert scaled["noise_multiplier"] == plain["noise_multiplier"]  # and costs no privacy
     with pytest.raises(ValueError, match="feature_scale must be > 0"):
         run(0.0, 1.0)
+
+
+def _shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The 28 x 28 image moved by (dy, dx) pixels with zero fill (test-only loop)."""
+    out = np.zeros((28, 28), image.dtype)
+    for r in range(28):
+        for c in range(28):
+            if 0 <= r - dy < 28 and 0 <= c - dx < 28:
+                out[r, c] = image.reshape(28, 28)[r - dy, c - dx]
+    return out.ravel()
+
+
+@pytest.mark.parametrize("max_shift", [1, 2])
+def test_shift_augmentation_projects_shifted_images(max_shift):
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 784)).astype(np.float32)
+    projection = np.linalg.qr(rng.standard_normal((784, 6)))[0]
+    mean = rng.standard_normal(6)
+    augment = dpsgd.shift_augmentation(projection, mean, max_shift)
+    k, width = 5, 2 * max_shift + 1
+    got = augment(images, k, np.random.default_rng(7))
+    assert got.shape == (15, 6) and got.dtype == np.float32 and augment.max_shift == max_shift
+    chosen = np.random.default_rng(7).integers(0, width**2, 15)  # the same draws
+    for row, offset in enumerate(chosen):
+        dy, dx = divmod(int(offset), width)
+        expected = _shifted(images[row // k], dy - max_shift, dx - max_shift) @ projection - mean
+        np.testing.assert_allclose(got[row], expected, rtol=1e-5, atol=1e-5)
+    assert len({tuple(np.round(r, 4)) for r in got}) > 5  # the copies differ
+
+
+def test_augmented_run_trains_on_images_with_the_same_privacy():
+    pipe = dpsgd.load_pipeline(None, True, 8.0, 0)
+    x, y, xte, yte, prior, _ = dpsgd.load_features(None, True, 8.0, 0)
+    np.testing.assert_array_equal(pipe.train_features(), x)
+    images = (pipe.images, y, xte, yte, prior)
+    augment = dpsgd.shift_augmentation(pipe.projection, pipe.mean)
+    aug = dpsgd.run_dpsgd(images, 8.0, 1, 8.0, seed=0, progress=False, augment=augment,
+                          multiplicity=2)  # fmt: skip
+    plain = dpsgd.run_dpsgd((x, y, xte, yte, prior), 8.0, 1, 8.0, seed=0, progress=False)
+    assert aug["augment_multiplicity"] == 2 and aug["max_shift"] == dpsgd.MAX_SHIFT
+    assert plain["augment_multiplicity"] == 0 and plain["max_shift"] is None
+    assert aug["noise_multiplier"] == plain["noise_multiplier"]
+    assert aug["epsilon_spent"] == plain["epsilon_spent"] <= 8.0
+    assert aug["accuracy"] != plain["accuracy"] and aug["accuracy"] > 0.5

@@ -18,8 +18,12 @@ norm is at most ``sqrt(784) = 28`` for pixels in [0, 1], so nothing is clipped),
 into the accountant (``--no-center`` skips it, as the runs before it did). For each
 target epsilon and number of epochs the noise multiplier is the smallest one that stays
 within the target (:func:`tinyodl.privacy.noise_multiplier_for_epsilon` with the PCA as
-``prior``). DP-FTRL (tree aggregation, no sampling) runs at the same epsilons for comparison,
-and the same network without any privacy gives the baseline.
+``prior``). One step beyond the paper: DP-SGD trains with **augmentation multiplicity** (De et
+al. 2022; ``--augment K``, default 4, 0 = the paper's recipe): every example of a lot is
+shifted by up to one pixel K times and its gradient is the mean over the copies, clipped once
+(the same privacy; :func:`shift_augmentation`). DP-FTRL (tree aggregation, no sampling, no
+augmentation) runs at the same epsilons for comparison, and the same network without any
+privacy (nor augmentation) gives the baseline.
 
 Full run: ``tinyodl bench dpsgd --json FILE --plot FIG`` on the full MNIST
 (``--data DIR`` or ``$TINYODL_MNIST_DIR``). ``--quick``: the shipped subset, two short runs.
@@ -30,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,6 +72,12 @@ CENTER, PIXEL_NORM_BOUND = True, 28.0
 #: at target epsilons up to WEIGHT_DECAY_MAX_EPSILON, none above (pilots: it helps where the
 #: noise is large -- epsilon 2: 94.78 -> 95.12% validation -- and hurt at epsilon 8).
 WEIGHT_DECAY, WEIGHT_DECAY_MAX_EPSILON = 5e-4, 2.0
+#: Augmentation multiplicity (De et al. 2022), a step beyond the paper: every example of a lot
+#: is shifted by up to MAX_SHIFT pixels (zero fill) AUGMENT_MULTIPLICITY times and its
+#: gradient is the mean over the copies, clipped once -- the same privacy (one example still
+#: moves one clipped gradient), less variance in each clipped gradient. ``--augment 0`` is
+#: the paper's recipe without it (pilots: benchmarks/README.md).
+AUGMENT_MULTIPLICITY, MAX_SHIFT = 4, 1
 FTRL_EPOCHS, NON_PRIVATE_EPOCHS = 30, 50
 
 
@@ -114,6 +125,15 @@ def add_arguments(parser) -> None:
         action="store_true",
         help="do not centre the PCA features on their DP mean (the recipe before it)",
     )
+    parser.add_argument(
+        "--augment",
+        type=int,
+        default=AUGMENT_MULTIPLICITY,
+        metavar="K",
+        help=f"DP-SGD augmentation multiplicity: K copies of each image shifted by up to "
+        f"{MAX_SHIFT} pixel, their mean gradient clipped once (default {AUGMENT_MULTIPLICITY}; "
+        "0: no augmentation, the paper's recipe)",
+    )
     parser.add_argument("--no-ftrl", action="store_true", help="skip the DP-FTRL comparison")
     parser.add_argument("--no-baseline", action="store_true", help="skip the non-private baseline")
     parser.add_argument(
@@ -135,9 +155,11 @@ def add_arguments(parser) -> None:
 def _abadi_model(seed: int):
     from tinyodl import nn
 
-    return nn.Sequential(
+    model = nn.Sequential(
         [nn.Linear(COMPONENTS, HIDDEN, seed=seed), nn.ReLU(), nn.Linear(HIDDEN, 10, seed=seed + 1)]
     )
+    model[0].needs_input_grad = False  # its input is data: backward skips dL/dx
+    return model
 
 
 def _schedule(steps_per_epoch: int, scale: float = 1.0, total_steps: int | None = None):
@@ -156,6 +178,36 @@ def _schedule(steps_per_epoch: int, scale: float = 1.0, total_steps: int | None 
     return lr
 
 
+@dataclass
+class Pipeline:
+    """MNIST through the DP-PCA: what :func:`load_pipeline` fits and returns.
+
+    Attributes
+    ----------
+    images : ndarray (N, 784) float32, the training images (what augmentation shifts)
+    y_train : ndarray (N,) int64
+    x_test : ndarray (M, 60) float32, the test features ``(image @ projection - mean)``
+    y_test : ndarray (M,) int64
+    prior : RDPAccountant of the DP-PCA (and the DP mean)
+    source : str, where the images came from
+    projection : ndarray (784, 60) float64, the DP-PCA directions
+    mean : ndarray (60,) float64, the DP mean of the features (zeros when not centred)
+    """
+
+    images: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    prior: Any
+    source: str
+    projection: np.ndarray
+    mean: np.ndarray
+
+    def train_features(self) -> np.ndarray:
+        """(N, 60) float32 features of the training images."""
+        return (self.images @ self.projection - self.mean).astype(np.float32)
+
+
 def load_features(
     data: str | None, quick: bool, pca_noise: float, seed: int, center: bool = CENTER
 ):
@@ -166,6 +218,15 @@ def load_features(
     -------
     (x_train, y_train, x_test, y_test, prior, source), features float32 (N, 60)
     """
+    p = load_pipeline(data, quick, pca_noise, seed, center)
+    return p.train_features(), p.y_train, p.x_test, p.y_test, p.prior, p.source
+
+
+def load_pipeline(
+    data: str | None, quick: bool, pca_noise: float, seed: int, center: bool = CENTER
+) -> Pipeline:
+    """The images, the DP-PCA projection (and DP mean) fitted on them, and its accountant
+    (see :func:`load_features`)."""
     from tinyodl import privacy
     from tinyodl.data import load_mnist, to_float
 
@@ -187,15 +248,53 @@ def load_features(
     prior = privacy.RDPAccountant()
     if pca_noise > 0:
         prior.compose_gaussian(pca_noise)
-    features = [a @ projection for a in (xtr, xte)]
+    mean = np.zeros(COMPONENTS)
     if center:
         rng = np.random.default_rng([seed, 10])
-        mean = privacy.dp_mean(features[0], PIXEL_NORM_BOUND, pca_noise, rng=rng)
-        features = [f - mean for f in features]
+        mean = privacy.dp_mean(xtr @ projection, PIXEL_NORM_BOUND, pca_noise, rng=rng)
         if pca_noise > 0:
             prior.compose_gaussian(pca_noise)
-    features = [f.astype(np.float32) for f in features]
-    return features[0], ytr.astype(np.int64), features[1], yte.astype(np.int64), prior, source
+    x_test = (xte @ projection - mean).astype(np.float32)
+    return Pipeline(xtr, ytr.astype(np.int64), x_test, yte.astype(np.int64), prior, source,
+                    projection, mean)  # fmt: skip
+
+
+def shift_augmentation(projection: np.ndarray, mean: np.ndarray, max_shift: int = MAX_SHIFT):
+    """``augment(images, k, rng)``: k randomly shifted copies of each image, as features.
+
+    A shift by ``(dy, dx)`` pixels with zero fill, ``x'(r, c) = x(r - dy, c - dx)``, followed
+    by the projection ``V`` is one linear map: ``x' . V = x . V_s`` with the *basis* shifted the
+    other way, ``V_s(r, c) = V(r + dy, c + dx)`` (zero outside the image). So the
+    ``(2 s + 1)^2`` shifted bases are formed once and a lot costs one product with all of them.
+
+    Parameters
+    ----------
+    projection : ndarray (784, c), the DP-PCA directions (28 x 28 images)
+    mean : ndarray (c,), subtracted from every feature vector
+    max_shift : int s >= 0, shifts in ``[-s, s]`` on each axis, uniformly
+
+    Returns
+    -------
+    callable ``(images (n, 784), k, rng) -> (n k, c) float32``, example-major (the
+    ``augment`` of :func:`tinyodl.privacy.fit_dpsgd`)
+    """
+    c, s = projection.shape[1], int(max_shift)
+    padded = np.pad(projection.reshape(28, 28, c), ((s, s), (s, s), (0, 0)))
+    bases = np.concatenate(
+        [padded[s + dy : s + dy + 28, s + dx : s + dx + 28].reshape(784, c)
+         for dy in range(-s, s + 1) for dx in range(-s, s + 1)],
+        axis=1,
+    ).astype(np.float32)  # fmt: skip
+    offsets, mean32 = (2 * s + 1) ** 2, mean.astype(np.float32)
+
+    def augment(images: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        n = len(images)
+        every = (images.astype(np.float32) @ bases).reshape(n, offsets, c)
+        chosen = rng.integers(0, offsets, n * k)
+        return every[np.repeat(np.arange(n), k), chosen] - mean32
+
+    augment.max_shift = s
+    return augment
 
 
 def _row(method, target, spent, sigma, pca_noise, epochs, steps, acc, seconds) -> dict[str, Any]:
@@ -226,11 +325,15 @@ def run_dpsgd(
     lr_scale: float | None = None,
     feature_scale: float = FEATURE_SCALE,
     weight_decay: float | None = None,
+    augment=None,
+    multiplicity: int = 1,
 ):
     """One DP-SGD run at a target epsilon (the model reported is the average of the
     iterates), on the features times ``feature_scale``; returns its row. ``lr_scale`` and
     ``weight_decay`` default to :func:`lr_scale_for` and :func:`weight_decay_for` of the
-    target."""
+    target. With ``augment`` (:func:`shift_augmentation`) ``data[0]`` holds the training
+    *images*, and each example's gradient is the mean over ``multiplicity`` augmented
+    copies."""
     from tinyodl import nn, privacy
     from tinyodl.train import evaluate
 
@@ -241,7 +344,14 @@ def run_dpsgd(
         lr_scale = lr_scale_for(target)
     if feature_scale <= 0:
         raise ValueError(f"run_dpsgd: feature_scale must be > 0, got {feature_scale}")
-    xtr, xte = (np.float32(feature_scale) * a for a in (xtr, xte))
+    scale = np.float32(feature_scale)
+    shift = None if augment is None else getattr(augment, "max_shift", None)
+    xte = scale * xte
+    if augment is None:
+        xtr = scale * xtr
+    else:
+        plain = augment
+        augment = (lambda images, k, rng: scale * plain(images, k, rng)) if scale != 1 else plain
     q = LOT_SIZE / len(xtr)
     steps = int(round(epochs * len(xtr) / LOT_SIZE))
     sigma = privacy.noise_multiplier_for_epsilon(target, q=q, steps=steps, delta=DELTA, prior=prior)
@@ -263,6 +373,8 @@ def run_dpsgd(
         progress=progress,
         prior=prior,
         average=AVERAGE,
+        augment=augment,
+        multiplicity=multiplicity,
     )
     acc = evaluate(model, xte, yte)[1]
     row = _row(
@@ -278,6 +390,8 @@ def run_dpsgd(
     )
     row["lr_scale"], row["decay_fraction"] = lr_scale, DECAY_FRACTION
     row["feature_scale"], row["weight_decay"] = feature_scale, weight_decay
+    row["augment_multiplicity"] = multiplicity if augment is not None else 0
+    row["max_shift"] = shift
     return row
 
 
@@ -472,7 +586,9 @@ def main(args) -> int:
     threadpool_limits(1)
     runs = _parse_runs(args.runs, args.quick)
     t_all = time.perf_counter()
-    features: dict[float, tuple] = {}  # one DP-PCA per noise level
+    if args.augment < 0:
+        raise SystemExit(f"tinyodl bench dpsgd: --augment must be >= 0, got {args.augment}")
+    pipelines: dict[float, Pipeline] = {}  # one DP-PCA per noise level
     progress = not args.quick
     machine = machine_info(threads=1)
     center = not args.no_center
@@ -499,14 +615,23 @@ def main(args) -> int:
     save(False)
     for target, epochs in runs:
         pca_noise = args.pca_noise if args.pca_noise is not None else pca_noise_for(target)
-        if pca_noise not in features:
-            features[pca_noise] = load_features(args.data, args.quick, pca_noise, args.seed, center)
-        xtr, ytr, xte, yte, prior, source = features[pca_noise]
+        if pca_noise not in pipelines:
+            pipelines[pca_noise] = load_pipeline(
+                args.data, args.quick, pca_noise, args.seed, center
+            )
+        pipe = pipelines[pca_noise]
+        xtr, ytr, xte, yte, prior, source = (pipe.train_features(), pipe.y_train, pipe.x_test,
+                                             pipe.y_test, pipe.prior, pipe.source)  # fmt: skip
         train_examples = len(xtr)
         data = (xtr, ytr, xte, yte, prior)
         scales = {"lr_scale": args.lr_scale, "feature_scale": args.feature_scale,
                   "weight_decay": args.weight_decay}  # fmt: skip
-        rows.append(run_dpsgd(data, target, epochs, pca_noise, args.seed, progress, **scales))
+        if args.augment:
+            scales["augment"] = shift_augmentation(pipe.projection, pipe.mean)
+            scales["multiplicity"] = args.augment
+        images = (pipe.images, ytr, xte, yte, prior)
+        rows.append(run_dpsgd(images if args.augment else data, target, epochs, pca_noise,
+                              args.seed, progress, **scales))  # fmt: skip
         rows[-1]["centered"] = center
         print(_fmt(rows[-1]), flush=True)
         save(False)
