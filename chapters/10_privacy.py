@@ -508,9 +508,10 @@ ax.grid(alpha=0.3)
 # pipeline on the full 60,000 MNIST images (q = 0.01) for the paper's grid of
 # budgets, with larger learning rates than above (6 times the paper's schedule for DP-SGD, 2
 # times at ε = 0.5, 15 times for the non-private baseline, falling linearly to zero over the
-# second half of the run) and weight decay at ε ≤ 2 — all chosen on a validation split of
-# the training set, never on the test set. The committed rows are drawn below (if present)
-# beside the paper's 90 / 95 / 97 % at ε = 0.5 / 2 / 8.
+# second half of the run), weight decay at ε ≤ 2 and augmentation multiplicity 4 (the section
+# above) — all chosen on a validation split of the training set, never on the test set. The
+# committed rows are drawn below (if present) beside the paper's 90 / 95 / 97 % at
+# ε = 0.5 / 2 / 8.
 
 # %%
 import json

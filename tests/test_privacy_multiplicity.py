@@ -9,24 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_privacy_dpsgd import mixed_model  # every trainable layer kind, float64
 
 from tinyodl import nn, privacy
 from tinyodl.privacy import ghost
 from tinyodl.privacy.dpsgd import _sum_loss
-
-
-def mixed_model(seed=0):
-    """Strided, padded, grouped, depthwise convolutions and a linear head (float64)."""
-    return nn.Sequential(
-        [
-            nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2, seed=seed),
-            nn.ReLU(),
-            nn.DepthwiseConv2d(4, 3, stride=2, padding=1, seed=seed + 1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(4 * 2 * 2, 5, seed=seed + 2),
-        ]
-    ).astype(np.float64)
 
 
 def copies(n, k, seed=0):

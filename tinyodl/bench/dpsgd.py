@@ -486,9 +486,12 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for method, style in (("dp-sgd", "o-"), ("dp-ftrl", "s--")):
-        pts = sorted((r["epsilon_spent"], r["accuracy"]) for r in rows if r["method"] == method)
+        mine = [r for r in rows if r["method"] == method]
+        pts = sorted((r["epsilon_spent"], r["accuracy"]) for r in mine)
+        k = max((r.get("augment_multiplicity") or 0 for r in mine), default=0)
+        label = f"tinyodl {method.upper()}" + (f", augmentation x{k}" if k else "")
         if pts:
-            ax.plot(*zip(*pts, strict=True), style, label=f"tinyodl {method.upper()}")
+            ax.plot(*zip(*pts, strict=True), style, label=label)
     ax.plot(list(PAPER), list(PAPER.values()), "k*", markersize=10, label="Abadi et al. 2016")
     for r in rows:
         if r["method"] == "non-private":
