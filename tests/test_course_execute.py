@@ -123,6 +123,36 @@ def test_executed_once_waits_for_the_process_that_claimed_it(tmp_path):
     assert execution_info(node)["seconds"] == 1.5
 
 
+def test_executed_once_reads_a_result_stored_between_its_check_and_its_claim(tmp_path, monkeypatch):
+    """The other worker stores its result and drops its claim after this process found no
+    result but before it claimed the notebook (a thread switch there made the test above fail
+    in a clean-clone CI run, stop 21): the result is read, nothing is executed twice."""
+    import os
+
+    import nbformat
+
+    from tinyodl.course import execute
+
+    notebook = _notebook(tmp_path, "x = 1")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    entry = cache_path(cache, notebook, "quick")
+    real_open = os.open
+
+    def open_after_the_other_worker_finished(path, *args):
+        if str(path).endswith(".claim") and not entry.exists():
+            executed = nbformat.read(notebook, as_version=4)
+            executed.cells[-1]["outputs"] = [nbformat.v4.new_output("stream", text="from gw1")]
+            store(cache, notebook, executed, "quick", 1.5)  # and its claim is already gone
+        return real_open(path, *args)
+
+    monkeypatch.setattr(execute.os, "open", open_after_the_other_worker_finished)
+    logged: list[str] = []
+    node = executed_once(notebook, cache, "quick", poll=0.1, log=logged.append)
+    assert logged == [] and "from gw1" in _outputs(node)[0]["text"]
+    assert not entry.with_name(entry.name + ".claim").exists()  # the claim was let go
+
+
 @pytest.mark.notebook
 def test_executed_once_takes_over_a_dead_claim_and_remembers_a_failure(tmp_path):
     pytest.importorskip("nbclient")

@@ -226,6 +226,8 @@ def executed_once(
         try:
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
+            if target.exists():  # stored (and its claim let go) since the check above
+                return executed_notebook(notebook, cache_dir, configuration, execute=False)
             try:
                 return executed_notebook(notebook, cache_dir, configuration, force=True, log=log)
             except ExecutionError as err:
