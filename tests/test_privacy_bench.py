@@ -208,6 +208,10 @@ def test_shift_augmentation_projects_shifted_images(max_shift):
         expected = _shifted(images[row // k], dy - max_shift, dx - max_shift) @ projection - mean
         np.testing.assert_allclose(got[row], expected, rtol=1e-5, atol=1e-5)
     assert len({tuple(np.round(r, 4)) for r in got}) > 5  # the copies differ
+    with pytest.raises(ValueError, match=r"\(784, c\) projection .* got shape \(783, 6\)"):
+        dpsgd.shift_augmentation(projection[:783], mean, max_shift)
+    with pytest.raises(ValueError, match="max_shift -1"):
+        dpsgd.shift_augmentation(projection, mean, -1)
 
 
 def test_augmented_run_trains_on_images_with_the_same_privacy():

@@ -278,6 +278,11 @@ def shift_augmentation(projection: np.ndarray, mean: np.ndarray, max_shift: int 
     callable ``(images (n, 784), k, rng) -> (n k, c) float32``, example-major (the
     ``augment`` of :func:`tinyodl.privacy.fit_dpsgd`)
     """
+    if projection.ndim != 2 or projection.shape[0] != 784 or not 0 <= max_shift < 28:
+        raise ValueError(
+            "shift_augmentation: needs a (784, c) projection of 28 x 28 images and 0 <= "
+            f"max_shift < 28, got shape {projection.shape} and max_shift {max_shift!r}"
+        )
     c, s = projection.shape[1], int(max_shift)
     padded = np.pad(projection.reshape(28, 28, c), ((s, s), (s, s), (0, 0)))
     bases = np.concatenate(
