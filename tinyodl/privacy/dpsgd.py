@@ -407,10 +407,7 @@ class DPSGD:
             else:
                 value, grads = per_example_gradients(self.model, xb, yb, self._loss_fn)
                 if k > 1:  # an example's gradient: the sum over its copies (each / K)
-                    grads = {
-                        name: g.reshape((-1, k) + g.shape[1:]).sum(axis=1)
-                        for name, g in grads.items()
-                    }
+                    grads = {name: ghost._by_example(g, k).sum(axis=1) for name, g in grads.items()}
                 part, n = clip_and_sum(grads, self.clip_norm)
                 for _, p in params:
                     p.grad_sample = None  # free the N x model tensor before the next chunk
